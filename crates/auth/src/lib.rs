@@ -1,0 +1,1 @@
+//! JWT verification for edgepush: pinned algorithms, keys from config or JWKS.

@@ -1,0 +1,234 @@
+//! The ports: one trait per concern, each with a documented contract.
+//!
+//! Functions and the edge node are written against these traits only. Each
+//! real backend lives in a crate of its own (so a function links only the
+//! drivers it uses); [`crate::memory`] holds the in-memory backends.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::id::{ConnId, NodeId, UserId};
+use crate::message::{NewMessage, Seq, StoredMessage};
+use crate::protocol::PushItem;
+
+/// A backend could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend cannot be reached or timed out: retry later (HTTP 503).
+    #[error("message store unavailable: {0}")]
+    Unavailable(String),
+    /// Too many concurrent writers fought over the same user's sequence.
+    #[error("message store contention: {0}")]
+    Contention(String),
+    /// Anything else the backend reported.
+    #[error("message store error: {0}")]
+    Backend(String),
+}
+
+/// The durable message log, one sequence per user (MongoDB in production).
+///
+/// Contract:
+/// - [`append`](Self::append) returns only once the backend has acknowledged
+///   the write of every recipient's copy; each copy gets the recipient's next
+///   sequence number, strictly increasing and without gaps.
+/// - Appending again with the same `(source, idempotency_key)` stores nothing
+///   new and returns the copies stored the first time (also under
+///   concurrency: every concurrent duplicate returns the same copies).
+/// - A failed append may have stored some recipients' copies; retrying with
+///   the same idempotency key completes it without duplicates.
+#[async_trait]
+pub trait MessageStore: Send + Sync + 'static {
+    /// Stores one copy of `msg` per recipient; see the trait's contract.
+    async fn append(&self, msg: &NewMessage) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// Up to `limit` of `user`'s messages with `seq > after`, in seq order.
+    async fn read_after(
+        &self,
+        user: &UserId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// Records that `user` holds everything up to `seq`. Only moves forward.
+    async fn ack(&self, user: &UserId, seq: Seq) -> Result<(), StoreError>;
+
+    /// The highest seq `user` has acknowledged (0 when none).
+    async fn acked(&self, user: &UserId) -> Result<Seq, StoreError>;
+
+    /// Succeeds when the backend answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// The route store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// The backend cannot be reached or timed out.
+    #[error("route store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else the backend reported.
+    #[error("route store error: {0}")]
+    Backend(String),
+}
+
+/// Where a user's connections are: user -> { connection -> node } (Redis).
+///
+/// Contract: routes are hints. A route may outlive its connection (a node
+/// crashed); readers must check the node's liveness in [`NodeDirectory`] and
+/// treat a push answered "gone" as a stale route to remove.
+#[async_trait]
+pub trait RouteStore: Send + Sync + 'static {
+    /// Records that `conn` of `user` is held by `node`.
+    async fn add_route(&self, user: &UserId, conn: &ConnId, node: &NodeId)
+    -> Result<(), RouteError>;
+
+    /// Records many routes of one node at once (re-registration after a
+    /// route store loss).
+    async fn add_routes(&self, routes: &[(UserId, ConnId)], node: &NodeId)
+    -> Result<(), RouteError>;
+
+    /// Forgets the given routes (closed connections, stale routes).
+    async fn remove_routes(&self, routes: &[(UserId, ConnId)]) -> Result<(), RouteError>;
+
+    /// Every route of every user in `users`, in one round trip: the result
+    /// has one entry per input user, in the same order.
+    async fn routes_of(&self, users: &[UserId]) -> Result<Vec<Vec<(ConnId, NodeId)>>, RouteError>;
+
+    /// Succeeds when the backend answers.
+    async fn ping(&self) -> Result<(), RouteError>;
+}
+
+/// What a heartbeat found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heartbeat {
+    /// The node's liveness entry was there and has been refreshed.
+    Refreshed,
+    /// The entry was missing (expired, or the store lost its data) and has
+    /// been created again: the node must re-register its routes.
+    Recreated,
+}
+
+/// Which edge nodes are alive and where their push API listens (Redis keys
+/// with a short TTL, refreshed by each node's heartbeat).
+///
+/// Contract: a node that stops calling [`heartbeat`](Self::heartbeat) is
+/// reported dead once `ttl` has passed, without anyone touching its users'
+/// routes.
+#[async_trait]
+pub trait NodeDirectory: Send + Sync + 'static {
+    /// Marks `node` alive for `ttl`, reachable at `push_url`.
+    async fn heartbeat(
+        &self,
+        node: &NodeId,
+        push_url: &str,
+        ttl: Duration,
+    ) -> Result<Heartbeat, RouteError>;
+
+    /// The push URLs of the nodes among `nodes` that are alive.
+    async fn live_nodes(&self, nodes: &[NodeId]) -> Result<HashMap<NodeId, String>, RouteError>;
+
+    /// Marks `node` dead now (graceful shutdown).
+    async fn remove_node(&self, node: &NodeId) -> Result<(), RouteError>;
+}
+
+/// A push to a node failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// The node could not be reached or did not answer in time.
+    #[error("push to {url} failed: {reason}")]
+    Unreachable {
+        /// The node's push URL.
+        url: String,
+        /// What happened.
+        reason: String,
+    },
+    /// The node answered with an error status.
+    #[error("push to {url} refused with status {status}: {body}")]
+    Refused {
+        /// The node's push URL.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The start of the answer's body.
+        body: String,
+    },
+}
+
+/// What a node did with a push batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushReport {
+    /// Frames queued to live connections.
+    pub delivered: u64,
+    /// Connections that are not on the node: their routes are stale.
+    pub gone: Vec<ConnId>,
+}
+
+/// Delivers messages to connections on one edge node (the push API's batch
+/// endpoint in production).
+#[async_trait]
+pub trait Pusher: Send + Sync + 'static {
+    /// Sends `items` to the node whose push API is at `push_url`.
+    async fn push(&self, push_url: &str, items: Vec<PushItem>) -> Result<PushReport, PushError>;
+}
+
+/// Handing stored messages to dispatch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandoffError {
+    /// The path to dispatch is down: the caller should answer 503.
+    #[error("handoff unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// How collect passes stored messages on to dispatch: a direct call in dev
+/// mode and tests, a queue in AWS.
+///
+/// Contract: [`hand_off`](Self::hand_off) returns `Ok` once dispatch has the
+/// messages (delivered, or durably queued for delivery).
+#[async_trait]
+pub trait Handoff: Send + Sync + 'static {
+    /// Passes `messages` on to dispatch.
+    async fn hand_off(&self, messages: &[StoredMessage]) -> Result<(), HandoffError>;
+
+    /// Succeeds when a hand-off would currently be accepted; collect checks
+    /// this before writing so a dead dispatch path stores nothing.
+    async fn ready(&self) -> Result<(), HandoffError>;
+}
+
+/// Who a verified token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The `sub` claim.
+    pub user_id: UserId,
+    /// The `exp` claim, seconds since the Unix epoch.
+    pub expires_at: Option<u64>,
+}
+
+/// A token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No token was presented.
+    #[error("missing token")]
+    Missing,
+    /// The token is malformed, wrongly signed, of the wrong algorithm, or
+    /// carries the wrong issuer or audience.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    /// The token has expired.
+    #[error("token expired")]
+    Expired,
+    /// The token is not valid yet (`nbf` in the future).
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// The verifier itself could not be reached (remote auth).
+    #[error("auth service unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Verifies a client token and says which user it speaks for (the auth
+/// function, in-process or remote).
+#[async_trait]
+pub trait TokenVerifier: Send + Sync + 'static {
+    /// Verifies `token`.
+    async fn verify(&self, token: &str) -> Result<Identity, AuthError>;
+}

@@ -1,0 +1,1 @@
+//! HTTP push client: sends push batches to edge nodes.

@@ -1,0 +1,1 @@
+//! MongoDB backend of the message store port.

@@ -1,0 +1,1 @@
+//! Redis backends of the route store and node directory ports.

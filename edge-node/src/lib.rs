@@ -1,0 +1,1 @@
+//! The edgepush edge node: holds client WebSockets, serves the push API.

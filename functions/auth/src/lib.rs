@@ -1,0 +1,1 @@
+//! The auth Lambda function: verifies a token, returns the user id.

@@ -1,0 +1,1 @@
+//! The collect Lambda function: validates, stores, hands off.

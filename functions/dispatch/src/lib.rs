@@ -1,0 +1,1 @@
+//! The dispatch Lambda function: routes stored messages to edge nodes.
