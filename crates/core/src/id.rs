@@ -162,10 +162,7 @@ mod tests {
     fn user_ids_are_validated() {
         assert!(UserId::new("alice").is_ok());
         assert!(UserId::new("tenant:42@example.com").is_ok());
-        assert_eq!(
-            UserId::new(""),
-            Err(IdError::Empty { kind: "user id" })
-        );
+        assert_eq!(UserId::new(""), Err(IdError::Empty { kind: "user id" }));
         assert!(matches!(UserId::new("a{b}"), Err(IdError::BadChar { .. })));
         assert!(matches!(UserId::new("a b"), Err(IdError::BadChar { .. })));
         assert!(matches!(

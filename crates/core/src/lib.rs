@@ -27,6 +27,6 @@ pub mod protocol;
 pub use id::{ConnId, IdError, MessageId, NodeId, UserId};
 pub use message::{NewMessage, Seq, StoredMessage};
 pub use ports::{
-    AuthError, Handoff, HandoffError, Identity, MessageStore, NodeDirectory, PushError,
-    PushReport, Pusher, RouteError, RouteStore, StoreError, TokenVerifier,
+    AuthError, Handoff, HandoffError, Identity, MessageStore, NodeDirectory, PushError, PushReport,
+    Pusher, RouteError, RouteStore, StoreError, TokenVerifier,
 };

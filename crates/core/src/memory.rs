@@ -12,9 +12,7 @@ use async_trait::async_trait;
 
 use crate::id::{ConnId, MessageId, NodeId, UserId};
 use crate::message::{NewMessage, Seq, StoredMessage, now_ms};
-use crate::ports::{
-    Heartbeat, MessageStore, NodeDirectory, RouteError, RouteStore, StoreError,
-};
+use crate::ports::{Heartbeat, MessageStore, NodeDirectory, RouteError, RouteStore, StoreError};
 
 #[derive(Default)]
 struct UserLog {
@@ -199,10 +197,7 @@ impl RouteStore for MemoryRouteStore {
         Ok(())
     }
 
-    async fn routes_of(
-        &self,
-        users: &[UserId],
-    ) -> Result<Vec<Vec<(ConnId, NodeId)>>, RouteError> {
+    async fn routes_of(&self, users: &[UserId]) -> Result<Vec<Vec<(ConnId, NodeId)>>, RouteError> {
         let state = self.state.lock().expect("route store lock");
         Ok(users
             .iter()
@@ -210,12 +205,7 @@ impl RouteStore for MemoryRouteStore {
                 state
                     .routes
                     .get(u)
-                    .map(|conns| {
-                        conns
-                            .iter()
-                            .map(|(c, n)| (c.clone(), n.clone()))
-                            .collect()
-                    })
+                    .map(|conns| conns.iter().map(|(c, n)| (c.clone(), n.clone())).collect())
                     .unwrap_or_default()
             })
             .collect())
@@ -250,10 +240,7 @@ impl NodeDirectory for MemoryRouteStore {
         })
     }
 
-    async fn live_nodes(
-        &self,
-        nodes: &[NodeId],
-    ) -> Result<HashMap<NodeId, String>, RouteError> {
+    async fn live_nodes(&self, nodes: &[NodeId]) -> Result<HashMap<NodeId, String>, RouteError> {
         let state = self.state.lock().expect("route store lock");
         let now = Instant::now();
         Ok(nodes
@@ -349,10 +336,17 @@ mod tests {
     #[tokio::test]
     async fn routes_round_trip() {
         let routes = MemoryRouteStore::new();
-        let (a, c1, c2) = (user("a"), ConnId::new("c1").unwrap(), ConnId::new("c2").unwrap());
+        let (a, c1, c2) = (
+            user("a"),
+            ConnId::new("c1").unwrap(),
+            ConnId::new("c2").unwrap(),
+        );
         let n = NodeId::new("n").unwrap();
         routes.add_route(&a, &c1, &n).await.unwrap();
-        routes.add_routes(&[(a.clone(), c2.clone())], &n).await.unwrap();
+        routes
+            .add_routes(&[(a.clone(), c2.clone())], &n)
+            .await
+            .unwrap();
         let got = routes.routes_of(&[a.clone(), user("b")]).await.unwrap();
         assert_eq!(got[0].len(), 2);
         assert!(got[1].is_empty());

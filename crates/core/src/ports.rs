@@ -80,13 +80,20 @@ pub enum RouteError {
 #[async_trait]
 pub trait RouteStore: Send + Sync + 'static {
     /// Records that `conn` of `user` is held by `node`.
-    async fn add_route(&self, user: &UserId, conn: &ConnId, node: &NodeId)
-    -> Result<(), RouteError>;
+    async fn add_route(
+        &self,
+        user: &UserId,
+        conn: &ConnId,
+        node: &NodeId,
+    ) -> Result<(), RouteError>;
 
     /// Records many routes of one node at once (re-registration after a
     /// route store loss).
-    async fn add_routes(&self, routes: &[(UserId, ConnId)], node: &NodeId)
-    -> Result<(), RouteError>;
+    async fn add_routes(
+        &self,
+        routes: &[(UserId, ConnId)],
+        node: &NodeId,
+    ) -> Result<(), RouteError>;
 
     /// Forgets the given routes (closed connections, stale routes).
     async fn remove_routes(&self, routes: &[(UserId, ConnId)]) -> Result<(), RouteError>;

@@ -225,7 +225,10 @@ mod tests {
         let mut buf = [0u8; 20];
         assert_eq!(format_u64(0, &mut buf), b"0");
         assert_eq!(format_u64(1234567890, &mut buf), b"1234567890");
-        assert_eq!(format_u64(u64::MAX, &mut buf), u64::MAX.to_string().as_bytes());
+        assert_eq!(
+            format_u64(u64::MAX, &mut buf),
+            u64::MAX.to_string().as_bytes()
+        );
     }
 
     #[test]

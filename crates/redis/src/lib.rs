@@ -1,1 +1,51 @@
 //! Redis backends of the route store and node directory ports.
+//!
+//! [`RedisRouteStore`] implements both [`edgepush_core::RouteStore`] (where a
+//! user's connections are) and [`edgepush_core::NodeDirectory`] (which edge
+//! nodes are alive), on one shared, self-healing connection.
+//!
+//! # Key layout
+//!
+//! `<prefix>` is [`RedisConfig::key_prefix`] (default `ep`). Every key holds
+//! exactly one hash tag, so the layout works unchanged on Redis Cluster:
+//!
+//! | key | type | content | TTL |
+//! |---|---|---|---|
+//! | `<prefix>:r:{<user id>}` | HASH | field = connection id, value = node id holding it | [`RedisConfig::route_ttl`] (default 24 h), refreshed on each add |
+//! | `<prefix>:n:{<node id>}` | STRING | the node's push URL | the heartbeat's TTL (seconds) |
+//!
+//! Example: `ep:r:{alice}` = `{ "c-7f3a": "edge-1", "c-91bc": "edge-2" }`,
+//! `ep:n:{edge-1}` = `"http://10.0.3.7:8081"`.
+//!
+//! Routes are hints: a route whose node key has expired belongs to a dead
+//! node and readers ignore it, so a node death costs one key expiry, never a
+//! sweep over every user key. The long route TTL only collects garbage.
+//!
+//! # Commands
+//!
+//! - `add_route(s)`: pipelined `HSET` (all of a user's fields at once) +
+//!   `PEXPIRE` per user, at most [`ROUTE_CHUNK`] routes per pipeline.
+//! - `remove_routes`: pipelined `HDEL`, chunked the same way.
+//! - `routes_of`: one pipeline of `HGETALL`s (one round trip).
+//! - `heartbeat`: `SET key url XX PX ttl`; on a nil answer (the entry was
+//!   lost) `SET key url PX ttl` and report [`Heartbeat::Recreated`] so the
+//!   node re-registers its routes.
+//! - `live_nodes`: one pipeline of `GET`s (not `MGET`: keys of different
+//!   nodes sit in different cluster slots). `remove_node`: `DEL`.
+//! - `ping`: `PING`.
+//!
+//! # Failure behaviour
+//!
+//! Every operation is bounded by [`RedisConfig::command_timeout`] and fails
+//! with [`RouteError::Unavailable`](edgepush_core::RouteError::Unavailable)
+//! while Redis is unreachable; the connection is re-established by the next
+//! operations once Redis is back.
+//!
+//! [`Heartbeat::Recreated`]: edgepush_core::ports::Heartbeat::Recreated
+
+pub mod config;
+pub mod keys;
+mod store;
+
+pub use config::RedisConfig;
+pub use store::{ROUTE_CHUNK, RedisRouteStore};

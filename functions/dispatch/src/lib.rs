@@ -1,1 +1,33 @@
-//! The dispatch Lambda function: routes stored messages to edge nodes.
+//! The dispatch function: routes stored messages to the edge nodes that hold
+//! their recipients' connections.
+//!
+//! Dispatch is stateless. For a batch of stored messages it asks the route
+//! store where every recipient is connected (one round trip), asks the node
+//! directory which of those nodes are alive (one round trip), groups the
+//! deliveries by node and sends each node one push batch, all nodes at once.
+//! Connections a node reports as gone have their routes removed.
+//!
+//! Nothing here can lose a message: every message handed to dispatch is
+//! already in MongoDB, so a connection that misses a push (dead node, failed
+//! push, no route) catches up when it resumes with `after=<seq>`.
+//!
+//! # Layout
+//!
+//! - [`Dispatcher`]: the routing and fan-out logic, over the core ports only.
+//! - [`DirectHandoff`]: the [`Handoff`](edgepush_core::Handoff) that calls a
+//!   [`Dispatcher`] in-process (dev mode, and collect without a queue).
+//! - [`lambda`]: the Lambda event and handler.
+//! - [`config`]: the typed configuration of the binary, read once at start.
+
+pub mod config;
+mod dispatcher;
+mod handoff;
+pub mod lambda;
+
+pub use config::{Config, ConfigError, PushConfig};
+pub use dispatcher::{DispatchReport, Dispatcher};
+pub use handoff::DirectHandoff;
+pub use lambda::{DispatchEvent, handler};
+
+#[cfg(test)]
+mod tests;

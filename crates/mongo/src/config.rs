@@ -1,0 +1,120 @@
+//! Typed configuration of the MongoDB backend, parsed once by the binary and
+//! handed in (tests build it directly).
+
+use std::fmt;
+use std::time::Duration;
+
+/// Default database name.
+pub const DEFAULT_DATABASE: &str = "edgepush";
+/// Default time a message is kept for replay.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// Default bound on finding a usable server (the driver's own default is 30 s).
+pub const DEFAULT_SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default bound on opening one connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default number of recipients of one append written at the same time.
+pub const DEFAULT_APPEND_CONCURRENCY: usize = 32;
+/// Default number of attempts to claim a seq before giving up with
+/// [`StoreError::Contention`](edgepush_core::StoreError::Contention).
+pub const DEFAULT_MAX_SEQ_ATTEMPTS: u32 = 100;
+
+/// How to reach MongoDB and how to bound the work done there.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MongoConfig {
+    /// `mongodb://` or `mongodb+srv://` connection string. May hold a
+    /// password, so [`fmt::Debug`] redacts it. Options in it (pool size,
+    /// write concern, TLS) are honoured, except the two timeouts below which
+    /// this config sets explicitly.
+    pub uri: String,
+    /// Database holding the `messages` and `users` collections, so that
+    /// deployments (and tests) can share one server.
+    pub database: String,
+    /// How long a message stays available for replay. Enforced by a TTL
+    /// index where the server has them, by a background sweep otherwise.
+    pub retention: Duration,
+    /// Bound on the driver's wait for a usable server. Its default (30 s)
+    /// would hold a Lambda invocation and its caller for half a minute while
+    /// MongoDB is down; failing fast lets collect answer 503 instead.
+    pub server_selection_timeout: Duration,
+    /// Bound on opening one TCP/TLS connection, for the same reason.
+    pub connect_timeout: Duration,
+    /// How many recipients of one append are written concurrently: enough to
+    /// hide round trips on large fan-outs, bounded so one request cannot
+    /// monopolise the connection pool.
+    pub append_concurrency: usize,
+    /// How many times one recipient's append tries to claim the next seq
+    /// before answering `Contention`; only hot users with many concurrent
+    /// writers ever need more than a few.
+    pub max_seq_attempts: u32,
+}
+
+impl MongoConfig {
+    /// A configuration for `uri` with every other field at its default.
+    pub fn new(uri: impl Into<String>) -> Self {
+        Self {
+            uri: uri.into(),
+            database: DEFAULT_DATABASE.to_owned(),
+            retention: DEFAULT_RETENTION,
+            server_selection_timeout: DEFAULT_SERVER_SELECTION_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            append_concurrency: DEFAULT_APPEND_CONCURRENCY,
+            max_seq_attempts: DEFAULT_MAX_SEQ_ATTEMPTS,
+        }
+    }
+}
+
+impl fmt::Debug for MongoConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MongoConfig")
+            .field("uri", &redact_uri(&self.uri))
+            .field("database", &self.database)
+            .field("retention", &self.retention)
+            .field("server_selection_timeout", &self.server_selection_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("append_concurrency", &self.append_concurrency)
+            .field("max_seq_attempts", &self.max_seq_attempts)
+            .finish()
+    }
+}
+
+/// `uri` with any credentials (`user:password@`) replaced by `***@`, fit for
+/// logs and error messages.
+pub(crate) fn redact_uri(uri: &str) -> String {
+    let Some(scheme_end) = uri.find("://").map(|i| i + 3) else {
+        return uri.to_owned();
+    };
+    let rest = &uri[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &uri[..scheme_end], &rest[at..]),
+        None => uri.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = MongoConfig::new("mongodb://h:1");
+        assert_eq!(c.database, "edgepush");
+        assert_eq!(c.retention, Duration::from_secs(604_800));
+        assert_eq!(c.server_selection_timeout, Duration::from_secs(2));
+        assert_eq!(c.connect_timeout, Duration::from_secs(2));
+        assert_eq!(c.append_concurrency, 32);
+    }
+
+    #[test]
+    fn debug_redacts_credentials() {
+        let c = MongoConfig::new("mongodb://app:s3cret@db1:27017,db2/?replicaSet=rs");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("***@db1:27017,db2/?replicaSet=rs"),
+            "{shown}"
+        );
+        assert_eq!(redact_uri("mongodb://h:1/x"), "mongodb://h:1/x");
+        assert_eq!(redact_uri("no scheme"), "no scheme");
+    }
+}

@@ -1,0 +1,419 @@
+//! The MongoDB message store against a real server (MongoDB or FerretDB):
+//! gap-free seqs under concurrency and crashes, idempotency, paging, acks,
+//! retention and failure to connect.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{TestDb, message, user};
+use edgepush_core::message::now_ms;
+use edgepush_core::{MessageStore, Seq, StoreError, StoredMessage};
+use edgepush_mongo::{MongoConfig, MongoMessageStore, RetentionMode};
+use mongodb::bson::{DateTime, doc};
+
+fn seqs(messages: &[StoredMessage]) -> Vec<Seq> {
+    messages.iter().map(|m| m.seq).collect()
+}
+
+#[tokio::test]
+async fn seqs_start_at_one_per_user() -> anyhow::Result<()> {
+    let t = TestDb::new().await?;
+    let store = t.store().await?;
+    store.ping().await?;
+
+    let first = store
+        .append(&message(&["a", "b"], r#"{"n":1}"#, None))
+        .await?;
+    let second = store
+        .append(&message(&["b", "c", "a"], r#"{"n":2}"#, None))
+        .await?;
+    let third = store.append(&message(&["b"], r#"[1,[2]]"#, None)).await?;
+
+    assert_eq!(
+        first
+            .iter()
+            .map(|m| (m.user_id.as_str(), m.seq))
+            .collect::<Vec<_>>(),
+        [("a", 1), ("b", 1)]
+    );
+    assert_eq!(
+        second
+            .iter()
+            .map(|m| (m.user_id.as_str(), m.seq))
+            .collect::<Vec<_>>(),
+        [("b", 2), ("c", 1), ("a", 2)],
+        "results follow the order of `to`"
+    );
+    assert_eq!(seqs(&third), [3]);
+    assert_eq!(first[0].id, first[1].id, "copies share the message id");
+    assert_ne!(first[0].id, second[0].id);
+
+    let b = store.read_after(&user("b"), 0, 10).await?;
+    assert_eq!(seqs(&b), [1, 2, 3]);
+    assert_eq!(b[0], first[1]);
+    assert_eq!(b[1], second[0]);
+    assert_eq!(
+        b[2].data.get(),
+        "[1,[2]]",
+        "payload kept as the caller's text"
+    );
+    assert!(store.read_after(&user("nobody"), 0, 10).await?.is_empty());
+
+    t.drop_db().await
+}
+
+#[tokio::test]
+async fn read_after_pages_through_a_thousand_messages() -> anyhow::Result<()> {
+    let t = TestDb::new().await?;
+    let store = t.store().await?;
+    let u = user("pager");
+    for i in 1..=1000 {
+        let stored = store
+            .append(&message(&["pager"], &format!(r#"{{"i":{i}}}"#), None))
+            .await?;
+        assert_eq!(seqs(&stored), [i]);
+    }
+
+    let mut after = 0;
+    let mut all = Vec::new();
+    loop {
+        let page = store.read_after(&u, after, 100).await?;
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 100);
+        after = page.last().map(|m| m.seq).unwrap_or(after);
+        all.extend(page);
+    }
+    assert_eq!(seqs(&all), (1..=1000).collect::<Vec<_>>());
+    for m in &all {
+        assert_eq!(m.data.get(), format!(r#"{{"i":{}}}"#, m.seq));
+    }
+    assert!(
+        store.read_after(&u, 10, 0).await?.is_empty(),
+        "limit 0 reads nothing"
+    );
+    assert!(store.read_after(&u, 1000, 100).await?.is_empty());
+    assert!(store.read_after(&u, u64::MAX, 100).await?.is_empty());
+    assert_eq!(
+        seqs(&store.read_after(&u, 995, 100).await?),
+        [996, 997, 998, 999, 1000]
+    );
+
+    t.drop_db().await
+}
+
+#[tokio::test]
+async fn idempotent_retry_returns_the_same_copies_and_stores_once() -> anyhow::Result<()> {
+    let t = TestDb::new().await?;
+    let store = t.store().await?;
+    store.append(&message(&["x"], "0", None)).await?;
+
+    let msg = message(&["x", "y"], r#"{"hello":"world"}"#, Some("order-17"));
+    let first = store.append(&msg).await?;
+    assert_eq!(seqs(&first), [2, 1]);
+    let retry = store.append(&msg).await?;
+    assert_eq!(
+        retry, first,
+        "a retry returns the copies stored the first time"
+    );
+    let again = store.append(&msg).await?;
+    assert_eq!(again, first);
+    assert_eq!(t.copies_of(&user("x")).await?, 2);
+    assert_eq!(t.copies_of(&user("y")).await?, 1);
+
+    // The key is scoped by source, and another key is another message.
+    let mut other_source = msg.clone();
+    other_source.source = "billing".to_owned();
+    assert_eq!(seqs(&store.append(&other_source).await?), [3, 2]);
+    let other_key = message(&["y"], "1", Some("order-18"));
+    assert_eq!(seqs(&store.append(&other_key).await?), [3]);
+    // A key that looks like a generated one does not collide with it.
+    let lookalike = message(&["y"], "2", Some(&format!("auto:{}", first[0].id)));
+    assert_eq!(seqs(&store.append(&lookalike).await?), [4]);
+
+    assert_eq!(
+        seqs(&store.read_after(&user("y"), 0, 10).await?),
+        [1, 2, 3, 4]
+    );
+    t.drop_db().await
+}
+
+#[tokio::test]
+async fn ten_concurrent_identical_appends_store_one_copy() -> anyhow::Result<()> {
+    let t = TestDb::new().await?;
+    let stores = [t.store().await?, t.store().await?];
+    let msg = message(&["p", "q", "r"], r#"{"race":true}"#, Some("same-key"));
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let store = stores[i % 2].clone();
+        let msg = msg.clone();
+        tasks.spawn(async move { store.append(&msg).await });
+    }
+    let mut results = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        results.push(r??);
+    }
+    assert_eq!(results.len(), 10);
+    for r in &results {
+        assert_eq!(r, &results[0], "every racer returns the same copies");
+    }
+    assert_eq!(seqs(&results[0]), [1, 1, 1]);
+    for u in ["p", "q", "r"] {
+        assert_eq!(t.copies_of(&user(u)).await?, 1, "one copy for {u}");
+    }
+    // The counter is right afterwards.
+    assert_eq!(
+        seqs(&stores[0].append(&message(&["q"], "1", None)).await?),
+        [2]
+    );
+    t.drop_db().await
+}
+
+#[tokio::test]
+async fn four_instances_appending_concurrently_get_seqs_one_to_hundred() -> anyhow::Result<()> {
+    let t = TestDb::new().await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for instance in 0..4 {
+        // A separate client per instance, like four collect Lambdas.
+        let store = t.store().await?;
+        for n in 0..25 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                let data = format!(r#"{{"instance":{instance},"n":{n}}}"#);
+                store.append(&message(&["hot", "cold"], &data, None)).await
+            });
+        }
+    }
+    let mut hot = BTreeSet::new();
+    let mut cold = BTreeSet::new();
+    while let Some(r) = tasks.join_next().await {
+        let stored = r??;
+        assert_eq!(stored.len(), 2);
+        assert!(
+            hot.insert(stored[0].seq),
+            "seq {} handed out twice",
+            stored[0].seq
+        );
+        assert!(
+            cold.insert(stored[1].seq),
+            "seq {} handed out twice",
+            stored[1].seq
+        );
+    }
+    let expected: BTreeSet<Seq> = (1..=100).collect();
+    assert_eq!(hot, expected);
+    assert_eq!(cold, expected);
+
+    let store = t.store().await?;
+    let read = store.read_after(&user("hot"), 0, 1000).await?;
+    assert_eq!(seqs(&read), (1..=100).collect::<Vec<_>>());
+    assert_eq!(t.copies_of(&user("hot")).await?, 100);
+    assert_eq!(
+        seqs(&store.append(&message(&["hot"], "0", None)).await?),
+        [101]
+    );
+    t.drop_db().await
+}
+
+#[tokio::test]
+async fn a_crash_between_insert_and_counter_leaves_no_gap_or_duplicate() -> anyhow::Result<()> {
+    let t = TestDb::new().await?;
+    let store = t.store().await?;
+    let u = user("crashy");
+    for _ in 0..3 {
+        store.append(&message(&["crashy"], "0", None)).await?;
+    }
+    // A writer stored seq 4 and died before moving the counter.
+    let lost = message(&["crashy"], r#""crashed writer""#, None);
+    let lost_id = lost.message_id();
+    t.insert_copy_by_hand(&lost, &lost_id, &u, 4, now_ms())
+        .await?;
+
+    let next = store
+        .append(&message(&["crashy"], r#""next""#, None))
+        .await?;
+    assert_eq!(seqs(&next), [5]);
+    let all = store.read_after(&u, 0, 100).await?;
+    assert_eq!(seqs(&all), [1, 2, 3, 4, 5]);
+    assert_eq!(all[3].id, lost_id);
+
+    // Same for a user whose very first writer crashed (no counter at all).
+    let fresh = user("fresh");
+    t.insert_copy_by_hand(&lost, &lost_id, &fresh, 1, now_ms())
+        .await?;
+    let next = store.append(&message(&["fresh"], "1", None)).await?;
+    assert_eq!(seqs(&next), [2]);
+    assert_eq!(seqs(&store.read_after(&fresh, 0, 100).await?), [1, 2]);
+    t.drop_db().await
+}
+
+#[tokio::test]
+async fn a_retry_completes_a_partially_stored_multi_recipient_request() -> anyhow::Result<()> {
+    let t = TestDb::new().await?;
+    let store = t.store().await?;
+    store.append(&message(&["m1", "m3"], "0", None)).await?;
+
+    // A request for m1, m2, m3 crashed after storing only m2's copy, before
+    // moving m2's counter.
+    let msg = message(&["m1", "m2", "m3"], r#"{"fan":"out"}"#, Some("batch-9"));
+    let id = msg.message_id();
+    let crashed_at = now_ms() - 1000;
+    t.insert_copy_by_hand(&msg, &id, &user("m2"), 1, crashed_at)
+        .await?;
+
+    let stored = store.append(&msg).await?;
+    assert_eq!(seqs(&stored), [2, 1, 2]);
+    assert!(
+        stored.iter().all(|m| m.id == id),
+        "every copy names the same message"
+    );
+    assert_eq!(
+        stored[1].created_at_ms, crashed_at,
+        "m2 gets the copy stored before the crash"
+    );
+    for u in ["m1", "m2", "m3"] {
+        assert_eq!(
+            t.copies_of(&user(u)).await?,
+            2 - u64::from(u == "m2"),
+            "copies of {u}"
+        );
+    }
+    assert_eq!(
+        store.append(&msg).await?,
+        stored,
+        "a further retry changes nothing"
+    );
+    // m2's counter was repaired by the retry.
+    assert_eq!(
+        seqs(&store.append(&message(&["m2"], "1", None)).await?),
+        [2]
+    );
+    t.drop_db().await
+}
+
+#[tokio::test]
+async fn ack_only_moves_forward() -> anyhow::Result<()> {
+    let t = TestDb::new().await?;
+    let store = t.store().await?;
+    let u = user("acker");
+    assert_eq!(store.acked(&u).await?, 0);
+    store.ack(&u, 5).await?;
+    assert_eq!(store.acked(&u).await?, 5);
+    store.ack(&u, 3).await?;
+    assert_eq!(
+        store.acked(&u).await?,
+        5,
+        "an older ack does not move it back"
+    );
+    store.ack(&u, 7).await?;
+    assert_eq!(store.acked(&u).await?, 7);
+    assert_eq!(store.acked(&user("other")).await?, 0);
+    // An ack before any message does not disturb the seq counter.
+    assert_eq!(
+        seqs(&store.append(&message(&["acker"], "0", None)).await?),
+        [1]
+    );
+    assert_eq!(store.acked(&u).await?, 7);
+    assert!(
+        store.ack(&u, u64::MAX).await.is_err(),
+        "a seq beyond int64 is refused, not wrapped"
+    );
+    assert_eq!(store.acked(&u).await?, 7);
+    t.drop_db().await
+}
+
+#[tokio::test]
+async fn retention_sweep_deletes_old_messages_and_seqs_continue() -> anyhow::Result<()> {
+    let t = TestDb::new().await?;
+    let mut config = t.config();
+    config.retention = Duration::from_secs(3600);
+    let store = MongoMessageStore::connect(config).await?;
+    let u = user("old");
+    for _ in 0..5 {
+        store.append(&message(&["old", "young"], "0", None)).await?;
+    }
+    // Age seqs 1..=3 of "old" past the retention.
+    let aged = DateTime::from_millis(now_ms() - 2 * 3600 * 1000);
+    t.messages()
+        .update_many(
+            doc! { "user": "old", "seq": { "$lte": 3 } },
+            doc! { "$set": { "created_at": aged } },
+        )
+        .await?;
+    let deleted = store.sweep_expired().await?;
+    if store.retention_mode() == RetentionMode::Sweeper {
+        assert_eq!(deleted, 3);
+    }
+    assert_eq!(seqs(&store.read_after(&u, 0, 100).await?), [4, 5]);
+    assert_eq!(
+        t.copies_of(&user("young")).await?,
+        5,
+        "fresh messages are kept"
+    );
+
+    // Everything of "old" expires, and a crashed writer's copy with it: the
+    // next message continues after the highest seq ever stored.
+    let crashed = message(&["old"], "1", None);
+    t.insert_copy_by_hand(&crashed, &crashed.message_id(), &u, 6, now_ms())
+        .await?;
+    t.messages()
+        .update_many(
+            doc! { "user": "old" },
+            doc! { "$set": { "created_at": aged } },
+        )
+        .await?;
+    store.sweep_expired().await?;
+    assert_eq!(t.copies_of(&u).await?, 0);
+    let next = store.append(&message(&["old"], "2", None)).await?;
+    if store.retention_mode() == RetentionMode::Sweeper {
+        assert_eq!(seqs(&next), [7]);
+    } else {
+        // The server's TTL monitor may have deleted the crashed copy before
+        // the sweep could repair the counter from it.
+        assert!(next[0].seq >= 6, "seq restarted at {}", next[0].seq);
+    }
+    assert_eq!(store.sweep_expired().await?, 0, "nothing fresh is deleted");
+    assert_eq!(t.copies_of(&user("young")).await?, 5);
+    t.drop_db().await
+}
+
+#[tokio::test]
+async fn malformed_documents_are_skipped_not_fatal() -> anyhow::Result<()> {
+    let t = TestDb::new().await?;
+    let store = t.store().await?;
+    store.append(&message(&["odd"], "1", None)).await?;
+    t.messages()
+        .insert_one(doc! { "_id": "odd:junk", "user": "odd", "seq": 2_i64, "data": 42 })
+        .await?;
+    t.users()
+        .update_one(
+            doc! { "_id": "odd" },
+            doc! { "$set": { "last_seq": 2_i64 } },
+        )
+        .await?;
+    store.append(&message(&["odd"], "3", None)).await?;
+    let read = store.read_after(&user("odd"), 0, 10).await?;
+    assert_eq!(seqs(&read), [1, 3], "the malformed document is skipped");
+    t.drop_db().await
+}
+
+#[tokio::test]
+async fn connect_to_a_closed_port_is_unavailable() -> anyhow::Result<()> {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.local_addr()?.port()
+    };
+    let config = MongoConfig::new(format!("mongodb://127.0.0.1:{port}/?directConnection=true"));
+    match MongoMessageStore::connect(config).await {
+        Err(StoreError::Unavailable(msg)) => assert!(!msg.is_empty()),
+        Err(other) => panic!("expected Unavailable, got {other:?}"),
+        Ok(_) => panic!("connected to a closed port"),
+    }
+    let bad = MongoMessageStore::connect(MongoConfig::new("not a uri")).await;
+    assert!(matches!(bad, Err(StoreError::Backend(_))), "{bad:?}");
+    Ok(())
+}

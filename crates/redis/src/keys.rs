@@ -1,0 +1,75 @@
+//! The Redis key layout, in one place.
+//!
+//! Every key carries exactly one hash tag (`{...}`): the user id for route
+//! keys, the node id for liveness keys. In Redis Cluster all of one user's
+//! routes therefore live in one slot (one `HGETALL` reads them), and keys of
+//! different users spread over the cluster. Ids cannot contain `{` or `}`
+//! (see [`edgepush_core::id`]), and the prefix is checked not to, so the tag
+//! is always the id.
+
+use edgepush_core::{NodeId, UserId};
+
+/// Why a key prefix was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("key prefix must not contain '{{' or '}}' (they would steal the hash tag): {0:?}")]
+pub struct BadPrefix(pub String);
+
+/// Checks that `prefix` leaves the hash tag to the id.
+pub fn check_prefix(prefix: &str) -> Result<(), BadPrefix> {
+    if prefix.contains(['{', '}']) {
+        return Err(BadPrefix(prefix.to_owned()));
+    }
+    Ok(())
+}
+
+/// The HASH of `user`'s routes: field connection id, value node id.
+pub fn route_key(prefix: &str, user: &UserId) -> String {
+    format!("{prefix}:r:{{{user}}}")
+}
+
+/// The STRING saying `node` is alive: its push URL, with a short TTL.
+pub fn node_key(prefix: &str, node: &NodeId) -> String {
+    format!("{prefix}:n:{{{node}}}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(s: &str) -> UserId {
+        UserId::new(s).expect("valid user id")
+    }
+
+    fn node(s: &str) -> NodeId {
+        NodeId::new(s).expect("valid node id")
+    }
+
+    #[test]
+    fn route_keys_tag_the_user() {
+        assert_eq!(route_key("ep", &user("alice")), "ep:r:{alice}");
+        assert_eq!(
+            route_key("prod:eu", &user("tenant:42@example.com")),
+            "prod:eu:r:{tenant:42@example.com}"
+        );
+    }
+
+    #[test]
+    fn node_keys_tag_the_node() {
+        assert_eq!(node_key("ep", &node("edge-1")), "ep:n:{edge-1}");
+        assert_eq!(node_key("", &node("n")), ":n:{n}");
+    }
+
+    #[test]
+    fn route_and_node_keys_never_collide() {
+        // A user and a node with the same name get different keys.
+        assert_ne!(route_key("ep", &user("x")), node_key("ep", &node("x")));
+    }
+
+    #[test]
+    fn prefixes_with_braces_are_refused() {
+        assert!(check_prefix("ep").is_ok());
+        assert!(check_prefix("test:1234:ab").is_ok());
+        assert_eq!(check_prefix("e{p"), Err(BadPrefix("e{p".into())));
+        assert!(check_prefix("ep}").is_err());
+    }
+}

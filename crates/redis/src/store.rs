@@ -1,0 +1,467 @@
+//! [`RedisRouteStore`]: the route store and node directory on Redis.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use edgepush_core::ports::Heartbeat;
+use edgepush_core::{ConnId, NodeDirectory, NodeId, RouteError, RouteStore, UserId};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ErrorKind, RedisError, RedisResult, Value};
+
+use crate::config::{RedisConfig, redact_url};
+use crate::keys::{check_prefix, node_key, route_key};
+
+/// Most routes written or deleted by one pipeline: a node re-registering a
+/// million connections sends many moderate requests rather than one that
+/// blocks Redis (single-threaded) and our timeout.
+pub const ROUTE_CHUNK: usize = 1000;
+
+/// What every clone of a store shares.
+struct Settings {
+    prefix: String,
+    route_ttl_ms: u64,
+    command_timeout: Duration,
+    /// For logs and errors only: credentials removed.
+    url: String,
+}
+
+/// The Redis backend of [`RouteStore`] and [`NodeDirectory`].
+///
+/// Cheap to clone: clones share one multiplexed connection (kept alive and
+/// re-established by the `redis` crate's `ConnectionManager`) and one copy of
+/// the settings. Every operation is bounded by
+/// [`RedisConfig::command_timeout`] and answers [`RouteError::Unavailable`]
+/// while Redis is down or slow; once Redis is back the next operations
+/// reconnect by themselves.
+#[derive(Clone)]
+pub struct RedisRouteStore {
+    conn: ConnectionManager,
+    settings: Arc<Settings>,
+}
+
+impl fmt::Debug for RedisRouteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisRouteStore")
+            .field("url", &self.settings.url)
+            .field("prefix", &self.settings.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisRouteStore {
+    /// Connects to Redis as `config` says.
+    ///
+    /// Fails with [`RouteError::Unavailable`] when Redis cannot be reached
+    /// within about [`RedisConfig::connect_timeout`], and with
+    /// [`RouteError::Backend`] when the configuration itself is wrong (a
+    /// malformed URL, a key prefix holding `{` or `}`, refused credentials).
+    pub async fn connect(config: RedisConfig) -> Result<Self, RouteError> {
+        let url = redact_url(&config.url);
+        check_prefix(&config.key_prefix).map_err(|e| RouteError::Backend(e.to_string()))?;
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|e| RouteError::Backend(format!("invalid Redis URL {url}: {e}")))?;
+        // No retries inside the connection manager: its backoff sleeps for
+        // seconds, during which every caller would wait. Instead a failed
+        // (re)connection fails the operations waiting on it, and the next
+        // operation starts a fresh attempt, so service resumes as soon as
+        // Redis is back.
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(config.connect_timeout)
+            .set_number_of_retries(0);
+        // The handshake after the TCP connect is covered by the connection
+        // timeout too; the outer bound is a safety net.
+        let bound = config.connect_timeout + config.command_timeout;
+        let conn = match tokio::time::timeout(
+            bound,
+            ConnectionManager::new_with_config(client, manager_config),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(map_err("connect", &url, e)),
+            Err(_) => {
+                return Err(RouteError::Unavailable(format!(
+                    "connect: no connection to Redis at {url} within {bound:?}"
+                )));
+            }
+        };
+        tracing::info!(redis = %url, prefix = %config.key_prefix, "connected to Redis");
+        let route_ttl_ms = u64::try_from(config.route_ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        Ok(Self {
+            conn,
+            settings: Arc::new(Settings {
+                prefix: config.key_prefix,
+                route_ttl_ms,
+                command_timeout: config.command_timeout,
+                url,
+            }),
+        })
+    }
+
+    /// Runs `fut` (an operation on Redis) within the command timeout and
+    /// translates its errors.
+    async fn bounded<T>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = RedisResult<T>>,
+    ) -> Result<T, RouteError> {
+        let s = &self.settings;
+        match tokio::time::timeout(s.command_timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(map_err(op, &s.url, e)),
+            Err(_) => Err(RouteError::Unavailable(format!(
+                "{op}: no answer from Redis at {} within {:?}",
+                s.url, s.command_timeout
+            ))),
+        }
+    }
+
+    /// Writes `routes` (all held by `node`) in pipelines of at most
+    /// [`ROUTE_CHUNK`] routes: per user one `HSET` of all its fields and one
+    /// `PEXPIRE` refreshing the hash's TTL.
+    async fn write_routes(
+        &self,
+        routes: &[(&UserId, &ConnId)],
+        node: &NodeId,
+    ) -> Result<(), RouteError> {
+        for chunk in routes.chunks(ROUTE_CHUNK) {
+            let mut pipe = redis::pipe();
+            for (user, conns) in group_by_user(chunk) {
+                let key = route_key(&self.settings.prefix, user);
+                let hset = pipe.cmd("HSET").arg(&key);
+                for conn in conns {
+                    hset.arg(conn.as_str()).arg(node.as_str());
+                }
+                hset.ignore();
+                pipe.cmd("PEXPIRE")
+                    .arg(&key)
+                    .arg(self.settings.route_ttl_ms)
+                    .ignore();
+            }
+            let mut conn = self.conn.clone();
+            self.bounded("add_routes", pipe.exec_async(&mut conn))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl RouteStore for RedisRouteStore {
+    async fn add_route(
+        &self,
+        user: &UserId,
+        conn: &ConnId,
+        node: &NodeId,
+    ) -> Result<(), RouteError> {
+        self.write_routes(&[(user, conn)], node).await
+    }
+
+    async fn add_routes(
+        &self,
+        routes: &[(UserId, ConnId)],
+        node: &NodeId,
+    ) -> Result<(), RouteError> {
+        let routes: Vec<(&UserId, &ConnId)> = routes.iter().map(|(u, c)| (u, c)).collect();
+        self.write_routes(&routes, node).await
+    }
+
+    async fn remove_routes(&self, routes: &[(UserId, ConnId)]) -> Result<(), RouteError> {
+        for chunk in routes.chunks(ROUTE_CHUNK) {
+            let chunk: Vec<(&UserId, &ConnId)> = chunk.iter().map(|(u, c)| (u, c)).collect();
+            let mut pipe = redis::pipe();
+            for (user, conns) in group_by_user(&chunk) {
+                // Redis deletes the hash with its last field.
+                let hdel = pipe.cmd("HDEL").arg(route_key(&self.settings.prefix, user));
+                for conn in conns {
+                    hdel.arg(conn.as_str());
+                }
+                hdel.ignore();
+            }
+            let mut conn = self.conn.clone();
+            self.bounded("remove_routes", pipe.exec_async(&mut conn))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn routes_of(&self, users: &[UserId]) -> Result<Vec<Vec<(ConnId, NodeId)>>, RouteError> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for user in users {
+            pipe.cmd("HGETALL")
+                .arg(route_key(&self.settings.prefix, user));
+        }
+        let mut conn = self.conn.clone();
+        let replies: Vec<Value> = self
+            .bounded("routes_of", pipe.query_async(&mut conn))
+            .await?;
+        if replies.len() != users.len() {
+            return Err(RouteError::Backend(format!(
+                "routes_of: {} replies to {} HGETALLs",
+                replies.len(),
+                users.len()
+            )));
+        }
+        users
+            .iter()
+            .zip(replies)
+            .map(|(user, reply)| parse_routes(user, reply))
+            .collect()
+    }
+
+    async fn ping(&self) -> Result<(), RouteError> {
+        let mut conn = self.conn.clone();
+        self.bounded("ping", redis::cmd("PING").exec_async(&mut conn))
+            .await
+    }
+}
+
+#[async_trait]
+impl NodeDirectory for RedisRouteStore {
+    async fn heartbeat(
+        &self,
+        node: &NodeId,
+        push_url: &str,
+        ttl: Duration,
+    ) -> Result<Heartbeat, RouteError> {
+        let key = node_key(&self.settings.prefix, node);
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut conn = self.conn.clone();
+        let beat = async {
+            // Refresh only an existing entry: a nil answer tells us the
+            // entry was lost (first start, expiry, FLUSHALL, Redis restart)
+            // and the node's routes may be gone with it.
+            let refreshed: Value = redis::cmd("SET")
+                .arg(&key)
+                .arg(push_url)
+                .arg("XX")
+                .arg("PX")
+                .arg(ttl_ms)
+                .query_async(&mut conn)
+                .await?;
+            if refreshed != Value::Nil {
+                return Ok(Heartbeat::Refreshed);
+            }
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(push_url)
+                .arg("PX")
+                .arg(ttl_ms)
+                .exec_async(&mut conn)
+                .await?;
+            Ok(Heartbeat::Recreated)
+        };
+        let outcome = self.bounded("heartbeat", beat).await?;
+        if outcome == Heartbeat::Recreated {
+            tracing::debug!(node = %node, "node liveness entry (re)created");
+        }
+        Ok(outcome)
+    }
+
+    async fn live_nodes(&self, nodes: &[NodeId]) -> Result<HashMap<NodeId, String>, RouteError> {
+        if nodes.is_empty() {
+            return Ok(HashMap::new());
+        }
+        // Pipelined GETs rather than one MGET: in a cluster each node key
+        // lives in its own slot, and MGET across slots is refused.
+        let mut pipe = redis::pipe();
+        for node in nodes {
+            pipe.cmd("GET").arg(node_key(&self.settings.prefix, node));
+        }
+        let mut conn = self.conn.clone();
+        let replies: Vec<Value> = self
+            .bounded("live_nodes", pipe.query_async(&mut conn))
+            .await?;
+        if replies.len() != nodes.len() {
+            return Err(RouteError::Backend(format!(
+                "live_nodes: {} replies to {} GETs",
+                replies.len(),
+                nodes.len()
+            )));
+        }
+        let mut live = HashMap::with_capacity(nodes.len());
+        for (node, reply) in nodes.iter().zip(replies) {
+            match reply {
+                Value::Nil => {}
+                other => match bytes_of(other).map(String::from_utf8) {
+                    Some(Ok(url)) => {
+                        live.insert(node.clone(), url);
+                    }
+                    _ => {
+                        tracing::warn!(node = %node, "ignoring node entry that is not a UTF-8 string")
+                    }
+                },
+            }
+        }
+        Ok(live)
+    }
+
+    async fn remove_node(&self, node: &NodeId) -> Result<(), RouteError> {
+        let mut conn = self.conn.clone();
+        self.bounded(
+            "remove_node",
+            redis::cmd("DEL")
+                .arg(node_key(&self.settings.prefix, node))
+                .exec_async(&mut conn),
+        )
+        .await
+    }
+}
+
+/// `routes` grouped by user, users in order of first appearance, so each
+/// user's key is written by one command.
+fn group_by_user<'a>(routes: &[(&'a UserId, &'a ConnId)]) -> Vec<(&'a UserId, Vec<&'a ConnId>)> {
+    let mut index: HashMap<&UserId, usize> = HashMap::new();
+    let mut groups: Vec<(&UserId, Vec<&ConnId>)> = Vec::new();
+    for &(user, conn) in routes {
+        match index.get(user) {
+            Some(&i) => groups[i].1.push(conn),
+            None => {
+                index.insert(user, groups.len());
+                groups.push((user, vec![conn]));
+            }
+        }
+    }
+    groups
+}
+
+/// The routes in one `HGETALL` reply (a flat array in RESP2, a map in
+/// RESP3). A field whose connection id or node id is not a valid id is
+/// skipped with a warning: one corrupt entry must not hide a user's other
+/// routes.
+fn parse_routes(user: &UserId, reply: Value) -> Result<Vec<(ConnId, NodeId)>, RouteError> {
+    let pairs: Vec<(Value, Value)> = match reply {
+        Value::Nil => Vec::new(),
+        Value::Map(pairs) => pairs,
+        Value::Array(items) => {
+            let mut items = items.into_iter();
+            let mut pairs = Vec::with_capacity(items.len() / 2);
+            while let (Some(field), Some(value)) = (items.next(), items.next()) {
+                pairs.push((field, value));
+            }
+            pairs
+        }
+        other => {
+            return Err(RouteError::Backend(format!(
+                "routes_of: unexpected reply for user {user}: {other:?}"
+            )));
+        }
+    };
+    let mut routes = Vec::with_capacity(pairs.len());
+    for (field, value) in pairs {
+        let conn = text_of(field).map(ConnId::new);
+        let node = text_of(value).map(NodeId::new);
+        match (conn, node) {
+            (Some(Ok(conn)), Some(Ok(node))) => routes.push((conn, node)),
+            (conn, node) => tracing::warn!(
+                user = %user,
+                conn = ?conn,
+                node = ?node,
+                "skipping a route field that does not hold valid ids"
+            ),
+        }
+    }
+    Ok(routes)
+}
+
+/// The bytes of a string reply.
+fn bytes_of(value: Value) -> Option<Vec<u8>> {
+    match value {
+        Value::BulkString(bytes) => Some(bytes),
+        Value::SimpleString(s) => Some(s.into_bytes()),
+        Value::VerbatimString { text, .. } => Some(text.into_bytes()),
+        _ => None,
+    }
+}
+
+/// A string reply as text (lossy: a non-UTF-8 byte becomes U+FFFD, which no
+/// id accepts, so the caller's validation refuses it).
+fn text_of(value: Value) -> Option<String> {
+    bytes_of(value).map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+/// Connection trouble (and the server saying "not now") is
+/// [`RouteError::Unavailable`]; anything else the server refused is
+/// [`RouteError::Backend`].
+fn map_err(op: &str, url: &str, e: RedisError) -> RouteError {
+    let transient = e.is_io_error()
+        || e.is_connection_refusal()
+        || e.is_connection_dropped()
+        || e.is_timeout()
+        || matches!(
+            e.kind(),
+            ErrorKind::BusyLoadingError
+                | ErrorKind::TryAgain
+                | ErrorKind::ClusterDown
+                | ErrorKind::MasterDown
+        );
+    if transient {
+        RouteError::Unavailable(format!("{op}: Redis at {url}: {e}"))
+    } else {
+        RouteError::Backend(format!("{op}: Redis at {url}: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(s: &str) -> UserId {
+        UserId::new(s).expect("valid user id")
+    }
+
+    fn conn(s: &str) -> ConnId {
+        ConnId::new(s).expect("valid conn id")
+    }
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn grouping_keeps_first_appearance_order() {
+        let (a, b) = (user("a"), user("b"));
+        let (c1, c2, c3) = (conn("1"), conn("2"), conn("3"));
+        let routes = [(&b, &c1), (&a, &c2), (&b, &c3)];
+        let groups = group_by_user(&routes);
+        assert_eq!(groups, vec![(&b, vec![&c1, &c3]), (&a, vec![&c2])]);
+    }
+
+    #[test]
+    fn hgetall_replies_parse_in_both_protocols_and_skip_bad_fields() {
+        let u = user("u");
+        let resp2 = Value::Array(vec![
+            bulk("c1"),
+            bulk("n1"),
+            bulk("bad conn"),
+            bulk("n1"),
+            bulk("c2"),
+            Value::BulkString(vec![0xff]),
+            bulk("c3"),
+            bulk("n2"),
+        ]);
+        let routes = parse_routes(&u, resp2).expect("parsed");
+        let names: Vec<(&str, &str)> = routes
+            .iter()
+            .map(|(c, n)| (c.as_str(), n.as_str()))
+            .collect();
+        assert_eq!(names, vec![("c1", "n1"), ("c3", "n2")]);
+
+        let resp3 = Value::Map(vec![(bulk("c9"), bulk("n9"))]);
+        assert_eq!(parse_routes(&u, resp3).expect("parsed").len(), 1);
+        assert!(parse_routes(&u, Value::Nil).expect("parsed").is_empty());
+        assert!(matches!(
+            parse_routes(&u, Value::Int(3)),
+            Err(RouteError::Backend(_))
+        ));
+    }
+}

@@ -1,0 +1,277 @@
+//! The node's configuration, parsed once from a key/value lookup (the
+//! process environment in the binary, a map in tests).
+//!
+//! Every variable is documented in the README's "Configuration" section.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use edgepush_auth::AuthConfig;
+use edgepush_core::NodeId;
+use edgepush_delivery::sigv4::PushCredential;
+
+/// A configuration value was missing or malformed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A required variable is not set.
+    #[error("{0} must be set")]
+    Missing(&'static str),
+    /// A variable could not be parsed.
+    #[error("{name} is invalid: {reason}")]
+    Invalid {
+        /// The variable.
+        name: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The token verifier's configuration is wrong.
+    #[error("auth configuration: {0}")]
+    Auth(String),
+}
+
+/// How the node verifies client tokens.
+#[derive(Debug, Clone)]
+pub enum AuthMode {
+    /// In process, with the auth library.
+    Local(AuthConfig),
+    /// By calling the auth function at this URL (its Invoke API).
+    Remote {
+        /// For example `http://127.0.0.1:9000/2015-03-31/functions/auth/invocations`.
+        url: String,
+    },
+}
+
+/// Everything one edge node needs to know, besides its stores.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's id in the node directory and in routes.
+    pub node_id: NodeId,
+    /// Where clients connect (`GET /ws`).
+    pub ws_addr: SocketAddr,
+    /// Where the push API, health checks and metrics listen.
+    pub push_addr: SocketAddr,
+    /// The push API URL other components reach this node at; defaults to
+    /// `http://<bound push address>`, which is right only when that address
+    /// is reachable from dispatch.
+    pub push_url: Option<String>,
+    /// How tokens are verified.
+    pub auth: AuthMode,
+    /// The credentials a push request may be signed with (several, for
+    /// rotation). Never empty: the push API refuses unsigned calls.
+    pub push_credentials: Vec<PushCredential>,
+    /// How often the node refreshes its liveness entry.
+    pub heartbeat_interval: Duration,
+    /// How long a liveness entry lives without a heartbeat: a dead node
+    /// stops receiving pushes within this time.
+    pub node_ttl: Duration,
+    /// How often an idle connection is pinged.
+    pub ping_interval: Duration,
+    /// A connection that sends nothing (not even a pong) for this long is
+    /// closed.
+    pub idle_timeout: Duration,
+    /// How long a client may take to send its upgrade request.
+    pub handshake_timeout: Duration,
+    /// How long one burst of writes to a client may take before the client
+    /// counts as too slow.
+    pub write_timeout: Duration,
+    /// Frames a connection may have queued before it counts as too slow.
+    pub send_queue: usize,
+    /// The largest frame a client may send (clients only send acks).
+    pub max_client_frame: usize,
+    /// Messages read from the message store per page when a connection
+    /// replays or fills a gap: bounds the memory a replay takes.
+    pub replay_page: usize,
+    /// How long a graceful shutdown waits for connections to close.
+    pub drain_timeout: Duration,
+}
+
+impl NodeConfig {
+    /// A configuration for tests and dev mode: listeners on loopback port 0,
+    /// the given auth and push credential, short timers.
+    pub fn for_local(node_id: &str, auth: AuthMode, credential: PushCredential) -> Self {
+        Self {
+            node_id: NodeId::new(node_id).unwrap_or_else(|_| NodeId::new("node").expect("valid")),
+            ws_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            push_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            push_url: None,
+            auth,
+            push_credentials: vec![credential],
+            heartbeat_interval: Duration::from_millis(1000),
+            node_ttl: Duration::from_millis(3000),
+            ping_interval: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            send_queue: 1024,
+            max_client_frame: 4096,
+            replay_page: 500,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Parses the `EDGEPUSH_*` variables through `lookup`.
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let node_id = match lookup("EDGEPUSH_NODE_ID") {
+            Some(id) => NodeId::new(&id).map_err(|e| ConfigError::Invalid {
+                name: "EDGEPUSH_NODE_ID",
+                reason: e.to_string(),
+            })?,
+            None => default_node_id(),
+        };
+        let auth = match lookup("EDGEPUSH_AUTH_MODE").as_deref() {
+            None | Some("local") => AuthMode::Local(
+                AuthConfig::from_lookup(lookup).map_err(|e| ConfigError::Auth(e.to_string()))?,
+            ),
+            Some("remote") => AuthMode::Remote {
+                url: lookup("EDGEPUSH_AUTH_URL")
+                    .ok_or(ConfigError::Missing("EDGEPUSH_AUTH_URL"))?,
+            },
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "EDGEPUSH_AUTH_MODE",
+                    reason: format!("{other:?} is neither \"local\" nor \"remote\""),
+                });
+            }
+        };
+        let access_key_id = lookup("EDGEPUSH_PUSH_ACCESS_KEY_ID")
+            .ok_or(ConfigError::Missing("EDGEPUSH_PUSH_ACCESS_KEY_ID"))?;
+        let secret_access_key = lookup("EDGEPUSH_PUSH_SECRET_ACCESS_KEY")
+            .ok_or(ConfigError::Missing("EDGEPUSH_PUSH_SECRET_ACCESS_KEY"))?;
+        let region = lookup("EDGEPUSH_PUSH_REGION").unwrap_or_else(|| "us-east-1".into());
+        let credential = PushCredential {
+            access_key_id,
+            secret_access_key,
+            region,
+        };
+        Ok(Self {
+            node_id,
+            ws_addr: parse(
+                lookup,
+                "EDGEPUSH_WS_ADDR",
+                "0.0.0.0:9001".parse().expect("valid"),
+            )?,
+            push_addr: parse(
+                lookup,
+                "EDGEPUSH_PUSH_ADDR",
+                "0.0.0.0:9101".parse().expect("valid"),
+            )?,
+            push_url: lookup("EDGEPUSH_PUSH_URL"),
+            auth,
+            push_credentials: vec![credential],
+            heartbeat_interval: millis(lookup, "EDGEPUSH_HEARTBEAT_MS", 2_000)?,
+            node_ttl: millis(lookup, "EDGEPUSH_NODE_TTL_MS", 10_000)?,
+            ping_interval: millis(lookup, "EDGEPUSH_PING_INTERVAL_MS", 25_000)?,
+            idle_timeout: millis(lookup, "EDGEPUSH_IDLE_TIMEOUT_MS", 75_000)?,
+            handshake_timeout: millis(lookup, "EDGEPUSH_HANDSHAKE_TIMEOUT_MS", 10_000)?,
+            write_timeout: millis(lookup, "EDGEPUSH_WRITE_TIMEOUT_MS", 10_000)?,
+            send_queue: parse(lookup, "EDGEPUSH_SEND_QUEUE", 1024)?,
+            max_client_frame: parse(lookup, "EDGEPUSH_MAX_CLIENT_FRAME", 4096)?,
+            replay_page: parse(lookup, "EDGEPUSH_REPLAY_PAGE", 500)?,
+            drain_timeout: millis(lookup, "EDGEPUSH_DRAIN_TIMEOUT_MS", 10_000)?,
+        }
+        .validated()?)
+    }
+
+    fn validated(self) -> Result<Self, ConfigError> {
+        if self.heartbeat_interval >= self.node_ttl {
+            return Err(ConfigError::Invalid {
+                name: "EDGEPUSH_HEARTBEAT_MS",
+                reason: "must be shorter than EDGEPUSH_NODE_TTL_MS".into(),
+            });
+        }
+        if self.send_queue == 0 || self.replay_page == 0 {
+            return Err(ConfigError::Invalid {
+                name: "EDGEPUSH_SEND_QUEUE",
+                reason: "queues and pages must hold at least one message".into(),
+            });
+        }
+        Ok(self)
+    }
+}
+
+fn default_node_id() -> NodeId {
+    let bits: u32 = rand::random();
+    NodeId::new(format!("node-{bits:08x}")).expect("valid node id")
+}
+
+fn parse<T: FromStr>(
+    lookup: &dyn Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: T,
+) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match lookup(name) {
+        None => Ok(default),
+        Some(v) => v.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
+            name,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+fn millis(
+    lookup: &dyn Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: u64,
+) -> Result<Duration, ConfigError> {
+    parse(lookup, name, default).map(Duration::from_millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    const BASE: [(&str, &str); 3] = [
+        ("EDGEPUSH_JWT_SECRET", "0123456789abcdef0123"),
+        ("EDGEPUSH_PUSH_ACCESS_KEY_ID", "AKID"),
+        ("EDGEPUSH_PUSH_SECRET_ACCESS_KEY", "secret"),
+    ];
+
+    #[test]
+    fn parses_defaults_and_overrides() {
+        let mut pairs = BASE.to_vec();
+        pairs.push(("EDGEPUSH_NODE_ID", "n1"));
+        pairs.push(("EDGEPUSH_SEND_QUEUE", "16"));
+        let cfg = NodeConfig::from_lookup(&lookup(&pairs)).unwrap();
+        assert_eq!(cfg.node_id.as_str(), "n1");
+        assert_eq!(cfg.send_queue, 16);
+        assert_eq!(cfg.ws_addr.port(), 9001);
+        assert!(matches!(cfg.auth, AuthMode::Local(_)));
+    }
+
+    #[test]
+    fn refuses_to_run_without_a_push_credential() {
+        let err = NodeConfig::from_lookup(&lookup(&BASE[..1])).unwrap_err();
+        assert!(
+            err.to_string().contains("EDGEPUSH_PUSH_ACCESS_KEY_ID"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn reports_malformed_values() {
+        let mut pairs = BASE.to_vec();
+        pairs.push(("EDGEPUSH_WS_ADDR", "not an address"));
+        let err = NodeConfig::from_lookup(&lookup(&pairs)).unwrap_err();
+        assert!(err.to_string().contains("EDGEPUSH_WS_ADDR"), "{err}");
+        let mut pairs = BASE.to_vec();
+        pairs.push(("EDGEPUSH_HEARTBEAT_MS", "20000"));
+        assert!(NodeConfig::from_lookup(&lookup(&pairs)).is_err());
+        let mut pairs = BASE.to_vec();
+        pairs.push(("EDGEPUSH_AUTH_MODE", "sometimes"));
+        assert!(NodeConfig::from_lookup(&lookup(&pairs)).is_err());
+    }
+}

@@ -1,0 +1,562 @@
+//! One client connection, from the upgrade request to the close frame.
+//!
+//! [`serve`] reads the upgrade request, verifies the token, registers the
+//! connection in the hub and its route in the route store, answers `101`,
+//! replays what the client missed from the message store, and then runs the
+//! connection's loop: frames queued by the push API go out in bursts (`feed`
+//! then one `flush`), acks come in, pings keep the socket honest, and a kick
+//! (slow client, `DELETE`, drain) closes it with the right code.
+//!
+//! Ordering: the connection remembers the last seq it wrote. A queued frame
+//! at or below it is a duplicate (it was replayed already) and is dropped; a
+//! frame beyond `last + 1` means an earlier message went elsewhere or is
+//! still in flight, and the gap is filled from the message store first. So
+//! the client sees every seq once, in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use edgepush_core::protocol::{self, ClientFrame};
+use edgepush_core::{AuthError, ConnId, Identity, Seq, StoredMessage};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, MissedTickBehavior, timeout};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
+
+use crate::handshake::{self, HandshakeError, UpgradeRequest};
+use crate::hub::{ConnHandle, ConnHandleInit, Outbound};
+use crate::metrics::Metrics;
+use crate::server::Shared;
+
+/// A refusal answered before the upgrade.
+struct Refusal {
+    status: u16,
+    reason: &'static str,
+    code: &'static str,
+    message: String,
+    headers: &'static [(&'static str, &'static str)],
+}
+
+impl Refusal {
+    fn new(
+        status: u16,
+        reason: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            reason,
+            code,
+            message: message.into(),
+            headers: &[],
+        }
+    }
+
+    fn from_auth(err: &AuthError) -> Self {
+        let unauthorized = |code, msg: String| Refusal {
+            headers: &[("www-authenticate", "Bearer")],
+            ..Refusal::new(401, "Unauthorized", code, msg)
+        };
+        match err {
+            AuthError::Missing => unauthorized("missing_token", err.to_string()),
+            AuthError::Expired => unauthorized("token_expired", err.to_string()),
+            AuthError::NotYetValid => unauthorized("token_not_yet_valid", err.to_string()),
+            AuthError::Invalid(_) => unauthorized("invalid_token", err.to_string()),
+            AuthError::Unavailable(_) => Refusal::new(
+                503,
+                "Service Unavailable",
+                "unavailable",
+                "token verification is unavailable; retry",
+            ),
+        }
+    }
+}
+
+/// Why a connection ended, and the close code to send if any.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    /// Send a close frame with this code.
+    Close(u16, &'static str),
+    /// The client closed or the socket broke: nothing to send.
+    Lost,
+}
+
+/// Serves one accepted TCP connection until it closes.
+pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let read = timeout(
+        shared.config.handshake_timeout,
+        handshake::read_request(&mut stream),
+    )
+    .await;
+    let (req, rest) = match read {
+        Ok(Ok(parsed)) => parsed,
+        Ok(Err(HandshakeError::TooLarge)) => {
+            Metrics::inc(&shared.metrics.handshake_failed);
+            let _ = handshake::write_error(
+                &mut stream,
+                431,
+                "Request Header Fields Too Large",
+                "bad_request",
+                "request head too large",
+                &[],
+            )
+            .await;
+            return;
+        }
+        Ok(Err(HandshakeError::Malformed(reason))) => {
+            Metrics::inc(&shared.metrics.handshake_failed);
+            let _ = handshake::write_error(
+                &mut stream,
+                400,
+                "Bad Request",
+                "bad_request",
+                &reason,
+                &[],
+            )
+            .await;
+            return;
+        }
+        Ok(Err(HandshakeError::Io(_))) | Err(_) => {
+            Metrics::inc(&shared.metrics.handshake_failed);
+            return;
+        }
+    };
+
+    let admitted = match admit(&shared, &req, peer).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            if refusal.status == 401 {
+                Metrics::inc(&shared.metrics.handshake_unauthorized);
+            } else {
+                Metrics::inc(&shared.metrics.handshake_failed);
+            }
+            tracing::debug!(%peer, status = refusal.status, code = refusal.code, "upgrade refused");
+            let _ = handshake::write_error(
+                &mut stream,
+                refusal.status,
+                refusal.reason,
+                refusal.code,
+                &refusal.message,
+                refusal.headers,
+            )
+            .await;
+            return;
+        }
+    };
+    let Admitted {
+        conn_id,
+        handle,
+        mut rx,
+        identity,
+        after,
+    } = admitted;
+
+    let key = req.ws_key.as_deref().unwrap_or_default();
+    if handshake::write_switching(&mut stream, key).await.is_err() {
+        finish(&shared, &conn_id, &handle).await;
+        return;
+    }
+    shared.metrics.connections.fetch_add(1, Ordering::Relaxed);
+    Metrics::inc(&shared.metrics.connections_total);
+    tracing::debug!(%peer, conn = %conn_id, user = %handle.user_id, "connected");
+
+    let mut ws =
+        WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(shared.ws_config))
+            .await;
+    let end = run(
+        &shared, &mut ws, &conn_id, &handle, &mut rx, &identity, after,
+    )
+    .await;
+    if let End::Close(code, reason) = end {
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: Utf8Bytes::from_static(reason),
+        };
+        let _ = timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
+    }
+    shared.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+    finish(&shared, &conn_id, &handle).await;
+    tracing::debug!(conn = %conn_id, ?end, "closed");
+}
+
+/// Forgets a connection: out of the hub, and out of the route store unless
+/// the node is draining (then the drain removes every route in one go).
+async fn finish(shared: &Shared, conn_id: &ConnId, handle: &ConnHandle) {
+    shared.hub.remove(conn_id);
+    if shared.draining.load(Ordering::Acquire) {
+        return;
+    }
+    let route = [(handle.user_id.clone(), conn_id.clone())];
+    if let Err(e) = shared.deps.routes.remove_routes(&route).await {
+        Metrics::inc(&shared.metrics.errors);
+        tracing::warn!(conn = %conn_id, error = %e, "could not remove route; it expires or is dropped as gone");
+    }
+}
+
+struct Admitted {
+    conn_id: ConnId,
+    handle: Arc<ConnHandle>,
+    rx: tokio::sync::mpsc::Receiver<Outbound>,
+    identity: Identity,
+    after: Seq,
+}
+
+/// Everything that can refuse a connection, in order; on success the
+/// connection is in the hub and its route in the route store.
+async fn admit(
+    shared: &Arc<Shared>,
+    req: &UpgradeRequest,
+    peer: SocketAddr,
+) -> Result<Admitted, Refusal> {
+    if req.path != "/ws" {
+        return Err(Refusal::new(
+            404,
+            "Not Found",
+            "not_found",
+            "the WebSocket endpoint is /ws",
+        ));
+    }
+    if req.method != "GET" {
+        return Err(Refusal::new(
+            405,
+            "Method Not Allowed",
+            "method_not_allowed",
+            "use GET",
+        ));
+    }
+    if !req.is_websocket_upgrade() || req.ws_version.as_deref() != Some("13") {
+        return Err(Refusal {
+            headers: &[("upgrade", "websocket"), ("sec-websocket-version", "13")],
+            ..Refusal::new(
+                426,
+                "Upgrade Required",
+                "upgrade_required",
+                "a WebSocket (version 13) upgrade is required",
+            )
+        });
+    }
+    if shared.draining.load(Ordering::Acquire) {
+        return Err(Refusal::new(
+            503,
+            "Service Unavailable",
+            "draining",
+            "node is draining; connect to another node",
+        ));
+    }
+    let explicit_after = match req.query_after.as_deref() {
+        None => None,
+        Some(raw) => Some(raw.parse::<Seq>().map_err(|_| {
+            Refusal::new(
+                400,
+                "Bad Request",
+                "bad_request",
+                "after must be a non-negative integer",
+            )
+        })?),
+    };
+    let token = req
+        .token()
+        .ok_or_else(|| Refusal::from_auth(&AuthError::Missing))?;
+    let identity = shared
+        .deps
+        .verifier
+        .verify(token)
+        .await
+        .map_err(|e| Refusal::from_auth(&e))?;
+    // Where the client's stream starts: what it says it has, else what it
+    // acknowledged. Refuse rather than guess: guessing could skip messages.
+    let after = match explicit_after {
+        Some(after) => after,
+        None => shared
+            .deps
+            .messages
+            .acked(&identity.user_id)
+            .await
+            .map_err(|e| {
+                Metrics::inc(&shared.metrics.errors);
+                tracing::warn!(error = %e, "message store unavailable at connect");
+                Refusal::new(
+                    503,
+                    "Service Unavailable",
+                    "unavailable",
+                    "message store unavailable; retry",
+                )
+            })?,
+    };
+
+    let conn_id = shared.next_conn_id();
+    let (handle, rx) = shared.hub.insert(
+        conn_id.clone(),
+        ConnHandleInit {
+            user_id: identity.user_id.clone(),
+            peer,
+            user_agent: req.user_agent.as_deref().map(Box::from),
+        },
+        shared.config.send_queue,
+    );
+    if let Err(e) = shared
+        .deps
+        .routes
+        .add_route(&identity.user_id, &conn_id, &shared.config.node_id)
+        .await
+    {
+        shared.hub.remove(&conn_id);
+        Metrics::inc(&shared.metrics.errors);
+        tracing::warn!(error = %e, "route store unavailable at connect");
+        return Err(Refusal::new(
+            503,
+            "Service Unavailable",
+            "unavailable",
+            "route store unavailable; retry",
+        ));
+    }
+    Ok(Admitted {
+        conn_id,
+        handle,
+        rx,
+        identity,
+        after,
+    })
+}
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// The connection's loop; returns how it ended.
+async fn run(
+    shared: &Arc<Shared>,
+    ws: &mut Ws,
+    conn_id: &ConnId,
+    handle: &Arc<ConnHandle>,
+    rx: &mut tokio::sync::mpsc::Receiver<Outbound>,
+    identity: &Identity,
+    after: Seq,
+) -> End {
+    let config = &shared.config;
+    let hello = protocol::encode_hello(conn_id, &handle.user_id);
+    if send_burst(ws, config.write_timeout, [Message::Text(hello.into())])
+        .await
+        .is_err()
+    {
+        return End::Lost;
+    }
+    // Replay what the client missed, page by page.
+    let mut last = after;
+    loop {
+        match fill(shared, ws, handle, &mut last, Seq::MAX).await {
+            Ok(true) => continue,
+            Ok(false) => break,
+            Err(end) => return end,
+        }
+    }
+
+    let mut ping = tokio::time::interval(config.ping_interval);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ping.tick().await;
+    let mut last_heard = Instant::now();
+    let mut burst: Vec<Message> = Vec::new();
+
+    loop {
+        tokio::select! {
+            code = handle.kick.wait() => {
+                let reason = match code {
+                    protocol::CLOSE_TOO_SLOW => "too slow",
+                    protocol::CLOSE_DRAINING => "node draining",
+                    _ => "closed by server",
+                };
+                return End::Close(code, reason);
+            }
+            first = rx.recv() => {
+                let Some(first) = first else { return End::Lost };
+                // Take what else is queued, up to a bound, and write it in one go.
+                let mut next = Some(first);
+                while let Some(out) = next {
+                    if out.seq != 0 {
+                        if out.seq <= last {
+                            next = rx.try_recv().ok();
+                            continue;
+                        }
+                        if out.seq > last + 1 {
+                            // Flush what we have, fill the gap from the store, go on.
+                            if !burst.is_empty() {
+                                if let Err(end) = flush_burst(shared, ws, &mut burst).await {
+                                    return end;
+                                }
+                            }
+                            while last + 1 < out.seq {
+                                match fill(shared, ws, handle, &mut last, out.seq - 1).await {
+                                    Ok(true) => {}
+                                    Ok(false) => {
+                                        // The store has nothing more below this seq
+                                        // (expired by retention): move on.
+                                        break;
+                                    }
+                                    Err(end) => return end,
+                                }
+                            }
+                            if out.seq <= last {
+                                next = rx.try_recv().ok();
+                                continue;
+                            }
+                        }
+                        last = out.seq;
+                    }
+                    burst.push(out.frame);
+                    next = if burst.len() < 64 { rx.try_recv().ok() } else { None };
+                }
+                if let Err(end) = flush_burst(shared, ws, &mut burst).await {
+                    return end;
+                }
+            }
+            incoming = ws.next() => {
+                last_heard = Instant::now();
+                handle.last_active_ms.store(edgepush_core::message::now_ms() as u64, Ordering::Relaxed);
+                match incoming {
+                    None => return End::Lost,
+                    Some(Err(tungstenite::Error::Capacity(_))) => {
+                        Metrics::inc(&shared.metrics.errors);
+                        return End::Close(protocol::CLOSE_TOO_BIG, "frame too big");
+                    }
+                    Some(Err(_)) => return End::Lost,
+                    Some(Ok(Message::Text(text))) => match ClientFrame::parse(&text) {
+                        Ok(ClientFrame::Ack { seq }) => {
+                            Metrics::inc(&shared.metrics.acks);
+                            record_ack(shared, handle, seq.min(last));
+                        }
+                        Err(_) => {
+                            Metrics::inc(&shared.metrics.errors);
+                            return End::Close(protocol::CLOSE_BAD_FRAME, "unknown frame");
+                        }
+                    },
+                    Some(Ok(Message::Binary(_))) => {
+                        Metrics::inc(&shared.metrics.errors);
+                        return End::Close(protocol::CLOSE_BAD_FRAME, "binary frames are not accepted");
+                    }
+                    Some(Ok(Message::Close(_))) => return End::Lost,
+                    Some(Ok(_)) => {} // ping (answered by tungstenite), pong, raw
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() >= config.idle_timeout {
+                    return End::Close(1001, "idle timeout");
+                }
+                if let Some(exp) = identity.expires_at {
+                    if exp <= (edgepush_core::message::now_ms() / 1000) as u64 {
+                        return End::Close(protocol::CLOSE_BAD_TOKEN, "token expired");
+                    }
+                }
+                if send_burst(ws, config.write_timeout, [Message::Ping(bytes::Bytes::new())]).await.is_err() {
+                    return End::Lost;
+                }
+            }
+        }
+    }
+}
+
+async fn flush_burst(shared: &Shared, ws: &mut Ws, burst: &mut Vec<Message>) -> Result<(), End> {
+    let n = burst.len() as u64;
+    match send_burst(ws, shared.config.write_timeout, burst.drain(..)).await {
+        Ok(()) => {
+            shared
+                .metrics
+                .frames_written
+                .fetch_add(n, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(end) => Err(end),
+    }
+}
+
+/// Writes `frames` with one flush, within `limit`.
+async fn send_burst(
+    ws: &mut Ws,
+    limit: Duration,
+    frames: impl IntoIterator<Item = Message>,
+) -> Result<(), End> {
+    let write = async {
+        for frame in frames {
+            ws.feed(frame).await?;
+        }
+        ws.flush().await
+    };
+    match timeout(limit, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(End::Lost),
+        Err(_) => Err(End::Close(protocol::CLOSE_TOO_SLOW, "too slow")),
+    }
+}
+
+/// Writes one page of stored messages after `last` (at most up to `upto`);
+/// returns whether a full page was written (there may be more).
+async fn fill(
+    shared: &Shared,
+    ws: &mut Ws,
+    handle: &ConnHandle,
+    last: &mut Seq,
+    upto: Seq,
+) -> Result<bool, End> {
+    let page = shared.config.replay_page;
+    let want = usize::try_from(upto.saturating_sub(*last))
+        .unwrap_or(usize::MAX)
+        .min(page);
+    if want == 0 {
+        return Ok(false);
+    }
+    let messages = shared
+        .deps
+        .messages
+        .read_after(&handle.user_id, *last, want)
+        .await
+        .map_err(|e| {
+            Metrics::inc(&shared.metrics.errors);
+            tracing::warn!(user = %handle.user_id, error = %e, "replay failed; closing so the client resumes later");
+            End::Close(1011, "message store unavailable; reconnect")
+        })?;
+    let full = messages.len() == want;
+    let mut frames = Vec::with_capacity(messages.len());
+    for m in &messages {
+        if m.seq > *last && m.seq <= upto {
+            frames.push(frame_of(m));
+            *last = m.seq;
+        }
+    }
+    if !frames.is_empty() {
+        let n = frames.len() as u64;
+        send_burst(ws, shared.config.write_timeout, frames).await?;
+        shared
+            .metrics
+            .frames_written
+            .fetch_add(n, Ordering::Relaxed);
+    }
+    Ok(full)
+}
+
+/// The `msg` frame of a stored message.
+pub(crate) fn frame_of(m: &StoredMessage) -> Message {
+    let bytes = protocol::encode_msg(m.seq, &m.id, &m.data);
+    // encode_msg writes JSON text from validated strings: always UTF-8.
+    match Utf8Bytes::try_from(bytes.clone()) {
+        Ok(text) => Message::Text(text),
+        Err(_) => Message::Binary(bytes),
+    }
+}
+
+fn record_ack(shared: &Arc<Shared>, handle: &ConnHandle, seq: Seq) {
+    if seq == 0 {
+        return;
+    }
+    let shared = shared.clone();
+    let user = handle.user_id.clone();
+    tokio::spawn(async move {
+        if let Err(e) = shared.deps.messages.ack(&user, seq).await {
+            Metrics::inc(&shared.metrics.errors);
+            tracing::warn!(%user, seq, error = %e, "could not record ack");
+        }
+    });
+}

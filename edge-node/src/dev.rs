@@ -1,0 +1,249 @@
+//! Dev mode: the whole system in one process, for a newcomer's first run.
+//!
+//! Collect at `http://127.0.0.1:8080`, two edge nodes at
+//! `ws://127.0.0.1:9001/ws` and `ws://127.0.0.1:9002/ws` (push APIs on 9101
+//! and 9102), auth and dispatch in process. Stores are in memory unless a
+//! Redis URL and/or a MongoDB URI are given. Dispatch pushes to the nodes
+//! over their real, signed push API.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use edgepush_auth::{AuthConfig, Claims, mint_hs256};
+use edgepush_collect::{ApiKeys, Collector, Limits};
+use edgepush_core::memory::{MemoryMessageStore, MemoryRouteStore};
+use edgepush_core::{MessageStore, NodeDirectory, RouteStore};
+use edgepush_delivery::sigv4::PushCredential;
+use edgepush_delivery::{HttpPusher, PushClientConfig};
+use edgepush_dispatch::{DirectHandoff, Dispatcher};
+use edgepush_mongo::{MongoConfig, MongoMessageStore};
+use edgepush_redis::{RedisConfig, RedisRouteStore};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AuthMode, NodeConfig};
+use crate::server::NodeDeps;
+
+/// The collect API key dev mode accepts unless told otherwise.
+pub const DEV_API_KEY: &str = "dev-key";
+/// The HS256 secret of dev-mode tokens (`edge-node token` signs with it).
+pub const DEV_JWT_SECRET: &str = "edgepush-dev-secret-do-not-use-in-production";
+/// The push API credential dev mode signs and verifies with.
+pub const DEV_PUSH_ACCESS_KEY_ID: &str = "dev-push";
+/// Its secret.
+pub const DEV_PUSH_SECRET: &str = "dev-push-secret";
+
+/// What dev mode runs on.
+#[derive(Debug, Clone)]
+pub struct DevConfig {
+    /// Redis for routes and liveness; in memory when `None`.
+    pub redis_url: Option<String>,
+    /// MongoDB for messages; in memory when `None`.
+    pub mongodb_uri: Option<String>,
+    /// The MongoDB database.
+    pub mongodb_database: String,
+    /// The collect API key.
+    pub api_key: String,
+    /// Where collect listens.
+    pub collect_addr: SocketAddr,
+    /// The two nodes' WebSocket ports (0 picks a free one).
+    pub ws_ports: [u16; 2],
+    /// The two nodes' push API ports (0 picks a free one).
+    pub push_ports: [u16; 2],
+}
+
+impl Default for DevConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            mongodb_uri: None,
+            mongodb_database: "edgepush_dev".into(),
+            api_key: DEV_API_KEY.into(),
+            collect_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            ws_ports: [9001, 9002],
+            push_ports: [9101, 9102],
+        }
+    }
+}
+
+/// A token dev mode accepts, for `user`, valid for `ttl`.
+pub fn mint_token(secret: &[u8], user: &str, ttl: Duration) -> anyhow::Result<String> {
+    edgepush_core::UserId::new(user).with_context(|| format!("user id {user:?}"))?;
+    Ok(mint_hs256(secret, &Claims::new(user, ttl)))
+}
+
+/// The running system.
+pub struct DevSystem {
+    /// Where collect listens.
+    pub collect_addr: SocketAddr,
+    /// The nodes' WebSocket addresses.
+    pub ws_addrs: Vec<SocketAddr>,
+    /// The nodes' push API addresses.
+    pub push_addrs: Vec<SocketAddr>,
+    stores: &'static str,
+    api_key: String,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl DevSystem {
+    /// The start-up text: endpoints, keys, a walkthrough.
+    pub fn banner(&self) -> String {
+        let ws: Vec<String> = self
+            .ws_addrs
+            .iter()
+            .map(|a| format!("ws://{a}/ws"))
+            .collect();
+        format!(
+            "edgepush dev mode is up ({stores})\n\
+             \x20 collect API : http://{collect}/v1/messages   (Authorization: Bearer {key})\n\
+             \x20 edge nodes  : {ws}\n\
+             \x20 push APIs   : {push}   (SigV4 execute-api, access key id {akid}, secret {secret})\n\
+             \x20 tokens      : edge-node token --user alice   (HS256, dev secret)\n\
+             Try:\n\
+             \x20 TOKEN=$(cargo run -q --release -p edge-node -- token --user alice)\n\
+             \x20 websocat \"{ws0}?token=$TOKEN\"      # or any WebSocket client\n\
+             \x20 curl -s -X POST http://{collect}/v1/messages -H 'Authorization: Bearer {key}' \\\n\
+             \x20      -H 'content-type: application/json' -d '{{\"to\":[\"alice\"],\"data\":{{\"text\":\"hello\"}}}}'\n\
+             Ctrl-C drains and stops.",
+            stores = self.stores,
+            collect = self.collect_addr,
+            key = self.api_key,
+            ws = ws.join("  "),
+            ws0 = ws.first().cloned().unwrap_or_default(),
+            push = self
+                .push_addrs
+                .iter()
+                .map(|a| format!("http://{a}"))
+                .collect::<Vec<_>>()
+                .join("  "),
+            akid = DEV_PUSH_ACCESS_KEY_ID,
+            secret = DEV_PUSH_SECRET,
+        )
+    }
+
+    /// Drains the nodes and stops everything.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        for task in self.tasks {
+            task.await.context("dev task panicked")?;
+        }
+        Ok(())
+    }
+}
+
+/// Starts dev mode.
+pub async fn start(cfg: DevConfig) -> anyhow::Result<DevSystem> {
+    let (routes, nodes, route_kind): (Arc<dyn RouteStore>, Arc<dyn NodeDirectory>, &str) =
+        match &cfg.redis_url {
+            Some(url) => {
+                let store = Arc::new(
+                    RedisRouteStore::connect(RedisConfig::new(url.clone()))
+                        .await
+                        .context("connecting to Redis")?,
+                );
+                (store.clone(), store, "Redis")
+            }
+            None => {
+                let store = Arc::new(MemoryRouteStore::new());
+                (store.clone(), store, "in-memory routes")
+            }
+        };
+    let (messages, message_kind): (Arc<dyn MessageStore>, &str) = match &cfg.mongodb_uri {
+        Some(uri) => {
+            let mut mongo = MongoConfig::new(uri.clone());
+            mongo.database = cfg.mongodb_database.clone();
+            (
+                Arc::new(
+                    MongoMessageStore::connect(mongo)
+                        .await
+                        .context("connecting to MongoDB")?,
+                ),
+                "MongoDB",
+            )
+        }
+        None => (Arc::new(MemoryMessageStore::new()), "in-memory messages"),
+    };
+    let stores: &'static str = match (route_kind, message_kind) {
+        ("Redis", "MongoDB") => "Redis + MongoDB",
+        ("Redis", _) => "Redis + in-memory messages",
+        (_, "MongoDB") => "in-memory routes + MongoDB",
+        _ => "in-memory stores",
+    };
+
+    let credential = PushCredential::new(DEV_PUSH_ACCESS_KEY_ID, DEV_PUSH_SECRET, "us-east-1");
+    let auth = AuthMode::Local(AuthConfig::hs256(DEV_JWT_SECRET.as_bytes().to_vec()));
+    let deps = NodeDeps {
+        routes: routes.clone(),
+        nodes: nodes.clone(),
+        messages: messages.clone(),
+        verifier: crate::verifier_for(&auth)?,
+    };
+
+    let stop = CancellationToken::new();
+    let mut tasks = Vec::new();
+    let mut ws_addrs = Vec::new();
+    let mut push_addrs = Vec::new();
+    for (i, (ws_port, push_port)) in cfg.ws_ports.iter().zip(cfg.push_ports.iter()).enumerate() {
+        let ws = TcpListener::bind(("127.0.0.1", *ws_port))
+            .await
+            .with_context(|| format!("binding ws port {ws_port}"))?;
+        let push = TcpListener::bind(("127.0.0.1", *push_port))
+            .await
+            .with_context(|| format!("binding push port {push_port}"))?;
+        ws_addrs.push(ws.local_addr()?);
+        push_addrs.push(push.local_addr()?);
+        let node_cfg =
+            NodeConfig::for_local(&format!("dev-{}", i + 1), auth.clone(), credential.clone());
+        let deps = deps.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) =
+                crate::server::run(ws, push, node_cfg, deps, stop.cancelled_owned()).await
+            {
+                tracing::error!(error = %e, "dev node failed");
+            }
+        }));
+    }
+
+    let pusher =
+        Arc::new(HttpPusher::new(PushClientConfig::new(credential)).context("push client")?);
+    let dispatcher = Arc::new(Dispatcher {
+        routes,
+        nodes,
+        pusher,
+    });
+    let collector = Arc::new(Collector {
+        store: messages,
+        handoff: Arc::new(DirectHandoff(dispatcher)),
+        api_keys: ApiKeys::single("dev", &cfg.api_key),
+        limits: Limits::default(),
+    });
+    let listener = TcpListener::bind(cfg.collect_addr)
+        .await
+        .with_context(|| format!("binding collect on {}", cfg.collect_addr))?;
+    let collect_addr = listener.local_addr()?;
+    let app = edgepush_collect::dev::router(collector);
+    let stop_collect = stop.clone();
+    tasks.push(tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(stop_collect.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "collect server failed");
+        }
+    }));
+    tracing::info!(%collect_addr, ?ws_addrs, stores, "dev mode started");
+    Ok(DevSystem {
+        collect_addr,
+        ws_addrs,
+        push_addrs,
+        stores,
+        api_key: cfg.api_key,
+        stop,
+        tasks,
+    })
+}

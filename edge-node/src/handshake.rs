@@ -1,0 +1,244 @@
+//! The HTTP/1.1 upgrade request of a client, read by hand.
+//!
+//! The node reads the request head itself (instead of letting tungstenite's
+//! synchronous callback do it) so it can verify the token asynchronously —
+//! in process or by calling the auth function — and answer `401` *before*
+//! the upgrade, with nothing registered anywhere.
+
+use std::borrow::Cow;
+
+use bytes::BytesMut;
+use percent_encoding::percent_decode_str;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+/// The longest request head accepted.
+const MAX_HEAD: usize = 8 * 1024;
+/// The most headers accepted.
+const MAX_HEADERS: usize = 32;
+
+/// Why an upgrade request was refused before a token was looked at.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// The socket failed or closed before a full request head arrived.
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    /// The request head was larger than allowed.
+    #[error("request head too large")]
+    TooLarge,
+    /// The bytes were not an HTTP/1.1 request.
+    #[error("malformed request: {0}")]
+    Malformed(String),
+}
+
+/// The parts of an upgrade request the node uses.
+#[derive(Debug, Default)]
+pub struct UpgradeRequest {
+    /// `GET`, ...
+    pub method: String,
+    /// The path without the query.
+    pub path: String,
+    /// The `token` query parameter, decoded.
+    pub query_token: Option<String>,
+    /// The `after` query parameter, raw.
+    pub query_after: Option<String>,
+    /// The `Authorization` header.
+    pub authorization: Option<String>,
+    /// The `Upgrade` header.
+    pub upgrade: Option<String>,
+    /// The `Connection` header.
+    pub connection: Option<String>,
+    /// The `Sec-WebSocket-Key` header.
+    pub ws_key: Option<String>,
+    /// The `Sec-WebSocket-Version` header.
+    pub ws_version: Option<String>,
+    /// The `User-Agent` header.
+    pub user_agent: Option<String>,
+}
+
+impl UpgradeRequest {
+    /// The bearer token from the `Authorization` header, else from `?token=`.
+    pub fn token(&self) -> Option<&str> {
+        if let Some(auth) = &self.authorization {
+            let auth = auth.trim();
+            if auth.len() > 7 && auth[..7].eq_ignore_ascii_case("bearer ") {
+                return Some(auth[7..].trim());
+            }
+        }
+        self.query_token.as_deref().filter(|t| !t.is_empty())
+    }
+
+    /// Whether the headers ask for a WebSocket upgrade (RFC 6455 §4.2.1).
+    pub fn is_websocket_upgrade(&self) -> bool {
+        let has = |h: &Option<String>, word: &str| {
+            h.as_deref()
+                .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(word)))
+        };
+        has(&self.upgrade, "websocket") && has(&self.connection, "upgrade") && self.ws_key.is_some()
+    }
+}
+
+/// Reads one request head from `stream`. Returns the request and any bytes
+/// that arrived after the head (the client's first frames, if it did not
+/// wait for our answer).
+pub async fn read_request<S: AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Result<(UpgradeRequest, Vec<u8>), HandshakeError> {
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        if buf.len() >= MAX_HEAD {
+            return Err(HandshakeError::TooLarge);
+        }
+        let n = stream.read_buf(&mut buf).await?;
+        if n == 0 {
+            return Err(HandshakeError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf) {
+            Ok(httparse::Status::Partial) => continue,
+            Ok(httparse::Status::Complete(len)) => {
+                let parsed = extract(&req)?;
+                let rest = buf[len..].to_vec();
+                return Ok((parsed, rest));
+            }
+            Err(e) => return Err(HandshakeError::Malformed(e.to_string())),
+        }
+    }
+}
+
+fn extract(req: &httparse::Request<'_, '_>) -> Result<UpgradeRequest, HandshakeError> {
+    let target = req.path.unwrap_or("/");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut out = UpgradeRequest {
+        method: req.method.unwrap_or("").to_owned(),
+        path: path.to_owned(),
+        ..UpgradeRequest::default()
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = decode(v);
+        match k {
+            "token" => out.query_token = Some(v.into_owned()),
+            "after" => out.query_after = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    for h in req.headers.iter() {
+        let value = || {
+            std::str::from_utf8(h.value)
+                .map(|s| s.trim().to_owned())
+                .map_err(|_| HandshakeError::Malformed(format!("header {} is not UTF-8", h.name)))
+        };
+        let name = h.name;
+        if name.eq_ignore_ascii_case("authorization") {
+            out.authorization = Some(value()?);
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            out.upgrade = Some(value()?);
+        } else if name.eq_ignore_ascii_case("connection") {
+            out.connection = Some(value()?);
+        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            out.ws_key = Some(value()?);
+        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
+            out.ws_version = Some(value()?);
+        } else if name.eq_ignore_ascii_case("user-agent") {
+            out.user_agent = Some(value()?);
+        }
+    }
+    Ok(out)
+}
+
+fn decode(v: &str) -> Cow<'_, str> {
+    // `+` means space in form encoding; tokens never hold spaces, so only
+    // percent-escapes matter.
+    percent_decode_str(v).decode_utf8_lossy()
+}
+
+/// Writes a complete non-upgrade answer with a JSON error body and closes.
+pub async fn write_error<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    status: u16,
+    reason: &str,
+    code: &str,
+    message: &str,
+    extra_headers: &[(&str, &str)],
+) -> std::io::Result<()> {
+    let body = serde_json::to_string(&edgepush_core::protocol::ErrorBody::new(code, message))
+        .unwrap_or_else(|_| "{}".to_owned());
+    let mut head = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in extra_headers {
+        head.push_str(k);
+        head.push_str(": ");
+        head.push_str(v);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    head.push_str(&body);
+    stream.write_all(head.as_bytes()).await?;
+    stream.flush().await?;
+    stream.shutdown().await
+}
+
+/// Writes the `101 Switching Protocols` answer to `key`.
+pub async fn write_switching<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    key: &str,
+) -> std::io::Result<()> {
+    let accept = derive_accept_key(key.as_bytes());
+    let head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {accept}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn parse(raw: &str) -> Result<(UpgradeRequest, Vec<u8>), HandshakeError> {
+        let mut stream = raw.as_bytes();
+        read_request(&mut stream).await
+    }
+
+    #[tokio::test]
+    async fn parses_an_upgrade_with_query_and_headers() {
+        let (req, rest) = parse(
+            "GET /ws?token=a%2Eb.c&after=17 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nUser-Agent: t\r\n\r\nXY",
+        )
+        .await
+        .unwrap();
+        assert_eq!(req.method, "GET");
+        assert_eq!(req.path, "/ws");
+        assert_eq!(req.token(), Some("a.b.c"));
+        assert_eq!(req.query_after.as_deref(), Some("17"));
+        assert!(req.is_websocket_upgrade());
+        assert_eq!(rest, b"XY");
+    }
+
+    #[tokio::test]
+    async fn bearer_header_wins_over_query() {
+        let (req, _) = parse("GET /ws?token=q HTTP/1.1\r\nAuthorization: Bearer h\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(req.token(), Some("h"));
+        assert!(!req.is_websocket_upgrade());
+    }
+
+    #[tokio::test]
+    async fn refuses_garbage_and_huge_heads() {
+        assert!(matches!(
+            parse("\x00\x01 nope\r\n\r\n").await,
+            Err(HandshakeError::Malformed(_))
+        ));
+        let huge = format!("GET /ws HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD));
+        assert!(matches!(parse(&huge).await, Err(HandshakeError::TooLarge)));
+        assert!(matches!(
+            parse("GET /ws HTTP/1.1\r\n").await,
+            Err(HandshakeError::Io(_))
+        ));
+    }
+}

@@ -1,0 +1,335 @@
+//! The push API (dispatch -> node), health checks and metrics, on the
+//! node's second listener.
+//!
+//! Compatible with the API Gateway Management API, so the same
+//! `aws-sdk-apigatewaymanagement` client pushes to API Gateway and to edge
+//! nodes, under any stage prefix:
+//!
+//! | request | answer |
+//! |---|---|
+//! | `POST <stage>/@connections/{id}` (raw body, at most 128 KiB) | `200`; `410` + `x-amzn-errortype: GoneException` when the connection is not here; `413` above 128 KiB |
+//! | `GET <stage>/@connections/{id}` | `200 {"connectedAt","lastActiveAt","identity":{"sourceIp","userAgent"}}` |
+//! | `DELETE <stage>/@connections/{id}` | `204`, the socket is closed with 1000 |
+//! | `POST <stage>/@batch` (JSON [`PushBatch`]) | `200` JSON [`PushBatchResult`] |
+//! | `GET /healthz`, `GET /readyz`, `GET /metrics` | unsigned |
+//!
+//! Every push request must carry a valid SigV4 signature (service
+//! `execute-api`) made with one of the node's push credentials: `403`
+//! otherwise. Errors are mapped to answers in one place ([`ApiError`]).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use edgepush_core::ConnId;
+use edgepush_core::protocol::{self, ErrorBody, PushBatch, PushBatchResult};
+use edgepush_delivery::sigv4;
+use percent_encoding::percent_decode_str;
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::{Delivery, Outbound};
+use crate::metrics::Metrics;
+use crate::server::Shared;
+
+/// The largest `PostToConnection` body, as API Gateway allows.
+pub const MAX_POST_BYTES: usize = 128 * 1024;
+/// The largest batch body.
+pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+/// Serves the push API on `listener` until `stop` is cancelled.
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
+    let app = axum::Router::new().fallback(handle).with_state(shared);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "push API server failed");
+    }
+}
+
+/// Why a push API request failed; turned into an answer by `IntoResponse`.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApiError {
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("forbidden: {0}")]
+    Forbidden(sigv4::VerifyError),
+    #[error("body larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("connection {0} is gone")]
+    Gone(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let message = self.to_string();
+        let (status, code) = match &self {
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Gone(_) => (StatusCode::GONE, "gone"),
+        };
+        let mut response = if let ApiError::Gone(_) = self {
+            // The shape API Gateway answers with, so the AWS SDK maps it to
+            // its typed GoneException.
+            (
+                status,
+                axum::Json(serde_json::json!({ "message": message })),
+            )
+                .into_response()
+        } else {
+            (status, axum::Json(ErrorBody::new(code, message))).into_response()
+        };
+        let errortype = match self {
+            ApiError::Gone(_) => Some("GoneException"),
+            ApiError::Forbidden(_) => Some("ForbiddenException"),
+            ApiError::TooLarge(_) => Some("PayloadTooLargeException"),
+            ApiError::BadRequest(_) => Some("BadRequestException"),
+            _ => None,
+        };
+        if let Some(t) = errortype {
+            response
+                .headers_mut()
+                .insert("x-amzn-errortype", HeaderValue::from_static(t));
+        }
+        response
+    }
+}
+
+/// What a path names.
+enum Target<'a> {
+    Connection(&'a str),
+    Batch,
+    Health,
+    Ready,
+    Metrics,
+}
+
+fn route(path: &str) -> Option<Target<'_>> {
+    match path {
+        "/healthz" => return Some(Target::Health),
+        "/readyz" => return Some(Target::Ready),
+        "/metrics" => return Some(Target::Metrics),
+        _ => {}
+    }
+    if path.ends_with("/@batch") {
+        return Some(Target::Batch);
+    }
+    let at = path.find("/@connections/")?;
+    let id = &path[at + "/@connections/".len()..];
+    (!id.is_empty() && !id.contains('/')).then_some(Target::Connection(id))
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let result = dispatch(&shared, req).await;
+    match result {
+        Ok(response) => response,
+        Err(err) => {
+            if !matches!(err, ApiError::Gone(_)) {
+                Metrics::inc(&shared.metrics.push_refused);
+            }
+            err.into_response()
+        }
+    }
+}
+
+async fn dispatch(shared: &Shared, req: Request) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let target = route(parts.uri.path()).ok_or(ApiError::NotFound)?;
+    match target {
+        Target::Health => return Ok((StatusCode::OK, "ok\n").into_response()),
+        Target::Ready => {
+            let ready = shared.heartbeat_ok.load(Ordering::Acquire)
+                && !shared.draining.load(Ordering::Acquire);
+            let status = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            return Ok((status, if ready { "ready\n" } else { "not ready\n" }).into_response());
+        }
+        Target::Metrics => {
+            let text = shared.metrics.render(shared.config.node_id.as_str());
+            return Ok(
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+            );
+        }
+        Target::Connection(_) | Target::Batch => {}
+    }
+    let limit = match target {
+        Target::Batch => MAX_BATCH_BYTES,
+        _ => MAX_POST_BYTES,
+    };
+    let body = read_body(body, limit).await?;
+    sigv4::verify(
+        &shared.credentials,
+        &parts.method,
+        &parts.uri,
+        &parts.headers,
+        &body,
+        SystemTime::now(),
+    )
+    .map_err(ApiError::Forbidden)?;
+
+    match (target, &parts.method) {
+        (Target::Batch, &Method::POST) => batch(shared, &body),
+        (Target::Batch, _) => Err(ApiError::MethodNotAllowed),
+        (Target::Connection(raw), method) => {
+            let decoded = percent_decode_str(raw).decode_utf8_lossy();
+            let conn = ConnId::new(&*decoded).map_err(|_| ApiError::Gone(decoded.to_string()))?;
+            match *method {
+                Method::POST => post(shared, &conn, body),
+                Method::GET => get(shared, &conn),
+                Method::DELETE => delete(shared, &conn),
+                _ => Err(ApiError::MethodNotAllowed),
+            }
+        }
+        _ => Err(ApiError::NotFound),
+    }
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::TooLarge(limit))
+}
+
+fn post(shared: &Shared, conn: &ConnId, body: bytes::Bytes) -> Result<Response, ApiError> {
+    let frame = match Utf8Bytes::try_from(body.clone()) {
+        Ok(text) => Message::Text(text),
+        Err(_) => Message::Binary(body),
+    };
+    match shared.hub.deliver(conn, Outbound { seq: 0, frame }) {
+        Delivery::Queued => {
+            Metrics::inc(&shared.metrics.deliveries);
+            Ok(StatusCode::OK.into_response())
+        }
+        Delivery::Gone | Delivery::TooSlow => {
+            Metrics::inc(&shared.metrics.push_gone);
+            Err(ApiError::Gone(conn.to_string()))
+        }
+    }
+}
+
+fn get(shared: &Shared, conn: &ConnId) -> Result<Response, ApiError> {
+    let handle = shared
+        .hub
+        .get(conn)
+        .ok_or_else(|| ApiError::Gone(conn.to_string()))?;
+    let last_ms = handle.last_active_ms.load(Ordering::Relaxed);
+    let body = serde_json::json!({
+        "connectedAt": iso8601(handle.connected_at),
+        "lastActiveAt": iso8601(UNIX_EPOCH + Duration::from_millis(last_ms)),
+        "identity": {
+            "sourceIp": handle.peer.ip().to_string(),
+            "userAgent": handle.user_agent.as_deref().unwrap_or(""),
+        },
+    });
+    Ok((StatusCode::OK, axum::Json(body)).into_response())
+}
+
+fn delete(shared: &Shared, conn: &ConnId) -> Result<Response, ApiError> {
+    let handle = shared
+        .hub
+        .get(conn)
+        .ok_or_else(|| ApiError::Gone(conn.to_string()))?;
+    handle.kick.kick(protocol::CLOSE_NORMAL);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn batch(shared: &Shared, body: &[u8]) -> Result<Response, ApiError> {
+    let batch: PushBatch = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("batch body: {e}")))?;
+    let mut result = PushBatchResult::default();
+    for item in &batch.items {
+        // Serialise once per message; every connection shares the bytes.
+        let frame = crate::connection::frame_of(&item.message);
+        for conn in &item.connection_ids {
+            let out = Outbound {
+                seq: item.message.seq,
+                frame: frame.clone(),
+            };
+            match shared.hub.deliver(conn, out) {
+                Delivery::Queued => result.delivered += 1,
+                Delivery::Gone => result.gone.push(conn.clone()),
+                // Still counts as delivered: it is closed with 4008 and
+                // catches up from the message store when it reconnects.
+                Delivery::TooSlow => {}
+            }
+        }
+    }
+    shared
+        .metrics
+        .deliveries
+        .fetch_add(result.delivered, Ordering::Relaxed);
+    shared
+        .metrics
+        .push_gone
+        .fetch_add(result.gone.len() as u64, Ordering::Relaxed);
+    Ok((StatusCode::OK, axum::Json(result)).into_response())
+}
+
+/// `2024-01-02T03:04:05.678Z` for `t` (UTC), without a date library.
+pub(crate) fn iso8601(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_iso8601() {
+        assert_eq!(iso8601(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_709_210_096_789);
+        assert_eq!(iso8601(t), "2024-02-29T12:34:56.789Z");
+    }
+
+    #[test]
+    fn routes_paths_under_any_stage() {
+        assert!(matches!(
+            route("/@connections/abc"),
+            Some(Target::Connection("abc"))
+        ));
+        assert!(matches!(
+            route("/prod/@connections/a%3D"),
+            Some(Target::Connection("a%3D"))
+        ));
+        assert!(matches!(route("/prod/@batch"), Some(Target::Batch)));
+        assert!(matches!(route("/@batch"), Some(Target::Batch)));
+        assert!(route("/@connections/").is_none());
+        assert!(route("/@connections/a/b").is_none());
+        assert!(route("/other").is_none());
+    }
+}

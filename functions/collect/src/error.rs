@@ -1,0 +1,124 @@
+//! Every way a submission can be refused, and the one place where a refusal
+//! becomes an HTTP answer.
+//!
+//! The conversion does not log: [`Collector::handle`](crate::Collector::handle)
+//! logs each request once, with the full error, at the call site. The answer
+//! carries a message for the caller, without backend details for 5xx.
+
+use edgepush_core::protocol::ErrorBody;
+use edgepush_core::{HandoffError, StoreError};
+
+use crate::{CollectResponse, MESSAGES_PATH};
+
+/// Why a request was not accepted. `Display` is the detailed, loggable text;
+/// the HTTP answer is built by [`CollectResponse::from`].
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    /// No such path.
+    #[error("no route for {0}")]
+    NotFound(String),
+    /// The path exists, the method does not.
+    #[error("method {0} is not allowed")]
+    MethodNotAllowed(String),
+    /// No `Authorization: Bearer <key>` header.
+    #[error("missing bearer API key")]
+    MissingKey,
+    /// A key that is not configured.
+    #[error("invalid API key")]
+    BadKey,
+    /// The body is over [`Limits::max_body_bytes`](crate::Limits::max_body_bytes).
+    #[error("request body is over {max} bytes")]
+    TooLarge {
+        /// The limit.
+        max: usize,
+    },
+    /// The body is not a valid submission; the text says what is wrong.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The hand-off to dispatch is down, checked before writing: nothing
+    /// was stored.
+    #[error("dispatch not ready, nothing stored: {0}")]
+    NotReady(HandoffError),
+    /// The message store failed.
+    #[error(transparent)]
+    Store(StoreError),
+    /// The message is stored, but dispatch did not take it.
+    #[error("stored, but the hand-off failed: {0}")]
+    HandoffFailed(HandoffError),
+}
+
+impl CollectError {
+    /// The HTTP status of the answer.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::NotFound(_) => 404,
+            Self::MethodNotAllowed(_) => 405,
+            Self::MissingKey | Self::BadKey => 401,
+            Self::TooLarge { .. } => 413,
+            Self::BadRequest(_) => 400,
+            Self::NotReady(_) | Self::HandoffFailed(_) => 503,
+            Self::Store(StoreError::Unavailable(_) | StoreError::Contention(_)) => 503,
+            Self::Store(StoreError::Backend(_)) => 500,
+        }
+    }
+
+    /// The machine-readable code of the answer's [`ErrorBody`].
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::MissingKey | Self::BadKey => "unauthorized",
+            Self::TooLarge { .. } => "too_large",
+            Self::BadRequest(_) => "bad_request",
+            Self::NotReady(_) | Self::HandoffFailed(_) => "unavailable",
+            Self::Store(StoreError::Unavailable(_) | StoreError::Contention(_)) => "unavailable",
+            Self::Store(StoreError::Backend(_)) => "internal",
+        }
+    }
+
+    /// The message for the caller: client errors say what to fix, server
+    /// errors say what happened to the message, never backend details.
+    fn public_message(&self) -> String {
+        match self {
+            Self::NotFound(_) => format!("no such path; the API is POST {MESSAGES_PATH}"),
+            Self::MethodNotAllowed(method) => {
+                format!("method {method} is not allowed on {MESSAGES_PATH}; use POST")
+            }
+            Self::BadRequest(text) => text.clone(),
+            Self::MissingKey => "an API key is required: Authorization: Bearer <key>".into(),
+            Self::BadKey => "invalid API key".into(),
+            Self::TooLarge { max } => format!("the request body is over {max} bytes"),
+            Self::NotReady(_) => "delivery is unavailable; nothing was stored, retry later".into(),
+            Self::Store(StoreError::Unavailable(_) | StoreError::Contention(_)) => {
+                "the message store is unavailable; retry later (with the same \
+                 idempotency_key, if you sent one)"
+                    .into()
+            }
+            Self::Store(StoreError::Backend(_)) => {
+                "the message store failed; retry with the same idempotency_key, if you sent one"
+                    .into()
+            }
+            Self::HandoffFailed(_) => {
+                "the message is stored but could not be handed to delivery; retrying \
+                 with the same idempotency_key is safe"
+                    .into()
+            }
+        }
+    }
+}
+
+impl From<CollectError> for CollectResponse {
+    fn from(error: CollectError) -> Self {
+        let mut response = CollectResponse::json(
+            error.status(),
+            &ErrorBody::new(error.code(), error.public_message()),
+        );
+        match error.status() {
+            401 => response.push_header("www-authenticate", "Bearer"),
+            405 => response.push_header("allow", "POST"),
+            503 => response.push_header("retry-after", "1"),
+            _ => {}
+        }
+        response
+    }
+}

@@ -1,0 +1,88 @@
+//! The collect Lambda function's entry point: wires configuration, logging
+//! and clients, then serves HTTP API / function URL invocations with
+//! [`edgepush_collect::handler`].
+//!
+//! Environment: `EDGEPUSH_API_KEYS`, `EDGEPUSH_MONGODB_URI`,
+//! `EDGEPUSH_MONGODB_DATABASE` (optional), `EDGEPUSH_REDIS_URL`,
+//! `EDGEPUSH_PUSH_ACCESS_KEY_ID`, `EDGEPUSH_PUSH_SECRET_ACCESS_KEY`,
+//! `EDGEPUSH_PUSH_REGION` (default `us-east-1`), `RUST_LOG` (default `info`).
+//!
+//! The hand-off is a [`DirectHandoff`]: dispatch runs in this process.
+
+use std::sync::Arc;
+
+use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+use edgepush_collect::{Collector, Config, handler};
+use edgepush_delivery::sigv4::PushCredential;
+use edgepush_delivery::{HttpPusher, PushClientConfig};
+use edgepush_dispatch::{DirectHandoff, Dispatcher, PushConfig};
+use edgepush_mongo::{MongoConfig, MongoMessageStore};
+use edgepush_redis::{RedisConfig, RedisRouteStore};
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    init_tracing();
+    let config = Config::from_lookup(|name| std::env::var(name).ok())
+        .inspect_err(|error| tracing::error!(error = %error, "invalid configuration"))?;
+    tracing::info!(?config, "starting collect");
+
+    let collector = build_collector(config)
+        .await
+        .inspect_err(|error| tracing::error!(error = %error, "startup failed"))?;
+    let collector = &collector;
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {
+            handler(collector, event).await
+        },
+    ))
+    .await
+}
+
+/// Connects MongoDB and Redis and builds the in-process dispatcher.
+async fn build_collector(config: Config) -> Result<Collector, Error> {
+    let mut mongo = MongoConfig::new(config.mongodb_uri.clone());
+    if let Some(database) = config.mongodb_database.clone() {
+        mongo.database = database;
+    }
+    let store = MongoMessageStore::connect(mongo).await?;
+
+    let routes =
+        RedisRouteStore::connect(RedisConfig::new(config.dispatch.redis_url.clone())).await?;
+    let dispatcher = Dispatcher {
+        routes: Arc::new(routes.clone()),
+        nodes: Arc::new(routes),
+        pusher: Arc::new(http_pusher(&config.dispatch.push)?),
+    };
+    Ok(Collector::new(
+        Arc::new(store),
+        Arc::new(DirectHandoff(Arc::new(dispatcher))),
+        config.api_keys,
+    ))
+}
+
+/// The HTTP push client, signing with the internal credential.
+fn http_pusher(push: &PushConfig) -> Result<HttpPusher, Error> {
+    let credential = PushCredential::new(
+        push.access_key_id.clone(),
+        push.secret_access_key.clone(),
+        push.region.clone(),
+    );
+    Ok(HttpPusher::new(PushClientConfig::new(credential))?)
+}
+
+/// JSON logs without colours or timestamps (CloudWatch adds its own),
+/// filtered by `RUST_LOG`.
+fn init_tracing() {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_ansi(false)
+        .without_time()
+        .with_target(false)
+        .with_current_span(false)
+        .init();
+}

@@ -1,0 +1,63 @@
+//! The Lambda face of dispatch: an event type and a handler over a
+//! [`Dispatcher`].
+//!
+//! The handler takes the messages out of the event and calls
+//! [`dispatch_messages`]; another event source (an SQS batch) only needs its
+//! own event type and a handler that does the same.
+
+use edgepush_core::StoredMessage;
+use lambda_runtime::LambdaEvent;
+use serde::{Deserialize, Serialize};
+
+use crate::{DispatchReport, Dispatcher};
+
+/// A direct invocation: the stored messages to deliver (what collect, or
+/// anyone holding stored messages, sends).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DispatchEvent {
+    /// Recipient copies, as the message store returned them.
+    pub messages: Vec<StoredMessage>,
+}
+
+/// Handles a direct invocation. A route store failure is an error, so the
+/// invocation is retried; failed pushes to single nodes are not.
+pub async fn handler(
+    dispatcher: &Dispatcher,
+    event: LambdaEvent<DispatchEvent>,
+) -> Result<DispatchReport, lambda_runtime::Error> {
+    let (payload, context) = event.into_parts();
+    dispatch_messages(dispatcher, &context.request_id, &payload.messages).await
+}
+
+/// Dispatches `messages` and logs the outcome once, whatever the event
+/// source.
+pub async fn dispatch_messages(
+    dispatcher: &Dispatcher,
+    request_id: &str,
+    messages: &[StoredMessage],
+) -> Result<DispatchReport, lambda_runtime::Error> {
+    match dispatcher.dispatch(messages).await {
+        Ok(report) => {
+            tracing::info!(
+                request_id,
+                messages = report.messages,
+                delivered = report.delivered,
+                offline_users = report.offline_users,
+                skipped_dead_routes = report.skipped_dead_routes,
+                gone_removed = report.gone_removed,
+                failed_nodes = report.failed_nodes,
+                "dispatched"
+            );
+            Ok(report)
+        }
+        Err(error) => {
+            tracing::error!(
+                request_id,
+                messages = messages.len(),
+                error = %error,
+                "dispatch failed; the invocation will be retried"
+            );
+            Err(error.into())
+        }
+    }
+}

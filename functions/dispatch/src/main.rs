@@ -1,0 +1,69 @@
+//! The dispatch Lambda function's entry point: wires configuration, logging
+//! and clients, then serves invocations with [`edgepush_dispatch::handler`].
+//!
+//! Environment: `EDGEPUSH_REDIS_URL`, `EDGEPUSH_PUSH_ACCESS_KEY_ID`,
+//! `EDGEPUSH_PUSH_SECRET_ACCESS_KEY`, `EDGEPUSH_PUSH_REGION` (default
+//! `us-east-1`), `RUST_LOG` (default `info`).
+
+use std::sync::Arc;
+
+use edgepush_delivery::sigv4::PushCredential;
+use edgepush_delivery::{HttpPusher, PushClientConfig};
+use edgepush_dispatch::{Config, Dispatcher, PushConfig, handler};
+use edgepush_redis::{RedisConfig, RedisRouteStore};
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    init_tracing();
+    let config = Config::from_lookup(|name| std::env::var(name).ok())
+        .inspect_err(|error| tracing::error!(error = %error, "invalid configuration"))?;
+    tracing::info!(?config, "starting dispatch");
+
+    let dispatcher = build_dispatcher(&config)
+        .await
+        .inspect_err(|error| tracing::error!(error = %error, "startup failed"))?;
+    let dispatcher = &dispatcher;
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<edgepush_dispatch::DispatchEvent>| async move {
+            handler(dispatcher, event).await
+        },
+    ))
+    .await
+}
+
+/// Connects the route store and builds the push client.
+async fn build_dispatcher(config: &Config) -> Result<Dispatcher, Error> {
+    let routes = RedisRouteStore::connect(RedisConfig::new(config.redis_url.clone())).await?;
+    Ok(Dispatcher {
+        routes: Arc::new(routes.clone()),
+        nodes: Arc::new(routes),
+        pusher: Arc::new(http_pusher(&config.push)?),
+    })
+}
+
+/// The HTTP push client, signing with the internal credential.
+fn http_pusher(push: &PushConfig) -> Result<HttpPusher, Error> {
+    let credential = PushCredential::new(
+        push.access_key_id.clone(),
+        push.secret_access_key.clone(),
+        push.region.clone(),
+    );
+    Ok(HttpPusher::new(PushClientConfig::new(credential))?)
+}
+
+/// JSON logs without colours or timestamps (CloudWatch adds its own),
+/// filtered by `RUST_LOG`.
+fn init_tracing() {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_ansi(false)
+        .without_time()
+        .with_target(false)
+        .with_current_span(false)
+        .init();
+}
