@@ -52,6 +52,18 @@ pub(crate) fn is_duplicate_key(err: &Error) -> bool {
     matches!(code(err), Some(11000 | 11001))
 }
 
+/// Whether a duplicate key error names the index on `_id` or on
+/// `(user, seq)`, i.e. the seq was taken. MongoDB names the index in the
+/// message; FerretDB does not, so `false` means "unknown".
+pub(crate) fn is_seq_conflict(err: &Error) -> bool {
+    let message = match err.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(e)) => &e.message,
+        ErrorKind::Command(e) => &e.message,
+        _ => return false,
+    };
+    message.contains("index: _id_ ") || message.contains("index: user_seq ")
+}
+
 /// Whether `err` means the server is down, unreachable or too busy.
 pub(crate) fn is_transient(err: &Error) -> bool {
     let kind_transient = matches!(

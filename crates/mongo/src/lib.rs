@@ -27,6 +27,7 @@
 
 pub mod config;
 mod error;
+mod locks;
 pub mod retention;
 pub mod schema;
 pub mod store;

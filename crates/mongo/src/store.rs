@@ -20,6 +20,18 @@
 //! Idempotency rests on the unique `(source, idem, user)` index: however many
 //! identical requests race, one insert per recipient wins and every other
 //! racer finds and returns that document.
+//!
+//! Within one store instance, appends to the same user queue on a local lock
+//! ([`crate::locks`]), so only separate processes race for a seq; racers back
+//! off with jitter and give up with [`StoreError::Contention`] after
+//! [`MongoConfig::max_seq_attempts`].
+//!
+//! One residual window: if a writer crashes between its insert and its
+//! counter update, nothing else is appended to that user for the whole
+//! retention period, and the server's TTL monitor (not this store's sweep,
+//! which repairs the counter first) deletes that last document, the seq is
+//! handed out again. A client that had read the lost message would then skip
+//! its reuse. This needs a crash and a week of silence for one user.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +46,8 @@ use mongodb::{Client, Collection, Database, IndexModel};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::config::{MongoConfig, redact_uri};
-use crate::error::{is_duplicate_key, store_error};
+use crate::error::{is_duplicate_key, is_seq_conflict, store_error};
+use crate::locks::UserLocks;
 use crate::retention::{self, RetentionMode};
 use crate::schema::{
     CopyTemplate, INDEX_IDEMPOTENCY, INDEX_USER_SEQ, MESSAGES, USERS, get_seq, idem_value,
@@ -63,6 +76,8 @@ struct Inner {
     config: MongoConfig,
     /// How the server enforces retention.
     retention_mode: RetentionMode,
+    /// Queues this instance's appends per user (see [`crate::locks`]).
+    locks: UserLocks,
     /// Stops the retention sweeper when the last clone of the store goes.
     _sweeper: Option<DropGuard>,
 }
@@ -160,6 +175,7 @@ impl MongoMessageStore {
                 users,
                 config,
                 retention_mode,
+                locks: UserLocks::default(),
                 _sweeper: sweeper,
             }),
         })
@@ -240,25 +256,52 @@ impl MongoMessageStore {
     /// earlier or concurrent identical request stored.
     async fn append_one(&self, tpl: CopyTemplate<'_>) -> Result<StoredMessage, StoreError> {
         let user = tpl.user;
-        let mut next = self.last_seq(user).await?.saturating_add(1);
+        let mut slot = self.inner.locks.lock(user).await;
+        let result = self.claim_seq(&tpl, slot.known_seq()).await;
+        match &result {
+            Ok((stored, true)) => slot.set_known_seq(Some(stored.seq)),
+            Ok((_, false)) => {}
+            Err(_) => slot.set_known_seq(None),
+        }
+        result.map(|(stored, _)| stored)
+    }
+
+    /// The loop of [`append_one`](Self::append_one), starting after
+    /// `known_seq` (a seq known to be stored) or after the user's counter.
+    /// Returns the copy and whether this call inserted it.
+    async fn claim_seq(
+        &self,
+        tpl: &CopyTemplate<'_>,
+        known_seq: Option<Seq>,
+    ) -> Result<(StoredMessage, bool), StoreError> {
+        let user = tpl.user;
+        let base = match known_seq {
+            Some(seq) => seq,
+            None => self.last_seq(user).await?,
+        };
+        let mut next = base.saturating_add(1);
         let attempts = self.inner.config.max_seq_attempts.max(1);
         for attempt in 0..attempts {
             let seq = seq_to_bson(next)
                 .ok_or_else(|| StoreError::Backend(format!("seq of {user} overflowed")))?;
-            let doc = tpl.to_doc(seq);
-            match self.inner.messages.insert_one(&doc).await {
+            let err = match self.inner.messages.insert_one(tpl.to_doc(seq)).await {
                 Ok(_) => {
                     self.advance_counter(user, next).await;
-                    return Ok(tpl.stored(next));
+                    return Ok((tpl.stored(next), true));
                 }
-                Err(e) if is_duplicate_key(&e) => {}
+                Err(e) if is_duplicate_key(&e) => e,
                 Err(e) => return Err(store_error("storing a message", e)),
-            }
-            if let Some(existing) = self.find_copy(tpl.source, tpl.idem, user).await? {
+            };
+            // A seq conflict says nothing about this request's copy; if one
+            // exists, the insert at a free seq will meet the idempotency
+            // index and come here again.
+            if !is_seq_conflict(&err)
+                && let Some(existing) = self.find_copy(tpl.source, tpl.idem, user).await?
+            {
                 // Stored by an earlier try of this request or a racer; that
                 // writer may have crashed before moving the counter.
                 self.advance_counter(user, existing.seq).await;
-                return Ok(existing);
+                return Ok((existing, false));
             }
             // The seq is taken. Continue after the highest stored one; if the
             // taker vanished meanwhile (retention), retry the same seq rather

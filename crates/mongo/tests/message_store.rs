@@ -417,3 +417,38 @@ async fn connect_to_a_closed_port_is_unavailable() -> anyhow::Result<()> {
     assert!(matches!(bad, Err(StoreError::Backend(_))), "{bad:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn retention_is_enforced_without_calling_the_sweep() -> anyhow::Result<()> {
+    let t = TestDb::new().await?;
+    let mut config = t.config();
+    config.retention = Duration::from_secs(1);
+    let store = MongoMessageStore::connect(config).await?;
+    let names = t.messages().list_index_names().await?;
+    match store.retention_mode() {
+        RetentionMode::TtlIndex => {
+            assert!(names.iter().any(|n| n == "created_at_ttl"), "{names:?}");
+        }
+        RetentionMode::Sweeper => {
+            assert!(names.iter().any(|n| n == "created_at_1"), "{names:?}");
+            let old = message(&["gone"], "0", None);
+            let aged = now_ms() - 60_000;
+            t.insert_copy_by_hand(&old, &old.message_id(), &user("gone"), 1, aged)
+                .await?;
+            // The background task sweeps every second here; poll for it,
+            // with a deadline only so a broken sweeper fails instead of hanging.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while t.copies_of(&user("gone")).await? > 0 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the background sweeper never deleted the expired message"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let next = store.append(&message(&["gone"], "1", None)).await?;
+            assert_eq!(seqs(&next), [2], "the sweep kept the seq going");
+        }
+    }
+    drop(store);
+    t.drop_db().await
+}

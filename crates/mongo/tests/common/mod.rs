@@ -25,12 +25,15 @@ pub fn uri() -> String {
     }
 }
 
-/// A database private to one test, dropped by [`TestDb::drop_db`].
+/// A database private to one test, dropped by [`TestDb::drop_db`], or on
+/// drop when the test failed before getting there.
 pub struct TestDb {
     /// A plain driver client for hand-written documents and counts.
     pub client: Client,
     /// The database's name.
     pub name: String,
+    /// Whether [`TestDb::drop_db`] already ran.
+    dropped: bool,
 }
 
 impl TestDb {
@@ -47,7 +50,11 @@ impl TestDb {
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
         let client = Client::with_uri_str(uri()).await?;
-        Ok(Self { client, name })
+        Ok(Self {
+            client,
+            name,
+            dropped: false,
+        })
     }
 
     /// A store config pointing at this database.
@@ -111,9 +118,32 @@ impl TestDb {
     }
 
     /// Drops the database.
-    pub async fn drop_db(self) -> anyhow::Result<()> {
+    pub async fn drop_db(mut self) -> anyhow::Result<()> {
         self.db().drop().await?;
+        self.dropped = true;
         Ok(())
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if self.dropped {
+            return;
+        }
+        // The test failed (or returned early). The test's runtime is busy
+        // unwinding, so use a fresh thread, runtime and client.
+        let name = std::mem::take(&mut self.name);
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let client = Client::with_uri_str(uri()).await?;
+                client.database(&name).drop().await?;
+                anyhow::Ok(())
+            })
+        })
+        .join();
     }
 }
 
