@@ -1,0 +1,124 @@
+//! Edge node endpoints: parsed once, turned into an upgrade request per
+//! attempt.
+
+use edgepush_core::Seq;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
+
+use crate::error::ClientError;
+
+/// One configured endpoint.
+#[derive(Debug, Clone)]
+pub(crate) struct Node {
+    /// The endpoint as configured; events and errors name it this way.
+    pub(crate) url: String,
+    /// Host to open the TCP connection to (no brackets around IPv6).
+    host: String,
+    /// Port to open the TCP connection to.
+    port: u16,
+}
+
+impl Node {
+    /// Checks that `url` is a `ws://` URL with a host.
+    pub(crate) fn parse(url: &str) -> Result<Self, ClientError> {
+        let bad = |reason: &str| ClientError::BadUrl {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+        match uri.scheme_str() {
+            Some("ws") => {}
+            Some("wss") => {
+                return Err(bad(
+                    "wss is not supported by this client; terminate TLS in front of it or use ws",
+                ));
+            }
+            _ => return Err(bad("the scheme must be ws://")),
+        }
+        let host = uri.host().ok_or_else(|| bad("no host"))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(80);
+        let node = Self {
+            url: url.to_owned(),
+            host,
+            port,
+        };
+        // Building a request checks what `http::Uri` lets through but the
+        // WebSocket handshake does not.
+        node.request(Some(0), "t").map_err(|reason| bad(&reason))?;
+        Ok(node)
+    }
+
+    /// Where to open the TCP connection.
+    pub(crate) fn addr(&self) -> (&str, u16) {
+        (&self.host, self.port)
+    }
+
+    /// The URL of one attempt: the endpoint plus `after=<seq>` when known.
+    pub(crate) fn url_after(&self, after: Option<Seq>) -> String {
+        match after {
+            None => self.url.clone(),
+            Some(after) => {
+                let sep = if self.url.contains('?') { '&' } else { '?' };
+                format!("{}{sep}after={after}", self.url)
+            }
+        }
+    }
+
+    /// The upgrade request of one attempt. The error is for people: the
+    /// URL or the token cannot be put in a request.
+    pub(crate) fn request(&self, after: Option<Seq>, token: &str) -> Result<Request, String> {
+        let mut request = self
+            .url_after(after)
+            .into_client_request()
+            .map_err(|e| e.to_string())?;
+        let value = http::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| "the token holds characters a header cannot carry".to_owned())?;
+        request
+            .headers_mut()
+            .insert(http::header::AUTHORIZATION, value);
+        Ok(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_is_appended_to_the_query() {
+        let node = Node::parse("ws://127.0.0.1:9/ws").unwrap();
+        assert_eq!(node.url_after(None), "ws://127.0.0.1:9/ws");
+        assert_eq!(node.url_after(Some(7)), "ws://127.0.0.1:9/ws?after=7");
+        let node = Node::parse("ws://h/ws?x=1").unwrap();
+        assert_eq!(node.url_after(Some(7)), "ws://h/ws?x=1&after=7");
+        assert_eq!(node.addr(), ("h", 80));
+    }
+
+    #[test]
+    fn ipv6_hosts_lose_their_brackets() {
+        let node = Node::parse("ws://[::1]:8080/ws").unwrap();
+        assert_eq!(node.addr(), ("::1", 8080));
+    }
+
+    #[test]
+    fn bad_urls_are_refused() {
+        for url in ["", "http://h/ws", "wss://h/ws", "ws:///ws", "not a url"] {
+            assert!(Node::parse(url).is_err(), "{url:?}");
+        }
+    }
+
+    #[test]
+    fn the_token_goes_in_the_authorization_header() {
+        let node = Node::parse("ws://h:1/ws").unwrap();
+        let req = node.request(Some(3), "abc").unwrap();
+        assert_eq!(req.headers()["authorization"], "Bearer abc");
+        assert_eq!(req.uri().query(), Some("after=3"));
+        assert!(node.request(None, "bad\ntoken").is_err());
+    }
+}

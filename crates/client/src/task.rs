@@ -1,0 +1,615 @@
+//! The client's task: one loop of attempts, each a connection that reads
+//! frames until it ends, with backoff in between.
+//!
+//! Where the next attempt goes, by how a connection ended:
+//!
+//! | ending | next node? | note |
+//! |---|---|---|
+//! | TCP/handshake failure, timeout, HTTP 503 or other status | yes | |
+//! | socket lost, idle timeout, malformed frame | yes | |
+//! | close 1012 (draining), 1001 (going away) | yes | |
+//! | close 1011, 4008, 1009, 1000, other | no | |
+//! | gap in seqs | no | the node replays from `after` |
+//! | HTTP 401 or close 4001 | no | fatal with a static token |
+//!
+//! The backoff counter resets after a connection that delivered a message
+//! or stayed up for [`Backoff::reset_after`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use edgepush_core::protocol::{
+    CLOSE_BAD_FRAME, CLOSE_BAD_TOKEN, CLOSE_DRAINING, CLOSE_NORMAL, ClientFrame, MsgFrame,
+    ServerFrame,
+};
+use edgepush_core::{ConnId, Seq};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::client::{Counters, Shared};
+use crate::config::{AckPolicy, Backoff, ClientConfig, TokenSource};
+use crate::error::ClientError;
+use crate::event::{DisconnectReason, Event};
+use crate::node::Node;
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// Close code "going away" (the node's idle timeout, a shutdown).
+const CLOSE_GOING_AWAY: u16 = 1001;
+/// The close code reported when a close frame carried none.
+const CLOSE_NO_CODE: u16 = 1005;
+/// How long a goodbye (last ack, close frame) may take.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Most bytes of an HTTP error body quoted in an error.
+const MAX_DETAIL: usize = 300;
+
+/// How one attempt ended, and so what the loop does next.
+enum Outcome {
+    /// Wait, then try again.
+    Retry {
+        /// Go to the next node.
+        move_on: bool,
+        /// The connection worked: reset the backoff.
+        healthy: bool,
+    },
+    /// The token was refused and cannot be renewed.
+    Fatal(ClientError),
+    /// `close()` was called or the handle dropped.
+    Stop,
+}
+
+/// Why an attempt did not reach the `hello` frame.
+enum OpenError {
+    /// HTTP 401 at the upgrade.
+    Unauthorized(String),
+    /// Any other HTTP status at the upgrade (503 draining or store down, ...).
+    Status(u16, String),
+    /// TCP or WebSocket trouble.
+    Transport(String),
+    /// The node closed before saying hello.
+    Closed(u16, String),
+    /// The first frame was not a `hello`.
+    Malformed(String),
+}
+
+/// How a connection that was up ended.
+enum Ended {
+    /// Reconnect.
+    Reason {
+        reason: DisconnectReason,
+        move_on: bool,
+    },
+    /// Stop the client.
+    Stopped,
+}
+
+/// What to do after a `msg` frame.
+enum Flow {
+    Continue,
+    Gap { last: Seq, got: Seq },
+    Stop,
+}
+
+/// The client's task state.
+pub(crate) struct Runner {
+    nodes: Vec<Node>,
+    token: TokenSource,
+    ack: AckPolicy,
+    backoff: Backoff,
+    connect_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Event>,
+    /// The highest seq received: every connection resumes after it.
+    last: Option<Seq>,
+    /// The highest seq acked, on any connection.
+    acked: Option<Seq>,
+    /// How many messages the application had taken at the last ack.
+    taken_at_ack: u64,
+    /// The node of the next attempt.
+    next_node: usize,
+}
+
+impl Runner {
+    pub(crate) fn new(
+        config: &ClientConfig,
+        nodes: Vec<Node>,
+        start: usize,
+        shared: Arc<Shared>,
+        tx: mpsc::Sender<Event>,
+    ) -> Self {
+        if let Some(after) = config.after {
+            shared.set_last_seq(after);
+        }
+        Self {
+            nodes,
+            token: config.token.clone(),
+            ack: config.ack_every,
+            backoff: config.backoff,
+            connect_timeout: config.connect_timeout,
+            idle_timeout: config.idle_timeout,
+            shared,
+            tx,
+            last: config.after,
+            acked: None,
+            taken_at_ack: 0,
+            next_node: start,
+        }
+    }
+
+    /// Connects and reconnects until stopped.
+    pub(crate) async fn run(mut self) {
+        let mut failures: u32 = 0;
+        let mut first = true;
+        loop {
+            if self.shared.cancel.is_cancelled() {
+                break;
+            }
+            if !first {
+                Counters::inc(&self.shared.counters.reconnects);
+            }
+            first = false;
+            let index = self.next_node % self.nodes.len().max(1);
+            match self.attempt(index).await {
+                Outcome::Stop => break,
+                Outcome::Fatal(err) => {
+                    tracing::warn!(error = %err, "client stopped");
+                    self.emit(Event::Fatal(err)).await;
+                    break;
+                }
+                Outcome::Retry { move_on, healthy } => {
+                    if move_on {
+                        self.next_node = (index + 1) % self.nodes.len().max(1);
+                    }
+                    if healthy {
+                        failures = 0;
+                    }
+                    let delay = self.backoff.delay(failures);
+                    failures = failures.saturating_add(1);
+                    tracing::debug!(?delay, failures, "reconnecting");
+                    tokio::select! {
+                        _ = sleep(delay) => {}
+                        _ = self.shared.cancel.cancelled() => break,
+                    }
+                }
+            }
+        }
+        tracing::debug!("client task ended");
+    }
+
+    /// One connection, from the TCP connect to its end.
+    async fn attempt(&mut self, index: usize) -> Outcome {
+        let Some(node) = self.nodes.get(index).cloned() else {
+            return Outcome::Stop;
+        };
+        let token = self.token.token();
+        let request = match node.request(self.last, &token) {
+            Ok(request) => request,
+            Err(detail) => return self.refused(&node, detail),
+        };
+        tracing::debug!(node = %node.url, after = ?self.last, "connecting");
+        let opening = timeout(self.connect_timeout, open(&node, request));
+        let opened = tokio::select! {
+            biased;
+            _ = self.shared.cancel.cancelled() => return Outcome::Stop,
+            opened = opening => opened,
+        };
+        let failed = |counters: &Counters| Counters::inc(&counters.connect_failures);
+        let (mut ws, conn_id) = match opened {
+            Ok(Ok(up)) => up,
+            Err(_) => {
+                failed(&self.shared.counters);
+                tracing::debug!(node = %node.url, "connect timed out");
+                return Outcome::Retry {
+                    move_on: true,
+                    healthy: false,
+                };
+            }
+            Ok(Err(err)) => {
+                failed(&self.shared.counters);
+                return match err {
+                    OpenError::Unauthorized(detail) => self.refused(&node, detail),
+                    OpenError::Closed(code, reason) => {
+                        tracing::debug!(node = %node.url, code, %reason, "closed before hello");
+                        self.after_close(&node, code, reason)
+                    }
+                    OpenError::Status(status, detail) => {
+                        tracing::debug!(node = %node.url, status, %detail, "upgrade refused");
+                        Outcome::Retry {
+                            move_on: true,
+                            healthy: false,
+                        }
+                    }
+                    OpenError::Transport(detail) => {
+                        tracing::debug!(node = %node.url, %detail, "connect failed");
+                        Outcome::Retry {
+                            move_on: true,
+                            healthy: false,
+                        }
+                    }
+                    OpenError::Malformed(detail) => {
+                        Counters::inc(&self.shared.counters.malformed);
+                        tracing::warn!(node = %node.url, %detail, "malformed frame before hello");
+                        Outcome::Retry {
+                            move_on: true,
+                            healthy: false,
+                        }
+                    }
+                };
+            }
+        };
+
+        let up_since = Instant::now();
+        tracing::debug!(node = %node.url, conn = %conn_id, "connected");
+        let connected = Event::Connected {
+            conn_id,
+            node: node.url.clone(),
+        };
+        if !self.emit(connected).await {
+            goodbye(&mut ws, None).await;
+            return Outcome::Stop;
+        }
+        let mut delivered = false;
+        let ended = self.session(&mut ws, &mut delivered).await;
+        let (reason, move_on) = match ended {
+            Ended::Stopped => return Outcome::Stop,
+            Ended::Reason { reason, move_on } => (reason, move_on),
+        };
+        tracing::debug!(node = %node.url, %reason, delivered, "disconnected");
+        let healthy = delivered || up_since.elapsed() >= self.backoff.reset_after;
+        let closed = match &reason {
+            DisconnectReason::Closed { code, reason } => Some((*code, reason.clone())),
+            _ => None,
+        };
+        if !self.emit(Event::Disconnected { reason }).await {
+            return Outcome::Stop;
+        }
+        match closed {
+            Some((code, reason)) if code == CLOSE_BAD_TOKEN => {
+                self.refused(&node, format!("closed with {code}: {reason}"))
+            }
+            _ => Outcome::Retry { move_on, healthy },
+        }
+    }
+
+    /// A node refused the token.
+    fn refused(&self, node: &Node, detail: String) -> Outcome {
+        if self.token.is_renewable() {
+            tracing::warn!(node = %node.url, %detail, "token refused; retrying with a fresh one");
+            Outcome::Retry {
+                move_on: false,
+                healthy: false,
+            }
+        } else {
+            Outcome::Fatal(ClientError::Unauthorized {
+                node: node.url.clone(),
+                detail,
+            })
+        }
+    }
+
+    /// A close before `hello`: same rules as after it.
+    fn after_close(&self, node: &Node, code: u16, reason: String) -> Outcome {
+        if code == CLOSE_BAD_TOKEN {
+            return self.refused(node, format!("closed with {code}: {reason}"));
+        }
+        Outcome::Retry {
+            move_on: moves_on(code),
+            healthy: false,
+        }
+    }
+
+    /// Reads frames, drops duplicates, detects gaps and acks, until the
+    /// connection ends or the client stops.
+    async fn session(&mut self, ws: &mut Ws, delivered: &mut bool) -> Ended {
+        let shared = Arc::clone(&self.shared);
+        let idle_timeout = self.idle_timeout;
+        let mut idle_deadline = idle_timeout.map(|d| Instant::now() + d);
+        let mut ack_deadline: Option<Instant> = None;
+        // Messages taken while no connection was up may be due already.
+        if let Err(detail) = self.maybe_ack(ws, &mut ack_deadline).await {
+            return lost(detail);
+        }
+        loop {
+            // A deadline for disabled timers; never reached (the branch is
+            // switched off), but `sleep_until` needs some instant.
+            let far = Instant::now() + Duration::from_secs(3600);
+            tokio::select! {
+                biased;
+                _ = shared.cancel.cancelled() => {
+                    return self.stop(ws).await;
+                }
+                _ = shared.taken_notify.notified() => {
+                    if let Err(detail) = self.maybe_ack(ws, &mut ack_deadline).await {
+                        return lost(detail);
+                    }
+                }
+                _ = sleep_until(ack_deadline.unwrap_or(far)), if ack_deadline.is_some() => {
+                    ack_deadline = None;
+                    if let Some(seq) = self.pending_ack()
+                        && let Err(detail) = self.send_ack(ws, seq).await
+                    {
+                        return lost(detail);
+                    }
+                }
+                _ = sleep_until(idle_deadline.unwrap_or(far)), if idle_deadline.is_some() => {
+                    close_with(ws, CLOSE_GOING_AWAY, "idle").await;
+                    return Ended::Reason { reason: DisconnectReason::IdleTimeout, move_on: true };
+                }
+                frame = ws.next() => {
+                    idle_deadline = idle_timeout.map(|d| Instant::now() + d);
+                    match frame {
+                        None => return lost("connection ended without a close frame".to_owned()),
+                        Some(Err(err)) => return lost(err.to_string()),
+                        Some(Ok(Message::Text(text))) => match ServerFrame::parse(text.as_str()) {
+                            Ok(ServerFrame::Msg(msg)) => match self.on_msg(msg, delivered).await {
+                                Flow::Continue => {}
+                                Flow::Gap { last, got } => {
+                                    close_with(ws, CLOSE_NORMAL, "gap").await;
+                                    return Ended::Reason {
+                                        reason: DisconnectReason::Gap { last, got },
+                                        move_on: false,
+                                    };
+                                }
+                                Flow::Stop => return self.stop(ws).await,
+                            },
+                            Ok(ServerFrame::Hello { .. }) => {
+                                return self.malformed(ws, "a second hello".to_owned()).await;
+                            }
+                            Err(err) => return self.malformed(ws, err.to_string()).await,
+                        },
+                        Some(Ok(Message::Binary(_))) => {
+                            return self.malformed(ws, "a binary frame".to_owned()).await;
+                        }
+                        Some(Ok(Message::Close(frame))) => {
+                            let (code, reason) = close_parts(frame);
+                            // Let tungstenite send its close reply.
+                            let _ = timeout(GOODBYE_TIMEOUT, async { while ws.next().await.is_some() {} }).await;
+                            return Ended::Reason {
+                                reason: DisconnectReason::Closed { code, reason },
+                                move_on: moves_on(code),
+                            };
+                        }
+                        // Pings are answered by tungstenite; pongs and raw frames carry nothing.
+                        Some(Ok(_)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// One `msg` frame: drop it, pass it on, or report a gap.
+    async fn on_msg(&mut self, msg: MsgFrame, delivered: &mut bool) -> Flow {
+        if let Some(last) = self.last {
+            if msg.seq <= last {
+                Counters::inc(&self.shared.counters.duplicates_dropped);
+                tracing::trace!(seq = msg.seq, last, "duplicate dropped");
+                return Flow::Continue;
+            }
+            if msg.seq - last > 1 {
+                Counters::inc(&self.shared.counters.gaps);
+                tracing::warn!(
+                    seq = msg.seq,
+                    last,
+                    "gap in seqs; reconnecting to get a replay"
+                );
+                return Flow::Gap { last, got: msg.seq };
+            }
+        }
+        self.last = Some(msg.seq);
+        self.shared.set_last_seq(msg.seq);
+        Counters::inc(&self.shared.counters.messages);
+        *delivered = true;
+        if self.emit(Event::Message(msg)).await {
+            Flow::Continue
+        } else {
+            Flow::Stop
+        }
+    }
+
+    /// A deliberate end: ack what the application took, close with 1000.
+    async fn stop(&mut self, ws: &mut Ws) -> Ended {
+        let last_ack = self.pending_ack();
+        goodbye(ws, last_ack).await;
+        if let Some(seq) = last_ack {
+            self.note_ack(seq);
+        }
+        Ended::Stopped
+    }
+
+    /// The node broke the protocol: count it, close with 1008, reconnect.
+    async fn malformed(&self, ws: &mut Ws, detail: String) -> Ended {
+        Counters::inc(&self.shared.counters.malformed);
+        tracing::warn!(%detail, "malformed frame from node; reconnecting");
+        close_with(ws, CLOSE_BAD_FRAME, "malformed frame").await;
+        Ended::Reason {
+            reason: DisconnectReason::Malformed { detail },
+            move_on: true,
+        }
+    }
+
+    /// The seq to ack if the application has taken something not yet acked.
+    fn pending_ack(&self) -> Option<Seq> {
+        let (taken, _) = self.shared.taken();
+        let taken = taken?;
+        match self.acked {
+            Some(acked) if acked >= taken => None,
+            _ => Some(taken),
+        }
+    }
+
+    /// Acks now if the policy says so, or arms the batch deadline.
+    async fn maybe_ack(
+        &mut self,
+        ws: &mut Ws,
+        deadline: &mut Option<Instant>,
+    ) -> Result<(), String> {
+        let Some(seq) = self.pending_ack() else {
+            *deadline = None;
+            return Ok(());
+        };
+        match self.ack {
+            AckPolicy::EachMessage => self.send_ack(ws, seq).await,
+            AckPolicy::Batched {
+                max_messages,
+                max_delay,
+            } => {
+                let (_, count) = self.shared.taken();
+                if count.saturating_sub(self.taken_at_ack) >= u64::from(max_messages.max(1)) {
+                    *deadline = None;
+                    self.send_ack(ws, seq).await
+                } else {
+                    if deadline.is_none() {
+                        *deadline = Some(Instant::now() + max_delay);
+                    }
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Sends `{"type":"ack","seq":seq}`.
+    async fn send_ack(&mut self, ws: &mut Ws, seq: Seq) -> Result<(), String> {
+        let text = ack_text(seq);
+        ws.send(Message::text(text))
+            .await
+            .map_err(|e| e.to_string())?;
+        self.note_ack(seq);
+        Ok(())
+    }
+
+    fn note_ack(&mut self, seq: Seq) {
+        self.acked = Some(seq);
+        self.taken_at_ack = self.shared.taken().1;
+        Counters::inc(&self.shared.counters.acks_sent);
+        tracing::trace!(seq, "acked");
+    }
+
+    /// Hands an event to the application; false when the client must stop
+    /// (closed, or nobody reads the events any more).
+    async fn emit(&self, event: Event) -> bool {
+        tokio::select! {
+            biased;
+            sent = self.tx.send(event) => sent.is_ok(),
+            _ = self.shared.cancel.cancelled() => false,
+        }
+    }
+}
+
+/// Opens the TCP connection, upgrades it and waits for `hello`.
+async fn open(node: &Node, request: Request) -> Result<(Ws, ConnId), OpenError> {
+    let stream = TcpStream::connect(node.addr())
+        .await
+        .map_err(|e| OpenError::Transport(e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    let (mut ws, _response) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .map_err(upgrade_error)?;
+    loop {
+        match ws.next().await {
+            None => return Err(OpenError::Transport("closed before hello".to_owned())),
+            Some(Err(err)) => return Err(OpenError::Transport(err.to_string())),
+            Some(Ok(Message::Text(text))) => {
+                return match ServerFrame::parse(text.as_str()) {
+                    Ok(ServerFrame::Hello { conn_id, .. }) => Ok((ws, conn_id)),
+                    Ok(ServerFrame::Msg(_)) => {
+                        close_with(&mut ws, CLOSE_BAD_FRAME, "no hello").await;
+                        Err(OpenError::Malformed("a msg before hello".to_owned()))
+                    }
+                    Err(err) => {
+                        close_with(&mut ws, CLOSE_BAD_FRAME, "malformed frame").await;
+                        Err(OpenError::Malformed(err.to_string()))
+                    }
+                };
+            }
+            Some(Ok(Message::Binary(_))) => {
+                close_with(&mut ws, CLOSE_BAD_FRAME, "malformed frame").await;
+                return Err(OpenError::Malformed("a binary frame".to_owned()));
+            }
+            Some(Ok(Message::Close(frame))) => {
+                let (code, reason) = close_parts(frame);
+                return Err(OpenError::Closed(code, reason));
+            }
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// Sorts a failed upgrade: 401, another status, or transport trouble.
+fn upgrade_error(err: tungstenite::Error) -> OpenError {
+    match err {
+        tungstenite::Error::Http(response) => {
+            let status = response.status().as_u16();
+            let detail = response
+                .body()
+                .as_deref()
+                .map(|body| {
+                    let text = String::from_utf8_lossy(body);
+                    text.chars().take(MAX_DETAIL).collect::<String>()
+                })
+                .filter(|text| !text.is_empty())
+                .unwrap_or_else(|| format!("HTTP {status}"));
+            if status == 401 {
+                OpenError::Unauthorized(detail)
+            } else {
+                OpenError::Status(status, detail)
+            }
+        }
+        other => OpenError::Transport(other.to_string()),
+    }
+}
+
+/// Whether a close code sends the next attempt to another node.
+fn moves_on(code: u16) -> bool {
+    matches!(code, CLOSE_DRAINING | CLOSE_GOING_AWAY)
+}
+
+fn close_parts(frame: Option<CloseFrame>) -> (u16, String) {
+    match frame {
+        Some(frame) => (u16::from(frame.code), frame.reason.as_str().to_owned()),
+        None => (CLOSE_NO_CODE, String::new()),
+    }
+}
+
+fn lost(detail: String) -> Ended {
+    Ended::Reason {
+        reason: DisconnectReason::Lost { detail },
+        move_on: true,
+    }
+}
+
+fn ack_text(seq: Seq) -> String {
+    serde_json::to_string(&ClientFrame::Ack { seq })
+        .unwrap_or_else(|_| format!(r#"{{"type":"ack","seq":{seq}}}"#))
+}
+
+/// Closes with `code`, best effort and bounded in time.
+async fn close_with(ws: &mut Ws, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    };
+    let _ = timeout(GOODBYE_TIMEOUT, ws.close(Some(frame))).await;
+}
+
+/// A deliberate end: the last ack if any, then close 1000.
+async fn goodbye(ws: &mut Ws, last_ack: Option<Seq>) {
+    let _ = timeout(GOODBYE_TIMEOUT, async {
+        if let Some(seq) = last_ack {
+            let _ = ws.send(Message::text(ack_text(seq))).await;
+        }
+        let frame = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "client closed".into(),
+        };
+        let _ = ws.close(Some(frame)).await;
+    })
+    .await;
+}
