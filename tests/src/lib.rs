@@ -1,1 +1,58 @@
-//! End-to-end tests of edgepush on real servers.
+//! End-to-end tests of edgepush on real servers: the harness.
+//!
+//! The tests in `tests/tests/` drive the system the way production does:
+//! `edge-node serve` processes holding real WebSocket clients, an in-process
+//! collect API over the real MongoDB message store, dispatch over the real
+//! Redis route store and the signed HTTP push API. This crate holds what
+//! they share, so that later fault tests (node crashes, store outages,
+//! drains) reuse the same pieces.
+//!
+//! # Environment
+//!
+//! | variable | used for |
+//! |---|---|
+//! | `EDGEPUSH_TEST_REDIS_URL` | the shared Redis (required; tests fail clearly when unset) |
+//! | `EDGEPUSH_TEST_MONGODB_URI` | the shared MongoDB / FerretDB (required) |
+//! | `EDGEPUSH_REDIS_SERVER_BIN` | `redis-server` for private instances (default `redis-server`) |
+//! | `EDGEPUSH_FERRETDB_BIN` | FerretDB for private MongoDB instances (else `mongod` on `PATH`) |
+//! | `EDGEPUSH_EDGE_NODE_BIN` | a prebuilt `edge-node` binary (else built once with cargo) |
+//! | `EDGEPUSH_TEST_NODE_LOG` | `RUST_LOG` of spawned nodes (default `info`) |
+//!
+//! # Isolation
+//!
+//! Tests share the Redis and MongoDB servers and run in parallel, so every
+//! test names its own users, nodes and MongoDB database with [`unique`] and
+//! [`TestEnv::shared`]. Nodes use the default Redis key prefix (`ep`, which
+//! `edge-node serve` does not let one change); unique user and node ids keep
+//! their keys apart.
+//!
+//! # Layout
+//!
+//! - [`env`]: the required variables, unique names, [`TestEnv`].
+//! - [`tokens`]: client tokens, good and bad.
+//! - [`servers`]: private [`RedisServer`] and [`MongoServer`] instances
+//!   that tests may kill and restart.
+//! - [`node`]: [`NodeProcess`], one `edge-node serve` process.
+//! - [`collect`]: [`Collect`], the collect API in process, and
+//!   [`ReportingHandoff`].
+//! - [`client`]: [`WsClient`], a real WebSocket client.
+//! - [`inspect`]: reading Redis and MongoDB behind the system's back.
+//! - [`wait`]: bounded polling ([`eventually`]).
+
+pub mod client;
+pub mod collect;
+pub mod env;
+pub mod inspect;
+pub mod node;
+pub mod servers;
+pub mod tokens;
+pub mod wait;
+
+pub use client::{Refused, TokenIn, WsClient, upgrade_probe};
+pub use collect::{API_KEY, Collect, CollectOptions, ReportingHandoff};
+pub use env::{TestEnv, mongodb_uri, redis_url, unique, unique_db};
+pub use inspect::{RedisProbe, drop_database, message_store};
+pub use node::{NodeOptions, NodeProcess, edge_node_bin};
+pub use servers::{MongoServer, RedisServer};
+pub use tokens::{JWT_SECRET, mint, push_credential};
+pub use wait::eventually;

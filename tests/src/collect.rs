@@ -1,0 +1,220 @@
+//! The collect API in the test process: the real [`Collector`] on an axum
+//! server on 127.0.0.1:0, over the real MongoDB message store and a real
+//! dispatch path (the Redis route store, node directory and the signed
+//! HTTP pusher), exactly as a collect deployment without a queue wires it.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context as _, bail};
+use async_trait::async_trait;
+use edgepush_collect::{ApiKeys, Collector};
+use edgepush_core::protocol::{Accepted, SubmitResponse};
+use edgepush_core::{Handoff, HandoffError, StoredMessage};
+use edgepush_delivery::{HttpPusher, PushClientConfig};
+use edgepush_dispatch::{DirectHandoff, DispatchReport, Dispatcher};
+use edgepush_mongo::MongoMessageStore;
+use edgepush_redis::{RedisConfig, RedisRouteStore};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::env::TestEnv;
+use crate::tokens::push_credential;
+
+/// The API key the test collect API accepts (`Authorization: Bearer test-key`).
+pub const API_KEY: &str = "test-key";
+/// The source name of [`API_KEY`].
+pub const SOURCE: &str = "test";
+
+/// Where the collect API keeps and routes messages.
+#[derive(Debug, Clone)]
+pub struct CollectOptions {
+    /// The route store and node directory.
+    pub redis_url: String,
+    /// The message store.
+    pub mongodb_uri: String,
+    /// The message store's database.
+    pub database: String,
+}
+
+impl From<&TestEnv> for CollectOptions {
+    fn from(env: &TestEnv) -> Self {
+        Self {
+            redis_url: env.redis_url.clone(),
+            mongodb_uri: env.mongodb_uri.clone(),
+            database: env.database.clone(),
+        }
+    }
+}
+
+/// A running collect API.
+pub struct Collect {
+    addr: SocketAddr,
+    /// The dispatcher behind the hand-off (its route store, node directory
+    /// and pusher are the real ones).
+    pub dispatcher: Arc<Dispatcher>,
+    /// The collector's own message store.
+    pub store: Arc<MongoMessageStore>,
+    http: reqwest::Client,
+    server: JoinHandle<()>,
+}
+
+impl Collect {
+    /// Starts one whose hand-off is a [`DirectHandoff`].
+    pub async fn start(options: impl Into<CollectOptions>) -> anyhow::Result<Self> {
+        Self::start_with(options, |dispatcher| Arc::new(DirectHandoff(dispatcher))).await
+    }
+
+    /// Starts one whose hand-off is what `handoff` makes of the dispatcher
+    /// (to observe or break the step between the store write and dispatch).
+    pub async fn start_with(
+        options: impl Into<CollectOptions>,
+        handoff: impl FnOnce(Arc<Dispatcher>) -> Arc<dyn Handoff>,
+    ) -> anyhow::Result<Self> {
+        let options = options.into();
+        let routes = Arc::new(
+            RedisRouteStore::connect(RedisConfig::new(options.redis_url.clone()))
+                .await
+                .with_context(|| {
+                    format!("collect: connecting to Redis at {}", options.redis_url)
+                })?,
+        );
+        let store = Arc::new(
+            crate::inspect::message_store(&options.mongodb_uri, &options.database)
+                .await
+                .context("collect: message store")?,
+        );
+        let pusher = Arc::new(
+            HttpPusher::new(PushClientConfig::new(push_credential())).context("collect: pusher")?,
+        );
+        let dispatcher = Arc::new(Dispatcher {
+            routes: routes.clone(),
+            nodes: routes,
+            pusher,
+        });
+        let collector = Arc::new(Collector::new(
+            store.clone(),
+            handoff(dispatcher.clone()),
+            ApiKeys::single(SOURCE, API_KEY),
+        ));
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("collect: binding 127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let app = edgepush_collect::dev::router(collector);
+        let server = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "test collect server failed");
+            }
+        });
+        Ok(Self {
+            addr,
+            dispatcher,
+            store,
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .context("http client")?,
+            server,
+        })
+    }
+
+    /// `http://127.0.0.1:<port>/v1/messages`.
+    pub fn url(&self) -> String {
+        format!("http://{}{}", self.addr, edgepush_collect::MESSAGES_PATH)
+    }
+
+    /// POSTs `body` with the test API key: (status, JSON answer).
+    pub async fn post(&self, body: &Value) -> anyhow::Result<(u16, Value)> {
+        self.post_raw(body.to_string(), Some(API_KEY)).await
+    }
+
+    /// POSTs raw bytes with `api_key` as bearer (none when `None`): (status,
+    /// JSON answer; `Value::Null` when the answer is not JSON).
+    pub async fn post_raw(
+        &self,
+        body: impl Into<reqwest::Body>,
+        api_key: Option<&str>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut request = self
+            .http
+            .post(self.url())
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(key) = api_key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.context("POST to collect")?;
+        let status = response.status().as_u16();
+        let text = response.text().await.context("reading collect's answer")?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    /// Submits `data` to `to` and expects `202`; returns the receipts.
+    pub async fn send(&self, to: &[&str], data: Value) -> anyhow::Result<Vec<Accepted>> {
+        let (status, body) = self
+            .post(&serde_json::json!({ "to": to, "data": data }))
+            .await?;
+        if status != 202 {
+            bail!("collect answered {status} (expected 202): {body}");
+        }
+        let parsed: SubmitResponse =
+            serde_json::from_value(body.clone()).with_context(|| format!("202 body {body}"))?;
+        Ok(parsed.messages)
+    }
+}
+
+impl Drop for Collect {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// A hand-off that dispatches in process, like [`DirectHandoff`], and keeps
+/// each [`DispatchReport`] so a test can see where messages went (and where
+/// they did not).
+pub struct ReportingHandoff {
+    direct: DirectHandoff,
+    reports: Mutex<Vec<DispatchReport>>,
+}
+
+impl ReportingHandoff {
+    /// Reports on dispatching with `dispatcher`.
+    pub fn new(dispatcher: Arc<Dispatcher>) -> Self {
+        Self {
+            direct: DirectHandoff(dispatcher),
+            reports: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Every report so far, oldest first.
+    pub fn reports(&self) -> Vec<DispatchReport> {
+        self.reports.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// The latest report.
+    pub fn last(&self) -> Option<DispatchReport> {
+        self.reports().pop()
+    }
+}
+
+#[async_trait]
+impl Handoff for ReportingHandoff {
+    async fn hand_off(&self, messages: &[StoredMessage]) -> Result<(), HandoffError> {
+        let report = self
+            .direct
+            .0
+            .dispatch(messages)
+            .await
+            .map_err(|e| HandoffError::Unavailable(e.to_string()))?;
+        if let Ok(mut reports) = self.reports.lock() {
+            reports.push(report);
+        }
+        Ok(())
+    }
+
+    async fn ready(&self) -> Result<(), HandoffError> {
+        self.direct.ready().await
+    }
+}
