@@ -144,7 +144,7 @@ impl NodeConfig {
             secret_access_key,
             region,
         };
-        Ok(Self {
+        Self {
             node_id,
             ws_addr: parse(
                 lookup,
@@ -170,7 +170,7 @@ impl NodeConfig {
             replay_page: parse(lookup, "EDGEPUSH_REPLAY_PAGE", 500)?,
             drain_timeout: millis(lookup, "EDGEPUSH_DRAIN_TIMEOUT_MS", 10_000)?,
         }
-        .validated()?)
+        .validated()
     }
 
     fn validated(self) -> Result<Self, ConfigError> {

@@ -29,7 +29,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 use crate::handshake::{self, HandshakeError, UpgradeRequest};
-use crate::hub::{ConnHandle, ConnHandleInit, Outbound};
+use crate::hub::{Conn, ConnInit, Outbound};
 use crate::metrics::Metrics;
 use crate::server::Shared;
 
@@ -152,28 +152,24 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: Sock
     };
     let Admitted {
         conn_id,
-        handle,
-        mut rx,
+        conn,
         identity,
         after,
     } = admitted;
 
     let key = req.ws_key.as_deref().unwrap_or_default();
     if handshake::write_switching(&mut stream, key).await.is_err() {
-        finish(&shared, &conn_id, &handle).await;
+        finish(&shared, &conn_id, &conn).await;
         return;
     }
     shared.metrics.connections.fetch_add(1, Ordering::Relaxed);
     Metrics::inc(&shared.metrics.connections_total);
-    tracing::debug!(%peer, conn = %conn_id, user = %handle.user_id, "connected");
+    tracing::debug!(%peer, conn = %conn_id, user = %conn.user_id, "connected");
 
     let mut ws =
         WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(shared.ws_config))
             .await;
-    let end = run(
-        &shared, &mut ws, &conn_id, &handle, &mut rx, &identity, after,
-    )
-    .await;
+    let end = run(&shared, &mut ws, &conn_id, &conn, &identity, after).await;
     if let End::Close(code, reason) = end {
         let frame = CloseFrame {
             code: CloseCode::from(code),
@@ -182,18 +178,18 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: Sock
         let _ = timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
     }
     shared.metrics.connections.fetch_sub(1, Ordering::Relaxed);
-    finish(&shared, &conn_id, &handle).await;
+    finish(&shared, &conn_id, &conn).await;
     tracing::debug!(conn = %conn_id, ?end, "closed");
 }
 
 /// Forgets a connection: out of the hub, and out of the route store unless
 /// the node is draining (then the drain removes every route in one go).
-async fn finish(shared: &Shared, conn_id: &ConnId, handle: &ConnHandle) {
+async fn finish(shared: &Shared, conn_id: &ConnId, conn: &Conn) {
     shared.hub.remove(conn_id);
     if shared.draining.load(Ordering::Acquire) {
         return;
     }
-    let route = [(handle.user_id.clone(), conn_id.clone())];
+    let route = [(conn.user_id.clone(), conn_id.clone())];
     if let Err(e) = shared.deps.routes.remove_routes(&route).await {
         Metrics::inc(&shared.metrics.errors);
         tracing::warn!(conn = %conn_id, error = %e, "could not remove route; it expires or is dropped as gone");
@@ -202,8 +198,7 @@ async fn finish(shared: &Shared, conn_id: &ConnId, handle: &ConnHandle) {
 
 struct Admitted {
     conn_id: ConnId,
-    handle: Arc<ConnHandle>,
-    rx: tokio::sync::mpsc::Receiver<Outbound>,
+    conn: Arc<Conn>,
     identity: Identity,
     after: Seq,
 }
@@ -292,9 +287,9 @@ async fn admit(
     };
 
     let conn_id = shared.next_conn_id();
-    let (handle, rx) = shared.hub.insert(
+    let conn = shared.hub.insert(
         conn_id.clone(),
-        ConnHandleInit {
+        ConnInit {
             user_id: identity.user_id.clone(),
             peer,
             user_agent: req.user_agent.as_deref().map(Box::from),
@@ -319,8 +314,7 @@ async fn admit(
     }
     Ok(Admitted {
         conn_id,
-        handle,
-        rx,
+        conn,
         identity,
         after,
     })
@@ -328,18 +322,21 @@ async fn admit(
 
 type Ws = WebSocketStream<TcpStream>;
 
+/// Frames written per burst, at most: bounds the time one connection holds
+/// its task before the next `select!` round.
+const BURST: usize = 64;
+
 /// The connection's loop; returns how it ended.
 async fn run(
     shared: &Arc<Shared>,
     ws: &mut Ws,
     conn_id: &ConnId,
-    handle: &Arc<ConnHandle>,
-    rx: &mut tokio::sync::mpsc::Receiver<Outbound>,
+    conn: &Arc<Conn>,
     identity: &Identity,
     after: Seq,
 ) -> End {
     let config = &shared.config;
-    let hello = protocol::encode_hello(conn_id, &handle.user_id);
+    let hello = protocol::encode_hello(conn_id, &conn.user_id);
     if send_burst(ws, config.write_timeout, [Message::Text(hello.into())])
         .await
         .is_err()
@@ -349,7 +346,7 @@ async fn run(
     // Replay what the client missed, page by page.
     let mut last = after;
     loop {
-        match fill(shared, ws, handle, &mut last, Seq::MAX).await {
+        match fill(shared, ws, conn, &mut last, Seq::MAX).await {
             Ok(true) => continue,
             Ok(false) => break,
             Err(end) => return end,
@@ -360,63 +357,29 @@ async fn run(
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ping.tick().await;
     let mut last_heard = Instant::now();
-    let mut burst: Vec<Message> = Vec::new();
+    let mut burst: Vec<Outbound> = Vec::new();
 
     loop {
         tokio::select! {
-            code = handle.kick.wait() => {
-                let reason = match code {
-                    protocol::CLOSE_TOO_SLOW => "too slow",
-                    protocol::CLOSE_DRAINING => "node draining",
-                    _ => "closed by server",
-                };
-                return End::Close(code, reason);
-            }
-            first = rx.recv() => {
-                let Some(first) = first else { return End::Lost };
-                // Take what else is queued, up to a bound, and write it in one go.
-                let mut next = Some(first);
-                while let Some(out) = next {
-                    if out.seq != 0 {
-                        if out.seq <= last {
-                            next = rx.try_recv().ok();
-                            continue;
-                        }
-                        if out.seq > last + 1 {
-                            // Flush what we have, fill the gap from the store, go on.
-                            if !burst.is_empty() {
-                                if let Err(end) = flush_burst(shared, ws, &mut burst).await {
-                                    return end;
-                                }
-                            }
-                            while last + 1 < out.seq {
-                                match fill(shared, ws, handle, &mut last, out.seq - 1).await {
-                                    Ok(true) => {}
-                                    Ok(false) => {
-                                        // The store has nothing more below this seq
-                                        // (expired by retention): move on.
-                                        break;
-                                    }
-                                    Err(end) => return end,
-                                }
-                            }
-                            if out.seq <= last {
-                                next = rx.try_recv().ok();
-                                continue;
-                            }
-                        }
-                        last = out.seq;
-                    }
-                    burst.push(out.frame);
-                    next = if burst.len() < 64 { rx.try_recv().ok() } else { None };
+            closed = conn.next(&mut burst, BURST) => {
+                if let Some(code) = closed {
+                    let reason = match code {
+                        protocol::CLOSE_TOO_SLOW => "too slow",
+                        protocol::CLOSE_DRAINING => "node draining",
+                        _ => "closed by server",
+                    };
+                    return End::Close(code, reason);
                 }
-                if let Err(end) = flush_burst(shared, ws, &mut burst).await {
+                if let Err(end) = write_queued(shared, ws, conn, &mut burst, &mut last).await {
                     return end;
+                }
+                if burst.capacity() > BURST {
+                    burst = Vec::new();
                 }
             }
             incoming = ws.next() => {
                 last_heard = Instant::now();
-                handle.last_active_ms.store(edgepush_core::message::now_ms() as u64, Ordering::Relaxed);
+                conn.last_active_ms.store(edgepush_core::message::now_ms() as u64, Ordering::Relaxed);
                 match incoming {
                     None => return End::Lost,
                     Some(Err(tungstenite::Error::Capacity(_))) => {
@@ -427,7 +390,7 @@ async fn run(
                     Some(Ok(Message::Text(text))) => match ClientFrame::parse(&text) {
                         Ok(ClientFrame::Ack { seq }) => {
                             Metrics::inc(&shared.metrics.acks);
-                            record_ack(shared, handle, seq.min(last));
+                            record_ack(shared, conn, seq.min(last));
                         }
                         Err(_) => {
                             Metrics::inc(&shared.metrics.errors);
@@ -446,10 +409,9 @@ async fn run(
                 if last_heard.elapsed() >= config.idle_timeout {
                     return End::Close(1001, "idle timeout");
                 }
-                if let Some(exp) = identity.expires_at {
-                    if exp <= (edgepush_core::message::now_ms() / 1000) as u64 {
-                        return End::Close(protocol::CLOSE_BAD_TOKEN, "token expired");
-                    }
+                let now_secs = (edgepush_core::message::now_ms() / 1000) as u64;
+                if identity.expires_at.is_some_and(|exp| exp <= now_secs) {
+                    return End::Close(protocol::CLOSE_BAD_TOKEN, "token expired");
                 }
                 if send_burst(ws, config.write_timeout, [Message::Ping(bytes::Bytes::new())]).await.is_err() {
                     return End::Lost;
@@ -459,17 +421,81 @@ async fn run(
     }
 }
 
-async fn flush_burst(shared: &Shared, ws: &mut Ws, burst: &mut Vec<Message>) -> Result<(), End> {
-    let n = burst.len() as u64;
-    match send_burst(ws, shared.config.write_timeout, burst.drain(..)).await {
-        Ok(()) => {
-            shared
-                .metrics
-                .frames_written
-                .fetch_add(n, Ordering::Relaxed);
+/// Writes the frames in `burst` (and whatever else is queued, up to a
+/// bound) with one flush: drops seqs the client already has, fills a gap
+/// from the message store before a later seq.
+async fn write_queued(
+    shared: &Shared,
+    ws: &mut Ws,
+    conn: &Conn,
+    burst: &mut Vec<Outbound>,
+    last: &mut Seq,
+) -> Result<(), End> {
+    let mut written = 0u64;
+    let mut taken = 0usize;
+    let mut items = std::mem::take(burst);
+    let mut i = 0;
+    loop {
+        let out = if i < items.len() {
+            i += 1;
+            items[i - 1].clone()
+        } else if taken < BURST {
+            match conn.try_next() {
+                Some(out) => {
+                    taken += 1;
+                    out
+                }
+                None => break,
+            }
+        } else {
+            break;
+        };
+        if out.seq != 0 {
+            if out.seq <= *last {
+                continue;
+            }
+            if out.seq > *last + 1 {
+                // An earlier seq went astray or is still in flight: write
+                // what we have, then fill the gap from the store.
+                flush_counted(shared, ws, &mut written).await?;
+                while *last + 1 < out.seq {
+                    if !fill(shared, ws, conn, last, out.seq - 1).await? {
+                        // Nothing more below this seq in the store
+                        // (retention removed it): go on.
+                        break;
+                    }
+                }
+                if out.seq <= *last {
+                    continue;
+                }
+            }
+            *last = out.seq;
+        }
+        feed(shared, ws, out.frame).await?;
+        written += 1;
+    }
+    items.clear();
+    *burst = items;
+    flush_counted(shared, ws, &mut written).await
+}
+
+async fn feed(shared: &Shared, ws: &mut Ws, frame: Message) -> Result<(), End> {
+    match timeout(shared.config.write_timeout, ws.feed(frame)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(End::Lost),
+        Err(_) => Err(End::Close(protocol::CLOSE_TOO_SLOW, "too slow")),
+    }
+}
+
+async fn flush_counted(shared: &Shared, ws: &mut Ws, written: &mut u64) -> Result<(), End> {
+    match timeout(shared.config.write_timeout, ws.flush()).await {
+        Ok(Ok(())) => {
+            shared.metrics.frames_written.fetch_add(*written, Ordering::Relaxed);
+            *written = 0;
             Ok(())
         }
-        Err(end) => Err(end),
+        Ok(Err(_)) => Err(End::Lost),
+        Err(_) => Err(End::Close(protocol::CLOSE_TOO_SLOW, "too slow")),
     }
 }
 
@@ -497,7 +523,7 @@ async fn send_burst(
 async fn fill(
     shared: &Shared,
     ws: &mut Ws,
-    handle: &ConnHandle,
+    conn: &Conn,
     last: &mut Seq,
     upto: Seq,
 ) -> Result<bool, End> {
@@ -511,11 +537,11 @@ async fn fill(
     let messages = shared
         .deps
         .messages
-        .read_after(&handle.user_id, *last, want)
+        .read_after(&conn.user_id, *last, want)
         .await
         .map_err(|e| {
             Metrics::inc(&shared.metrics.errors);
-            tracing::warn!(user = %handle.user_id, error = %e, "replay failed; closing so the client resumes later");
+            tracing::warn!(user = %conn.user_id, error = %e, "replay failed; closing so the client resumes later");
             End::Close(1011, "message store unavailable; reconnect")
         })?;
     let full = messages.len() == want;
@@ -547,12 +573,12 @@ pub(crate) fn frame_of(m: &StoredMessage) -> Message {
     }
 }
 
-fn record_ack(shared: &Arc<Shared>, handle: &ConnHandle, seq: Seq) {
+fn record_ack(shared: &Arc<Shared>, conn: &Conn, seq: Seq) {
     if seq == 0 {
         return;
     }
     let shared = shared.clone();
-    let user = handle.user_id.clone();
+    let user = conn.user_id.clone();
     tokio::spawn(async move {
         if let Err(e) = shared.deps.messages.ack(&user, seq).await {
             Metrics::inc(&shared.metrics.errors);
@@ -560,3 +586,4 @@ fn record_ack(shared: &Arc<Shared>, handle: &ConnHandle, seq: Seq) {
         }
     });
 }
+

@@ -1,89 +1,62 @@
 //! The hub: this node's map of live connections.
 //!
-//! `connection id -> (user, queue, identity)`, behind sharded mutexes so
-//! that pushes to different connections rarely contend; no lock is held
-//! across an `.await`. Dispatch addresses connections by id (the user ->
-//! connections view lives in the route store), so the hub keeps no second
-//! index: less memory per connection.
+//! `connection id -> Conn`, behind sharded mutexes so that pushes to
+//! different connections rarely contend; no lock is held across an
+//! `.await`. Dispatch addresses connections by id (the user -> connections
+//! view lives in the route store), so the hub keeps no second index.
 //!
-//! A push never waits for a client: [`Hub::deliver`] `try_send`s onto the
-//! connection's bounded queue, and a full queue marks the connection too
-//! slow (it is closed with 4008 and catches up from MongoDB on reconnect).
+//! Each connection is one allocation, [`Conn`], shared by the hub and the
+//! connection's task: its identity, its send queue and its wake-up. The
+//! queue is a `VecDeque` that allocates only when frames are waiting, so an
+//! idle connection costs no queue memory at all.
+//!
+//! A push never waits for a client: [`Hub::deliver`] appends to the queue
+//! without blocking, and a full queue marks the connection too slow (it is
+//! closed with 4008 and catches up from MongoDB on reconnect).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
+use edgepush_core::protocol::CLOSE_TOO_SLOW;
 use edgepush_core::{ConnId, Seq, UserId};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::metrics::Metrics;
 
-const SHARDS: usize = 32;
+const SHARDS: usize = 64;
+
+/// One shard of the connection map.
+type Shard = Mutex<HashMap<ConnId, Arc<Conn>>>;
 
 /// One frame on its way to a connection: the user's seq (0 for frames that
-/// carry none) and the serialised frame, shared with every other recipient.
+/// carry none) and the serialised frame, sharing its bytes with every other
+/// recipient.
 #[derive(Debug, Clone)]
 pub struct Outbound {
     /// The message's seq, so the connection can drop duplicates.
     pub seq: Seq,
-    /// The serialised frame (text `msg` frames share their bytes).
+    /// The frame.
     pub frame: Message,
 }
 
-/// How the hub tells a connection task to close.
+/// The mutable part of a connection, under one lock.
 #[derive(Debug, Default)]
-pub struct Kick {
-    /// The close code to send; 0 while nobody asked.
-    code: AtomicU16,
-    /// Wakes the connection task.
-    notify: Notify,
+struct ConnState {
+    /// Frames waiting to be written.
+    queue: VecDeque<Outbound>,
+    /// A close requested by the hub (slow client, `DELETE`, drain).
+    close: Option<u16>,
 }
 
-impl Kick {
-    /// Asks the connection to close with `code` (the first request wins).
-    pub fn kick(&self, code: u16) {
-        if self
-            .code
-            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            self.notify.notify_one();
-        }
-    }
-
-    /// The close code asked for, if any.
-    pub fn requested(&self) -> Option<u16> {
-        match self.code.load(Ordering::Acquire) {
-            0 => None,
-            code => Some(code),
-        }
-    }
-
-    /// Resolves once a close was asked for.
-    pub async fn wait(&self) -> u16 {
-        loop {
-            let notified = self.notify.notified();
-            if let Some(code) = self.requested() {
-                return code;
-            }
-            notified.await;
-        }
-    }
-}
-
-/// What the hub keeps for one connection.
+/// One live connection, shared by the hub and the connection's task.
 #[derive(Debug)]
-pub struct ConnHandle {
+pub struct Conn {
     /// The user the token named.
     pub user_id: UserId,
-    /// The connection's bounded send queue.
-    tx: mpsc::Sender<Outbound>,
-    /// Close requests (slow client, DELETE through the push API, drain).
-    pub kick: Arc<Kick>,
     /// Where the client connects from (the push API's `identity.sourceIp`).
     pub peer: SocketAddr,
     /// The client's `User-Agent`, if it sent one.
@@ -91,7 +64,71 @@ pub struct ConnHandle {
     /// When the connection opened.
     pub connected_at: SystemTime,
     /// Milliseconds since the epoch of the last frame from the client.
-    pub last_active_ms: Arc<AtomicU64>,
+    pub last_active_ms: AtomicU64,
+    /// The send queue's bound.
+    capacity: usize,
+    state: Mutex<ConnState>,
+    /// Wakes the connection's task when frames or a close are waiting.
+    wake: Notify,
+}
+
+impl Conn {
+    fn state(&self) -> MutexGuard<'_, ConnState> {
+        // Every update is a single push/take: a poisoned lock still holds a
+        // consistent state.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks the connection to close with `code` (the first request wins).
+    pub fn close(&self, code: u16) {
+        let mut state = self.state();
+        if state.close.is_none() {
+            state.close = Some(code);
+            drop(state);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Waits until frames or a close are waiting; moves up to `max` queued
+    /// frames into `into`. Returns the close code when one was asked for
+    /// (queued frames are then left unsent: the client resumes from the
+    /// store).
+    pub async fn next(&self, into: &mut Vec<Outbound>, max: usize) -> Option<u16> {
+        loop {
+            {
+                let mut state = self.state();
+                if let Some(code) = state.close {
+                    state.queue = VecDeque::new();
+                    return Some(code);
+                }
+                if !state.queue.is_empty() {
+                    let n = state.queue.len().min(max);
+                    into.extend(state.queue.drain(..n));
+                    if state.queue.is_empty() && state.queue.capacity() > 16 {
+                        // Give back the memory a burst took.
+                        state.queue = VecDeque::new();
+                    }
+                    return None;
+                }
+            }
+            self.wake.notified().await;
+        }
+    }
+
+    /// The next queued frame, if one is waiting (never waits).
+    pub fn try_next(&self) -> Option<Outbound> {
+        let mut state = self.state();
+        if state.close.is_some() {
+            return None;
+        }
+        state.queue.pop_front()
+    }
+
+    /// The close code asked for, if any.
+    #[cfg(test)]
+    pub fn close_requested(&self) -> Option<u16> {
+        self.state().close
+    }
 }
 
 /// What a delivery to one connection came to.
@@ -101,18 +138,25 @@ pub enum Delivery {
     Queued,
     /// The connection is not on this node.
     Gone,
-    /// The queue was full: the connection is being closed as too slow.
+    /// The queue was full, or the connection is closing: it catches up
+    /// from the message store when it reconnects.
     TooSlow,
 }
 
-#[derive(Default)]
-struct Shard {
-    conns: HashMap<ConnId, Arc<ConnHandle>>,
+/// What a new connection brings to the hub.
+#[derive(Debug)]
+pub struct ConnInit {
+    /// The user the token named.
+    pub user_id: UserId,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The client's `User-Agent`.
+    pub user_agent: Option<Box<str>>,
 }
 
 /// The node's live connections.
 pub struct Hub {
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[Shard]>,
     metrics: Arc<Metrics>,
 }
 
@@ -130,67 +174,64 @@ impl Hub {
     /// An empty hub.
     pub fn new(metrics: Arc<Metrics>) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             metrics,
         }
     }
 
-    fn shard(&self, key: &str) -> std::sync::MutexGuard<'_, Shard> {
-        // A poisoned shard only means a panic elsewhere while holding it; the
-        // maps are still consistent (every update is a single insert/remove).
+    fn shard(&self, key: &str) -> MutexGuard<'_, HashMap<ConnId, Arc<Conn>>> {
         self.shards[shard_of(key)]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds a connection; returns the receiving end of its queue.
-    pub fn insert(
-        &self,
-        conn_id: ConnId,
-        handle: ConnHandleInit,
-        queue: usize,
-    ) -> (Arc<ConnHandle>, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(queue.max(1));
-        let handle = Arc::new(ConnHandle {
-            user_id: handle.user_id,
-            tx,
-            kick: Arc::new(Kick::default()),
-            peer: handle.peer,
-            user_agent: handle.user_agent,
+    /// Adds a connection with a send queue of `capacity` frames.
+    pub fn insert(&self, conn_id: ConnId, init: ConnInit, capacity: usize) -> Arc<Conn> {
+        let conn = Arc::new(Conn {
+            user_id: init.user_id,
+            peer: init.peer,
+            user_agent: init.user_agent,
             connected_at: SystemTime::now(),
-            last_active_ms: Arc::new(AtomicU64::new(edgepush_core::message::now_ms() as u64)),
+            last_active_ms: AtomicU64::new(edgepush_core::message::now_ms() as u64),
+            capacity: capacity.max(1),
+            state: Mutex::new(ConnState::default()),
+            wake: Notify::new(),
         });
-        self.shard(conn_id.as_str())
-            .conns
-            .insert(conn_id, handle.clone());
-        (handle, rx)
+        self.shard(conn_id.as_str()).insert(conn_id, conn.clone());
+        conn
     }
 
     /// Removes a connection; returns whether it was there.
     pub fn remove(&self, conn_id: &ConnId) -> bool {
-        self.shard(conn_id.as_str()).conns.remove(conn_id).is_some()
+        self.shard(conn_id.as_str()).remove(conn_id).is_some()
     }
 
-    /// The handle of `conn_id`, if it is on this node.
-    pub fn get(&self, conn_id: &ConnId) -> Option<Arc<ConnHandle>> {
-        self.shard(conn_id.as_str()).conns.get(conn_id).cloned()
+    /// The connection `conn_id`, if it is on this node.
+    pub fn get(&self, conn_id: &ConnId) -> Option<Arc<Conn>> {
+        self.shard(conn_id.as_str()).get(conn_id).cloned()
     }
 
     /// Queues `out` for `conn_id` without waiting.
     pub fn deliver(&self, conn_id: &ConnId, out: Outbound) -> Delivery {
-        let shard = self.shard(conn_id.as_str());
-        let Some(handle) = shard.conns.get(conn_id) else {
+        let Some(conn) = self.get(conn_id) else {
             return Delivery::Gone;
         };
-        match handle.tx.try_send(out) {
-            Ok(()) => Delivery::Queued,
-            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Gone,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                handle.kick.kick(edgepush_core::protocol::CLOSE_TOO_SLOW);
-                self.metrics.slow_clients.fetch_add(1, Ordering::Relaxed);
-                Delivery::TooSlow
-            }
+        let mut state = conn.state();
+        if state.close.is_some() {
+            return Delivery::TooSlow;
         }
+        if state.queue.len() >= conn.capacity {
+            state.close = Some(CLOSE_TOO_SLOW);
+            state.queue = VecDeque::new();
+            drop(state);
+            conn.wake.notify_one();
+            self.metrics.slow_clients.fetch_add(1, Ordering::Relaxed);
+            return Delivery::TooSlow;
+        }
+        state.queue.push_back(out);
+        drop(state);
+        conn.wake.notify_one();
+        Delivery::Queued
     }
 
     /// Every (user, connection) on this node.
@@ -198,22 +239,22 @@ impl Hub {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
             let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            out.extend(
-                shard
-                    .conns
-                    .iter()
-                    .map(|(c, h)| (h.user_id.clone(), c.clone())),
-            );
+            out.extend(shard.iter().map(|(c, conn)| (conn.user_id.clone(), c.clone())));
         }
         out
     }
 
     /// Asks every connection to close with `code`.
-    pub fn kick_all(&self, code: u16) {
+    pub fn close_all(&self, code: u16) {
         for shard in self.shards.iter() {
-            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            for handle in shard.conns.values() {
-                handle.kick.kick(code);
+            let conns: Vec<Arc<Conn>> = shard
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .cloned()
+                .collect();
+            for conn in conns {
+                conn.close(code);
             }
         }
     }
@@ -222,28 +263,17 @@ impl Hub {
     pub fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).conns.len())
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
             .sum()
     }
-}
-
-/// What a new connection brings to the hub.
-#[derive(Debug)]
-pub struct ConnHandleInit {
-    /// The user the token named.
-    pub user_id: UserId,
-    /// The client's address.
-    pub peer: SocketAddr,
-    /// The client's `User-Agent`.
-    pub user_agent: Option<Box<str>>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn init(user: &str) -> ConnHandleInit {
-        ConnHandleInit {
+    fn init(user: &str) -> ConnInit {
+        ConnInit {
             user_id: UserId::new(user).unwrap(),
             peer: "127.0.0.1:1".parse().unwrap(),
             user_agent: None,
@@ -270,21 +300,51 @@ mod tests {
         assert_eq!(hub.routes(), vec![(UserId::new("alice").unwrap(), c2)]);
     }
 
-    #[test]
-    fn a_full_queue_kicks_the_connection_as_too_slow() {
+    #[tokio::test]
+    async fn frames_come_out_in_order_in_bounded_bursts() {
         let hub = Hub::new(Arc::default());
         let c = ConnId::new("c").unwrap();
-        let (handle, mut rx) = hub.insert(c.clone(), init("bob"), 2);
+        let conn = hub.insert(c.clone(), init("bob"), 10);
+        for seq in 1..=5 {
+            assert_eq!(hub.deliver(&c, out(seq)), Delivery::Queued);
+        }
+        let mut burst = Vec::new();
+        assert_eq!(conn.next(&mut burst, 3).await, None);
+        assert_eq!(burst.iter().map(|o| o.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(conn.try_next().map(|o| o.seq), Some(4));
+        assert_eq!(conn.try_next().map(|o| o.seq), Some(5));
+        assert!(conn.try_next().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_closes_the_connection_as_too_slow() {
+        let metrics = Arc::new(Metrics::default());
+        let hub = Hub::new(metrics.clone());
+        let c = ConnId::new("c").unwrap();
+        let conn = hub.insert(c.clone(), init("bob"), 2);
         assert_eq!(hub.deliver(&c, out(1)), Delivery::Queued);
         assert_eq!(hub.deliver(&c, out(2)), Delivery::Queued);
         assert_eq!(hub.deliver(&c, out(3)), Delivery::TooSlow);
-        assert_eq!(handle.kick.requested(), Some(4008));
-        assert_eq!(rx.try_recv().unwrap().seq, 1);
-        assert_eq!(
-            hub.deliver(&ConnId::new("nope").unwrap(), out(1)),
-            Delivery::Gone
-        );
-        drop(rx);
-        assert_eq!(hub.deliver(&c, out(4)), Delivery::Gone);
+        assert_eq!(conn.close_requested(), Some(CLOSE_TOO_SLOW));
+        assert_eq!(metrics.slow_clients.load(Ordering::Relaxed), 1);
+        // Once closing, nothing more is queued and the task sees the close.
+        assert_eq!(hub.deliver(&c, out(4)), Delivery::TooSlow);
+        let mut burst = Vec::new();
+        assert_eq!(conn.next(&mut burst, 10).await, Some(CLOSE_TOO_SLOW));
+        assert!(burst.is_empty());
+        assert_eq!(hub.deliver(&ConnId::new("nope").unwrap(), out(1)), Delivery::Gone);
+    }
+
+    #[tokio::test]
+    async fn a_close_wakes_a_waiting_task() {
+        let hub = Hub::new(Arc::default());
+        let conn = hub.insert(ConnId::new("c").unwrap(), init("bob"), 2);
+        let waiter = {
+            let conn = conn.clone();
+            tokio::spawn(async move { conn.next(&mut Vec::new(), 8).await })
+        };
+        tokio::task::yield_now().await;
+        hub.close_all(1012);
+        assert_eq!(waiter.await.unwrap(), Some(1012));
     }
 }

@@ -245,7 +245,7 @@ fn delete(shared: &Shared, conn: &ConnId) -> Result<Response, ApiError> {
         .hub
         .get(conn)
         .ok_or_else(|| ApiError::Gone(conn.to_string()))?;
-    handle.kick.kick(protocol::CLOSE_NORMAL);
+    handle.close(protocol::CLOSE_NORMAL);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -93,8 +93,8 @@ pub async fn run(
         None => format!("http://{}", push.local_addr()?),
     };
     let ws_config = WebSocketConfig::default()
-        .read_buffer_size(1024)
-        .write_buffer_size(0)
+        .read_buffer_size(256)
+        .write_buffer_size(4096)
         .max_write_buffer_size(256 * 1024)
         .max_message_size(Some(config.max_client_frame))
         .max_frame_size(Some(config.max_client_frame));
@@ -165,7 +165,7 @@ async fn drain(shared: &Arc<Shared>, connections: &TaskTracker) {
     shared.draining.store(true, Ordering::Release);
     let routes = shared.hub.routes();
     tracing::info!(connections = routes.len(), "draining");
-    shared.hub.kick_all(CLOSE_DRAINING);
+    shared.hub.close_all(CLOSE_DRAINING);
     connections.close();
     if tokio::time::timeout(shared.config.drain_timeout, connections.wait())
         .await
