@@ -92,10 +92,10 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: Sock
     let _ = stream.set_nodelay(true);
     let read = timeout(
         shared.config.handshake_timeout,
-        handshake::read_request(&mut stream),
+        Box::pin(handshake::read_request(&mut stream)),
     )
     .await;
-    let (req, rest) = match read {
+    let (mut req, rest) = match read {
         Ok(Ok(parsed)) => parsed,
         Ok(Err(HandshakeError::TooLarge)) => {
             Metrics::inc(&shared.metrics.handshake_failed);
@@ -129,7 +129,10 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: Sock
         }
     };
 
-    let admitted = match admit(&shared, &req, peer).await {
+    // Boxed: the admission future (token verification, store calls) is
+    // large and lives only during the handshake; boxing keeps it out of the
+    // connection task, which lives as long as the connection.
+    let admitted = match Box::pin(admit(&shared, &req, peer)).await {
         Ok(admitted) => admitted,
         Err(refusal) => {
             if refusal.status == 401 {
@@ -157,8 +160,11 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: Sock
         after,
     } = admitted;
 
-    let key = req.ws_key.as_deref().unwrap_or_default();
-    if handshake::write_switching(&mut stream, key).await.is_err() {
+    let key = req.ws_key.take().unwrap_or_default();
+    // The request's strings are not needed any more: dropping them here
+    // keeps them out of the connection task's state for its whole life.
+    drop(req);
+    if handshake::write_switching(&mut stream, &key).await.is_err() {
         finish(&shared, &conn_id, &conn).await;
         return;
     }
@@ -346,7 +352,7 @@ async fn run(
     // Replay what the client missed, page by page.
     let mut last = after;
     loop {
-        match fill(shared, ws, conn, &mut last, Seq::MAX).await {
+        match Box::pin(fill(shared, ws, conn, &mut last, Seq::MAX)).await {
             Ok(true) => continue,
             Ok(false) => break,
             Err(end) => return end,
@@ -459,7 +465,7 @@ async fn write_queued(
                 // what we have, then fill the gap from the store.
                 flush_counted(shared, ws, &mut written).await?;
                 while *last + 1 < out.seq {
-                    if !fill(shared, ws, conn, last, out.seq - 1).await? {
+                    if !Box::pin(fill(shared, ws, conn, last, out.seq - 1)).await? {
                         // Nothing more below this seq in the store
                         // (retention removed it): go on.
                         break;

@@ -140,7 +140,9 @@ pub async fn run(
             _ = &mut shutdown => break,
             accepted = ws.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    connections.spawn(connection::serve(shared.clone(), stream, peer));
+                    let task = connection::serve(shared.clone(), stream, peer);
+                    tracing::trace!(bytes = std::mem::size_of_val(&task), "connection task size");
+                    connections.spawn(task);
                 }
                 Err(e) => {
                     // Out of descriptors and the like: back off instead of spinning.

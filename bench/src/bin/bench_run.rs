@@ -1,0 +1,1110 @@
+//! `bench-run`: every benchmark scenario, edgepush and Centrifugo in the
+//! same run; writes `results.json`, `results.md` and `memory_latency.svg`.
+//!
+//! `scripts/bench` builds the binaries, starts a private Redis and MongoDB
+//! wire server, installs Centrifugo, and calls this with their addresses.
+//! This process spawns the servers under test (`edge-node serve`,
+//! `edge-node dev`, `centrifugo`), holds up to ~19,000 client connections
+//! itself, and spawns `loadgen` processes for the many-process run.
+//!
+//! Scenarios (sizes from the flags; `--quick` shrinks everything):
+//! 1. memory: RSS of the server at 0 and at each N idle connections (one
+//!    user / one personal channel per connection), plus one unicast round
+//!    (a message to each of the N users) at each N;
+//! 2. fan-out: one message to N connections of one user (edgepush batch
+//!    push API) / N subscribers of one channel (Centrifugo `/api/publish`);
+//! 3. latency: a steady publish rate to N connections; edgepush through the
+//!    node's batch push API and end to end through collect (MongoDB,
+//!    dispatch, Redis), Centrifugo through `/api/publish`; plus the end to
+//!    end sustained rate through collect;
+//! 4. allocations: `alloc-count`;
+//! 5. many processes: `--big` connections over several node and generator
+//!    processes.
+
+use std::io::{BufRead, BufReader, Write as _};
+use std::net::TcpListener as StdListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use edgepush_bench::latency::LatencySummary;
+use edgepush_bench::loadgen::{Protocol, Sources, Swarm, SwarmConfig, Users};
+use edgepush_bench::procfs;
+use edgepush_bench::publish::{PublishConfig, Publisher, Target};
+use edgepush_bench::report::{BigRun, FanoutRow, LatencyRow, Machine, MemoryRow, Results};
+use edgepush_delivery::sigv4::PushCredential;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "bench-run",
+    about = "edgepush and Centrifugo benchmark scenarios"
+)]
+struct Args {
+    /// Where results.json, results.md and memory_latency.svg go.
+    #[arg(long, default_value = "docs/benchmarks")]
+    out: PathBuf,
+    /// Logs and config files of the servers under test.
+    #[arg(long, default_value = "target/bench-work")]
+    work_dir: PathBuf,
+    /// Small sizes: a smoke run of every scenario.
+    #[arg(long)]
+    quick: bool,
+    /// Redis for edgepush routes and Centrifugo's engine.
+    #[arg(long)]
+    redis_url: String,
+    /// MongoDB (or FerretDB) for edgepush messages.
+    #[arg(long)]
+    mongodb_uri: String,
+    /// Processes whose CPU is reported beside the end-to-end figures (`name=pid`).
+    #[arg(long)]
+    store_pid: Vec<String>,
+    /// The `edge-node` binary (release).
+    #[arg(long, default_value = "target/release/edge-node")]
+    edge_node_bin: PathBuf,
+    /// The `loadgen` binary (release).
+    #[arg(long, default_value = "target/release/loadgen")]
+    loadgen_bin: PathBuf,
+    /// The `alloc-count` binary (release).
+    #[arg(long, default_value = "target/release/alloc-count")]
+    alloc_count_bin: PathBuf,
+    /// The Centrifugo binary; Centrifugo rows are skipped without it.
+    #[arg(long)]
+    centrifugo_bin: Option<PathBuf>,
+    /// Connection counts of the memory scenario.
+    #[arg(long, value_delimiter = ',', default_values_t = [1000, 5000, 10000, 19000])]
+    sizes: Vec<usize>,
+    /// Connection counts of the fan-out scenario.
+    #[arg(long, value_delimiter = ',', default_values_t = [1000, 10000, 19000])]
+    fanout_sizes: Vec<usize>,
+    /// Messages per fan-out measurement.
+    #[arg(long, default_value_t = 50)]
+    fanout_messages: u64,
+    /// Connections of the steady-rate latency scenario.
+    #[arg(long, default_value_t = 1000)]
+    latency_connections: usize,
+    /// Messages per second of the latency scenario.
+    #[arg(long, default_value_t = 20.0)]
+    latency_rate: f64,
+    /// Seconds of the latency scenario.
+    #[arg(long, default_value_t = 10.0)]
+    latency_secs: f64,
+    /// Messages of the end-to-end sustained-rate run through collect.
+    #[arg(long, default_value_t = 2000)]
+    e2e_messages: u64,
+    /// Total connections of the many-process run (0: skip).
+    #[arg(long, default_value_t = 0)]
+    big: usize,
+    /// Connections per process in the many-process run.
+    #[arg(long, default_value_t = 17_000)]
+    big_per_process: usize,
+    /// Bytes of data per message.
+    #[arg(long, default_value_t = 64)]
+    payload_bytes: usize,
+    /// New connections per second.
+    #[arg(long, default_value_t = 2000)]
+    rate: u32,
+    /// Only these scenarios (memory, fanout, latency, alloc, big); all when empty.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+const JWT_SECRET: &str = "bench-jwt-secret-0123456789abcdef";
+const PUSH_KEY: &str = "bench-push";
+const PUSH_SECRET: &str = "bench-push-secret";
+const CF_API_KEY: &str = "bench-api-key";
+
+fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    if args.quick {
+        args.sizes = vec![200, 500];
+        args.fanout_sizes = vec![200, 500];
+        args.fanout_messages = 5;
+        args.latency_connections = 100;
+        args.latency_secs = 3.0;
+        args.e2e_messages = 100;
+        if args.big > 0 {
+            args.big = 2000;
+            args.big_per_process = 1000;
+        }
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("tokio runtime")?
+        .block_on(Runner::new(args)?.run())
+}
+
+/// A server process under test.
+struct Server {
+    name: String,
+    child: Child,
+    pid: u32,
+    /// Client WebSocket URL.
+    ws_url: String,
+    /// edgepush: the push API; Centrifugo: the HTTP API base.
+    http_url: String,
+}
+
+impl Server {
+    fn memory(&self) -> procfs::Memory {
+        procfs::memory(self.pid).unwrap_or_default()
+    }
+
+    fn cpu(&self) -> f64 {
+        procfs::cpu_time(self.pid).map_or(0.0, |d| d.as_secs_f64())
+    }
+
+    /// SIGTERM (graceful drain), then SIGKILL after 15 s.
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("{} did not stop on TERM; killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Two consecutive free ports (dev mode's two nodes).
+fn free_pair() -> anyhow::Result<u16> {
+    for _ in 0..100 {
+        let p = free_port()?;
+        if p < u16::MAX && StdListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return Ok(p);
+        }
+    }
+    bail!("no two consecutive free ports")
+}
+
+async fn wait_http_ok(url: &str, child: &mut Child, name: &str, log: &Path) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = client.get(url).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!("{name} exited ({status}); log: {}", tail(log));
+        }
+        if Instant::now() > deadline {
+            bail!("{name} not ready at {url} within 60 s; log: {}", tail(log));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+struct Runner {
+    args: Args,
+    run_id: String,
+    results: Results,
+    next_source: u32,
+    me: u32,
+}
+
+impl Runner {
+    fn new(args: Args) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&args.work_dir)?;
+        std::fs::create_dir_all(&args.out)?;
+        let unix = edgepush_bench::unix_nanos() / 1_000_000_000;
+        Ok(Self {
+            run_id: format!("r{}", unix % 1_000_000),
+            results: Results {
+                unix_time: unix,
+                machine: machine(),
+                quick: args.quick,
+                ..Results::default()
+            },
+            args,
+            next_source: 0,
+            me: std::process::id(),
+        })
+    }
+
+    fn wants(&self, scenario: &str) -> bool {
+        self.args.only.is_empty() || self.args.only.iter().any(|s| s == scenario)
+    }
+
+    /// A fresh range of 64 source addresses (127.<20+k>.0.1+64).
+    fn sources(&mut self) -> Sources {
+        self.next_source += 1;
+        Sources {
+            first: std::net::Ipv4Addr::new(127, (20 + self.next_source % 200) as u8, 0, 1),
+            count: 64,
+        }
+    }
+
+    fn swarm_config(&mut self, server: &Server, protocol: Protocol) -> SwarmConfig {
+        let mut cfg = SwarmConfig::new(vec![server.ws_url.clone()], protocol, JWT_SECRET);
+        cfg.sources = Some(self.sources());
+        cfg.rate = self.args.rate;
+        cfg.progress = true;
+        cfg
+    }
+
+    async fn run(mut self) -> anyhow::Result<()> {
+        let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        eprintln!("bench-run {}: load average {}", self.run_id, loadavg.trim());
+        let has_cf = self.args.centrifugo_bin.is_some();
+        if self.wants("memory") {
+            self.memory(Protocol::Edgepush).await?;
+            if has_cf {
+                self.memory(Protocol::Centrifugo).await?;
+            }
+            self.write()?;
+        }
+        if self.wants("fanout") {
+            self.fanout(Protocol::Edgepush).await?;
+            if has_cf {
+                self.fanout(Protocol::Centrifugo).await?;
+            }
+            self.write()?;
+        }
+        if self.wants("latency") {
+            self.latency_batch_and_centrifugo().await?;
+            self.latency_e2e().await?;
+            self.write()?;
+        }
+        if self.wants("alloc") {
+            self.allocations()?;
+            self.write()?;
+        }
+        if self.wants("big") && self.args.big > 0 {
+            self.big().await?;
+            self.write()?;
+        }
+        self.results.notes.extend([
+            "2 CPUs are shared by the server under test, the load generator and the publisher (and by other engineers' compiles): CPU seconds of each process are given beside each throughput figure; deliveries per server CPU second is the per-core figure.".to_owned(),
+            "Memory per connection is (RSS at N - RSS at 0) / N of the server process; kernel socket memory is not in RSS and is shown separately (machine-wide TCP buffer pages; both ends of each loopback connection).".to_owned(),
+            "edgepush connections are one user each (routes in Redis); Centrifugo connections subscribe to one personal channel each (server-side subscription from the token's `channels` claim), its way of addressing a user. Centrifugo runs with its Redis engine and default settings.".to_owned(),
+            "Fan-out for edgepush goes through the node's batch push API (what dispatch calls), for Centrifugo through /api/publish and Redis PUB/SUB: each is the system's own path from publisher to node.".to_owned(),
+        ]);
+        self.write()?;
+        eprintln!("bench-run: wrote {}", self.args.out.display());
+        Ok(())
+    }
+
+    fn write(&self) -> anyhow::Result<()> {
+        let out = &self.args.out;
+        std::fs::write(
+            out.join("results.json"),
+            serde_json::to_string_pretty(&self.results)?,
+        )?;
+        std::fs::write(out.join("results.md"), self.results.markdown())?;
+        std::fs::write(out.join("memory_latency.svg"), self.results.svg())?;
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------
+    // Servers.
+
+    async fn start_edge_node(&self, tag: &str) -> anyhow::Result<Server> {
+        let (ws, push) = (free_port()?, free_port()?);
+        let log = self.args.work_dir.join(format!("edge-node-{tag}.log"));
+        let mut child = Command::new(&self.args.edge_node_bin)
+            .arg("serve")
+            .env("EDGEPUSH_REDIS_URL", &self.args.redis_url)
+            .env("EDGEPUSH_MONGODB_URI", &self.args.mongodb_uri)
+            .env(
+                "EDGEPUSH_MONGODB_DATABASE",
+                format!("bench_{}", self.run_id),
+            )
+            .env("EDGEPUSH_NODE_ID", format!("bench-{}-{tag}", self.run_id))
+            .env("EDGEPUSH_WS_ADDR", format!("127.0.0.1:{ws}"))
+            .env("EDGEPUSH_PUSH_ADDR", format!("127.0.0.1:{push}"))
+            .env("EDGEPUSH_JWT_SECRET", JWT_SECRET)
+            .env("EDGEPUSH_PUSH_ACCESS_KEY_ID", PUSH_KEY)
+            .env("EDGEPUSH_PUSH_SECRET_ACCESS_KEY", PUSH_SECRET)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("starting {}", self.args.edge_node_bin.display()))?;
+        let http_url = format!("http://127.0.0.1:{push}");
+        wait_http_ok(&format!("{http_url}/readyz"), &mut child, "edge-node", &log).await?;
+        let pid = child.id();
+        Ok(Server {
+            name: format!("edge-node {tag}"),
+            child,
+            pid,
+            ws_url: format!("ws://127.0.0.1:{ws}/ws"),
+            http_url,
+        })
+    }
+
+    async fn start_centrifugo(&self, tag: &str) -> anyhow::Result<Server> {
+        let bin = self
+            .args
+            .centrifugo_bin
+            .as_ref()
+            .context("no Centrifugo binary")?;
+        let port = free_port()?;
+        let config = serde_json::json!({
+            "http_server": {"address": "127.0.0.1", "port": port},
+            "log": {"level": "warn"},
+            "client": {"token": {"hmac_secret_key": JWT_SECRET}, "allowed_origins": ["*"]},
+            "http_api": {"key": CF_API_KEY},
+            "engine": {"type": "redis", "redis": {"address": [self.args.redis_url], "prefix": format!("cf{}{tag}", self.run_id)}},
+            "health": {"enabled": true},
+            "usage_stats": {"disabled": true},
+        });
+        let config_path = self.args.work_dir.join(format!("centrifugo-{tag}.json"));
+        std::fs::write(&config_path, serde_json::to_string_pretty(&config)?)?;
+        let log = self.args.work_dir.join(format!("centrifugo-{tag}.log"));
+        let mut child = Command::new(bin)
+            .arg("--config")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let http_url = format!("http://127.0.0.1:{port}");
+        wait_http_ok(
+            &format!("{http_url}/health"),
+            &mut child,
+            "centrifugo",
+            &log,
+        )
+        .await?;
+        let pid = child.id();
+        Ok(Server {
+            name: format!("centrifugo {tag}"),
+            child,
+            pid,
+            ws_url: format!("ws://127.0.0.1:{port}/connection/websocket"),
+            http_url,
+        })
+    }
+
+    async fn start(&self, protocol: Protocol, tag: &str) -> anyhow::Result<Server> {
+        match protocol {
+            Protocol::Edgepush => self.start_edge_node(tag).await,
+            Protocol::Centrifugo => self.start_centrifugo(tag).await,
+        }
+    }
+
+    // ---------------------------------------------------------------
+    // 1. Memory per idle connection, and a unicast round at each size.
+
+    async fn memory(&mut self, protocol: Protocol) -> anyhow::Result<()> {
+        let system = system_name(protocol);
+        eprintln!("== memory: {system}");
+        let server = self.start(protocol, "mem").await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rss0 = server.memory();
+        let mut cfg = self.swarm_config(&server, protocol);
+        let prefix = format!("m{}x", self.run_id);
+        cfg.users = Users::PerConnection {
+            prefix: prefix.clone(),
+        };
+        let mut swarm = Swarm::new(cfg).await?;
+        let own0 = procfs::memory(self.me).unwrap_or_default();
+        let credential = PushCredential::new(PUSH_KEY, PUSH_SECRET, "us-east-1");
+        // Each user's next seq (edgepush): rounds continue where the last stopped.
+        let mut next_seq: Vec<u64> = Vec::new();
+        let rounds = 3u64;
+        let mut sizes = self.args.sizes.clone();
+        sizes.sort_unstable();
+        for n in sizes {
+            swarm.grow(n).await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let rss = server.memory();
+            let own = procfs::memory(self.me).unwrap_or_default();
+            let held = swarm.connected().max(1);
+            let report = swarm.report();
+            if report.failed > 0 {
+                eprintln!(
+                    "   {} connections failed: {:?}",
+                    report.failed, report.first_error
+                );
+            }
+            // The unicast round: one message to each of the N users, `rounds` times.
+            swarm.latency().reset();
+            let target = match protocol {
+                Protocol::Edgepush => {
+                    let ids = swarm.conn_ids();
+                    next_seq.resize(ids.len(), 1);
+                    let pairs = ids
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, c)| {
+                            c.clone().map(|c| (format!("{prefix}{i}"), c, next_seq[i]))
+                        })
+                        .collect();
+                    for (i, c) in ids.iter().enumerate() {
+                        if c.is_some() {
+                            next_seq[i] += rounds;
+                        }
+                    }
+                    Target::BatchUnicast {
+                        push_url: server.http_url.clone(),
+                        pairs,
+                        chunk: 1000,
+                    }
+                }
+                Protocol::Centrifugo => Target::CentrifugoBroadcast {
+                    base: server.http_url.clone(),
+                    api_key: CF_API_KEY.into(),
+                    channels: (0..swarm.len()).map(|i| format!("{prefix}{i}")).collect(),
+                    chunk: 1000,
+                },
+            };
+            let publisher = Publisher::new(target, Some(credential.clone()))?;
+            let before = swarm.received();
+            let (cpu_s0, cpu_l0, t0) = (server.cpu(), self.own_cpu(), Instant::now());
+            let published = publisher
+                .run(&PublishConfig {
+                    count: rounds,
+                    payload_bytes: self.args.payload_bytes,
+                    ..PublishConfig::default()
+                })
+                .await;
+            let want = before + rounds * swarm.connected() as u64;
+            let complete = swarm.wait_received(want, Duration::from_secs(120)).await;
+            let elapsed = t0.elapsed().as_secs_f64();
+            let (cpu_s, cpu_l) = (server.cpu() - cpu_s0, self.own_cpu() - cpu_l0);
+            let deliveries = swarm.received() - before;
+            if !complete || published.errors > 0 {
+                eprintln!(
+                    "   unicast round incomplete: {deliveries}/{} deliveries, publish {:?}",
+                    want - before,
+                    published.first_error
+                );
+            }
+            let latency = swarm.latency().summary();
+            eprintln!(
+                "   N={n}: RSS {} -> {} KiB = {:.0} B/conn; unicast {deliveries} deliveries in {elapsed:.2}s, p50 {} us p99 {} us",
+                rss0.rss_kib,
+                rss.rss_kib,
+                (rss.rss_kib.saturating_sub(rss0.rss_kib)) as f64 * 1024.0 / held as f64,
+                latency.p50_us,
+                latency.p99_us
+            );
+            self.results.memory.push(MemoryRow {
+                system: system.into(),
+                connections: held,
+                rss_0_kib: rss0.rss_kib,
+                rss_n_kib: rss.rss_kib,
+                bytes_per_conn: rss.rss_kib.saturating_sub(rss0.rss_kib) as f64 * 1024.0
+                    / held as f64,
+                loadgen_bytes_per_conn: own.rss_kib.saturating_sub(own0.rss_kib) as f64 * 1024.0
+                    / held as f64,
+                kernel_tcp_mem_kib: procfs::sockstat().map_or(0, |s| s.tcp_mem_kib),
+                failed: report.failed,
+                unicast_latency: latency,
+                unicast_deliveries_per_s: deliveries as f64 / elapsed.max(1e-9),
+            });
+            self.results.fanout.push(FanoutRow {
+                system: system.into(),
+                mode: "unicast".into(),
+                path: match protocol {
+                    Protocol::Edgepush => "batch push API, 1 item per user".into(),
+                    Protocol::Centrifugo => "/api/broadcast, 1 channel per user".into(),
+                },
+                connections: held,
+                messages: rounds,
+                deliveries,
+                elapsed_s: elapsed,
+                deliveries_per_s: deliveries as f64 / elapsed.max(1e-9),
+                server_cpu_s: cpu_s,
+                loadgen_cpu_s: cpu_l,
+                deliveries_per_server_cpu_s: deliveries as f64 / cpu_s.max(0.01),
+                latency,
+            });
+            self.write()?;
+        }
+        swarm.close(Duration::from_secs(20)).await;
+        server.stop();
+        Ok(())
+    }
+
+    fn own_cpu(&self) -> f64 {
+        procfs::cpu_time(self.me).map_or(0.0, |d| d.as_secs_f64())
+    }
+
+    // ---------------------------------------------------------------
+    // 2. Fan-out: one message to N connections.
+
+    async fn fanout(&mut self, protocol: Protocol) -> anyhow::Result<()> {
+        let system = system_name(protocol);
+        eprintln!("== fan-out: {system}");
+        let server = self.start(protocol, "fan").await?;
+        let credential = PushCredential::new(PUSH_KEY, PUSH_SECRET, "us-east-1");
+        for n in self.args.fanout_sizes.clone() {
+            let user = format!("f{}x{n}", self.run_id);
+            let mut cfg = self.swarm_config(&server, protocol);
+            cfg.users = Users::Single(user.clone());
+            cfg.channel = Some(user.clone());
+            let mut swarm = Swarm::new(cfg).await?;
+            swarm.grow(n).await;
+            let held = swarm.connected();
+            let m = self.args.fanout_messages;
+            let (target, path) = match protocol {
+                Protocol::Edgepush => (
+                    Target::Batch {
+                        push_url: server.http_url.clone(),
+                        user: user.clone(),
+                        conn_ids: swarm.conn_ids().into_iter().flatten().collect(),
+                        first_seq: 1,
+                    },
+                    "batch push API, 1 item, N connections",
+                ),
+                Protocol::Centrifugo => (
+                    Target::Centrifugo {
+                        base: server.http_url.clone(),
+                        api_key: CF_API_KEY.into(),
+                        channel: user.clone(),
+                    },
+                    "/api/publish, 1 channel, N subscribers",
+                ),
+            };
+            let publisher = Publisher::new(target, Some(credential.clone()))?;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let (cpu_s0, cpu_l0, t0) = (server.cpu(), self.own_cpu(), Instant::now());
+            let published = publisher
+                .run(&PublishConfig {
+                    count: m,
+                    payload_bytes: self.args.payload_bytes,
+                    ..PublishConfig::default()
+                })
+                .await;
+            let complete = swarm
+                .wait_received(m * held as u64, Duration::from_secs(180))
+                .await;
+            let elapsed = t0.elapsed().as_secs_f64();
+            let (cpu_s, cpu_l) = (server.cpu() - cpu_s0, self.own_cpu() - cpu_l0);
+            let deliveries = swarm.received();
+            if !complete || published.errors > 0 {
+                eprintln!(
+                    "   fan-out incomplete: {deliveries}/{} ({:?}; {:?})",
+                    m * held as u64,
+                    published.first_error,
+                    swarm.report().first_drop
+                );
+            }
+            let row = FanoutRow {
+                system: system.into(),
+                mode: "fanout".into(),
+                path: path.into(),
+                connections: held,
+                messages: m,
+                deliveries,
+                elapsed_s: elapsed,
+                deliveries_per_s: deliveries as f64 / elapsed.max(1e-9),
+                server_cpu_s: cpu_s,
+                loadgen_cpu_s: cpu_l,
+                deliveries_per_server_cpu_s: deliveries as f64 / cpu_s.max(0.01),
+                latency: swarm.latency().summary(),
+            };
+            eprintln!(
+                "   N={held}: {deliveries} deliveries in {elapsed:.2}s = {:.0}/s; server CPU {cpu_s:.2}s, loadgen CPU {cpu_l:.2}s",
+                row.deliveries_per_s
+            );
+            self.results.fanout.push(row);
+            swarm.close(Duration::from_secs(20)).await;
+            self.write()?;
+        }
+        server.stop();
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------
+    // 3. Latency at a steady rate.
+
+    async fn steady(
+        &mut self,
+        swarm: &Swarm,
+        publisher: &Publisher,
+        pids: &[(String, u32)],
+    ) -> (
+        edgepush_bench::publish::PublishReport,
+        u64,
+        LatencySummary,
+        Vec<(String, f64)>,
+    ) {
+        let count = (self.args.latency_rate * self.args.latency_secs)
+            .round()
+            .max(1.0) as u64;
+        swarm.latency().reset();
+        let before = swarm.received();
+        let cpu0: Vec<f64> = pids
+            .iter()
+            .map(|(_, p)| procfs::cpu_time(*p).map_or(0.0, |d| d.as_secs_f64()))
+            .collect();
+        let own0 = self.own_cpu();
+        let published = publisher
+            .run(&PublishConfig {
+                count,
+                rate: self.args.latency_rate,
+                concurrency: 16,
+                payload_bytes: self.args.payload_bytes,
+            })
+            .await;
+        let want = before + published.sent * swarm.connected() as u64;
+        swarm.wait_received(want, Duration::from_secs(60)).await;
+        let mut cpu: Vec<(String, f64)> = pids
+            .iter()
+            .zip(cpu0)
+            .map(|((name, p), c0)| {
+                (
+                    name.clone(),
+                    procfs::cpu_time(*p).map_or(0.0, |d| d.as_secs_f64()) - c0,
+                )
+            })
+            .collect();
+        cpu.push(("loadgen+publisher".into(), self.own_cpu() - own0));
+        (
+            published,
+            swarm.received() - before,
+            swarm.latency().summary(),
+            cpu,
+        )
+    }
+
+    fn store_pids(&self) -> Vec<(String, u32)> {
+        self.args
+            .store_pid
+            .iter()
+            .filter_map(|s| {
+                s.split_once('=')
+                    .and_then(|(n, p)| p.parse().ok().map(|p| (n.to_owned(), p)))
+            })
+            .collect()
+    }
+
+    async fn latency_batch_and_centrifugo(&mut self) -> anyhow::Result<()> {
+        let n = self.args.latency_connections;
+        let credential = PushCredential::new(PUSH_KEY, PUSH_SECRET, "us-east-1");
+        let mut systems = vec![Protocol::Edgepush];
+        if self.args.centrifugo_bin.is_some() {
+            systems.push(Protocol::Centrifugo);
+        }
+        for protocol in systems {
+            let system = system_name(protocol);
+            eprintln!("== latency: {system}");
+            let server = self.start(protocol, "lat").await?;
+            let user = format!("l{}", self.run_id);
+            let mut cfg = self.swarm_config(&server, protocol);
+            cfg.users = Users::Single(user.clone());
+            cfg.channel = Some(user.clone());
+            let mut swarm = Swarm::new(cfg).await?;
+            swarm.grow(n).await;
+            let (target, path) = match protocol {
+                Protocol::Edgepush => (
+                    Target::Batch {
+                        push_url: server.http_url.clone(),
+                        user: user.clone(),
+                        conn_ids: swarm.conn_ids().into_iter().flatten().collect(),
+                        first_seq: 1,
+                    },
+                    "node batch push API -> N connections of 1 user",
+                ),
+                Protocol::Centrifugo => (
+                    Target::Centrifugo {
+                        base: server.http_url.clone(),
+                        api_key: CF_API_KEY.into(),
+                        channel: user.clone(),
+                    },
+                    "/api/publish -> Redis -> N subscribers of 1 channel",
+                ),
+            };
+            let publisher = Publisher::new(target, Some(credential.clone()))?;
+            let mut pids = vec![(system.to_owned(), server.pid)];
+            if protocol == Protocol::Centrifugo {
+                pids.extend(self.store_pids().into_iter().filter(|(n, _)| n == "redis"));
+            }
+            let (published, deliveries, latency, cpu) =
+                self.steady(&swarm, &publisher, &pids).await;
+            eprintln!(
+                "   p50 {} us, p99 {} us, p999 {} us ({deliveries} deliveries)",
+                latency.p50_us, latency.p99_us, latency.p999_us
+            );
+            self.results.latency.push(LatencyRow {
+                system: system.into(),
+                path: path.into(),
+                connections: swarm.connected(),
+                rate: self.args.latency_rate,
+                messages: published.sent,
+                deliveries,
+                errors: published.errors,
+                latency,
+                cpu_s: cpu,
+            });
+            swarm.close(Duration::from_secs(20)).await;
+            server.stop();
+        }
+        Ok(())
+    }
+
+    /// Collect -> MongoDB -> dispatch -> Redis -> node -> client, in
+    /// `edge-node dev` (collect, dispatch and two nodes in one process) on
+    /// the real stores.
+    async fn latency_e2e(&mut self) -> anyhow::Result<()> {
+        eprintln!("== latency: edgepush end to end (collect)");
+        let collect_port = free_port()?;
+        let ws_port = free_pair()?;
+        let push_port = free_pair()?;
+        let log = self.args.work_dir.join("edge-node-dev.log");
+        let mut child = Command::new(&self.args.edge_node_bin)
+            .args([
+                "dev",
+                "--redis-url",
+                &self.args.redis_url,
+                "--mongodb-uri",
+                &self.args.mongodb_uri,
+            ])
+            .args(["--collect-addr", &format!("127.0.0.1:{collect_port}")])
+            .args([
+                "--ws-port",
+                &ws_port.to_string(),
+                "--push-port",
+                &push_port.to_string(),
+            ])
+            .env("EDGEPUSH_DEV_API_KEY", "bench-collect-key")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("starting edge-node dev")?;
+        wait_http_ok(
+            &format!("http://127.0.0.1:{push_port}/readyz"),
+            &mut child,
+            "edge-node dev",
+            &log,
+        )
+        .await?;
+        let pid = child.id();
+        let server = Server {
+            name: "edge-node dev".into(),
+            child,
+            pid,
+            ws_url: format!("ws://127.0.0.1:{ws_port}/ws"),
+            http_url: format!("http://127.0.0.1:{collect_port}"),
+        };
+        let mut pids = vec![("edge-node dev (collect+dispatch+nodes)".to_owned(), pid)];
+        pids.extend(self.store_pids());
+
+        // Fan-out through the whole path: one user with N connections.
+        let user = format!("e{}", self.run_id);
+        let mut cfg = self.swarm_config(&server, Protocol::Edgepush);
+        cfg.secret = edge_node::dev::DEV_JWT_SECRET.as_bytes().to_vec();
+        cfg.users = Users::Single(user.clone());
+        let mut swarm = Swarm::new(cfg).await?;
+        swarm.grow(self.args.latency_connections).await;
+        let publisher = Publisher::new(
+            Target::Collect {
+                base: server.http_url.clone(),
+                api_key: "bench-collect-key".into(),
+                to: vec![user],
+                rotate: false,
+            },
+            None,
+        )?;
+        let (published, deliveries, latency, cpu) = self.steady(&swarm, &publisher, &pids).await;
+        eprintln!(
+            "   p50 {} us, p99 {} us ({deliveries} deliveries, {} errors {:?})",
+            latency.p50_us, latency.p99_us, published.errors, published.first_error
+        );
+        self.results.latency.push(LatencyRow {
+            system: "edgepush".into(),
+            path: "collect -> MongoDB -> dispatch -> Redis -> node -> N connections of 1 user"
+                .into(),
+            connections: swarm.connected(),
+            rate: self.args.latency_rate,
+            messages: published.sent,
+            deliveries,
+            errors: published.errors,
+            latency,
+            cpu_s: cpu,
+        });
+        swarm.close(Duration::from_secs(20)).await;
+
+        // Sustained rate: unicast to many users, as fast as collect takes them.
+        let n = self.args.latency_connections;
+        let prefix = format!("s{}x", self.run_id);
+        let mut cfg = self.swarm_config(&server, Protocol::Edgepush);
+        cfg.secret = edge_node::dev::DEV_JWT_SECRET.as_bytes().to_vec();
+        cfg.users = Users::PerConnection {
+            prefix: prefix.clone(),
+        };
+        let mut swarm = Swarm::new(cfg).await?;
+        swarm.grow(n).await;
+        let publisher = Publisher::new(
+            Target::Collect {
+                base: server.http_url.clone(),
+                api_key: "bench-collect-key".into(),
+                to: (0..n).map(|i| format!("{prefix}{i}")).collect(),
+                rotate: true,
+            },
+            None,
+        )?;
+        let cpu0: Vec<f64> = pids
+            .iter()
+            .map(|(_, p)| procfs::cpu_time(*p).map_or(0.0, |d| d.as_secs_f64()))
+            .collect();
+        let own0 = self.own_cpu();
+        let published = publisher
+            .run(&PublishConfig {
+                count: self.args.e2e_messages,
+                rate: 0.0,
+                concurrency: 32,
+                payload_bytes: self.args.payload_bytes,
+            })
+            .await;
+        swarm
+            .wait_received(published.sent, Duration::from_secs(60))
+            .await;
+        let mut cpu: Vec<(String, f64)> = pids
+            .iter()
+            .zip(cpu0)
+            .map(|((name, p), c0)| {
+                (
+                    name.clone(),
+                    procfs::cpu_time(*p).map_or(0.0, |d| d.as_secs_f64()) - c0,
+                )
+            })
+            .collect();
+        cpu.push(("loadgen+publisher".into(), self.own_cpu() - own0));
+        let latency = swarm.latency().summary();
+        eprintln!(
+            "   sustained: {:.0} msgs/s accepted by collect ({} errors), p50 {} us p99 {} us",
+            published.rate, published.errors, latency.p50_us, latency.p99_us
+        );
+        self.results.latency.push(LatencyRow {
+            system: "edgepush".into(),
+            path: format!(
+                "sustained: collect as fast as it accepts (32 in flight), 1 user per message; request p50 {:.1} ms",
+                published.request_latency.p50_us as f64 / 1000.0
+            ),
+            connections: swarm.connected(),
+            rate: published.rate,
+            messages: published.sent,
+            deliveries: swarm.received(),
+            errors: published.errors,
+            latency,
+            cpu_s: cpu,
+        });
+        swarm.close(Duration::from_secs(20)).await;
+        server.stop();
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------
+    // 4. Allocations.
+
+    fn allocations(&mut self) -> anyhow::Result<()> {
+        let n = if self.args.quick { 200 } else { 1000 };
+        eprintln!("== allocations (alloc-count, N={n})");
+        let out = Command::new(&self.args.alloc_count_bin)
+            .args(["--connections", &n.to_string(), "--messages", "20"])
+            .args(["--payload-bytes", &self.args.payload_bytes.to_string()])
+            .output()
+            .context("running alloc-count")?;
+        if !out.status.success() {
+            bail!(
+                "alloc-count failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let value: serde_json::Value =
+            serde_json::from_slice(&out.stdout).context("alloc-count output")?;
+        eprintln!("   {value}");
+        self.results.allocations = Some(value);
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------
+    // 5. Many processes.
+
+    async fn big(&mut self) -> anyhow::Result<()> {
+        let total = self.args.big;
+        let per = self.args.big_per_process.min(19_000);
+        let procs = total.div_ceil(per);
+        eprintln!("== many processes: {total} connections, {procs} nodes, {procs} load generators");
+        let mut nodes = Vec::new();
+        for j in 0..procs {
+            nodes.push(self.start_edge_node(&format!("big{j}")).await?);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rss0: u64 = nodes.iter().map(|n| n.memory().rss_kib).sum();
+        let mut gens: Vec<(Child, ChildStdin, mpsc::Receiver<serde_json::Value>)> = Vec::new();
+        for (j, node) in nodes.iter().enumerate() {
+            let count = per.min(total - j * per);
+            let mut child = Command::new(&self.args.loadgen_bin)
+                .args(["--url", &node.ws_url, "--push-url", &node.http_url])
+                .args(["--secret", JWT_SECRET, "--connections", &count.to_string()])
+                .args(["--sources", &format!("127.{}.0.1+64", 100 + j)])
+                .args([
+                    "--user-prefix",
+                    &format!("b{}x", self.run_id),
+                    "--first-user",
+                    &(j * per).to_string(),
+                ])
+                .args([
+                    "--rate",
+                    &(self.args.rate / 2).max(100).to_string(),
+                    "--threads",
+                    "1",
+                ])
+                .args(["--push-access-key", PUSH_KEY, "--push-secret", PUSH_SECRET])
+                .args([
+                    "--probe",
+                    "1",
+                    "--wait-stdin",
+                    "--wait-secs",
+                    "120",
+                    "--quiet",
+                ])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(std::fs::File::create(
+                    self.args.work_dir.join(format!("loadgen-big{j}.log")),
+                )?)
+                .spawn()
+                .context("starting loadgen")?;
+            let stdin = child.stdin.take().context("loadgen stdin")?;
+            let stdout = child.stdout.take().context("loadgen stdout")?;
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                        && tx.send(v).is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+            gens.push((child, stdin, rx));
+        }
+        // Wait for every generator's `ready`.
+        let mut connected = 0usize;
+        let mut failed = 0usize;
+        for (j, (_, _, rx)) in gens.iter().enumerate() {
+            loop {
+                let v = tokio::task::block_in_place(|| rx.recv_timeout(Duration::from_secs(600)))
+                    .with_context(|| format!("loadgen {j} never became ready"))?;
+                if v["phase"] == "ready" {
+                    connected += v["swarm"]["connected"].as_u64().unwrap_or(0) as usize;
+                    failed += v["swarm"]["failed"].as_u64().unwrap_or(0) as usize;
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let rss_n: u64 = nodes.iter().map(|n| n.memory().rss_kib).sum();
+        let sock = procfs::sockstat().unwrap_or_default();
+        eprintln!(
+            "   {connected} connected ({failed} failed): node RSS {rss0} -> {rss_n} KiB; kernel TCP buffers {} KiB",
+            sock.tcp_mem_kib
+        );
+        // Probe: every generator pushes one message to each of its connections.
+        for (_, stdin, _) in gens.iter_mut() {
+            let _ = writeln!(stdin, "go");
+            let _ = stdin.flush();
+        }
+        let mut probe_deliveries = 0;
+        let mut p50 = Vec::new();
+        let mut p99 = 0;
+        let mut max_p999 = 0;
+        let mut max_us = 0;
+        for (child, stdin, rx) in gens {
+            drop(stdin);
+            loop {
+                let Ok(v) =
+                    tokio::task::block_in_place(|| rx.recv_timeout(Duration::from_secs(300)))
+                else {
+                    break;
+                };
+                if v["phase"] == "done" {
+                    probe_deliveries += v["received"].as_u64().unwrap_or(0);
+                    p50.push(v["p50_us"].as_u64().unwrap_or(0));
+                    p99 = p99.max(v["p99_us"].as_u64().unwrap_or(0));
+                    max_p999 = max_p999.max(v["p999_us"].as_u64().unwrap_or(0));
+                    max_us = max_us.max(v["swarm"]["latency"]["max_us"].as_u64().unwrap_or(0));
+                    break;
+                }
+            }
+            let mut child = child;
+            let _ = child.wait();
+        }
+        p50.sort_unstable();
+        self.results.big = Some(BigRun {
+            nodes: procs,
+            loadgens: procs,
+            connections: connected,
+            failed,
+            rss_0_kib: rss0,
+            rss_n_kib: rss_n,
+            bytes_per_conn: rss_n.saturating_sub(rss0) as f64 * 1024.0 / connected.max(1) as f64,
+            kernel_tcp_mem_kib: sock.tcp_mem_kib,
+            probe_deliveries,
+            probe_latency: LatencySummary {
+                count: probe_deliveries,
+                p50_us: p50.get(p50.len() / 2).copied().unwrap_or(0),
+                p99_us: p99,
+                p999_us: max_p999,
+                max_us,
+                ..LatencySummary::default()
+            },
+        });
+        for node in nodes {
+            node.stop();
+        }
+        self.results.notes.push(
+            "Many-process probe latency: p50 is the median of the generators' medians, p99/p999/max the worst generator's.".into(),
+        );
+        Ok(())
+    }
+}
+
+fn system_name(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Edgepush => "edgepush",
+        Protocol::Centrifugo => "centrifugo",
+    }
+}
+
+fn machine() -> Machine {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_total_kib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let loadavg = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0);
+    Machine {
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        mem_total_kib,
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+        loadavg_at_start: loadavg,
+    }
+}

@@ -1,0 +1,159 @@
+//! What `/proc` says about a process: resident memory and CPU time.
+//!
+//! CPU times in `/proc/<pid>/stat` are in clock ticks of `USER_HZ`, which
+//! the kernel fixes at 100 per second for user space on every architecture
+//! this runs on.
+
+use std::time::Duration;
+
+/// Clock ticks per second in `/proc/<pid>/stat` (`USER_HZ`).
+const TICKS_PER_SEC: u64 = 100;
+
+/// Reading `/proc` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcError {
+    /// The file could not be read (the process is gone?).
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file did not hold what was expected.
+    #[error("{path}: {what} not found")]
+    Format {
+        /// The file.
+        path: String,
+        /// What was missing.
+        what: &'static str,
+    },
+}
+
+fn read(path: String) -> Result<(String, String), ProcError> {
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok((path, text)),
+        Err(source) => Err(ProcError::Io { path, source }),
+    }
+}
+
+/// Memory of a process, from `/proc/<pid>/status`, in KiB.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Memory {
+    /// Resident set size.
+    pub rss_kib: u64,
+    /// The anonymous part of it (heap, stacks): what connections cost.
+    pub rss_anon_kib: u64,
+}
+
+/// The resident memory of `pid`.
+pub fn memory(pid: u32) -> Result<Memory, ProcError> {
+    let (path, text) = read(format!("/proc/{pid}/status"))?;
+    let field = |name: &'static str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .ok_or(ProcError::Format {
+                path: path.clone(),
+                what: name,
+            })
+    };
+    Ok(Memory {
+        rss_kib: field("VmRSS:")?,
+        rss_anon_kib: field("RssAnon:")?,
+    })
+}
+
+/// User plus system CPU time used so far by `pid` (all its threads).
+pub fn cpu_time(pid: u32) -> Result<Duration, ProcError> {
+    let (path, text) = read(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) is in parentheses and may hold spaces:
+    // count fields after its closing parenthesis. utime and stime are fields
+    // 14 and 15, so the 12th and 13th after it.
+    let rest = text
+        .rfind(')')
+        .map(|i| &text[i + 1..])
+        .ok_or(ProcError::Format {
+            path: path.clone(),
+            what: "command name",
+        })?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let mut next = |what| {
+        fields
+            .next()
+            .and_then(|f| f.parse::<u64>().ok())
+            .ok_or(ProcError::Format {
+                path: path.clone(),
+                what,
+            })
+    };
+    let utime = next("utime")?;
+    let stime = next("stime")?;
+    Ok(Duration::from_millis(
+        (utime + stime) * 1000 / TICKS_PER_SEC,
+    ))
+}
+
+/// Kernel-wide TCP socket memory, from `/proc/net/sockstat`: sockets in use
+/// and the pages their buffers hold (counts every process on the machine).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SockStat {
+    /// TCP sockets in use.
+    pub tcp_inuse: u64,
+    /// Memory of TCP socket buffers, in KiB.
+    pub tcp_mem_kib: u64,
+}
+
+/// TCP socket counts and buffer memory of the whole machine.
+pub fn sockstat() -> Result<SockStat, ProcError> {
+    let (path, text) = read("/proc/net/sockstat".to_owned())?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("TCP:"))
+        .ok_or(ProcError::Format {
+            path: path.clone(),
+            what: "TCP line",
+        })?;
+    let value = |key: &'static str| {
+        let mut it = line.split_whitespace();
+        while let Some(w) = it.next() {
+            if w == key {
+                return it.next().and_then(|v| v.parse::<u64>().ok());
+            }
+        }
+        None
+    };
+    Ok(SockStat {
+        tcp_inuse: value("inuse").unwrap_or(0),
+        // `mem` is in pages of 4 KiB.
+        tcp_mem_kib: value("mem").unwrap_or(0) * 4,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        let me = std::process::id();
+        let m = memory(me).unwrap();
+        assert!(m.rss_kib > 0 && m.rss_anon_kib <= m.rss_kib, "{m:?}");
+        // Burn a little CPU so the figure can move, then read it twice.
+        let a = cpu_time(me).unwrap();
+        let mut x = 0u64;
+        for i in 0..5_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        assert!(cpu_time(me).unwrap() >= a);
+        assert!(sockstat().is_ok());
+    }
+
+    #[test]
+    fn a_missing_process_is_an_error() {
+        assert!(memory(u32::MAX).is_err());
+        assert!(cpu_time(u32::MAX).is_err());
+    }
+}
