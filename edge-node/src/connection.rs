@@ -496,7 +496,10 @@ async fn feed(shared: &Shared, ws: &mut Ws, frame: Message) -> Result<(), End> {
 async fn flush_counted(shared: &Shared, ws: &mut Ws, written: &mut u64) -> Result<(), End> {
     match timeout(shared.config.write_timeout, ws.flush()).await {
         Ok(Ok(())) => {
-            shared.metrics.frames_written.fetch_add(*written, Ordering::Relaxed);
+            shared
+                .metrics
+                .frames_written
+                .fetch_add(*written, Ordering::Relaxed);
             *written = 0;
             Ok(())
         }
@@ -571,7 +574,11 @@ async fn fill(
 
 /// The `msg` frame of a stored message.
 pub(crate) fn frame_of(m: &StoredMessage) -> Message {
-    let bytes = protocol::encode_msg(m.seq, &m.id, &m.data);
+    text_frame(protocol::encode_msg(m.seq, &m.id, &m.data))
+}
+
+/// A text frame of JSON bytes (binary if they were somehow not UTF-8).
+pub(crate) fn text_frame(bytes: bytes::Bytes) -> Message {
     // encode_msg writes JSON text from validated strings: always UTF-8.
     match Utf8Bytes::try_from(bytes.clone()) {
         Ok(text) => Message::Text(text),
@@ -592,4 +599,3 @@ fn record_ack(shared: &Arc<Shared>, conn: &Conn, seq: Seq) {
         }
     });
 }
-

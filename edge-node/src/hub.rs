@@ -211,9 +211,10 @@ impl Hub {
         self.shard(conn_id.as_str()).get(conn_id).cloned()
     }
 
-    /// Queues `out` for `conn_id` without waiting.
-    pub fn deliver(&self, conn_id: &ConnId, out: Outbound) -> Delivery {
-        let Some(conn) = self.get(conn_id) else {
+    /// Queues `out` for `conn_id` without waiting (and, once the
+    /// connection's queue has been used, without allocating).
+    pub fn deliver(&self, conn_id: &str, out: Outbound) -> Delivery {
+        let Some(conn) = self.shard(conn_id).get(conn_id).cloned() else {
             return Delivery::Gone;
         };
         let mut state = conn.state();
@@ -239,7 +240,11 @@ impl Hub {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
             let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            out.extend(shard.iter().map(|(c, conn)| (conn.user_id.clone(), c.clone())));
+            out.extend(
+                shard
+                    .iter()
+                    .map(|(c, conn)| (conn.user_id.clone(), c.clone())),
+            );
         }
         out
     }
@@ -306,7 +311,7 @@ mod tests {
         let c = ConnId::new("c").unwrap();
         let conn = hub.insert(c.clone(), init("bob"), 10);
         for seq in 1..=5 {
-            assert_eq!(hub.deliver(&c, out(seq)), Delivery::Queued);
+            assert_eq!(hub.deliver(c.as_str(), out(seq)), Delivery::Queued);
         }
         let mut burst = Vec::new();
         assert_eq!(conn.next(&mut burst, 3).await, None);
@@ -322,17 +327,17 @@ mod tests {
         let hub = Hub::new(metrics.clone());
         let c = ConnId::new("c").unwrap();
         let conn = hub.insert(c.clone(), init("bob"), 2);
-        assert_eq!(hub.deliver(&c, out(1)), Delivery::Queued);
-        assert_eq!(hub.deliver(&c, out(2)), Delivery::Queued);
-        assert_eq!(hub.deliver(&c, out(3)), Delivery::TooSlow);
+        assert_eq!(hub.deliver(c.as_str(), out(1)), Delivery::Queued);
+        assert_eq!(hub.deliver(c.as_str(), out(2)), Delivery::Queued);
+        assert_eq!(hub.deliver(c.as_str(), out(3)), Delivery::TooSlow);
         assert_eq!(conn.close_requested(), Some(CLOSE_TOO_SLOW));
         assert_eq!(metrics.slow_clients.load(Ordering::Relaxed), 1);
         // Once closing, nothing more is queued and the task sees the close.
-        assert_eq!(hub.deliver(&c, out(4)), Delivery::TooSlow);
+        assert_eq!(hub.deliver(c.as_str(), out(4)), Delivery::TooSlow);
         let mut burst = Vec::new();
         assert_eq!(conn.next(&mut burst, 10).await, Some(CLOSE_TOO_SLOW));
         assert!(burst.is_empty());
-        assert_eq!(hub.deliver(&ConnId::new("nope").unwrap(), out(1)), Delivery::Gone);
+        assert_eq!(hub.deliver("nope", out(1)), Delivery::Gone);
     }
 
     #[tokio::test]

@@ -25,8 +25,8 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use edgepush_core::ConnId;
-use edgepush_core::protocol::{self, ErrorBody, PushBatch, PushBatchResult};
+use edgepush_core::protocol::{self, ErrorBody, PushBatchRef, PushBatchResult};
+use edgepush_core::{ConnId, MessageId};
 use edgepush_delivery::sigv4;
 use percent_encoding::percent_decode_str;
 use tokio::net::TcpListener;
@@ -211,7 +211,10 @@ fn post(shared: &Shared, conn: &ConnId, body: bytes::Bytes) -> Result<Response, 
         Ok(text) => Message::Text(text),
         Err(_) => Message::Binary(body),
     };
-    match shared.hub.deliver(conn, Outbound { seq: 0, frame }) {
+    match shared
+        .hub
+        .deliver(conn.as_str(), Outbound { seq: 0, frame })
+    {
         Delivery::Queued => {
             Metrics::inc(&shared.metrics.deliveries);
             Ok(StatusCode::OK.into_response())
@@ -250,22 +253,27 @@ fn delete(shared: &Shared, conn: &ConnId) -> Result<Response, ApiError> {
 }
 
 fn batch(shared: &Shared, body: &[u8]) -> Result<Response, ApiError> {
-    let batch: PushBatch = serde_json::from_slice(body)
+    // Borrowed from the body: no allocation per connection id.
+    let batch: PushBatchRef<'_> = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("batch body: {e}")))?;
     let mut result = PushBatchResult::default();
     for item in &batch.items {
+        let m = &item.message;
+        MessageId::validate(m.id).map_err(|e| ApiError::BadRequest(format!("message id: {e}")))?;
         // Serialise once per message; every connection shares the bytes.
-        let frame = crate::connection::frame_of(&item.message);
+        let frame =
+            crate::connection::text_frame(protocol::encode_msg_unchecked(m.seq, m.id, m.data));
         for conn in &item.connection_ids {
             let out = Outbound {
-                seq: item.message.seq,
+                seq: m.seq,
                 frame: frame.clone(),
             };
             match shared.hub.deliver(conn, out) {
                 Delivery::Queued => result.delivered += 1,
-                Delivery::Gone => result.gone.push(conn.clone()),
-                // Still counts as delivered: it is closed with 4008 and
-                // catches up from the message store when it reconnects.
+                // A malformed id cannot name a connection here: gone too.
+                Delivery::Gone => result.gone.extend(ConnId::new(conn).ok()),
+                // Not gone: it is closed with 4008 and catches up from the
+                // message store when it reconnects.
                 Delivery::TooSlow => {}
             }
         }

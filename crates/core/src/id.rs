@@ -72,6 +72,18 @@ macro_rules! string_id {
             pub fn as_str(&self) -> &str {
                 &self.0
             }
+
+            /// Checks `s` without allocating (for ids borrowed from a
+            /// request body).
+            pub fn validate(s: &str) -> Result<(), IdError> {
+                check($kind, s, $max)
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
         }
 
         impl fmt::Display for $name {

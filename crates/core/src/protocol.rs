@@ -52,13 +52,19 @@ pub fn encode_hello(conn_id: &ConnId, user_id: &UserId) -> String {
 
 /// The `msg` frame for one stored message, serialised once.
 pub fn encode_msg(seq: Seq, id: &MessageId, data: &RawValue) -> Bytes {
+    encode_msg_unchecked(seq, id.as_str(), data)
+}
+
+/// [`encode_msg`] for an id the caller has validated with
+/// [`MessageId::validate`] (so it needs no JSON escaping).
+pub fn encode_msg_unchecked(seq: Seq, id: &str, data: &RawValue) -> Bytes {
     let data = data.get();
-    let mut buf = BytesMut::with_capacity(40 + id.as_str().len() + data.len() + 20);
+    let mut buf = BytesMut::with_capacity(40 + id.len() + data.len() + 20);
     buf.put_slice(b"{\"type\":\"msg\",\"seq\":");
     let mut digits = [0u8; 20];
     buf.put_slice(format_u64(seq, &mut digits));
     buf.put_slice(b",\"id\":\"");
-    buf.put_slice(id.as_str().as_bytes());
+    buf.put_slice(id.as_bytes());
     buf.put_slice(b"\",\"data\":");
     buf.put_slice(data.as_bytes());
     buf.put_u8(b'}');
@@ -191,6 +197,45 @@ pub struct PushBatch {
     pub items: Vec<PushItem>,
 }
 
+/// A push batch read without copying: ids and payloads borrow from the
+/// request body, so the edge node's fan-out path allocates once per message
+/// (its frame), not once per id. Ids are plain characters, so they never
+/// carry JSON escapes; a body that escapes one is refused.
+#[derive(Debug, Deserialize)]
+pub struct PushBatchRef<'a> {
+    /// The deliveries.
+    #[serde(borrow)]
+    pub items: Vec<PushItemRef<'a>>,
+}
+
+/// One entry of a [`PushBatchRef`].
+#[derive(Debug, Deserialize)]
+pub struct PushItemRef<'a> {
+    /// The connections, unvalidated (an unknown or malformed id is "gone").
+    #[serde(borrow)]
+    pub connection_ids: Vec<&'a str>,
+    /// The message.
+    #[serde(borrow)]
+    pub message: StoredMessageRef<'a>,
+}
+
+/// A [`StoredMessage`] borrowed from a request body.
+#[derive(Debug, Deserialize)]
+pub struct StoredMessageRef<'a> {
+    /// The recipient (unvalidated).
+    pub user_id: &'a str,
+    /// The recipient's seq.
+    pub seq: Seq,
+    /// The message id; validate with [`MessageId::validate`] before use.
+    pub id: &'a str,
+    /// The payload.
+    #[serde(borrow)]
+    pub data: &'a RawValue,
+    /// When it was stored.
+    #[serde(default)]
+    pub created_at_ms: i64,
+}
+
 /// The answer to a push batch.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushBatchResult {
@@ -228,6 +273,37 @@ mod tests {
         assert_eq!(
             format_u64(u64::MAX, &mut buf),
             u64::MAX.to_string().as_bytes()
+        );
+    }
+
+    #[test]
+    fn push_batches_borrow_from_the_body() {
+        let msg = StoredMessage {
+            user_id: UserId::new("alice").unwrap(),
+            seq: 3,
+            id: MessageId::new("m1").unwrap(),
+            data: std::sync::Arc::from(RawValue::from_string("{\"a\":[1]}".into()).unwrap()),
+            created_at_ms: 5,
+        };
+        let owned = PushBatch {
+            items: vec![PushItem {
+                connection_ids: vec![ConnId::new("c1").unwrap(), ConnId::new("c2").unwrap()],
+                message: msg,
+            }],
+        };
+        let body = serde_json::to_vec(&owned).unwrap();
+        let batch: PushBatchRef<'_> = serde_json::from_slice(&body).unwrap();
+        let item = &batch.items[0];
+        assert_eq!(item.connection_ids, ["c1", "c2"]);
+        assert_eq!(
+            (item.message.user_id, item.message.seq, item.message.id),
+            ("alice", 3, "m1")
+        );
+        assert_eq!(item.message.data.get(), "{\"a\":[1]}");
+        let frame = encode_msg_unchecked(item.message.seq, item.message.id, item.message.data);
+        assert_eq!(
+            frame,
+            encode_msg(3, &MessageId::new("m1").unwrap(), item.message.data)
         );
     }
 
