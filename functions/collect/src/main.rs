@@ -6,13 +6,21 @@
 //! `EDGEPUSH_MONGODB_DATABASE` (optional), `EDGEPUSH_REDIS_URL`,
 //! `EDGEPUSH_PUSH_ACCESS_KEY_ID`, `EDGEPUSH_PUSH_SECRET_ACCESS_KEY`,
 //! `EDGEPUSH_PUSH_REGION` (default `us-east-1`), `RUST_LOG` (default `info`).
+//! Any `EDGEPUSH_*` value may be `ssm:/name`, `secretsmanager:<id>` or
+//! `secretsmanager:<id>#<key>`, resolved once here (see
+//! [`edgepush_aws::secrets`]).
 //!
-//! The hand-off is a [`DirectHandoff`]: dispatch runs in this process.
+//! The hand-off ([`HandoffChoice`]): `EDGEPUSH_HANDOFF=sqs` with
+//! `EDGEPUSH_QUEUE_URL` sends stored messages to that SQS queue
+//! ([`SqsHandoff`]); `direct` (the default without a queue URL) runs
+//! dispatch in this process ([`DirectHandoff`]).
 
 use std::sync::Arc;
 
 use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+use edgepush_aws::{AwsSettings, HandoffChoice, SqsHandoff};
 use edgepush_collect::{Collector, Config, handler};
+use edgepush_core::Handoff;
 use edgepush_delivery::sigv4::PushCredential;
 use edgepush_delivery::{HttpPusher, PushClientConfig};
 use edgepush_dispatch::{DirectHandoff, Dispatcher, PushConfig};
@@ -24,11 +32,17 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
-    let config = Config::from_lookup(|name| std::env::var(name).ok())
+    let env = edgepush_aws::resolve_process_env("EDGEPUSH_")
+        .await
+        .inspect_err(|error| tracing::error!(error = %error, "configuration not resolved"))?;
+    let lookup = |name: &str| env.get(name).cloned();
+    let config = Config::from_lookup(lookup)
         .inspect_err(|error| tracing::error!(error = %error, "invalid configuration"))?;
-    tracing::info!(?config, "starting collect");
+    let handoff = HandoffChoice::from_lookup(lookup)
+        .inspect_err(|error| tracing::error!(error = %error, "invalid configuration"))?;
+    tracing::info!(?config, ?handoff, "starting collect");
 
-    let collector = build_collector(config)
+    let collector = build_collector(config, handoff)
         .await
         .inspect_err(|error| tracing::error!(error = %error, "startup failed"))?;
     let collector = &collector;
@@ -40,26 +54,35 @@ async fn main() -> Result<(), Error> {
     .await
 }
 
-/// Connects MongoDB and Redis and builds the in-process dispatcher.
-async fn build_collector(config: Config) -> Result<Collector, Error> {
+/// Connects MongoDB and builds the chosen hand-off.
+async fn build_collector(config: Config, choice: HandoffChoice) -> Result<Collector, Error> {
     let mut mongo = MongoConfig::new(config.mongodb_uri.clone());
     if let Some(database) = config.mongodb_database.clone() {
         mongo.database = database;
     }
     let store = MongoMessageStore::connect(mongo).await?;
 
-    let routes =
-        RedisRouteStore::connect(RedisConfig::new(config.dispatch.redis_url.clone())).await?;
-    let dispatcher = Dispatcher {
-        routes: Arc::new(routes.clone()),
-        nodes: Arc::new(routes),
-        pusher: Arc::new(http_pusher(&config.dispatch.push)?),
+    let handoff: Arc<dyn Handoff> = match choice {
+        HandoffChoice::Sqs(sqs) => {
+            // The SDK's default chain: the function's role, its region.
+            let sdk = AwsSettings::from_lookup(|name| std::env::var(name).ok())
+                .load()
+                .await;
+            Arc::new(SqsHandoff::from_sdk_config(&sdk, sqs))
+        }
+        HandoffChoice::Direct => {
+            let routes =
+                RedisRouteStore::connect(RedisConfig::new(config.dispatch.redis_url.clone()))
+                    .await?;
+            let dispatcher = Dispatcher {
+                routes: Arc::new(routes.clone()),
+                nodes: Arc::new(routes),
+                pusher: Arc::new(http_pusher(&config.dispatch.push)?),
+            };
+            Arc::new(DirectHandoff(Arc::new(dispatcher)))
+        }
     };
-    Ok(Collector::new(
-        Arc::new(store),
-        Arc::new(DirectHandoff(Arc::new(dispatcher))),
-        config.api_keys,
-    ))
+    Ok(Collector::new(Arc::new(store), handoff, config.api_keys))
 }
 
 /// The HTTP push client, signing with the internal credential.

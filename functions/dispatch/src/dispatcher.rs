@@ -1,4 +1,12 @@
 //! Routing and fan-out: from stored messages to one push batch per live node.
+//!
+//! A "node" is anything with a node directory entry: an edge node (its push
+//! API's URL) or an API Gateway WebSocket API stage, registered by the
+//! connections function as the virtual node `apigw-<apiId>-<stage>` with its
+//! management endpoint as the URL. Both get one batch here; the
+//! [`ManagedEdgePusher`](crate::ManagedEdgePusher) posts an API Gateway batch
+//! one connection at a time, and reports `GoneException`s as gone
+//! connections, whose routes are removed below like any other.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

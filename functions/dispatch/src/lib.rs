@@ -17,17 +17,23 @@
 //! - [`DirectHandoff`]: the [`Handoff`](edgepush_core::Handoff) that calls a
 //!   [`Dispatcher`] in-process (dev mode, and collect without a queue).
 //! - [`lambda`]: the Lambda event and handler.
+//! - [`sqs`]: the handler of SQS batches (partial batch failures), and
+//!   [`EventSource`], which of the two handlers `main.rs` serves.
 //! - [`config`]: the typed configuration of the binary, read once at start.
 
+pub mod apigw;
 pub mod config;
 mod dispatcher;
 mod handoff;
 pub mod lambda;
+pub mod sqs;
 
+pub use apigw::{ConnectionPoster, ManagedEdgePusher, PostToConnectionError, SdkConnectionPoster};
 pub use config::{Config, ConfigError, PushConfig};
 pub use dispatcher::{DispatchReport, Dispatcher};
 pub use handoff::DirectHandoff;
 pub use lambda::{DispatchEvent, handler};
+pub use sqs::{EventSource, sqs_handler};
 
 #[cfg(test)]
 mod tests;

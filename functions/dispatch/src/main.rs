@@ -1,15 +1,23 @@
 //! The dispatch Lambda function's entry point: wires configuration, logging
-//! and clients, then serves invocations with [`edgepush_dispatch::handler`].
+//! and clients, then serves SQS batches with
+//! [`edgepush_dispatch::sqs_handler`] or direct invocations with
+//! [`edgepush_dispatch::handler`].
 //!
 //! Environment: `EDGEPUSH_REDIS_URL`, `EDGEPUSH_PUSH_ACCESS_KEY_ID`,
 //! `EDGEPUSH_PUSH_SECRET_ACCESS_KEY`, `EDGEPUSH_PUSH_REGION` (default
-//! `us-east-1`), `RUST_LOG` (default `info`).
+//! `us-east-1`), `EDGEPUSH_DISPATCH_EVENT` (`sqs`, the default, or
+//! `direct`), `RUST_LOG` (default `info`). Any `EDGEPUSH_*` value may be
+//! `ssm:/name`, `secretsmanager:<id>` or `secretsmanager:<id>#<key>`,
+//! resolved once here (see [`edgepush_aws::secrets`]).
 
 use std::sync::Arc;
 
+use aws_lambda_events::sqs::SqsEvent;
 use edgepush_delivery::sigv4::PushCredential;
 use edgepush_delivery::{HttpPusher, PushClientConfig};
-use edgepush_dispatch::{Config, Dispatcher, PushConfig, handler};
+use edgepush_dispatch::{
+    Config, DispatchEvent, Dispatcher, EventSource, PushConfig, handler, sqs_handler,
+};
 use edgepush_redis::{RedisConfig, RedisRouteStore};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use tracing_subscriber::EnvFilter;
@@ -17,20 +25,36 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
-    let config = Config::from_lookup(|name| std::env::var(name).ok())
+    let env = edgepush_aws::resolve_process_env("EDGEPUSH_")
+        .await
+        .inspect_err(|error| tracing::error!(error = %error, "configuration not resolved"))?;
+    let lookup = |name: &str| env.get(name).cloned();
+    let config = Config::from_lookup(lookup)
         .inspect_err(|error| tracing::error!(error = %error, "invalid configuration"))?;
-    tracing::info!(?config, "starting dispatch");
+    let source = EventSource::from_lookup(lookup)
+        .inspect_err(|error| tracing::error!(error = %error, "invalid configuration"))?;
+    tracing::info!(?config, ?source, "starting dispatch");
 
     let dispatcher = build_dispatcher(&config)
         .await
         .inspect_err(|error| tracing::error!(error = %error, "startup failed"))?;
     let dispatcher = &dispatcher;
-    lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<edgepush_dispatch::DispatchEvent>| async move {
-            handler(dispatcher, event).await
-        },
-    ))
-    .await
+    match source {
+        EventSource::Sqs => {
+            lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+                sqs_handler(dispatcher, event).await
+            }))
+            .await
+        }
+        EventSource::Direct => {
+            lambda_runtime::run(service_fn(
+                move |event: LambdaEvent<DispatchEvent>| async move {
+                    handler(dispatcher, event).await
+                },
+            ))
+            .await
+        }
+    }
 }
 
 /// Connects the route store and builds the push client.

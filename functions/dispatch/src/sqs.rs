@@ -1,0 +1,140 @@
+//! The SQS face of dispatch: a handler for the batches an SQS event source
+//! mapping delivers, reporting partial batch failures.
+//!
+//! The event source mapping must have `FunctionResponseTypes =
+//! ["ReportBatchItemFailures"]` (see `infra/`): then only the records named
+//! in [`SqsBatchResponse::batch_item_failures`] return to the queue, and a
+//! record that keeps failing moves to the dead-letter queue after the
+//! queue's `maxReceiveCount`.
+//!
+//! - A record whose body is not stored messages ([`edgepush_aws::body`]) is
+//!   reported alone, and logged: retrying cannot fix it, so it reaches the
+//!   dead-letter queue for a person to look at, without holding up the rest.
+//! - Every valid record is dispatched together (one `routes_of` for the
+//!   whole batch). When the route store fails, every valid record is
+//!   reported, so SQS redelivers them all.
+//! - A failed push to one node is not a failure here: the messages are in
+//!   MongoDB and those connections catch up on resume.
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use edgepush_core::StoredMessage;
+use lambda_runtime::LambdaEvent;
+
+use crate::Dispatcher;
+use crate::lambda::dispatch_messages;
+
+/// Names of the variables read by [`EventSource::from_lookup`].
+pub mod env {
+    /// `sqs` (default) or `direct`.
+    pub const DISPATCH_EVENT: &str = "EDGEPUSH_DISPATCH_EVENT";
+}
+
+/// Which events the dispatch function is invoked with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EventSource {
+    /// SQS batches from the hand-off queue ([`sqs_handler`]); the default.
+    #[default]
+    Sqs,
+    /// Direct invocations with a [`DispatchEvent`](crate::DispatchEvent)
+    /// ([`handler`](crate::handler)).
+    Direct,
+}
+
+/// `EDGEPUSH_DISPATCH_EVENT` is neither `sqs` nor `direct`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("EDGEPUSH_DISPATCH_EVENT must be `sqs` or `direct`, not {0:?}")]
+pub struct UnknownEventSource(pub String);
+
+impl EventSource {
+    /// Reads [`env::DISPATCH_EVENT`] through `lookup`; unset or empty means
+    /// [`EventSource::Sqs`].
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, UnknownEventSource> {
+        let value = lookup(env::DISPATCH_EVENT)
+            .map(|v| v.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        match value.as_str() {
+            "" | "sqs" => Ok(EventSource::Sqs),
+            "direct" => Ok(EventSource::Direct),
+            _ => Err(UnknownEventSource(value)),
+        }
+    }
+}
+
+/// Handles one SQS batch; see the module docs for what is reported failed.
+///
+/// Never returns `Err` for a bad record or a down route store: those are
+/// reported per record, so the records that went through are not redone.
+pub async fn sqs_handler(
+    dispatcher: &Dispatcher,
+    event: LambdaEvent<SqsEvent>,
+) -> Result<SqsBatchResponse, lambda_runtime::Error> {
+    let (payload, context) = event.into_parts();
+    let request_id = context.request_id.as_str();
+    let mut response = SqsBatchResponse::default();
+
+    let mut valid_ids: Vec<String> = Vec::with_capacity(payload.records.len());
+    let mut messages: Vec<StoredMessage> = Vec::new();
+    for record in payload.records {
+        let Some(message_id) = record.message_id.filter(|id| !id.is_empty()) else {
+            // SQS always sets it; without one the record cannot be reported,
+            // and failing the whole batch would redo the valid records.
+            tracing::error!(request_id, "SQS record without a messageId; skipped");
+            continue;
+        };
+        match edgepush_aws::body::decode(record.body.as_deref().unwrap_or_default()) {
+            Ok(batch) => {
+                valid_ids.push(message_id);
+                messages.extend(batch);
+            }
+            Err(error) => {
+                let receive_count = record.attributes.get("ApproximateReceiveCount");
+                tracing::error!(
+                    request_id,
+                    message_id = %message_id,
+                    receive_count = receive_count.map(String::as_str).unwrap_or("?"),
+                    body_bytes = record.body.as_deref().map(str::len).unwrap_or(0),
+                    error = %error,
+                    "SQS record is not stored messages; reported failed (it reaches the dead-letter queue)"
+                );
+                response.add_failure(message_id);
+            }
+        }
+    }
+
+    if !valid_ids.is_empty()
+        && dispatch_messages(dispatcher, request_id, &messages)
+            .await
+            .is_err()
+    {
+        // `dispatch_messages` has logged the route store's error.
+        for id in valid_ids {
+            response.add_failure(id);
+        }
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_source_defaults_to_sqs() {
+        let with = |v: Option<&str>| {
+            EventSource::from_lookup(|name| {
+                assert_eq!(name, env::DISPATCH_EVENT);
+                v.map(str::to_owned)
+            })
+        };
+        assert_eq!(with(None), Ok(EventSource::Sqs));
+        assert_eq!(with(Some(" ")), Ok(EventSource::Sqs));
+        assert_eq!(with(Some("SQS")), Ok(EventSource::Sqs));
+        assert_eq!(with(Some("direct")), Ok(EventSource::Direct));
+        assert_eq!(
+            with(Some("kinesis")),
+            Err(UnknownEventSource("kinesis".into()))
+        );
+    }
+}

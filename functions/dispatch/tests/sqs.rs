@@ -1,0 +1,347 @@
+//! The SQS handler: partial batch failures with a real SQS event payload,
+//! and the whole path collect -> SQS -> dispatch through a real SQS
+//! emulator (`EDGEPUSH_TEST_AWS_ENDPOINT`, from `scripts/start-localstack`).
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
+use edgepush_aws::{AwsSettings, SqsHandoff, SqsHandoffConfig};
+use edgepush_core::memory::MemoryRouteStore;
+use edgepush_core::protocol::PushItem;
+use edgepush_core::{
+    ConnId, Handoff, MessageId, NodeDirectory, NodeId, PushError, PushReport, Pusher, RouteError,
+    RouteStore, StoredMessage, UserId,
+};
+use edgepush_dispatch::{Dispatcher, sqs_handler};
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::value::RawValue;
+
+const FIXTURE: &str = include_str!("fixtures/sqs-event.json");
+const MALFORMED_ID: &str = "5f3c9a8e-0b1d-4c2e-9f7a-3d6b8e1a2c4f";
+
+/// Records every push; every connection is live.
+#[derive(Default)]
+struct RecordingPusher {
+    items: Mutex<Vec<(String, PushItem)>>,
+}
+
+impl RecordingPusher {
+    /// (user, seq, message id, push URL) of every item pushed, sorted.
+    fn pushed(&self) -> Vec<(String, u64, String, String)> {
+        let items = self.items.lock().expect("recording lock");
+        let mut out: Vec<_> = items
+            .iter()
+            .map(|(url, item)| {
+                (
+                    item.message.user_id.to_string(),
+                    item.message.seq,
+                    item.message.id.to_string(),
+                    url.clone(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+#[async_trait]
+impl Pusher for RecordingPusher {
+    async fn push(&self, push_url: &str, items: Vec<PushItem>) -> Result<PushReport, PushError> {
+        let delivered = items.iter().map(|i| i.connection_ids.len() as u64).sum();
+        self.items
+            .lock()
+            .expect("recording lock")
+            .extend(items.into_iter().map(|i| (push_url.to_owned(), i)));
+        Ok(PushReport {
+            delivered,
+            gone: Vec::new(),
+        })
+    }
+}
+
+/// A route store that counts `routes_of` calls, or is down.
+struct Routes {
+    inner: Arc<MemoryRouteStore>,
+    routes_of_calls: AtomicUsize,
+    down: bool,
+}
+
+impl Routes {
+    fn check(&self) -> Result<(), RouteError> {
+        if self.down {
+            Err(RouteError::Unavailable("connection refused".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl RouteStore for Routes {
+    async fn add_route(&self, u: &UserId, c: &ConnId, n: &NodeId) -> Result<(), RouteError> {
+        self.check()?;
+        self.inner.add_route(u, c, n).await
+    }
+    async fn add_routes(&self, r: &[(UserId, ConnId)], n: &NodeId) -> Result<(), RouteError> {
+        self.check()?;
+        self.inner.add_routes(r, n).await
+    }
+    async fn remove_routes(&self, r: &[(UserId, ConnId)]) -> Result<(), RouteError> {
+        self.check()?;
+        self.inner.remove_routes(r).await
+    }
+    async fn routes_of(&self, users: &[UserId]) -> Result<Vec<Vec<(ConnId, NodeId)>>, RouteError> {
+        self.routes_of_calls.fetch_add(1, Ordering::SeqCst);
+        self.check()?;
+        self.inner.routes_of(users).await
+    }
+    async fn ping(&self) -> Result<(), RouteError> {
+        self.check()
+    }
+}
+
+fn user(s: &str) -> UserId {
+    UserId::new(s).expect("valid user id")
+}
+
+/// alice on n1 (a1), bob on n2 (b1); both nodes live.
+async fn world(down: bool) -> anyhow::Result<(Dispatcher, Arc<Routes>, Arc<RecordingPusher>)> {
+    let memory = Arc::new(MemoryRouteStore::new());
+    let ttl = Duration::from_secs(600);
+    memory
+        .heartbeat(&NodeId::new("n1")?, "http://n1", ttl)
+        .await?;
+    memory
+        .heartbeat(&NodeId::new("n2")?, "http://n2", ttl)
+        .await?;
+    memory
+        .add_route(&user("alice"), &ConnId::new("a1")?, &NodeId::new("n1")?)
+        .await?;
+    memory
+        .add_route(&user("bob"), &ConnId::new("b1")?, &NodeId::new("n2")?)
+        .await?;
+    let routes = Arc::new(Routes {
+        inner: memory.clone(),
+        routes_of_calls: AtomicUsize::new(0),
+        down,
+    });
+    let pusher = Arc::new(RecordingPusher::default());
+    let dispatcher = Dispatcher {
+        routes: routes.clone(),
+        nodes: memory,
+        pusher: pusher.clone(),
+    };
+    Ok((dispatcher, routes, pusher))
+}
+
+fn failures(response: &aws_lambda_events::sqs::SqsBatchResponse) -> BTreeSet<String> {
+    response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect()
+}
+
+fn s(v: &str) -> String {
+    v.to_owned()
+}
+
+#[tokio::test]
+async fn a_malformed_record_fails_alone_and_the_rest_is_dispatched() -> anyhow::Result<()> {
+    let (dispatcher, routes, pusher) = world(false).await?;
+    let event: SqsEvent = serde_json::from_str(FIXTURE)?;
+    assert_eq!(event.records.len(), 3);
+
+    let response = sqs_handler(&dispatcher, LambdaEvent::new(event, Context::default()))
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+
+    assert_eq!(response.batch_item_failures.len(), 1);
+    assert_eq!(failures(&response), BTreeSet::from([s(MALFORMED_ID)]));
+    assert_eq!(
+        pusher.pushed(),
+        [
+            (s("alice"), 1, s("m-100"), s("http://n1")),
+            (s("alice"), 2, s("m-102"), s("http://n1")),
+            (s("bob"), 4, s("m-100"), s("http://n2")),
+        ],
+        "both valid records (an array body and a single-object body) were dispatched"
+    );
+    assert_eq!(
+        routes.routes_of_calls.load(Ordering::SeqCst),
+        1,
+        "one routes_of for the whole batch"
+    );
+    // The answer Lambda reads back: camelCase field names.
+    let json = serde_json::to_value(&response)?;
+    assert_eq!(
+        json["batchItemFailures"][0]["itemIdentifier"],
+        serde_json::json!(MALFORMED_ID)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn route_store_down_fails_every_record() -> anyhow::Result<()> {
+    let (dispatcher, _, pusher) = world(true).await?;
+    let event: SqsEvent = serde_json::from_str(FIXTURE)?;
+    let all: BTreeSet<String> = event
+        .records
+        .iter()
+        .filter_map(|r| r.message_id.clone())
+        .collect();
+
+    let response = sqs_handler(&dispatcher, LambdaEvent::new(event, Context::default()))
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+
+    assert_eq!(
+        failures(&response),
+        all,
+        "every record returns to the queue"
+    );
+    assert_eq!(
+        response.batch_item_failures.len(),
+        3,
+        "each record is reported once"
+    );
+    assert!(pusher.pushed().is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_all_valid_batch_reports_no_failure() -> anyhow::Result<()> {
+    let (dispatcher, _, pusher) = world(false).await?;
+    let mut event: SqsEvent = serde_json::from_str(FIXTURE)?;
+    event
+        .records
+        .retain(|r| r.message_id.as_deref() != Some(MALFORMED_ID));
+
+    let response = sqs_handler(&dispatcher, LambdaEvent::new(event, Context::default()))
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(pusher.pushed().len(), 3);
+    Ok(())
+}
+
+fn stored(to: &str, seq: u64) -> anyhow::Result<StoredMessage> {
+    Ok(StoredMessage {
+        user_id: user(to),
+        seq,
+        id: MessageId::new(format!("m-{seq}"))?,
+        data: Arc::from(RawValue::from_string(format!(r#"{{"n":{seq}}}"#))?),
+        created_at_ms: 1_767_225_600_000,
+    })
+}
+
+/// The emulator's URL; fails the test clearly when it is not set.
+fn aws_endpoint() -> String {
+    match std::env::var("EDGEPUSH_TEST_AWS_ENDPOINT") {
+        Ok(url) if !url.trim().is_empty() => url.trim().to_owned(),
+        _ => panic!(
+            "set EDGEPUSH_TEST_AWS_ENDPOINT to an AWS emulator (LocalStack or moto), \
+             e.g. from `scripts/start-localstack`, or run scripts/test"
+        ),
+    }
+}
+
+#[tokio::test]
+async fn collect_to_sqs_to_dispatch_end_to_end() -> anyhow::Result<()> {
+    let config = AwsSettings::for_endpoint(aws_endpoint()).load().await;
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let name = format!(
+        "edgepush-e2e-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos()
+    );
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(&name)
+        .send()
+        .await?
+        .queue_url()
+        .context("no queue URL")?
+        .to_owned();
+
+    // Collect's side: 12 copies for two users, one SQS message per copy,
+    // plus one garbage message put there by hand.
+    let sent: Vec<StoredMessage> = (1..=12)
+        .map(|seq| stored(if seq % 2 == 0 { "alice" } else { "bob" }, seq))
+        .collect::<anyhow::Result<_>>()?;
+    let handoff = SqsHandoff::new(
+        sqs.clone(),
+        SqsHandoffConfig {
+            max_messages_per_body: 1,
+            ..SqsHandoffConfig::new(&queue_url)
+        },
+    );
+    handoff.ready().await?;
+    handoff.hand_off(&sent).await?;
+    let garbage_id = sqs
+        .send_message()
+        .queue_url(&queue_url)
+        .message_body("this is not a stored message")
+        .send()
+        .await?
+        .message_id()
+        .context("no message id")?
+        .to_owned();
+
+    // What the event source mapping does: receive, and hand the records to
+    // the function as an SqsEvent.
+    let mut records: Vec<SqsMessage> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while records.len() < 13 && tokio::time::Instant::now() < deadline {
+        let out = sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await?;
+        for m in out.messages() {
+            let mut record = SqsMessage::default();
+            record.message_id = m.message_id().map(str::to_owned);
+            record.receipt_handle = m.receipt_handle().map(str::to_owned);
+            record.body = m.body().map(str::to_owned);
+            record.md5_of_body = m.md5_of_body().map(str::to_owned);
+            record.event_source = Some("aws:sqs".to_owned());
+            record.event_source_arn = Some(format!("arn:aws:sqs:us-east-1:000000000000:{name}"));
+            record.aws_region = Some("us-east-1".to_owned());
+            records.push(record);
+        }
+    }
+    assert_eq!(records.len(), 13, "12 hand-off messages and the garbage");
+    let mut event = SqsEvent::default();
+    event.records = records;
+
+    let (dispatcher, routes, pusher) = world(false).await?;
+    let response = sqs_handler(&dispatcher, LambdaEvent::new(event, Context::default()))
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+
+    assert_eq!(failures(&response), BTreeSet::from([garbage_id]));
+    let pushed: BTreeSet<(String, u64)> = pusher
+        .pushed()
+        .into_iter()
+        .map(|(user, seq, _, _)| (user, seq))
+        .collect();
+    let want: BTreeSet<(String, u64)> = sent
+        .iter()
+        .map(|m| (m.user_id.to_string(), m.seq))
+        .collect();
+    assert_eq!(pushed, want, "every handed-off message reached the pusher");
+    assert_eq!(routes.routes_of_calls.load(Ordering::SeqCst), 1);
+
+    sqs.delete_queue().queue_url(&queue_url).send().await?;
+    Ok(())
+}
