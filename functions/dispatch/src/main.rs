@@ -16,7 +16,8 @@ use aws_lambda_events::sqs::SqsEvent;
 use edgepush_delivery::sigv4::PushCredential;
 use edgepush_delivery::{HttpPusher, PushClientConfig};
 use edgepush_dispatch::{
-    Config, DispatchEvent, Dispatcher, EventSource, PushConfig, handler, sqs_handler,
+    Config, DispatchEvent, Dispatcher, EventSource, ManagedEdgePusher, PushConfig,
+    SdkConnectionPoster, handler, sqs_handler,
 };
 use edgepush_redis::{RedisConfig, RedisRouteStore};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
@@ -57,13 +58,19 @@ async fn main() -> Result<(), Error> {
     }
 }
 
-/// Connects the route store and builds the push client.
+/// Connects the route store and builds the push client: edge nodes get
+/// signed batches, API Gateway WebSocket connections (managed edge) get
+/// `PostToConnection` with the function's own AWS credentials.
 async fn build_dispatcher(config: &Config) -> Result<Dispatcher, Error> {
     let routes = RedisRouteStore::connect(RedisConfig::new(config.redis_url.clone())).await?;
+    let pusher = ManagedEdgePusher::new(
+        Arc::new(http_pusher(&config.push)?),
+        Arc::new(SdkConnectionPoster::from_env().await),
+    );
     Ok(Dispatcher {
         routes: Arc::new(routes.clone()),
         nodes: Arc::new(routes),
-        pusher: Arc::new(http_pusher(&config.push)?),
+        pusher: Arc::new(pusher),
     })
 }
 
