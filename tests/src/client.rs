@@ -235,6 +235,11 @@ impl WsClient {
             .context("sending an ack")
     }
 
+    /// Sends any frame as is (for protocol-violation tests).
+    pub async fn send_raw(&mut self, frame: Message) -> anyhow::Result<()> {
+        self.ws.send(frame).await.context("sending a frame")
+    }
+
     /// Waits (bounded) for the server to close the connection; returns the
     /// close code (`None` when it closed without a close frame). Messages
     /// that arrive first are skipped.
