@@ -1,0 +1,330 @@
+//! The functions built and run by cargo lambda, the way their users run them:
+//! `cargo lambda watch` compiles a function and serves it under a local
+//! Lambda Runtime API; the test invokes it through the Invoke API
+//! (`POST /2015-03-31/functions/<name>/invocations`) and through its function
+//! URL (`/lambda-url/<name>/...`) with real event payloads.
+//!
+//! Needs `cargo-lambda`: `EDGEPUSH_CARGO_LAMBDA` (path of the binary), or
+//! `cargo-lambda` on PATH (`scripts/install-python-tools` prints the venv's
+//! bin dir; `scripts/test` puts it on PATH). The collect test also needs
+//! `EDGEPUSH_TEST_MONGODB_URI` and `EDGEPUSH_TEST_REDIS_URL`.
+//!
+//! Watch compiles a function on start, which takes minutes on a cold target
+//! directory: every wait below is generous and bounded, and nothing asserts
+//! a duration.
+
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result, bail};
+use edgepush_auth::{Claims, mint_hs256};
+use serde_json::{Value, json};
+
+/// How long a watcher may take to compile and start a function.
+const STARTUP: Duration = Duration::from_secs(20 * 60);
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("infra/check is two levels below the workspace root")
+        .to_owned()
+}
+
+/// The cargo-lambda binary: `EDGEPUSH_CARGO_LAMBDA`, else `cargo-lambda` on PATH.
+fn cargo_lambda() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("EDGEPUSH_CARGO_LAMBDA") {
+        let path = PathBuf::from(path);
+        if path.is_file() {
+            return Ok(path);
+        }
+        bail!("EDGEPUSH_CARGO_LAMBDA={} is not a file", path.display());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("cargo-lambda"))
+        .find(|candidate| candidate.is_file())
+        .context(
+            "cargo-lambda not found: set EDGEPUSH_CARGO_LAMBDA, or put the output of \
+             scripts/install-python-tools on PATH, or run scripts/test",
+        )
+}
+
+fn required_env(name: &str) -> Result<String> {
+    std::env::var(name).with_context(|| format!("set {name}, or run scripts/test"))
+}
+
+/// A name nobody else uses: tests run in parallel, runs share servers.
+fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{prefix}_{}_{nanos}", std::process::id())
+}
+
+fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("bind an ephemeral port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// A running `cargo lambda watch`, in its own process group so that the
+/// watcher, cargo and the function process all stop together on drop.
+struct Watcher {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Watcher {
+    /// Starts `cargo lambda watch -p <package>` on a free loopback port, with
+    /// `env` for the function, and waits until its Runtime API accepts
+    /// connections.
+    fn start(package: &str, env: &[(&str, String)]) -> Result<Self> {
+        let binary = cargo_lambda()?;
+        let log = std::env::temp_dir().join(format!("{}.log", unique(&format!("watch-{package}"))));
+        let mut last_error = None;
+        for _ in 0..3 {
+            let port = free_port()?;
+            let out = File::create(&log).with_context(|| format!("create {}", log.display()))?;
+            let err = out.try_clone()?;
+            let mut command = Command::new(&binary);
+            command
+                .args(["lambda", "watch", "-A", "127.0.0.1", "-P"])
+                .arg(port.to_string())
+                .args(["-p", package])
+                // Other work in the tree must not restart the function mid-test.
+                .arg("--ignore-changes")
+                .current_dir(workspace_root())
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err);
+            for (key, value) in env {
+                command.env(key, value);
+            }
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
+            let child = command
+                .spawn()
+                .with_context(|| format!("spawn {}", binary.display()))?;
+            let mut watcher = Watcher {
+                child,
+                port,
+                log: log.clone(),
+            };
+            match watcher.wait_listening() {
+                Ok(()) => return Ok(watcher),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("cargo lambda watch did not start")))
+    }
+
+    fn wait_listening(&mut self) -> Result<()> {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "cargo lambda watch exited ({status}) before listening:\n{}",
+                    self.log_text()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "cargo lambda watch did not listen on {addr}:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a request until the function answers: the first one waits for
+    /// the compilation (at most [`STARTUP`]). Transport errors are retried
+    /// until then, 5xx answers (a function failing its cold start) 30 times.
+    async fn send(&mut self, request: reqwest::RequestBuilder) -> Result<(u16, Value)> {
+        let deadline = Instant::now() + STARTUP;
+        let mut server_errors = 0;
+        loop {
+            let pending = request
+                .try_clone()
+                .context("request is cloneable")?
+                .timeout(STARTUP)
+                .send();
+            // A function that does not compile never answers: stop at the
+            // compiler's error instead of waiting out STARTUP.
+            let attempt = tokio::select! {
+                attempt = pending => attempt,
+                () = build_failed(&self.log) => {
+                    bail!("the function does not compile:\n{}", self.log_text())
+                }
+            };
+            match attempt {
+                Ok(response) if !response.status().is_server_error() => {
+                    let status = response.status().as_u16();
+                    let text = response.text().await?;
+                    let body = serde_json::from_str(&text)
+                        .with_context(|| format!("status {status}, body is not JSON: {text}"))?;
+                    return Ok((status, body));
+                }
+                Ok(response) => {
+                    let status = response.status();
+                    let text = response.text().await.unwrap_or_default();
+                    server_errors += 1;
+                    if server_errors >= 30 || Instant::now() > deadline {
+                        bail!("still {status}: {text}\nwatch log:\n{}", self.log_text());
+                    }
+                }
+                Err(e) if Instant::now() > deadline => {
+                    bail!("{e}\nwatch log:\n{}", self.log_text())
+                }
+                Err(_) => {}
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("cargo lambda watch exited ({status}):\n{}", self.log_text());
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// Resolves once the watcher's log shows a compilation error.
+async fn build_failed(log: &Path) {
+    loop {
+        let text = tokio::fs::read_to_string(log).await.unwrap_or_default();
+        if text.contains("error: could not compile") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        // The whole group: cargo-lambda, the cargo it runs and the function.
+        let group = format!("-{}", self.child.id());
+        let kill = |signal: &str| {
+            let _ = Command::new("kill")
+                .args([signal, "--", &group])
+                .stderr(Stdio::null())
+                .status();
+        };
+        kill("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        kill("-KILL");
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_under_cargo_lambda_watch_answers_the_invoke_api() -> Result<()> {
+    let secret = unique("watch-secret-0123456789");
+    let mut watcher = Watcher::start(
+        "edgepush-auth-fn",
+        &[
+            ("EDGEPUSH_JWT_ALG", "HS256".to_owned()),
+            ("EDGEPUSH_JWT_SECRET", secret.clone()),
+            ("RUST_LOG", "info".to_owned()),
+        ],
+    )?;
+    let http = reqwest::Client::new();
+    let invoke = watcher.url("/2015-03-31/functions/auth/invocations");
+
+    let user = unique("watch-user");
+    let token = mint_hs256(
+        secret.as_bytes(),
+        &Claims::new(user.clone(), Duration::from_secs(600)),
+    );
+    let (status, body) = watcher
+        .send(http.post(&invoke).json(&json!({ "token": token })))
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["ok"], json!(true), "{body}");
+    assert_eq!(body["user_id"], json!(user), "{body}");
+
+    // Signed with another secret: refused, as an answer (not a function error).
+    let forged = mint_hs256(
+        b"another-secret-0123456789",
+        &Claims::new(user, Duration::from_secs(600)),
+    );
+    let (status, body) = watcher
+        .send(http.post(&invoke).json(&json!({ "token": forged })))
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["ok"], json!(false), "{body}");
+    assert_eq!(body["error"]["code"], json!("invalid"), "{body}");
+
+    let (_, body) = watcher
+        .send(http.post(&invoke).json(&json!({ "token": "not-a-jwt" })))
+        .await?;
+    assert_eq!(body["ok"], json!(false), "{body}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collect_under_cargo_lambda_watch_answers_its_function_url() -> Result<()> {
+    let mongodb_uri = required_env("EDGEPUSH_TEST_MONGODB_URI")?;
+    let redis_url = required_env("EDGEPUSH_TEST_REDIS_URL")?;
+    let api_key = unique("watch-key");
+    let mut watcher = Watcher::start(
+        "edgepush-collect",
+        &[
+            ("EDGEPUSH_API_KEYS", format!("watch-test:{api_key}")),
+            ("EDGEPUSH_MONGODB_URI", mongodb_uri),
+            ("EDGEPUSH_MONGODB_DATABASE", unique("infra_watch")),
+            ("EDGEPUSH_REDIS_URL", redis_url),
+            ("EDGEPUSH_PUSH_ACCESS_KEY_ID", "watch-push".to_owned()),
+            (
+                "EDGEPUSH_PUSH_SECRET_ACCESS_KEY",
+                unique("watch-push-secret"),
+            ),
+            ("RUST_LOG", "info".to_owned()),
+        ],
+    )?;
+    let http = reqwest::Client::new();
+    let url = watcher.url("/lambda-url/collect/v1/messages");
+    let user = unique("watch-recipient");
+    let message = json!({ "to": [user], "data": { "hello": "from cargo lambda watch" } });
+
+    let (status, body) = watcher.send(http.post(&url).json(&message)).await?;
+    assert_eq!(status, 401, "no API key must be refused: {body}");
+
+    let (status, body) = watcher
+        .send(http.post(&url).bearer_auth(&api_key).json(&message))
+        .await?;
+    assert_eq!(status, 202, "{body}");
+    let accepted = &body["messages"][0];
+    assert_eq!(accepted["user_id"], json!(user), "{body}");
+    assert_eq!(
+        accepted["seq"],
+        json!(1),
+        "a fresh user's first message: {body}"
+    );
+
+    let (status, body) = watcher
+        .send(http.post(&url).bearer_auth("wrong-key").json(&message))
+        .await?;
+    assert_eq!(status, 401, "a wrong key must be refused: {body}");
+    Ok(())
+}

@@ -1,0 +1,126 @@
+# Optional managed edge: an API Gateway WebSocket API holding client sockets
+# instead of (or next to) the self-hosted edge nodes.
+#
+#   $connect     REQUEST authorizer = the auth function, then connections
+#                (records the connection id as a route in Redis)
+#   $disconnect  connections (removes the route)
+#   $default     connections (client frames, e.g. acks)
+#
+# Dispatch pushes with PostToConnection on
+# https://<id>.execute-api.<region>.amazonaws.com/<stage>/@connections/<id>,
+# the same aws-sdk-apigatewaymanagement client it points at edge nodes.
+
+terraform {
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = ">= 5.40, < 6.0"
+    }
+  }
+}
+
+resource "aws_apigatewayv2_api" "this" {
+  name                       = var.name
+  protocol_type              = "WEBSOCKET"
+  description                = "edgepush managed edge"
+  route_selection_expression = "$request.body.type"
+
+  tags = var.tags
+}
+
+resource "aws_apigatewayv2_authorizer" "auth" {
+  api_id           = aws_apigatewayv2_api.this.id
+  name             = "${var.name}-auth"
+  authorizer_type  = "REQUEST"
+  authorizer_uri   = var.auth_invoke_arn
+  identity_sources = var.identity_sources
+}
+
+resource "aws_apigatewayv2_integration" "connections" {
+  api_id                    = aws_apigatewayv2_api.this.id
+  integration_type          = "AWS_PROXY"
+  integration_uri           = var.connections_invoke_arn
+  integration_method        = "POST"
+  content_handling_strategy = "CONVERT_TO_TEXT"
+  passthrough_behavior      = "WHEN_NO_MATCH"
+}
+
+resource "aws_apigatewayv2_route" "connect" {
+  api_id             = aws_apigatewayv2_api.this.id
+  route_key          = "$connect"
+  authorization_type = "CUSTOM"
+  authorizer_id      = aws_apigatewayv2_authorizer.auth.id
+  target             = "integrations/${aws_apigatewayv2_integration.connections.id}"
+}
+
+resource "aws_apigatewayv2_route" "disconnect" {
+  api_id    = aws_apigatewayv2_api.this.id
+  route_key = "$disconnect"
+  target    = "integrations/${aws_apigatewayv2_integration.connections.id}"
+}
+
+resource "aws_apigatewayv2_route" "default" {
+  api_id    = aws_apigatewayv2_api.this.id
+  route_key = "$default"
+  target    = "integrations/${aws_apigatewayv2_integration.connections.id}"
+}
+
+resource "aws_cloudwatch_log_group" "access" {
+  name              = "/aws/apigateway/${var.name}"
+  retention_in_days = var.log_retention_days
+
+  tags = var.tags
+}
+
+resource "aws_apigatewayv2_stage" "this" {
+  api_id      = aws_apigatewayv2_api.this.id
+  name        = var.stage_name
+  auto_deploy = true
+
+  default_route_settings {
+    throttling_burst_limit = var.throttling_burst_limit
+    throttling_rate_limit  = var.throttling_rate_limit
+  }
+
+  access_log_settings {
+    destination_arn = aws_cloudwatch_log_group.access.arn
+    format = jsonencode({
+      requestId    = "$context.requestId"
+      ip           = "$context.identity.sourceIp"
+      requestTime  = "$context.requestTime"
+      routeKey     = "$context.routeKey"
+      eventType    = "$context.eventType"
+      connectionId = "$context.connectionId"
+      status       = "$context.status"
+      authorizer   = "$context.authorizer.error"
+      integration  = "$context.integrationErrorMessage"
+    })
+  }
+
+  tags = var.tags
+
+  # A stage deploys the routes that exist when it is created.
+  depends_on = [
+    aws_apigatewayv2_route.connect,
+    aws_apigatewayv2_route.disconnect,
+    aws_apigatewayv2_route.default,
+  ]
+}
+
+# API Gateway may call auth as this API's authorizer only.
+resource "aws_lambda_permission" "auth" {
+  statement_id  = "AllowWebSocketAuthorizer"
+  action        = "lambda:InvokeFunction"
+  function_name = var.auth_function_name
+  principal     = "apigateway.amazonaws.com"
+  source_arn    = "${aws_apigatewayv2_api.this.execution_arn}/authorizers/${aws_apigatewayv2_authorizer.auth.id}"
+}
+
+# API Gateway may call connections for this API's routes only.
+resource "aws_lambda_permission" "connections" {
+  statement_id  = "AllowWebSocketRoutes"
+  action        = "lambda:InvokeFunction"
+  function_name = var.connections_function_name
+  principal     = "apigateway.amazonaws.com"
+  source_arn    = "${aws_apigatewayv2_api.this.execution_arn}/*"
+}

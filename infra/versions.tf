@@ -1,0 +1,29 @@
+# Terraform and provider versions of the edgepush stack.
+#
+# State: local by default. For a team, configure a remote backend in a
+# `backend.tf` next to this file (see infra/README.md), for example S3 with
+# DynamoDB locking.
+
+terraform {
+  required_version = ">= 1.5.0"
+
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = "~> 5.40"
+    }
+    # Generates the secrets nobody supplied (JWT secret, push secret, API key).
+    random = {
+      source  = "hashicorp/random"
+      version = "~> 3.6"
+    }
+  }
+}
+
+provider "aws" {
+  region = var.aws_region
+
+  default_tags {
+    tags = merge({ Project = var.project, Environment = var.environment }, var.tags)
+  }
+}
