@@ -328,7 +328,14 @@ mod tests {
             routes.heartbeat(&n, "http://x", ttl).await.unwrap(),
             Heartbeat::Refreshed
         );
-        assert_eq!(routes.live_nodes(std::slice::from_ref(&n)).await.unwrap().len(), 1);
+        assert_eq!(
+            routes
+                .live_nodes(std::slice::from_ref(&n))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert!(routes.live_nodes(&[n]).await.unwrap().is_empty());
     }
