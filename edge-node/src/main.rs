@@ -114,8 +114,19 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Runs one edge node configured from `EDGEPUSH_*` variables.
+///
+/// Any of them may be `ssm:/name`, `secretsmanager:<id>` or
+/// `secretsmanager:<id>#<key>` (the push credential, the JWT keys, the
+/// Redis/MongoDB URLs with their passwords): they are resolved once, here,
+/// and everything below reads the resolved map. With only literal values
+/// `resolve_process_env` returns them as they are without building an AWS
+/// client, so a local run needs no credentials and makes no AWS call.
 async fn serve() -> anyhow::Result<()> {
-    let env = |k: &str| std::env::var(k).ok();
+    let resolved = edgepush_aws::resolve_process_env("EDGEPUSH_")
+        .await
+        .context("resolving ssm:/secretsmanager: configuration values")?;
+    let env = |k: &str| resolved.get(k).cloned();
     let config = NodeConfig::from_lookup(&env).context("configuration")?;
     let redis_url = env("EDGEPUSH_REDIS_URL").context("EDGEPUSH_REDIS_URL must be set")?;
     let mongodb_uri = env("EDGEPUSH_MONGODB_URI").context("EDGEPUSH_MONGODB_URI must be set")?;

@@ -1,10 +1,15 @@
 //! The `auth` Lambda binary: reads the verifier config from the environment
-//! once per cold start, then serves invocations with [`handler`].
+//! once per cold start, then serves invocations with [`dispatch`]: the
+//! `{"token"}` contract and API Gateway authorizer events alike.
+//!
+//! Any `EDGEPUSH_*` value may be `ssm:/name`, `secretsmanager:<id>` or
+//! `secretsmanager:<id>#<key>`, resolved once here (see
+//! [`edgepush_aws::secrets`]); with only literal values nothing calls AWS.
 
 use std::sync::Arc;
 
 use edgepush_auth::{AuthConfig, JwtVerifier};
-use edgepush_auth_fn::{AuthRequest, handler};
+use edgepush_auth_fn::dispatch;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use tracing_subscriber::EnvFilter;
 
@@ -22,9 +27,13 @@ async fn main() -> Result<(), Error> {
         .with_current_span(false)
         .init();
 
+    let env = edgepush_aws::resolve_process_env("EDGEPUSH_")
+        .await
+        .inspect_err(|error| tracing::error!(error = %error, "configuration not resolved"))?;
+
     // A bad config fails the cold start loudly instead of refusing every
     // token later.
-    let verifier = match AuthConfig::from_lookup(|k| std::env::var(k).ok()).and_then(|config| {
+    let verifier = match AuthConfig::from_lookup(|k| env.get(k).cloned()).and_then(|config| {
         tracing::info!(config = ?config, "auth function starting");
         JwtVerifier::new(config)
     }) {
@@ -35,9 +44,9 @@ async fn main() -> Result<(), Error> {
         }
     };
 
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<AuthRequest>| {
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
         let verifier = Arc::clone(&verifier);
-        async move { handler(verifier.as_ref(), event).await }
+        async move { dispatch(verifier.as_ref(), event).await }
     }))
     .await
 }
