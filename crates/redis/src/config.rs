@@ -13,12 +13,28 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default bound on establishing a connection.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Why an `EDGEPUSH_REDIS_CLUSTER`-style flag was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Redis cluster flag must be one of 1, true, yes, on, 0, false, no, off or empty: {0:?}")]
+pub struct BadClusterFlag(pub String);
+
 /// How to reach Redis and how to lay out and bound the work done there.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisConfig {
     /// `redis://[user:password@]host:port[/db]` (or `rediss://`). May hold a
     /// password, so [`fmt::Debug`] redacts it.
+    ///
+    /// In [cluster](Self::cluster) mode: one or more seed nodes separated by
+    /// commas (`redis://a:6379,redis://b:6379`); the rest of the cluster is
+    /// discovered from them, so an ElastiCache configuration endpoint alone
+    /// suffices. A comma inside a password must be written `%2C`.
     pub url: String,
+    /// Whether [`url`](Self::url) names a Redis Cluster (ElastiCache in
+    /// cluster mode) rather than one server. A cluster needs a client that
+    /// follows the slot map and `MOVED` redirects, and pipelines that never
+    /// mix slots; a single server accepts neither `CLUSTER` commands nor
+    /// several seeds.
+    pub cluster: bool,
     /// Prepended to every key (`{prefix}:r:...`, `{prefix}:n:...`) so that
     /// deployments, and tests, sharing one Redis never see each other's keys.
     /// Must not contain `{` or `}`: the hash tag belongs to the user or node.
@@ -42,18 +58,83 @@ impl RedisConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            cluster: false,
             key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
             route_ttl: DEFAULT_ROUTE_TTL,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
     }
+
+    /// A configuration for the Redis Cluster reachable through `seeds` (any
+    /// of its nodes, or its configuration endpoint), every other field at its
+    /// default.
+    pub fn cluster<I, S>(seeds: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let seeds: Vec<String> = seeds.into_iter().map(Into::into).collect();
+        Self {
+            cluster: true,
+            ..Self::new(seeds.join(","))
+        }
+    }
+
+    /// A configuration from the deployment's settings: the Redis URL(s)
+    /// (`EDGEPUSH_REDIS_URL`) and the optional cluster flag
+    /// (`EDGEPUSH_REDIS_CLUSTER`: `1`/`true`/`yes`/`on` for a cluster,
+    /// `0`/`false`/`no`/`off`, empty or absent for a single server).
+    pub fn from_settings(
+        url: impl Into<String>,
+        cluster_flag: Option<&str>,
+    ) -> Result<Self, BadClusterFlag> {
+        Ok(Self {
+            cluster: parse_cluster_flag(cluster_flag.unwrap_or(""))?,
+            ..Self::new(url)
+        })
+    }
+
+    /// The URLs in [`url`](Self::url): one for a single server, the seeds of
+    /// a cluster (empty entries skipped).
+    pub fn urls(&self) -> Vec<&str> {
+        if !self.cluster {
+            return vec![self.url.as_str()];
+        }
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
+
+    /// [`url`](Self::url) with credentials removed, fit for logs.
+    pub fn redacted_url(&self) -> String {
+        if !self.cluster {
+            return redact_url(&self.url);
+        }
+        self.urls()
+            .into_iter()
+            .map(redact_url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// Reads a cluster flag such as `EDGEPUSH_REDIS_CLUSTER`.
+pub fn parse_cluster_flag(value: &str) -> Result<bool, BadClusterFlag> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "" | "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(BadClusterFlag(value.to_owned())),
+    }
 }
 
 impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConfig")
-            .field("url", &redact_url(&self.url))
+            .field("url", &self.redacted_url())
+            .field("cluster", &self.cluster)
             .field("key_prefix", &self.key_prefix)
             .field("route_ttl", &self.route_ttl)
             .field("command_timeout", &self.command_timeout)
@@ -87,6 +168,40 @@ mod tests {
         assert_eq!(c.route_ttl, Duration::from_secs(86_400));
         assert_eq!(c.command_timeout, Duration::from_secs(1));
         assert_eq!(c.connect_timeout, Duration::from_secs(1));
+        assert!(!c.cluster);
+        assert_eq!(c.urls(), vec!["redis://127.0.0.1:6379"]);
+    }
+
+    #[test]
+    fn cluster_seeds() {
+        let c = RedisConfig::cluster(["redis://a:1", "redis://:pw@b:2"]);
+        assert!(c.cluster);
+        assert_eq!(c.url, "redis://a:1,redis://:pw@b:2");
+        assert_eq!(c.urls(), vec!["redis://a:1", "redis://:pw@b:2"]);
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("pw"), "{shown}");
+        assert!(shown.contains("redis://a:1,redis://***@b:2"), "{shown}");
+        // Stray commas and blanks are ignored.
+        let c = RedisConfig::from_settings(" redis://a:1 ,, redis://b:2,", Some("1"))
+            .expect("valid flag");
+        assert_eq!(c.urls(), vec!["redis://a:1", "redis://b:2"]);
+    }
+
+    #[test]
+    fn cluster_flag_parsing() {
+        for yes in ["1", "true", "TRUE", " yes ", "on"] {
+            assert_eq!(parse_cluster_flag(yes), Ok(true), "{yes:?}");
+        }
+        for no in ["", "0", "false", "No", "off"] {
+            assert_eq!(parse_cluster_flag(no), Ok(false), "{no:?}");
+        }
+        assert_eq!(
+            parse_cluster_flag("cluster"),
+            Err(BadClusterFlag("cluster".into()))
+        );
+        let c = RedisConfig::from_settings("redis://h:6379", None).expect("no flag");
+        assert_eq!(c, RedisConfig::new("redis://h:6379"));
+        assert!(RedisConfig::from_settings("redis://h:6379", Some("2")).is_err());
     }
 
     #[test]

@@ -32,6 +32,45 @@ pub fn node_key(prefix: &str, node: &NodeId) -> String {
     format!("{prefix}:n:{{{node}}}")
 }
 
+/// Number of hash slots in a Redis Cluster.
+pub const SLOTS: u16 = 16384;
+
+/// The Redis Cluster hash slot of `key`: CRC16 (XMODEM) of its hash tag (the
+/// text between the first `{` and the next `}`, when not empty) or else of
+/// the whole key, modulo [`SLOTS`]. The store groups pipelined commands by
+/// it, since a cluster refuses a pipeline whose keys span slots. (The
+/// `redis` crate computes the same value but does not export it.)
+pub fn slot(key: &[u8]) -> u16 {
+    let hashed = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            rest.iter()
+                .position(|&b| b == b'}')
+                .map(|close| &rest[..close])
+        })
+        .filter(|tag| !tag.is_empty())
+        .unwrap_or(key);
+    crc16_xmodem(hashed) % SLOTS
+}
+
+/// CRC-16/XMODEM (polynomial 0x1021, initial value 0), as Redis Cluster uses.
+fn crc16_xmodem(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in bytes {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,6 +102,25 @@ mod tests {
     fn route_and_node_keys_never_collide() {
         // A user and a node with the same name get different keys.
         assert_ne!(route_key("ep", &user("x")), node_key("ep", &node("x")));
+    }
+
+    #[test]
+    fn slots_match_redis_cluster() {
+        // The check value of CRC-16/XMODEM, and examples from the Redis
+        // Cluster specification and the redis crate's tests.
+        assert_eq!(crc16_xmodem(b"123456789"), 0x31C3);
+        assert_eq!(slot(b"foo"), 12182);
+        assert_eq!(slot(b"{user1000}.following"), slot(b"{user1000}.followers"));
+        assert_eq!(slot(b"foo{}{bar}"), crc16_xmodem(b"foo{}{bar}") % SLOTS);
+        assert_eq!(slot(b"foo{{bar}}zap"), slot(b"{bar"));
+        assert_eq!(slot(b"foo{bar}{zap}"), slot(b"bar"));
+        assert_eq!(slot(b"{"), crc16_xmodem(b"{") % SLOTS);
+        assert_eq!(slot(b""), 0);
+        // A user's route key lands in the slot of the user id.
+        assert_eq!(
+            slot(route_key("ep", &user("alice")).as_bytes()),
+            slot(b"alice")
+        );
     }
 
     #[test]

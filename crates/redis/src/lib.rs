@@ -26,13 +26,27 @@
 //! - `add_route(s)`: pipelined `HSET` (all of a user's fields at once) +
 //!   `PEXPIRE` per user, at most [`ROUTE_CHUNK`] routes per pipeline.
 //! - `remove_routes`: pipelined `HDEL`, chunked the same way.
-//! - `routes_of`: one pipeline of `HGETALL`s (one round trip).
+//! - `routes_of`: one pipeline of `HGETALL`s (one round trip; on a cluster
+//!   one per slot group, concurrently).
 //! - `heartbeat`: `SET key url XX PX ttl`; on a nil answer (the entry was
 //!   lost) `SET key url PX ttl` and report [`Heartbeat::Recreated`] so the
 //!   node re-registers its routes.
 //! - `live_nodes`: one pipeline of `GET`s (not `MGET`: keys of different
 //!   nodes sit in different cluster slots). `remove_node`: `DEL`.
 //! - `ping`: `PING`.
+//!
+//! # Redis Cluster
+//!
+//! With [`RedisConfig::cluster`] set (`EDGEPUSH_REDIS_CLUSTER=1`, see
+//! [`RedisConfig::from_settings`]) the store talks to a Redis Cluster
+//! (ElastiCache in cluster mode) through the `redis` crate's cluster client,
+//! which follows the slot map and its redirects. That client routes a whole
+//! pipeline by its first key and refuses one whose keys span slots, so the
+//! pipelines above are split by hash slot ([`keys::slot`]) and the parts are
+//! sent concurrently, replies put back in input order: one round trip per
+//! slot group. Single commands are routed by their key; `PING` goes to every
+//! primary. [`RedisConnection`] is the same single-or-cluster handle, for
+//! other users of [`RedisConfig`].
 //!
 //! # Failure behaviour
 //!
@@ -44,8 +58,10 @@
 //! [`Heartbeat::Recreated`]: edgepush_core::ports::Heartbeat::Recreated
 
 pub mod config;
+pub mod connection;
 pub mod keys;
 mod store;
 
-pub use config::RedisConfig;
+pub use config::{BadClusterFlag, RedisConfig};
+pub use connection::RedisConnection;
 pub use store::{ROUTE_CHUNK, RedisRouteStore};

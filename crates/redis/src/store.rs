@@ -9,11 +9,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use edgepush_core::ports::Heartbeat;
 use edgepush_core::{ConnId, NodeDirectory, NodeId, RouteError, RouteStore, UserId};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ErrorKind, RedisError, RedisResult, Value};
+use futures_util::future::try_join_all;
+use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisResult, Value};
 
-use crate::config::{RedisConfig, redact_url};
-use crate::keys::{check_prefix, node_key, route_key};
+use crate::config::RedisConfig;
+use crate::connection::{RedisConnection, map_err};
+use crate::keys::{check_prefix, node_key, route_key, slot};
 
 /// Most routes written or deleted by one pipeline: a node re-registering a
 /// million connections sends many moderate requests rather than one that
@@ -32,14 +33,15 @@ struct Settings {
 /// The Redis backend of [`RouteStore`] and [`NodeDirectory`].
 ///
 /// Cheap to clone: clones share one multiplexed connection (kept alive and
-/// re-established by the `redis` crate's `ConnectionManager`) and one copy of
-/// the settings. Every operation is bounded by
+/// re-established by the `redis` crate's `ConnectionManager`, or its cluster
+/// client on a Redis Cluster) and one copy of the settings. Every operation is bounded by
 /// [`RedisConfig::command_timeout`] and answers [`RouteError::Unavailable`]
 /// while Redis is down or slow; once Redis is back the next operations
 /// reconnect by themselves.
 #[derive(Clone)]
 pub struct RedisRouteStore {
-    conn: ConnectionManager,
+    /// A single server or a cluster; every method works on both.
+    conn: RedisConnection,
     settings: Arc<Settings>,
 }
 
@@ -48,6 +50,7 @@ impl fmt::Debug for RedisRouteStore {
         f.debug_struct("RedisRouteStore")
             .field("url", &self.settings.url)
             .field("prefix", &self.settings.prefix)
+            .field("cluster", &self.conn.is_cluster())
             .finish_non_exhaustive()
     }
 }
@@ -60,36 +63,15 @@ impl RedisRouteStore {
     /// [`RouteError::Backend`] when the configuration itself is wrong (a
     /// malformed URL, a key prefix holding `{` or `}`, refused credentials).
     pub async fn connect(config: RedisConfig) -> Result<Self, RouteError> {
-        let url = redact_url(&config.url);
+        let url = config.redacted_url();
         check_prefix(&config.key_prefix).map_err(|e| RouteError::Backend(e.to_string()))?;
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| RouteError::Backend(format!("invalid Redis URL {url}: {e}")))?;
-        // No retries inside the connection manager: its backoff sleeps for
-        // seconds, during which every caller would wait. Instead a failed
-        // (re)connection fails the operations waiting on it, and the next
-        // operation starts a fresh attempt, so service resumes as soon as
-        // Redis is back.
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(config.connect_timeout)
-            .set_number_of_retries(0);
-        // The handshake after the TCP connect is covered by the connection
-        // timeout too; the outer bound is a safety net.
-        let bound = config.connect_timeout + config.command_timeout;
-        let conn = match tokio::time::timeout(
-            bound,
-            ConnectionManager::new_with_config(client, manager_config),
-        )
-        .await
-        {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return Err(map_err("connect", &url, e)),
-            Err(_) => {
-                return Err(RouteError::Unavailable(format!(
-                    "connect: no connection to Redis at {url} within {bound:?}"
-                )));
-            }
-        };
-        tracing::info!(redis = %url, prefix = %config.key_prefix, "connected to Redis");
+        let conn = RedisConnection::connect(&config).await?;
+        tracing::info!(
+            redis = %url,
+            cluster = config.cluster,
+            prefix = %config.key_prefix,
+            "connected to Redis"
+        );
         let route_ttl_ms = u64::try_from(config.route_ttl.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
@@ -122,6 +104,54 @@ impl RedisRouteStore {
         }
     }
 
+    /// Sends `cmds` pipelined, each with the key it touches, and returns one
+    /// reply per command, in order.
+    ///
+    /// On a single server that is one pipeline (one round trip). A cluster
+    /// refuses a pipeline whose keys span hash slots (the `redis` crate
+    /// routes a whole pipeline by its first key), so there the commands are
+    /// grouped by slot, keeping their order within a group, and the groups'
+    /// pipelines are sent concurrently: one round trip per slot group, all
+    /// in flight at once over the per-node multiplexed connections.
+    async fn pipelined(&self, cmds: Vec<(String, Cmd)>) -> RedisResult<Vec<Value>> {
+        let count = cmds.len();
+        if !self.conn.is_cluster() {
+            let mut pipe = redis::pipe();
+            for (_, cmd) in cmds {
+                pipe.add_command(cmd);
+            }
+            let mut conn = self.conn.clone();
+            let replies: Vec<Value> = pipe.query_async(&mut conn).await?;
+            return check_count(replies, count);
+        }
+        let mut group_of_slot: HashMap<u16, usize> = HashMap::new();
+        let mut groups: Vec<(Pipeline, Vec<usize>)> = Vec::new();
+        for (i, (key, cmd)) in cmds.into_iter().enumerate() {
+            let g = *group_of_slot
+                .entry(slot(key.as_bytes()))
+                .or_insert_with(|| {
+                    groups.push((redis::pipe(), Vec::new()));
+                    groups.len() - 1
+                });
+            groups[g].0.add_command(cmd);
+            groups[g].1.push(i);
+        }
+        let sent = groups.iter().map(|(pipe, positions)| {
+            let mut conn = self.conn.clone();
+            async move {
+                let replies: Vec<Value> = pipe.query_async(&mut conn).await?;
+                Ok::<_, RedisError>((positions, check_count(replies, positions.len())?))
+            }
+        });
+        let mut ordered = vec![Value::Nil; count];
+        for (positions, replies) in try_join_all(sent).await? {
+            for (&i, reply) in positions.iter().zip(replies) {
+                ordered[i] = reply;
+            }
+        }
+        Ok(ordered)
+    }
+
     /// Writes `routes` (all held by `node`) in pipelines of at most
     /// [`ROUTE_CHUNK`] routes: per user one `HSET` of all its fields and one
     /// `PEXPIRE` refreshing the hash's TTL.
@@ -131,22 +161,20 @@ impl RedisRouteStore {
         node: &NodeId,
     ) -> Result<(), RouteError> {
         for chunk in routes.chunks(ROUTE_CHUNK) {
-            let mut pipe = redis::pipe();
+            let mut cmds = Vec::new();
             for (user, conns) in group_by_user(chunk) {
                 let key = route_key(&self.settings.prefix, user);
-                let hset = pipe.cmd("HSET").arg(&key);
+                let mut hset = redis::cmd("HSET");
+                hset.arg(&key);
                 for conn in conns {
                     hset.arg(conn.as_str()).arg(node.as_str());
                 }
-                hset.ignore();
-                pipe.cmd("PEXPIRE")
-                    .arg(&key)
-                    .arg(self.settings.route_ttl_ms)
-                    .ignore();
+                let mut pexpire = redis::cmd("PEXPIRE");
+                pexpire.arg(&key).arg(self.settings.route_ttl_ms);
+                cmds.push((key.clone(), hset));
+                cmds.push((key, pexpire));
             }
-            let mut conn = self.conn.clone();
-            self.bounded("add_routes", pipe.exec_async(&mut conn))
-                .await?;
+            self.bounded("add_routes", self.pipelined(cmds)).await?;
         }
         Ok(())
     }
@@ -175,18 +203,18 @@ impl RouteStore for RedisRouteStore {
     async fn remove_routes(&self, routes: &[(UserId, ConnId)]) -> Result<(), RouteError> {
         for chunk in routes.chunks(ROUTE_CHUNK) {
             let chunk: Vec<(&UserId, &ConnId)> = chunk.iter().map(|(u, c)| (u, c)).collect();
-            let mut pipe = redis::pipe();
+            let mut cmds = Vec::new();
             for (user, conns) in group_by_user(&chunk) {
                 // Redis deletes the hash with its last field.
-                let hdel = pipe.cmd("HDEL").arg(route_key(&self.settings.prefix, user));
+                let key = route_key(&self.settings.prefix, user);
+                let mut hdel = redis::cmd("HDEL");
+                hdel.arg(&key);
                 for conn in conns {
                     hdel.arg(conn.as_str());
                 }
-                hdel.ignore();
+                cmds.push((key, hdel));
             }
-            let mut conn = self.conn.clone();
-            self.bounded("remove_routes", pipe.exec_async(&mut conn))
-                .await?;
+            self.bounded("remove_routes", self.pipelined(cmds)).await?;
         }
         Ok(())
     }
@@ -195,22 +223,16 @@ impl RouteStore for RedisRouteStore {
         if users.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for user in users {
-            pipe.cmd("HGETALL")
-                .arg(route_key(&self.settings.prefix, user));
-        }
-        let mut conn = self.conn.clone();
-        let replies: Vec<Value> = self
-            .bounded("routes_of", pipe.query_async(&mut conn))
-            .await?;
-        if replies.len() != users.len() {
-            return Err(RouteError::Backend(format!(
-                "routes_of: {} replies to {} HGETALLs",
-                replies.len(),
-                users.len()
-            )));
-        }
+        let cmds = users
+            .iter()
+            .map(|user| {
+                let key = route_key(&self.settings.prefix, user);
+                let mut hgetall = redis::cmd("HGETALL");
+                hgetall.arg(&key);
+                (key, hgetall)
+            })
+            .collect();
+        let replies = self.bounded("routes_of", self.pipelined(cmds)).await?;
         users
             .iter()
             .zip(replies)
@@ -273,21 +295,16 @@ impl NodeDirectory for RedisRouteStore {
         }
         // Pipelined GETs rather than one MGET: in a cluster each node key
         // lives in its own slot, and MGET across slots is refused.
-        let mut pipe = redis::pipe();
-        for node in nodes {
-            pipe.cmd("GET").arg(node_key(&self.settings.prefix, node));
-        }
-        let mut conn = self.conn.clone();
-        let replies: Vec<Value> = self
-            .bounded("live_nodes", pipe.query_async(&mut conn))
-            .await?;
-        if replies.len() != nodes.len() {
-            return Err(RouteError::Backend(format!(
-                "live_nodes: {} replies to {} GETs",
-                replies.len(),
-                nodes.len()
-            )));
-        }
+        let cmds = nodes
+            .iter()
+            .map(|node| {
+                let key = node_key(&self.settings.prefix, node);
+                let mut get = redis::cmd("GET");
+                get.arg(&key);
+                (key, get)
+            })
+            .collect();
+        let replies = self.bounded("live_nodes", self.pipelined(cmds)).await?;
         let mut live = HashMap::with_capacity(nodes.len());
         for (node, reply) in nodes.iter().zip(replies) {
             match reply {
@@ -389,26 +406,17 @@ fn text_of(value: Value) -> Option<String> {
     bytes_of(value).map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
-/// Connection trouble (and the server saying "not now") is
-/// [`RouteError::Unavailable`]; anything else the server refused is
-/// [`RouteError::Backend`].
-fn map_err(op: &str, url: &str, e: RedisError) -> RouteError {
-    let transient = e.is_io_error()
-        || e.is_connection_refusal()
-        || e.is_connection_dropped()
-        || e.is_timeout()
-        || matches!(
-            e.kind(),
-            ErrorKind::BusyLoadingError
-                | ErrorKind::TryAgain
-                | ErrorKind::ClusterDown
-                | ErrorKind::MasterDown
-        );
-    if transient {
-        RouteError::Unavailable(format!("{op}: Redis at {url}: {e}"))
-    } else {
-        RouteError::Backend(format!("{op}: Redis at {url}: {e}"))
+/// `replies` if there is one per command sent (`sent`), else a protocol
+/// error (reported as [`RouteError::Backend`]).
+fn check_count(replies: Vec<Value>, sent: usize) -> RedisResult<Vec<Value>> {
+    if replies.len() == sent {
+        return Ok(replies);
     }
+    Err(RedisError::from((
+        ErrorKind::ClientError,
+        "pipeline answered with the wrong number of replies",
+        format!("{} replies to {sent} commands", replies.len()),
+    )))
 }
 
 #[cfg(test)]
