@@ -135,9 +135,12 @@ async fn serve() -> anyhow::Result<()> {
         mongo.database = db;
     }
     let routes = Arc::new(
-        RedisRouteStore::connect(RedisConfig::new(redis_url))
-            .await
-            .context("redis")?,
+        RedisRouteStore::connect(RedisConfig::from_settings(
+            redis_url,
+            env("EDGEPUSH_REDIS_CLUSTER").as_deref(),
+        )?)
+        .await
+        .context("redis")?,
     );
     let messages = Arc::new(MongoMessageStore::connect(mongo).await.context("mongodb")?);
     let deps = NodeDeps {

@@ -42,7 +42,8 @@ async fn main() -> Result<(), Error> {
         .inspect_err(|error| tracing::error!(error = %error, "invalid configuration"))?;
     tracing::info!(?config, ?handoff, "starting collect");
 
-    let collector = build_collector(config, handoff)
+    let cluster = lookup("EDGEPUSH_REDIS_CLUSTER");
+    let collector = build_collector(config, handoff, cluster.as_deref())
         .await
         .inspect_err(|error| tracing::error!(error = %error, "startup failed"))?;
     let collector = &collector;
@@ -55,7 +56,11 @@ async fn main() -> Result<(), Error> {
 }
 
 /// Connects MongoDB and builds the chosen hand-off.
-async fn build_collector(config: Config, choice: HandoffChoice) -> Result<Collector, Error> {
+async fn build_collector(
+    config: Config,
+    choice: HandoffChoice,
+    redis_cluster: Option<&str>,
+) -> Result<Collector, Error> {
     let mut mongo = MongoConfig::new(config.mongodb_uri.clone());
     if let Some(database) = config.mongodb_database.clone() {
         mongo.database = database;
@@ -71,9 +76,11 @@ async fn build_collector(config: Config, choice: HandoffChoice) -> Result<Collec
             Arc::new(SqsHandoff::from_sdk_config(&sdk, sqs))
         }
         HandoffChoice::Direct => {
-            let routes =
-                RedisRouteStore::connect(RedisConfig::new(config.dispatch.redis_url.clone()))
-                    .await?;
+            let routes = RedisRouteStore::connect(RedisConfig::from_settings(
+                config.dispatch.redis_url.clone(),
+                redis_cluster,
+            )?)
+            .await?;
             let dispatcher = Dispatcher {
                 routes: Arc::new(routes.clone()),
                 nodes: Arc::new(routes),

@@ -37,7 +37,10 @@ async fn main() -> Result<(), Error> {
 
 /// Connects the stores and builds the verifier the configuration asks for.
 async fn build(config: &Config) -> Result<Connections, Error> {
-    let redis = RedisConfig::new(config.redis_url.clone());
+    let redis = RedisConfig::from_settings(
+        config.redis_url.clone(),
+        std::env::var("EDGEPUSH_REDIS_CLUSTER").ok().as_deref(),
+    )?;
     let routes = Arc::new(RedisRouteStore::connect(redis.clone()).await?);
     let owners = Arc::new(RedisConnectionOwners::connect(&redis).await?);
     let verifier: Option<Arc<dyn TokenVerifier>> = match &config.auth {

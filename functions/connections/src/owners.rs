@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use edgepush_core::{ConnId, RouteError, UserId};
+use edgepush_redis::RedisConnection;
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 /// The owner of a connection is remembered for this long by default: API
 /// Gateway closes every WebSocket connection after at most 2 hours, so an
@@ -43,8 +43,8 @@ pub trait ConnectionOwners: Send + Sync + 'static {
 /// route keys of `edgepush-redis` (same prefix).
 #[derive(Clone)]
 pub struct RedisConnectionOwners {
-    /// Shared, self-healing connection.
-    conn: ConnectionManager,
+    /// Shared, self-healing connection (one server or a cluster).
+    conn: RedisConnection,
     /// Key prefix, the same as the route store's.
     prefix: String,
     /// Bound on every command, so a dead Redis fails fast.
@@ -62,19 +62,7 @@ impl fmt::Debug for RedisConnectionOwners {
 impl RedisConnectionOwners {
     /// Connects to the Redis of `config` (its URL, key prefix and timeouts).
     pub async fn connect(config: &edgepush_redis::RedisConfig) -> Result<Self, RouteError> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| RouteError::Backend(format!("invalid Redis URL: {e}")))?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(config.connect_timeout)
-            .set_number_of_retries(0);
-        let bound = config.connect_timeout + config.command_timeout;
-        let conn = tokio::time::timeout(
-            bound,
-            ConnectionManager::new_with_config(client, manager_config),
-        )
-        .await
-        .map_err(|_| RouteError::Unavailable(format!("no connection to Redis within {bound:?}")))?
-        .map_err(|e| RouteError::Unavailable(format!("connecting to Redis: {e}")))?;
+        let conn = RedisConnection::connect(config).await?;
         Ok(Self {
             conn,
             prefix: config.key_prefix.clone(),

@@ -36,7 +36,8 @@ async fn main() -> Result<(), Error> {
         .inspect_err(|error| tracing::error!(error = %error, "invalid configuration"))?;
     tracing::info!(?config, ?source, "starting dispatch");
 
-    let dispatcher = build_dispatcher(&config)
+    let cluster = lookup("EDGEPUSH_REDIS_CLUSTER");
+    let dispatcher = build_dispatcher(&config, cluster.as_deref())
         .await
         .inspect_err(|error| tracing::error!(error = %error, "startup failed"))?;
     let dispatcher = &dispatcher;
@@ -61,8 +62,9 @@ async fn main() -> Result<(), Error> {
 /// Connects the route store and builds the push client: edge nodes get
 /// signed batches, API Gateway WebSocket connections (managed edge) get
 /// `PostToConnection` with the function's own AWS credentials.
-async fn build_dispatcher(config: &Config) -> Result<Dispatcher, Error> {
-    let routes = RedisRouteStore::connect(RedisConfig::new(config.redis_url.clone())).await?;
+async fn build_dispatcher(config: &Config, cluster: Option<&str>) -> Result<Dispatcher, Error> {
+    let redis = RedisConfig::from_settings(config.redis_url.clone(), cluster)?;
+    let routes = RedisRouteStore::connect(redis).await?;
     let pusher = ManagedEdgePusher::new(
         Arc::new(http_pusher(&config.push)?),
         Arc::new(SdkConnectionPoster::from_env().await),
