@@ -222,17 +222,9 @@ fn millis(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
 
-    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| map.get(k).cloned()
-    }
+    use edgepush_core::config::lookup_from_pairs as lookup;
 
     const BASE: [(&str, &str); 3] = [
         ("EDGEPUSH_JWT_SECRET", "0123456789abcdef0123"),

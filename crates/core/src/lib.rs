@@ -9,6 +9,7 @@
 //!
 //! # Layout
 //!
+//! - [`config`]: lookups that typed configurations are parsed through.
 //! - [`id`]: validated identifiers ([`UserId`], [`ConnId`], [`NodeId`],
 //!   [`MessageId`]).
 //! - [`message`]: messages before ([`NewMessage`]) and after
@@ -18,6 +19,7 @@
 //!   [`Pusher`], [`Handoff`], [`TokenVerifier`] and their error types.
 //! - [`memory`]: in-memory backends of the store ports.
 
+pub mod config;
 pub mod id;
 pub mod memory;
 pub mod message;

@@ -81,19 +81,11 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use edgepush_dispatch::config::env as dispatch_env;
 
     use super::*;
 
-    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        move |name| map.get(name).cloned()
-    }
+    use edgepush_core::config::lookup_from_pairs as lookup;
 
     const FULL: &[(&str, &str)] = &[
         (env::API_KEYS, "billing:k-secret-1"),
