@@ -21,9 +21,7 @@ use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use edgepush_aws::{AwsSettings, HandoffChoice, SqsHandoff};
 use edgepush_collect::{Collector, Config, handler};
 use edgepush_core::Handoff;
-use edgepush_delivery::sigv4::PushCredential;
-use edgepush_delivery::{HttpPusher, PushClientConfig};
-use edgepush_dispatch::{DirectHandoff, Dispatcher, PushConfig};
+use edgepush_dispatch::{DirectHandoff, Dispatcher};
 use edgepush_mongo::{MongoConfig, MongoMessageStore};
 use edgepush_redis::{RedisConfig, RedisRouteStore};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
@@ -84,22 +82,12 @@ async fn build_collector(
             let dispatcher = Dispatcher {
                 routes: Arc::new(routes.clone()),
                 nodes: Arc::new(routes),
-                pusher: Arc::new(http_pusher(&config.dispatch.push)?),
+                pusher: Arc::new(config.dispatch.push.http_pusher()?),
             };
             Arc::new(DirectHandoff(Arc::new(dispatcher)))
         }
     };
     Ok(Collector::new(Arc::new(store), handoff, config.api_keys))
-}
-
-/// The HTTP push client, signing with the internal credential.
-fn http_pusher(push: &PushConfig) -> Result<HttpPusher, Error> {
-    let credential = PushCredential::new(
-        push.access_key_id.clone(),
-        push.secret_access_key.clone(),
-        push.region.clone(),
-    );
-    Ok(HttpPusher::new(PushClientConfig::new(credential))?)
 }
 
 /// JSON logs without colours or timestamps (CloudWatch adds its own),

@@ -4,6 +4,9 @@
 
 use std::fmt;
 
+use edgepush_delivery::sigv4::PushCredential;
+use edgepush_delivery::{BuildError, HttpPusher, PushClientConfig};
+
 /// Names of the environment variables read by [`Config::from_lookup`].
 pub mod env {
     /// Redis URL of the route store and node directory.
@@ -58,6 +61,16 @@ impl fmt::Debug for PushConfig {
 }
 
 impl PushConfig {
+    /// The HTTP push client, signing with this credential.
+    pub fn http_pusher(&self) -> Result<HttpPusher, BuildError> {
+        let credential = PushCredential::new(
+            self.access_key_id.clone(),
+            self.secret_access_key.clone(),
+            self.region.clone(),
+        );
+        HttpPusher::new(PushClientConfig::new(credential))
+    }
+
     /// Reads the push credential from `lookup` (see [`env`]).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Ok(Self {

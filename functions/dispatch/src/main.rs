@@ -13,11 +13,9 @@
 use std::sync::Arc;
 
 use aws_lambda_events::sqs::SqsEvent;
-use edgepush_delivery::sigv4::PushCredential;
-use edgepush_delivery::{HttpPusher, PushClientConfig};
 use edgepush_dispatch::{
-    Config, DispatchEvent, Dispatcher, EventSource, ManagedEdgePusher, PushConfig,
-    SdkConnectionPoster, handler, sqs_handler,
+    Config, DispatchEvent, Dispatcher, EventSource, ManagedEdgePusher, SdkConnectionPoster,
+    handler, sqs_handler,
 };
 use edgepush_redis::{RedisConfig, RedisRouteStore};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
@@ -66,7 +64,7 @@ async fn build_dispatcher(config: &Config, cluster: Option<&str>) -> Result<Disp
     let redis = RedisConfig::from_settings(config.redis_url.clone(), cluster)?;
     let routes = RedisRouteStore::connect(redis).await?;
     let pusher = ManagedEdgePusher::new(
-        Arc::new(http_pusher(&config.push)?),
+        Arc::new(config.push.http_pusher()?),
         Arc::new(SdkConnectionPoster::from_env().await),
     );
     Ok(Dispatcher {
@@ -74,16 +72,6 @@ async fn build_dispatcher(config: &Config, cluster: Option<&str>) -> Result<Disp
         nodes: Arc::new(routes),
         pusher: Arc::new(pusher),
     })
-}
-
-/// The HTTP push client, signing with the internal credential.
-fn http_pusher(push: &PushConfig) -> Result<HttpPusher, Error> {
-    let credential = PushCredential::new(
-        push.access_key_id.clone(),
-        push.secret_access_key.clone(),
-        push.region.clone(),
-    );
-    Ok(HttpPusher::new(PushClientConfig::new(credential))?)
 }
 
 /// JSON logs without colours or timestamps (CloudWatch adds its own),
