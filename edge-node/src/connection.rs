@@ -29,7 +29,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 use crate::handshake::{self, HandshakeError, UpgradeRequest};
-use crate::hub::{Conn, ConnInit, Outbound};
+use crate::hub::{Conn, ConnInit, Outbound, Wake};
 use crate::metrics::Metrics;
 use crate::server::Shared;
 
@@ -367,14 +367,29 @@ async fn run(
 
     loop {
         tokio::select! {
-            closed = conn.next(&mut burst, BURST) => {
-                if let Some(code) = closed {
-                    let reason = match code {
-                        protocol::CLOSE_TOO_SLOW => "too slow",
-                        protocol::CLOSE_DRAINING => "node draining",
-                        _ => "closed by server",
-                    };
-                    return End::Close(code, reason);
+            wake = conn.next(&mut burst, BURST) => {
+                match wake {
+                    Wake::Close(code) => {
+                        let reason = match code {
+                            protocol::CLOSE_TOO_SLOW => "too slow",
+                            protocol::CLOSE_DRAINING => "node draining",
+                            _ => "closed by server",
+                        };
+                        return End::Close(code, reason);
+                    }
+                    Wake::Resync => {
+                        // Pushes may have missed us while our route was gone:
+                        // catch up from the store, page by page.
+                        loop {
+                            match Box::pin(fill(shared, ws, conn, &mut last, Seq::MAX)).await {
+                                Ok(true) => continue,
+                                Ok(false) => break,
+                                Err(end) => return end,
+                            }
+                        }
+                        continue;
+                    }
+                    Wake::Frames => {}
                 }
                 if let Err(end) = write_queued(shared, ws, conn, &mut burst, &mut last).await {
                     return end;

@@ -50,6 +50,22 @@ struct ConnState {
     queue: VecDeque<Outbound>,
     /// A close requested by the hub (slow client, `DELETE`, drain).
     close: Option<u16>,
+    /// The node lost its routes for a while (route store flushed or
+    /// restarted): pushes may have missed this connection, so it must catch
+    /// up from the message store.
+    resync: bool,
+}
+
+/// Why a connection's task was woken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// Frames were moved into the burst.
+    Frames,
+    /// Catch up from the message store (and then go on).
+    Resync,
+    /// Close with this code; queued frames are dropped (the client resumes
+    /// from the store).
+    Close(u16),
 }
 
 /// One live connection, shared by the hub and the connection's task.
@@ -89,17 +105,25 @@ impl Conn {
         }
     }
 
-    /// Waits until frames or a close are waiting; moves up to `max` queued
-    /// frames into `into`. Returns the close code when one was asked for
-    /// (queued frames are then left unsent: the client resumes from the
-    /// store).
-    pub async fn next(&self, into: &mut Vec<Outbound>, max: usize) -> Option<u16> {
+    /// Asks the connection to catch up from the message store.
+    pub fn resync(&self) {
+        self.state().resync = true;
+        self.wake.notify_one();
+    }
+
+    /// Waits until frames, a resync or a close are waiting; moves up to
+    /// `max` queued frames into `into`.
+    pub async fn next(&self, into: &mut Vec<Outbound>, max: usize) -> Wake {
         loop {
             {
                 let mut state = self.state();
                 if let Some(code) = state.close {
                     state.queue = VecDeque::new();
-                    return Some(code);
+                    return Wake::Close(code);
+                }
+                if state.resync {
+                    state.resync = false;
+                    return Wake::Resync;
                 }
                 if !state.queue.is_empty() {
                     let n = state.queue.len().min(max);
@@ -108,7 +132,7 @@ impl Conn {
                         // Give back the memory a burst took.
                         state.queue = VecDeque::new();
                     }
-                    return None;
+                    return Wake::Frames;
                 }
             }
             self.wake.notified().await;
@@ -249,6 +273,27 @@ impl Hub {
         out
     }
 
+    /// Asks every connection to catch up from the message store.
+    pub fn resync_all(&self) {
+        for conn in self.all() {
+            conn.resync();
+        }
+    }
+
+    fn all(&self) -> Vec<Arc<Conn>> {
+        let mut out = Vec::with_capacity(self.len());
+        for shard in self.shards.iter() {
+            out.extend(
+                shard
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .values()
+                    .cloned(),
+            );
+        }
+        out
+    }
+
     /// Asks every connection to close with `code`.
     pub fn close_all(&self, code: u16) {
         for shard in self.shards.iter() {
@@ -314,7 +359,7 @@ mod tests {
             assert_eq!(hub.deliver(c.as_str(), out(seq)), Delivery::Queued);
         }
         let mut burst = Vec::new();
-        assert_eq!(conn.next(&mut burst, 3).await, None);
+        assert_eq!(conn.next(&mut burst, 3).await, Wake::Frames);
         assert_eq!(burst.iter().map(|o| o.seq).collect::<Vec<_>>(), [1, 2, 3]);
         assert_eq!(conn.try_next().map(|o| o.seq), Some(4));
         assert_eq!(conn.try_next().map(|o| o.seq), Some(5));
@@ -335,9 +380,20 @@ mod tests {
         // Once closing, nothing more is queued and the task sees the close.
         assert_eq!(hub.deliver(c.as_str(), out(4)), Delivery::TooSlow);
         let mut burst = Vec::new();
-        assert_eq!(conn.next(&mut burst, 10).await, Some(CLOSE_TOO_SLOW));
+        assert_eq!(conn.next(&mut burst, 10).await, Wake::Close(CLOSE_TOO_SLOW));
         assert!(burst.is_empty());
         assert_eq!(hub.deliver("nope", out(1)), Delivery::Gone);
+    }
+
+    #[tokio::test]
+    async fn a_resync_wakes_a_waiting_task_once() {
+        let hub = Hub::new(Arc::default());
+        let conn = hub.insert(ConnId::new("c").unwrap(), init("bob"), 2);
+        hub.resync_all();
+        let mut burst = Vec::new();
+        assert_eq!(conn.next(&mut burst, 8).await, Wake::Resync);
+        assert_eq!(hub.deliver("c", out(1)), Delivery::Queued);
+        assert_eq!(conn.next(&mut burst, 8).await, Wake::Frames);
     }
 
     #[tokio::test]
@@ -350,6 +406,6 @@ mod tests {
         };
         tokio::task::yield_now().await;
         hub.close_all(1012);
-        assert_eq!(waiter.await.unwrap(), Some(1012));
+        assert_eq!(waiter.await.unwrap(), Wake::Close(1012));
     }
 }

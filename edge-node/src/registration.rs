@@ -59,6 +59,9 @@ pub(crate) async fn beat(shared: &Shared) {
             }
             Metrics::inc(&shared.metrics.reregistrations);
             tracing::info!(routes = routes.len(), "re-registered routes");
+            // While the routes were gone, dispatch saw these users offline:
+            // every connection catches up from the message store.
+            shared.hub.resync_all();
         }
     }
     if !shared.heartbeat_ok.swap(true, Ordering::AcqRel) {
