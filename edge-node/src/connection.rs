@@ -176,6 +176,10 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: Sock
         WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(shared.ws_config))
             .await;
     let end = run(&shared, &mut ws, &conn_id, &conn, &identity, after).await;
+    if let End::Close(_, WRITE_TIMED_OUT) = end {
+        // Queue overflows are counted by the hub when they happen.
+        Metrics::inc(&shared.metrics.slow_clients);
+    }
     if let End::Close(code, reason) = end {
         let frame = CloseFrame {
             code: CloseCode::from(code),
@@ -327,6 +331,10 @@ async fn admit(
 }
 
 type Ws = WebSocketStream<TcpStream>;
+
+/// The close reason when a burst of writes outlived the write timeout (the
+/// queue-overflow path says "too slow"); both count as slow clients.
+const WRITE_TIMED_OUT: &str = "too slow: writes timed out";
 
 /// Frames written per burst, at most: bounds the time one connection holds
 /// its task before the next `select!` round.
@@ -504,7 +512,7 @@ async fn feed(shared: &Shared, ws: &mut Ws, frame: Message) -> Result<(), End> {
     match timeout(shared.config.write_timeout, ws.feed(frame)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(End::Lost),
-        Err(_) => Err(End::Close(protocol::CLOSE_TOO_SLOW, "too slow")),
+        Err(_) => Err(End::Close(protocol::CLOSE_TOO_SLOW, WRITE_TIMED_OUT)),
     }
 }
 
@@ -519,7 +527,7 @@ async fn flush_counted(shared: &Shared, ws: &mut Ws, written: &mut u64) -> Resul
             Ok(())
         }
         Ok(Err(_)) => Err(End::Lost),
-        Err(_) => Err(End::Close(protocol::CLOSE_TOO_SLOW, "too slow")),
+        Err(_) => Err(End::Close(protocol::CLOSE_TOO_SLOW, WRITE_TIMED_OUT)),
     }
 }
 
@@ -538,7 +546,7 @@ async fn send_burst(
     match timeout(limit, write).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(End::Lost),
-        Err(_) => Err(End::Close(protocol::CLOSE_TOO_SLOW, "too slow")),
+        Err(_) => Err(End::Close(protocol::CLOSE_TOO_SLOW, WRITE_TIMED_OUT)),
     }
 }
 
