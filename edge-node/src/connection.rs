@@ -357,14 +357,10 @@ async fn run(
     {
         return End::Lost;
     }
-    // Replay what the client missed, page by page.
+    // Replay what the client missed.
     let mut last = after;
-    loop {
-        match Box::pin(fill(shared, ws, conn, &mut last, Seq::MAX)).await {
-            Ok(true) => continue,
-            Ok(false) => break,
-            Err(end) => return end,
-        }
+    if let Err(end) = catch_up(shared, ws, conn, &mut last).await {
+        return end;
     }
 
     let mut ping = tokio::time::interval(config.ping_interval);
@@ -386,14 +382,9 @@ async fn run(
                         return End::Close(code, reason);
                     }
                     Wake::Resync => {
-                        // Pushes may have missed us while our route was gone:
-                        // catch up from the store, page by page.
-                        loop {
-                            match Box::pin(fill(shared, ws, conn, &mut last, Seq::MAX)).await {
-                                Ok(true) => continue,
-                                Ok(false) => break,
-                                Err(end) => return end,
-                            }
+                        // Pushes may have missed us while our route was gone.
+                        if let Err(end) = catch_up(shared, ws, conn, &mut last).await {
+                            return end;
                         }
                         continue;
                     }
@@ -448,6 +439,13 @@ async fn run(
             }
         }
     }
+}
+
+/// Writes every stored message after `last`, page by page (bounded memory).
+async fn catch_up(shared: &Shared, ws: &mut Ws, conn: &Conn, last: &mut Seq) -> Result<(), End> {
+    // Boxed: the store call's future is large and rarely alive.
+    while Box::pin(fill(shared, ws, conn, last, Seq::MAX)).await? {}
+    Ok(())
 }
 
 /// Writes the frames in `burst` (and whatever else is queued, up to a
