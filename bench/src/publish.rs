@@ -350,7 +350,7 @@ impl Publisher {
                     message,
                 };
                 let report = pusher
-                    .push(push_url, vec![item])
+                    .push(push_url, std::slice::from_ref(&item))
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok(report.delivered)
@@ -371,7 +371,7 @@ impl Publisher {
                         });
                     }
                     let report = pusher
-                        .push(push_url, items)
+                        .push(push_url, &items)
                         .await
                         .map_err(|e| e.to_string())?;
                     delivered += report.delivered;

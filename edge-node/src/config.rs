@@ -11,6 +11,19 @@ use edgepush_auth::AuthConfig;
 use edgepush_core::NodeId;
 use edgepush_delivery::sigv4::PushCredential;
 
+/// Default of [`NodeConfig::store_reads`].
+pub const DEFAULT_STORE_READS: usize = 16;
+/// Default of [`NodeConfig::route_ttl`]: a day.
+pub const DEFAULT_ROUTE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// Default of [`NodeConfig::max_connections`]. Set it a little below the
+/// process's open-file limit (`ulimit -n`), so that clients past it get a
+/// clear `503 node_full` and move on, instead of a failing `accept`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1_000_000;
+/// Default of [`NodeConfig::max_connections_per_user`].
+pub const DEFAULT_MAX_CONNECTIONS_PER_USER: usize = 64;
+/// Default of [`NodeConfig::push_concurrency`].
+pub const DEFAULT_PUSH_CONCURRENCY: usize = 64;
+
 /// A configuration value was missing or malformed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -84,6 +97,31 @@ pub struct NodeConfig {
     pub replay_page: usize,
     /// How long a graceful shutdown waits for connections to close.
     pub drain_timeout: Duration,
+    /// Store reads (stream positions, replay pages, gap fills) that the
+    /// node's sessions may have in flight at once. A reconnect storm queues
+    /// here instead of in the store, and a client that leaves while queued
+    /// costs the store nothing.
+    pub store_reads: usize,
+    /// Bound on one store read of a session; a read that takes longer closes
+    /// the connection with 1011 (the client resumes later).
+    pub store_timeout: Duration,
+    /// How often the acks received since the last write are written to the
+    /// store: one write per user per interval, however many acks came.
+    pub ack_interval: Duration,
+    /// Lifetime of a user's route hash in the route store. The node keeps
+    /// the routes of its live connections fresh, each within a third of it.
+    pub route_ttl: Duration,
+    /// Most open connections on this node; more are refused with `503
+    /// node_full` before the upgrade.
+    pub max_connections: usize,
+    /// Most open connections of one user on this node; more are refused
+    /// with `429 too_many_connections` before the upgrade.
+    pub max_connections_per_user: usize,
+    /// Push API requests handled at once; more are answered `503` (dispatch
+    /// retries them).
+    pub push_concurrency: usize,
+    /// Bound on reading a push request's head, and then its body.
+    pub push_read_timeout: Duration,
 }
 
 impl NodeConfig {
@@ -107,6 +145,14 @@ impl NodeConfig {
             max_client_frame: 4096,
             replay_page: 500,
             drain_timeout: Duration::from_secs(10),
+            store_reads: DEFAULT_STORE_READS,
+            store_timeout: Duration::from_secs(30),
+            ack_interval: Duration::from_millis(500),
+            route_ttl: DEFAULT_ROUTE_TTL,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_user: DEFAULT_MAX_CONNECTIONS_PER_USER,
+            push_concurrency: DEFAULT_PUSH_CONCURRENCY,
+            push_read_timeout: Duration::from_secs(10),
         }
     }
 
@@ -169,6 +215,26 @@ impl NodeConfig {
             max_client_frame: parse(lookup, "EDGEPUSH_MAX_CLIENT_FRAME", 4096)?,
             replay_page: parse(lookup, "EDGEPUSH_REPLAY_PAGE", 500)?,
             drain_timeout: millis(lookup, "EDGEPUSH_DRAIN_TIMEOUT_MS", 10_000)?,
+            store_reads: parse(lookup, "EDGEPUSH_STORE_READS", DEFAULT_STORE_READS)?,
+            store_timeout: millis(lookup, "EDGEPUSH_STORE_TIMEOUT_MS", 30_000)?,
+            ack_interval: millis(lookup, "EDGEPUSH_ACK_INTERVAL_MS", 1_000)?,
+            route_ttl: millis(
+                lookup,
+                "EDGEPUSH_ROUTE_TTL_MS",
+                DEFAULT_ROUTE_TTL.as_millis() as u64,
+            )?,
+            max_connections: parse(lookup, "EDGEPUSH_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)?,
+            max_connections_per_user: parse(
+                lookup,
+                "EDGEPUSH_MAX_CONNECTIONS_PER_USER",
+                DEFAULT_MAX_CONNECTIONS_PER_USER,
+            )?,
+            push_concurrency: parse(
+                lookup,
+                "EDGEPUSH_PUSH_CONCURRENCY",
+                DEFAULT_PUSH_CONCURRENCY,
+            )?,
+            push_read_timeout: millis(lookup, "EDGEPUSH_PUSH_READ_TIMEOUT_MS", 10_000)?,
         }
         .validated()
     }
@@ -184,6 +250,42 @@ impl NodeConfig {
             return Err(ConfigError::Invalid {
                 name: "EDGEPUSH_SEND_QUEUE",
                 reason: "queues and pages must hold at least one message".into(),
+            });
+        }
+        let at_least_one = [
+            ("EDGEPUSH_STORE_READS", self.store_reads),
+            ("EDGEPUSH_MAX_CONNECTIONS", self.max_connections),
+            (
+                "EDGEPUSH_MAX_CONNECTIONS_PER_USER",
+                self.max_connections_per_user,
+            ),
+            ("EDGEPUSH_PUSH_CONCURRENCY", self.push_concurrency),
+        ];
+        for (name, value) in at_least_one {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    name,
+                    reason: "must be at least 1".into(),
+                });
+            }
+        }
+        let nonzero = [
+            ("EDGEPUSH_ACK_INTERVAL_MS", self.ack_interval),
+            ("EDGEPUSH_STORE_TIMEOUT_MS", self.store_timeout),
+            ("EDGEPUSH_PUSH_READ_TIMEOUT_MS", self.push_read_timeout),
+        ];
+        for (name, value) in nonzero {
+            if value.is_zero() {
+                return Err(ConfigError::Invalid {
+                    name,
+                    reason: "must be more than 0".into(),
+                });
+            }
+        }
+        if self.route_ttl < self.node_ttl {
+            return Err(ConfigError::Invalid {
+                name: "EDGEPUSH_ROUTE_TTL_MS",
+                reason: "must be at least EDGEPUSH_NODE_TTL_MS".into(),
             });
         }
         Ok(self)

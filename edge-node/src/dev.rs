@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AuthMode, NodeConfig};
-use crate::server::NodeDeps;
+use crate::state::NodeDeps;
 
 /// The collect API key dev mode accepts unless told otherwise.
 pub const DEV_API_KEY: &str = "dev-key";
@@ -215,6 +215,7 @@ pub async fn start(cfg: DevConfig) -> anyhow::Result<DevSystem> {
         routes,
         nodes,
         pusher,
+        retry: edgepush_dispatch::RetryPolicy::default(),
     });
     let collector = Arc::new(Collector {
         store: messages,

@@ -59,11 +59,12 @@ pub struct UpgradeRequest {
 impl UpgradeRequest {
     /// The bearer token from the `Authorization` header, else from `?token=`.
     pub fn token(&self) -> Option<&str> {
-        if let Some(auth) = &self.authorization {
-            let auth = auth.trim();
-            if auth.len() > 7 && auth[..7].eq_ignore_ascii_case("bearer ") {
-                return Some(auth[7..].trim());
-            }
+        if let Some(token) = self
+            .authorization
+            .as_deref()
+            .and_then(edgepush_core::bearer::bearer_token)
+        {
+            return Some(token);
         }
         self.query_token.as_deref().filter(|t| !t.is_empty())
     }

@@ -13,10 +13,14 @@
 //! A push never waits for a client: [`Hub::deliver`] appends to the queue
 //! without blocking, and a full queue marks the connection too slow (it is
 //! closed with 4008 and catches up from MongoDB on reconnect).
+//!
+//! The hub also enforces the connection caps: [`Hub::insert`] refuses a
+//! connection past the node's cap or the user's (per-user counts live in
+//! their own sharded map, so a cap check never walks the connections).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -112,8 +116,10 @@ impl Conn {
     }
 
     /// Waits until frames, a resync or a close are waiting; moves up to
-    /// `max` queued frames into `into`.
-    pub async fn next(&self, into: &mut Vec<Outbound>, max: usize) -> Wake {
+    /// `max` queued frames into `into`. With `frames` false only a resync or
+    /// a close ends the wait (the session is reading the store and leaves
+    /// queued frames where they are).
+    pub async fn next(&self, into: &mut Vec<Outbound>, max: usize, frames: bool) -> Wake {
         loop {
             {
                 let mut state = self.state();
@@ -125,7 +131,7 @@ impl Conn {
                     state.resync = false;
                     return Wake::Resync;
                 }
-                if !state.queue.is_empty() {
+                if frames && !state.queue.is_empty() {
                     let n = state.queue.len().min(max);
                     into.extend(state.queue.drain(..n));
                     if state.queue.is_empty() && state.queue.capacity() > 16 {
@@ -137,15 +143,6 @@ impl Conn {
             }
             self.wake.notified().await;
         }
-    }
-
-    /// The next queued frame, if one is waiting (never waits).
-    pub fn try_next(&self) -> Option<Outbound> {
-        let mut state = self.state();
-        if state.close.is_some() {
-            return None;
-        }
-        state.queue.pop_front()
     }
 
     /// The close code asked for, if any.
@@ -167,6 +164,26 @@ pub enum Delivery {
     TooSlow,
 }
 
+/// Why the hub refused a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapExceeded {
+    /// The node holds its most connections.
+    Node(usize),
+    /// The user holds their most connections on this node.
+    User(usize),
+}
+
+/// The connection caps [`Hub::insert`] enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    /// Most connections on the node.
+    pub node: usize,
+    /// Most connections of one user on the node.
+    pub user: usize,
+    /// Frames one connection may have queued.
+    pub queue: usize,
+}
+
 /// What a new connection brings to the hub.
 #[derive(Debug)]
 pub struct ConnInit {
@@ -181,6 +198,10 @@ pub struct ConnInit {
 /// The node's live connections.
 pub struct Hub {
     shards: Box<[Shard]>,
+    /// Open connections per user, sharded like the connections (by user).
+    users: Box<[Mutex<HashMap<UserId, usize>>]>,
+    /// Open connections in all.
+    count: AtomicUsize,
     metrics: Arc<Metrics>,
 }
 
@@ -199,8 +220,16 @@ impl Hub {
     pub fn new(metrics: Arc<Metrics>) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            users: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            count: AtomicUsize::new(0),
             metrics,
         }
+    }
+
+    fn users_of(&self, user: &UserId) -> MutexGuard<'_, HashMap<UserId, usize>> {
+        self.users[shard_of(user.as_str())]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     fn shard(&self, key: &str) -> MutexGuard<'_, HashMap<ConnId, Arc<Conn>>> {
@@ -209,25 +238,61 @@ impl Hub {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds a connection with a send queue of `capacity` frames.
-    pub fn insert(&self, conn_id: ConnId, init: ConnInit, capacity: usize) -> Arc<Conn> {
+    /// Adds a connection, unless the node or its user already holds as many
+    /// as `caps` allow.
+    pub fn insert(
+        &self,
+        conn_id: ConnId,
+        init: ConnInit,
+        caps: Caps,
+    ) -> Result<Arc<Conn>, CapExceeded> {
+        // Reserve a place on the node, then one for the user; give back the
+        // first if the second fails.
+        if self.count.fetch_add(1, Ordering::AcqRel) >= caps.node {
+            self.count.fetch_sub(1, Ordering::AcqRel);
+            return Err(CapExceeded::Node(caps.node));
+        }
+        {
+            let mut users = self.users_of(&init.user_id);
+            let held = users.entry(init.user_id.clone()).or_insert(0);
+            if *held >= caps.user {
+                if *held == 0 {
+                    users.remove(&init.user_id);
+                }
+                drop(users);
+                self.count.fetch_sub(1, Ordering::AcqRel);
+                return Err(CapExceeded::User(caps.user));
+            }
+            *held += 1;
+        }
         let conn = Arc::new(Conn {
             user_id: init.user_id,
             peer: init.peer,
             user_agent: init.user_agent,
             connected_at: SystemTime::now(),
             last_active_ms: AtomicU64::new(edgepush_core::message::now_ms() as u64),
-            capacity: capacity.max(1),
+            capacity: caps.queue.max(1),
             state: Mutex::new(ConnState::default()),
             wake: Notify::new(),
         });
         self.shard(conn_id.as_str()).insert(conn_id, conn.clone());
-        conn
+        Ok(conn)
     }
 
     /// Removes a connection; returns whether it was there.
     pub fn remove(&self, conn_id: &ConnId) -> bool {
-        self.shard(conn_id.as_str()).remove(conn_id).is_some()
+        let Some(conn) = self.shard(conn_id.as_str()).remove(conn_id) else {
+            return false;
+        };
+        self.count.fetch_sub(1, Ordering::AcqRel);
+        let mut users = self.users_of(&conn.user_id);
+        if let Some(held) = users.get_mut(&conn.user_id) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                users.remove(&conn.user_id);
+            }
+        }
+        true
     }
 
     /// The connection `conn_id`, if it is on this node.
@@ -236,11 +301,16 @@ impl Hub {
     }
 
     /// Queues `out` for `conn_id` without waiting (and, once the
-    /// connection's queue has been used, without allocating).
-    pub fn deliver(&self, conn_id: &str, out: Outbound) -> Delivery {
+    /// connection's queue has been used, without allocating). With `user`,
+    /// a connection of another user counts as gone: a push batch delivers a
+    /// message only to connections of the message's user.
+    pub fn deliver(&self, conn_id: &str, user: Option<&str>, out: Outbound) -> Delivery {
         let Some(conn) = self.shard(conn_id).get(conn_id).cloned() else {
             return Delivery::Gone;
         };
+        if user.is_some_and(|u| u != conn.user_id.as_str()) {
+            return Delivery::Gone;
+        }
         let mut state = conn.state();
         if state.close.is_some() {
             return Delivery::TooSlow;
@@ -262,15 +332,26 @@ impl Hub {
     /// Every (user, connection) on this node.
     pub fn routes(&self) -> Vec<(UserId, ConnId)> {
         let mut out = Vec::new();
-        for shard in self.shards.iter() {
-            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            out.extend(
-                shard
-                    .iter()
-                    .map(|(c, conn)| (conn.user_id.clone(), c.clone())),
-            );
+        for shard in 0..SHARDS {
+            self.routes_in(shard, &mut out);
         }
         out
+    }
+
+    /// How many shards [`routes_in`](Self::routes_in) takes.
+    pub const SHARDS: usize = SHARDS;
+
+    /// Appends the (user, connection) pairs of shard `shard` to `out`.
+    pub fn routes_in(&self, shard: usize, out: &mut Vec<(UserId, ConnId)>) {
+        let Some(shard) = self.shards.get(shard) else {
+            return;
+        };
+        let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+        out.extend(
+            shard
+                .iter()
+                .map(|(c, conn)| (conn.user_id.clone(), c.clone())),
+        );
     }
 
     /// Asks every connection to catch up from the message store.
@@ -311,10 +392,7 @@ impl Hub {
 
     /// How many connections are open.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
+        self.count.load(Ordering::Acquire)
     }
 }
 
@@ -330,6 +408,14 @@ mod tests {
         }
     }
 
+    fn caps(queue: usize) -> Caps {
+        Caps {
+            node: 100,
+            user: 100,
+            queue,
+        }
+    }
+
     fn out(seq: Seq) -> Outbound {
         Outbound {
             seq,
@@ -341,8 +427,8 @@ mod tests {
     fn connections_come_and_go() {
         let hub = Hub::new(Arc::default());
         let (c1, c2) = (ConnId::new("c1").unwrap(), ConnId::new("c2").unwrap());
-        let _a = hub.insert(c1.clone(), init("alice"), 4);
-        let _b = hub.insert(c2.clone(), init("alice"), 4);
+        let _a = hub.insert(c1.clone(), init("alice"), caps(4)).unwrap();
+        let _b = hub.insert(c2.clone(), init("alice"), caps(4)).unwrap();
         assert_eq!(hub.len(), 2);
         assert!(hub.remove(&c1));
         assert!(!hub.remove(&c1));
@@ -350,20 +436,73 @@ mod tests {
         assert_eq!(hub.routes(), vec![(UserId::new("alice").unwrap(), c2)]);
     }
 
+    #[test]
+    fn caps_refuse_past_the_node_and_the_user_limit() {
+        let hub = Hub::new(Arc::default());
+        let caps = Caps {
+            node: 3,
+            user: 2,
+            queue: 4,
+        };
+        let id = |s: &str| ConnId::new(s).unwrap();
+        hub.insert(id("a1"), init("alice"), caps).unwrap();
+        hub.insert(id("a2"), init("alice"), caps).unwrap();
+        assert_eq!(
+            hub.insert(id("a3"), init("alice"), caps).unwrap_err(),
+            CapExceeded::User(2)
+        );
+        hub.insert(id("b1"), init("bob"), caps).unwrap();
+        assert_eq!(
+            hub.insert(id("c1"), init("carol"), caps).unwrap_err(),
+            CapExceeded::Node(3)
+        );
+        assert_eq!(hub.len(), 3);
+        // A place freed is a place taken again.
+        assert!(hub.remove(&id("a1")));
+        hub.insert(id("a3"), init("alice"), caps).unwrap();
+        assert!(hub.remove(&id("b1")));
+        hub.insert(id("c1"), init("carol"), caps).unwrap();
+        assert_eq!(hub.len(), 3);
+    }
+
+    #[test]
+    fn a_batch_delivers_only_to_connections_of_the_message_user() {
+        let hub = Hub::new(Arc::default());
+        let c = ConnId::new("c").unwrap();
+        let _conn = hub.insert(c.clone(), init("bob"), caps(4)).unwrap();
+        assert_eq!(hub.deliver("c", Some("mallory"), out(1)), Delivery::Gone);
+        assert_eq!(hub.deliver("c", Some("bob"), out(1)), Delivery::Queued);
+        assert_eq!(hub.deliver("c", None, out(0)), Delivery::Queued);
+    }
+
     #[tokio::test]
     async fn frames_come_out_in_order_in_bounded_bursts() {
         let hub = Hub::new(Arc::default());
         let c = ConnId::new("c").unwrap();
-        let conn = hub.insert(c.clone(), init("bob"), 10);
+        let conn = hub.insert(c.clone(), init("bob"), caps(10)).unwrap();
         for seq in 1..=5 {
-            assert_eq!(hub.deliver(c.as_str(), out(seq)), Delivery::Queued);
+            assert_eq!(hub.deliver(c.as_str(), None, out(seq)), Delivery::Queued);
         }
         let mut burst = Vec::new();
-        assert_eq!(conn.next(&mut burst, 3).await, Wake::Frames);
+        assert_eq!(conn.next(&mut burst, 3, true).await, Wake::Frames);
         assert_eq!(burst.iter().map(|o| o.seq).collect::<Vec<_>>(), [1, 2, 3]);
-        assert_eq!(conn.try_next().map(|o| o.seq), Some(4));
-        assert_eq!(conn.try_next().map(|o| o.seq), Some(5));
-        assert!(conn.try_next().is_none());
+        burst.clear();
+        assert_eq!(conn.next(&mut burst, 3, true).await, Wake::Frames);
+        assert_eq!(burst.iter().map(|o| o.seq).collect::<Vec<_>>(), [4, 5]);
+        // While the session reads the store, frames wait in the queue but a
+        // close still wakes it.
+        assert_eq!(hub.deliver(c.as_str(), None, out(6)), Delivery::Queued);
+        let waiting = tokio::time::timeout(
+            std::time::Duration::from_millis(20),
+            conn.next(&mut burst, 3, false),
+        )
+        .await;
+        assert!(
+            waiting.is_err(),
+            "frames must not wake a session that reads the store"
+        );
+        conn.close(1000);
+        assert_eq!(conn.next(&mut burst, 3, false).await, Wake::Close(1000));
     }
 
     #[tokio::test]
@@ -371,38 +510,45 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         let hub = Hub::new(metrics.clone());
         let c = ConnId::new("c").unwrap();
-        let conn = hub.insert(c.clone(), init("bob"), 2);
-        assert_eq!(hub.deliver(c.as_str(), out(1)), Delivery::Queued);
-        assert_eq!(hub.deliver(c.as_str(), out(2)), Delivery::Queued);
-        assert_eq!(hub.deliver(c.as_str(), out(3)), Delivery::TooSlow);
+        let conn = hub.insert(c.clone(), init("bob"), caps(2)).unwrap();
+        assert_eq!(hub.deliver(c.as_str(), None, out(1)), Delivery::Queued);
+        assert_eq!(hub.deliver(c.as_str(), None, out(2)), Delivery::Queued);
+        assert_eq!(hub.deliver(c.as_str(), None, out(3)), Delivery::TooSlow);
         assert_eq!(conn.close_requested(), Some(CLOSE_TOO_SLOW));
         assert_eq!(metrics.slow_clients.load(Ordering::Relaxed), 1);
         // Once closing, nothing more is queued and the task sees the close.
-        assert_eq!(hub.deliver(c.as_str(), out(4)), Delivery::TooSlow);
+        assert_eq!(hub.deliver(c.as_str(), None, out(4)), Delivery::TooSlow);
         let mut burst = Vec::new();
-        assert_eq!(conn.next(&mut burst, 10).await, Wake::Close(CLOSE_TOO_SLOW));
+        assert_eq!(
+            conn.next(&mut burst, 10, true).await,
+            Wake::Close(CLOSE_TOO_SLOW)
+        );
         assert!(burst.is_empty());
-        assert_eq!(hub.deliver("nope", out(1)), Delivery::Gone);
+        assert_eq!(hub.deliver("nope", None, out(1)), Delivery::Gone);
     }
 
     #[tokio::test]
     async fn a_resync_wakes_a_waiting_task_once() {
         let hub = Hub::new(Arc::default());
-        let conn = hub.insert(ConnId::new("c").unwrap(), init("bob"), 2);
+        let conn = hub
+            .insert(ConnId::new("c").unwrap(), init("bob"), caps(2))
+            .unwrap();
         hub.resync_all();
         let mut burst = Vec::new();
-        assert_eq!(conn.next(&mut burst, 8).await, Wake::Resync);
-        assert_eq!(hub.deliver("c", out(1)), Delivery::Queued);
-        assert_eq!(conn.next(&mut burst, 8).await, Wake::Frames);
+        assert_eq!(conn.next(&mut burst, 8, true).await, Wake::Resync);
+        assert_eq!(hub.deliver("c", None, out(1)), Delivery::Queued);
+        assert_eq!(conn.next(&mut burst, 8, true).await, Wake::Frames);
     }
 
     #[tokio::test]
     async fn a_close_wakes_a_waiting_task() {
         let hub = Hub::new(Arc::default());
-        let conn = hub.insert(ConnId::new("c").unwrap(), init("bob"), 2);
+        let conn = hub
+            .insert(ConnId::new("c").unwrap(), init("bob"), caps(2))
+            .unwrap();
         let waiter = {
             let conn = conn.clone();
-            tokio::spawn(async move { conn.next(&mut Vec::new(), 8).await })
+            tokio::spawn(async move { conn.next(&mut Vec::new(), 8, true).await })
         };
         tokio::task::yield_now().await;
         hub.close_all(1012);

@@ -12,15 +12,25 @@
 //!
 //! - [`config`]: [`NodeConfig`](config::NodeConfig), parsed once from the
 //!   environment.
-//! - [`server`]: [`server::run`] — listeners, accept loop, graceful drain.
+//! - [`server`]: [`server::run`]: listeners, accept loop, graceful drain.
+//! - `state`: what the parts share ([`NodeDeps`], the node's state).
 //! - `handshake`: the HTTP upgrade request, read by hand so the token is
 //!   verified (asynchronously) before the upgrade.
-//! - `connection`: one client connection: replay, send loop, acks, pings,
-//!   close codes.
-//! - `hub`: the node's map of live connections, with bounded queues.
+//! - `admission`: everything that can refuse a client before the upgrade
+//!   (token, caps, route store), mapped to HTTP answers.
+//! - `connection`: one accepted socket: handshake, admission, `101`, the
+//!   session, the close, forgetting the route.
+//! - `session`: one client's session: the loop that writes queued and
+//!   replayed frames in seq order, reads acks, pings.
+//! - `replay`: the session's store reads (position, replay pages, gap
+//!   fill), bounded by permits and a timeout.
+//! - `acks`: client acks coalesced into one store write per user per
+//!   interval.
+//! - `hub`: the node's map of live connections, with bounded queues and the
+//!   connection caps.
 //! - `push_api`: the API Gateway Management API compatible push API,
 //!   the batch endpoint, health and metrics.
-//! - `registration`: heartbeat and route re-registration.
+//! - `registration`: heartbeat, route re-registration and route refresh.
 //! - [`metrics`]: counters rendered for Prometheus.
 //! - [`dev`]: dev mode.
 //! - [`shutdown`]: the signals that start a drain.
@@ -31,14 +41,20 @@ pub mod metrics;
 pub mod server;
 pub mod shutdown;
 
+mod acks;
+mod admission;
 mod connection;
 mod handshake;
 mod hub;
 mod push_api;
 mod registration;
+mod replay;
+mod session;
+mod state;
 
 pub use config::{AuthMode, NodeConfig};
-pub use server::{NodeDeps, run};
+pub use server::run;
+pub use state::NodeDeps;
 
 use std::sync::Arc;
 

@@ -38,6 +38,15 @@ pub struct Metrics {
     pub heartbeat_failures: AtomicU64,
     /// Times this node found its liveness entry gone and re-registered.
     pub reregistrations: AtomicU64,
+    /// Ack writes to the message store (coalesced: at most one per user per
+    /// ack interval).
+    pub ack_writes: AtomicU64,
+    /// Store reads of sessions: stream positions, replay pages, gap fills.
+    pub store_reads: AtomicU64,
+    /// Upgrades refused by the connection caps (node or user).
+    pub connections_refused: AtomicU64,
+    /// Routes written again to keep them alive in the route store.
+    pub routes_refreshed: AtomicU64,
 }
 
 impl Metrics {
@@ -58,7 +67,7 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
             let _ = writeln!(out, "{name}{{node=\"{node}\"}} {value}");
         }
-        let counters: [(&str, &str, &AtomicU64); 12] = [
+        let counters: [(&str, &str, &AtomicU64); 16] = [
             (
                 "edgepush_connections_total",
                 "Client connections accepted.",
@@ -118,6 +127,26 @@ impl Metrics {
                 "edgepush_reregistrations_total",
                 "Route re-registrations after a liveness loss.",
                 &self.reregistrations,
+            ),
+            (
+                "edgepush_ack_writes_total",
+                "Coalesced ack writes to the message store.",
+                &self.ack_writes,
+            ),
+            (
+                "edgepush_store_reads_total",
+                "Store reads of sessions (positions, replay pages, gap fills).",
+                &self.store_reads,
+            ),
+            (
+                "edgepush_connections_refused_total",
+                "Upgrades refused by the node or per-user connection cap.",
+                &self.connections_refused,
+            ),
+            (
+                "edgepush_routes_refreshed_total",
+                "Routes of live connections written again before they expire.",
+                &self.routes_refreshed,
             ),
         ];
         for (name, help, value) in counters {

@@ -16,7 +16,18 @@
 //! Every push request must carry a valid SigV4 signature (service
 //! `execute-api`) made with one of the node's push credentials: `403`
 //! otherwise. Errors are mapped to answers in one place ([`ApiError`]).
+//!
+//! Protection of the node: the signature's headers (shape, known key,
+//! date) are checked before the body is read, so an unsigned request never
+//! makes the node buffer a body; a request head must arrive within
+//! [`push_read_timeout`](crate::config::NodeConfig::push_read_timeout) and
+//! its body within the same time again (`408` otherwise); at most
+//! [`push_concurrency`](crate::config::NodeConfig::push_concurrency)
+//! requests are served at once (`503` + `retry-after` beyond, which
+//! dispatch retries); and a batch delivers a message only to connections of
+//! the message's user (any other connection is reported gone).
 
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -28,28 +39,82 @@ use axum::response::{IntoResponse, Response};
 use edgepush_core::protocol::{self, ErrorBody, PushBatchRef, PushBatchResult};
 use edgepush_core::{ConnId, MessageId};
 use edgepush_delivery::sigv4;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use percent_encoding::percent_decode_str;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::hub::{Delivery, Outbound};
 use crate::metrics::Metrics;
-use crate::server::Shared;
+use crate::session::text_frame;
+use crate::state::NodeState;
 
 /// The largest `PostToConnection` body, as API Gateway allows.
 pub const MAX_POST_BYTES: usize = 128 * 1024;
 /// The largest batch body.
 pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 
+/// How long open push connections get to finish after `stop`.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What every request handler sees.
+#[derive(Clone)]
+struct Api {
+    state: Arc<NodeState>,
+    /// Requests served at once, at most.
+    permits: Arc<Semaphore>,
+}
+
 /// Serves the push API on `listener` until `stop` is cancelled.
-pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
-    let app = axum::Router::new().fallback(handle).with_state(shared);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "push API server failed");
+pub(crate) async fn serve(listener: TcpListener, state: Arc<NodeState>, stop: CancellationToken) {
+    let head_timeout = state.config.push_read_timeout;
+    let api = Api {
+        permits: Arc::new(Semaphore::new(state.config.push_concurrency)),
+        state,
+    };
+    let app = axum::Router::new().fallback(handle).with_state(api);
+    let connections = TaskTracker::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "push API accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(head_timeout);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let mut conn = pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    connections.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("push API connections still open after the grace period");
     }
 }
 
@@ -64,6 +129,10 @@ pub(crate) enum ApiError {
     Forbidden(sigv4::VerifyError),
     #[error("body larger than {0} bytes")]
     TooLarge(usize),
+    #[error("the body did not arrive within {0:?}")]
+    BodyTimeout(Duration),
+    #[error("too many push requests at once; retry")]
+    Busy,
     #[error("bad request: {0}")]
     BadRequest(String),
     #[error("connection {0} is gone")]
@@ -78,6 +147,8 @@ impl IntoResponse for ApiError {
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            ApiError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "timeout"),
+            ApiError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Gone(_) => (StatusCode::GONE, "gone"),
         };
@@ -103,6 +174,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert("x-amzn-errortype", HeaderValue::from_static(t));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }
@@ -132,27 +208,28 @@ fn route(path: &str) -> Option<Target<'_>> {
     (!id.is_empty() && !id.contains('/')).then_some(Target::Connection(id))
 }
 
-async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
-    let result = dispatch(&shared, req).await;
+async fn handle(State(api): State<Api>, req: Request) -> Response {
+    let result = dispatch(&api, req).await;
     match result {
         Ok(response) => response,
         Err(err) => {
             if !matches!(err, ApiError::Gone(_)) {
-                Metrics::inc(&shared.metrics.push_refused);
+                Metrics::inc(&api.state.metrics.push_refused);
             }
             err.into_response()
         }
     }
 }
 
-async fn dispatch(shared: &Shared, req: Request) -> Result<Response, ApiError> {
+async fn dispatch(api: &Api, req: Request) -> Result<Response, ApiError> {
+    let state = &*api.state;
     let (parts, body) = req.into_parts();
     let target = route(parts.uri.path()).ok_or(ApiError::NotFound)?;
     match target {
         Target::Health => return Ok((StatusCode::OK, "ok\n").into_response()),
         Target::Ready => {
-            let ready = shared.heartbeat_ok.load(Ordering::Acquire)
-                && !shared.draining.load(Ordering::Acquire);
+            let ready = state.heartbeat_ok.load(Ordering::Acquire)
+                && !state.draining.load(Ordering::Acquire);
             let status = if ready {
                 StatusCode::OK
             } else {
@@ -161,7 +238,7 @@ async fn dispatch(shared: &Shared, req: Request) -> Result<Response, ApiError> {
             return Ok((status, if ready { "ready\n" } else { "not ready\n" }).into_response());
         }
         Target::Metrics => {
-            let text = shared.metrics.render(shared.config.node_id.as_str());
+            let text = state.metrics.render(state.config.node_id.as_str());
             return Ok(
                 ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
             );
@@ -172,9 +249,16 @@ async fn dispatch(shared: &Shared, req: Request) -> Result<Response, ApiError> {
         Target::Batch => MAX_BATCH_BYTES,
         _ => MAX_POST_BYTES,
     };
-    let body = read_body(body, limit).await?;
+    // Refuse an unsigned or stale request before reading its body.
+    sigv4::check_headers(&state.credentials, &parts.headers, SystemTime::now())
+        .map_err(ApiError::Forbidden)?;
+    let _permit = api.permits.try_acquire().map_err(|_| ApiError::Busy)?;
+    let read_timeout = state.config.push_read_timeout;
+    let body = tokio::time::timeout(read_timeout, read_body(body, limit))
+        .await
+        .map_err(|_| ApiError::BodyTimeout(read_timeout))??;
     sigv4::verify(
-        &shared.credentials,
+        &state.credentials,
         &parts.method,
         &parts.uri,
         &parts.headers,
@@ -184,15 +268,15 @@ async fn dispatch(shared: &Shared, req: Request) -> Result<Response, ApiError> {
     .map_err(ApiError::Forbidden)?;
 
     match (target, &parts.method) {
-        (Target::Batch, &Method::POST) => batch(shared, &body),
+        (Target::Batch, &Method::POST) => batch(state, &body),
         (Target::Batch, _) => Err(ApiError::MethodNotAllowed),
         (Target::Connection(raw), method) => {
             let decoded = percent_decode_str(raw).decode_utf8_lossy();
             let conn = ConnId::new(&*decoded).map_err(|_| ApiError::Gone(decoded.to_string()))?;
             match *method {
-                Method::POST => post(shared, &conn, body),
-                Method::GET => get(shared, &conn),
-                Method::DELETE => delete(shared, &conn),
+                Method::POST => post(state, &conn, body),
+                Method::GET => get(state, &conn),
+                Method::DELETE => delete(state, &conn),
                 _ => Err(ApiError::MethodNotAllowed),
             }
         }
@@ -206,28 +290,28 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
         .map_err(|_| ApiError::TooLarge(limit))
 }
 
-fn post(shared: &Shared, conn: &ConnId, body: bytes::Bytes) -> Result<Response, ApiError> {
+fn post(state: &NodeState, conn: &ConnId, body: bytes::Bytes) -> Result<Response, ApiError> {
     let frame = match Utf8Bytes::try_from(body.clone()) {
         Ok(text) => Message::Text(text),
         Err(_) => Message::Binary(body),
     };
-    match shared
+    match state
         .hub
-        .deliver(conn.as_str(), Outbound { seq: 0, frame })
+        .deliver(conn.as_str(), None, Outbound { seq: 0, frame })
     {
         Delivery::Queued => {
-            Metrics::inc(&shared.metrics.deliveries);
+            Metrics::inc(&state.metrics.deliveries);
             Ok(StatusCode::OK.into_response())
         }
         Delivery::Gone | Delivery::TooSlow => {
-            Metrics::inc(&shared.metrics.push_gone);
+            Metrics::inc(&state.metrics.push_gone);
             Err(ApiError::Gone(conn.to_string()))
         }
     }
 }
 
-fn get(shared: &Shared, conn: &ConnId) -> Result<Response, ApiError> {
-    let handle = shared
+fn get(state: &NodeState, conn: &ConnId) -> Result<Response, ApiError> {
+    let handle = state
         .hub
         .get(conn)
         .ok_or_else(|| ApiError::Gone(conn.to_string()))?;
@@ -243,8 +327,8 @@ fn get(shared: &Shared, conn: &ConnId) -> Result<Response, ApiError> {
     Ok((StatusCode::OK, axum::Json(body)).into_response())
 }
 
-fn delete(shared: &Shared, conn: &ConnId) -> Result<Response, ApiError> {
-    let handle = shared
+fn delete(state: &NodeState, conn: &ConnId) -> Result<Response, ApiError> {
+    let handle = state
         .hub
         .get(conn)
         .ok_or_else(|| ApiError::Gone(conn.to_string()))?;
@@ -252,7 +336,7 @@ fn delete(shared: &Shared, conn: &ConnId) -> Result<Response, ApiError> {
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn batch(shared: &Shared, body: &[u8]) -> Result<Response, ApiError> {
+fn batch(state: &NodeState, body: &[u8]) -> Result<Response, ApiError> {
     // Borrowed from the body: no allocation per connection id.
     let batch: PushBatchRef<'_> = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("batch body: {e}")))?;
@@ -261,16 +345,16 @@ fn batch(shared: &Shared, body: &[u8]) -> Result<Response, ApiError> {
         let m = &item.message;
         MessageId::validate(m.id).map_err(|e| ApiError::BadRequest(format!("message id: {e}")))?;
         // Serialise once per message; every connection shares the bytes.
-        let frame =
-            crate::connection::text_frame(protocol::encode_msg_unchecked(m.seq, m.id, m.data));
+        let frame = text_frame(protocol::encode_msg_unchecked(m.seq, m.id, m.data));
         for conn in &item.connection_ids {
             let out = Outbound {
                 seq: m.seq,
                 frame: frame.clone(),
             };
-            match shared.hub.deliver(conn, out) {
+            match state.hub.deliver(conn, Some(m.user_id), out) {
                 Delivery::Queued => result.delivered += 1,
-                // A malformed id cannot name a connection here: gone too.
+                // A malformed id cannot name a connection here, nor can a
+                // connection of another user: gone too.
                 Delivery::Gone => result.gone.extend(ConnId::new(conn).ok()),
                 // Not gone: it is closed with 4008 and catches up from the
                 // message store when it reconnects.
@@ -278,11 +362,11 @@ fn batch(shared: &Shared, body: &[u8]) -> Result<Response, ApiError> {
             }
         }
     }
-    shared
+    state
         .metrics
         .deliveries
         .fetch_add(result.delivered, Ordering::Relaxed);
-    shared
+    state
         .metrics
         .push_gone
         .fetch_add(result.gone.len() as u64, Ordering::Relaxed);

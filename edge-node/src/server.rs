@@ -8,34 +8,18 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use edgepush_core::protocol::CLOSE_DRAINING;
-use edgepush_core::{ConnId, MessageStore, NodeDirectory, RouteStore, TokenVerifier};
 use tokio::net::TcpListener;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::NodeConfig;
-use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::{connection, push_api, registration};
-
-/// The stores and verifier a node runs on (ports, so tests and dev mode can
-/// use the in-memory backends).
-#[derive(Clone)]
-pub struct NodeDeps {
-    /// user -> connection -> node.
-    pub routes: Arc<dyn RouteStore>,
-    /// node liveness.
-    pub nodes: Arc<dyn NodeDirectory>,
-    /// The message log: replay, gap fill, acks.
-    pub messages: Arc<dyn MessageStore>,
-    /// Client token verification.
-    pub verifier: Arc<dyn TokenVerifier>,
-}
+use crate::state::{NodeDeps, NodeState};
+use crate::{acks, connection, push_api, registration};
 
 /// The node failed to start or run.
 #[derive(Debug, thiserror::Error)]
@@ -43,40 +27,6 @@ pub enum ServerError {
     /// A listener's address could not be read.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
-}
-
-/// State shared by the accept loop, connections, the push API and the
-/// heartbeat.
-pub(crate) struct Shared {
-    pub config: NodeConfig,
-    pub deps: NodeDeps,
-    pub hub: Hub,
-    pub metrics: Arc<Metrics>,
-    /// Set at the start of a drain: no new connections, no per-connection
-    /// route removal (the drain removes them all at once).
-    pub draining: AtomicBool,
-    /// Whether the last heartbeat reached the node directory (`/readyz`).
-    pub heartbeat_ok: AtomicBool,
-    /// The push URL this node advertises.
-    pub push_url: String,
-    /// The credentials push requests may be signed with.
-    pub credentials: edgepush_delivery::sigv4::CredentialSet,
-    /// Small buffers: tungstenite's defaults (128 KiB read buffer allocated
-    /// eagerly) would cost more than the rest of a connection together.
-    pub ws_config: WebSocketConfig,
-    /// Random per boot, so a restarted node never reuses connection ids.
-    boot_id: u32,
-    /// Counter part of connection ids.
-    next_conn: AtomicU64,
-}
-
-impl Shared {
-    /// A fresh connection id: boot id and counter, 16 hex digits.
-    pub fn next_conn_id(&self) -> ConnId {
-        let n = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        ConnId::new(format!("{:08x}{:08x}", self.boot_id, n as u32))
-            .expect("hex is a valid connection id")
-    }
 }
 
 /// Runs a node on `ws` (client WebSockets) and `push` (push API, health,
@@ -92,46 +42,31 @@ pub async fn run(
         Some(url) => url.clone(),
         None => format!("http://{}", push.local_addr()?),
     };
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(256)
-        .write_buffer_size(4096)
-        .max_write_buffer_size(256 * 1024)
-        .max_message_size(Some(config.max_client_frame))
-        .max_frame_size(Some(config.max_client_frame));
-    let metrics = Arc::new(Metrics::default());
-    let shared = Arc::new(Shared {
-        hub: Hub::new(metrics.clone()),
-        metrics,
-        draining: AtomicBool::new(false),
-        heartbeat_ok: AtomicBool::new(false),
-        push_url,
-        credentials: edgepush_delivery::sigv4::CredentialSet::new(config.push_credentials.clone()),
-        ws_config,
-        boot_id: rand::random(),
-        next_conn: AtomicU64::new(0),
-        config,
-        deps,
-    });
+    let state = Arc::new(NodeState::new(config, deps, push_url));
 
     tracing::info!(
-        node = %shared.config.node_id,
+        node = %state.config.node_id,
         ws = %ws.local_addr()?,
         push = %push.local_addr()?,
-        push_url = %shared.push_url,
+        push_url = %state.push_url,
         "edge node starting"
     );
-    registration::beat(&shared).await;
+    registration::beat(&state).await;
 
     let stop_background = CancellationToken::new();
     let heartbeat = tokio::spawn(registration::heartbeat_loop(
-        shared.clone(),
+        state.clone(),
         stop_background.clone(),
     ));
     let push_server = tokio::spawn(push_api::serve(
         push,
-        shared.clone(),
+        state.clone(),
         stop_background.clone(),
     ));
+    // Stopped after the drain, so that acks of the last connections are
+    // written before the node exits.
+    let stop_acks = CancellationToken::new();
+    let ack_writer = tokio::spawn(acks::run(state.clone(), stop_acks.clone()));
 
     let connections = TaskTracker::new();
     tokio::pin!(shutdown);
@@ -140,13 +75,13 @@ pub async fn run(
             _ = &mut shutdown => break,
             accepted = ws.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let task = connection::serve(shared.clone(), stream, peer);
+                    let task = connection::serve(state.clone(), stream, peer);
                     tracing::trace!(bytes = std::mem::size_of_val(&task), "connection task size");
                     connections.spawn(task);
                 }
                 Err(e) => {
                     // Out of descriptors and the like: back off instead of spinning.
-                    Metrics::inc(&shared.metrics.errors);
+                    Metrics::inc(&state.metrics.errors);
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -155,39 +90,41 @@ pub async fn run(
     }
 
     drop(ws);
-    drain(&shared, &connections).await;
+    drain(&state, &connections).await;
+    stop_acks.cancel();
+    let _ = ack_writer.await;
     stop_background.cancel();
     let _ = heartbeat.await;
     let _ = push_server.await;
-    tracing::info!(node = %shared.config.node_id, "edge node stopped");
+    tracing::info!(node = %state.config.node_id, "edge node stopped");
     Ok(())
 }
 
-async fn drain(shared: &Arc<Shared>, connections: &TaskTracker) {
-    shared.draining.store(true, Ordering::Release);
-    let routes = shared.hub.routes();
+async fn drain(state: &Arc<NodeState>, connections: &TaskTracker) {
+    state.draining.store(true, Ordering::Release);
+    let routes = state.hub.routes();
     tracing::info!(connections = routes.len(), "draining");
-    shared.hub.close_all(CLOSE_DRAINING);
+    state.hub.close_all(CLOSE_DRAINING);
     connections.close();
-    if tokio::time::timeout(shared.config.drain_timeout, connections.wait())
+    if tokio::time::timeout(state.config.drain_timeout, connections.wait())
         .await
         .is_err()
     {
         tracing::warn!(
-            left = shared.hub.len(),
+            left = state.hub.len(),
             "drain timeout; dropping the remaining connections"
         );
     }
-    let node = &shared.config.node_id;
+    let node = &state.config.node_id;
     let bounded = Duration::from_secs(5);
-    match tokio::time::timeout(bounded, shared.deps.routes.remove_routes(&routes)).await {
+    match tokio::time::timeout(bounded, state.deps.routes.remove_routes(&routes)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "could not remove routes; they expire with the node's liveness")
         }
         Err(_) => tracing::warn!("removing routes timed out; they expire with the node's liveness"),
     }
-    match tokio::time::timeout(bounded, shared.deps.nodes.remove_node(node)).await {
+    match tokio::time::timeout(bounded, state.deps.nodes.remove_node(node)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "could not remove liveness entry; it expires"),
         Err(_) => tracing::warn!("removing liveness entry timed out; it expires"),

@@ -92,6 +92,7 @@ impl Collect {
             routes: routes.clone(),
             nodes: routes,
             pusher,
+            retry: edgepush_dispatch::RetryPolicy::default(),
         });
         let collector = Arc::new(Collector::new(
             store.clone(),

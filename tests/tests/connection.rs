@@ -130,7 +130,7 @@ async fn a_gap_in_live_pushes_is_filled_from_the_store() -> anyhow::Result<()> {
     let report = pusher
         .push(
             &node.push_url(),
-            vec![PushItem {
+            &[PushItem {
                 connection_ids: vec![ConnId::new(&client.conn_id)?],
                 message: stored[1].clone(),
             }],
@@ -150,7 +150,7 @@ async fn a_gap_in_live_pushes_is_filled_from_the_store() -> anyhow::Result<()> {
     pusher
         .push(
             &node.push_url(),
-            vec![PushItem {
+            &[PushItem {
                 connection_ids: vec![ConnId::new(&client.conn_id)?],
                 message: stored[0].clone(),
             }],

@@ -19,6 +19,7 @@
 //!   [`Pusher`], [`Handoff`], [`TokenVerifier`] and their error types.
 //! - [`memory`]: in-memory backends of the store ports.
 
+pub mod bearer;
 pub mod config;
 pub mod id;
 pub mod memory;
@@ -30,5 +31,5 @@ pub use id::{ConnId, IdError, MessageId, NodeId, UserId};
 pub use message::{NewMessage, Seq, StoredMessage};
 pub use ports::{
     AuthError, Handoff, HandoffError, Identity, MessageStore, NodeDirectory, PushError, PushReport,
-    Pusher, RouteError, RouteStore, StoreError, TokenVerifier,
+    Pusher, RouteError, RouteStore, StoreError, StreamPosition, TokenVerifier,
 };

@@ -12,7 +12,9 @@ use async_trait::async_trait;
 
 use crate::id::{ConnId, MessageId, NodeId, UserId};
 use crate::message::{NewMessage, Seq, StoredMessage, now_ms};
-use crate::ports::{Heartbeat, MessageStore, NodeDirectory, RouteError, RouteStore, StoreError};
+use crate::ports::{
+    Heartbeat, MessageStore, NodeDirectory, RouteError, RouteStore, StoreError, StreamPosition,
+};
 
 #[derive(Default)]
 struct UserLog {
@@ -108,16 +110,26 @@ impl MessageStore for MemoryMessageStore {
             .unwrap_or_default())
     }
 
-    async fn ack(&self, user: &UserId, seq: Seq) -> Result<(), StoreError> {
+    async fn ack(&self, user: &UserId, seq: Seq) -> Result<Seq, StoreError> {
         let mut state = self.state.lock().expect("message store lock");
-        let log = state.users.entry(user.clone()).or_default();
-        log.acked = log.acked.max(seq);
-        Ok(())
+        // Nothing stored, nothing to acknowledge: no entry is made.
+        let Some(log) = state.users.get_mut(user) else {
+            return Ok(0);
+        };
+        log.acked = log.acked.max(seq.min(log.last_seq));
+        Ok(log.acked)
     }
 
-    async fn acked(&self, user: &UserId) -> Result<Seq, StoreError> {
+    async fn position(&self, user: &UserId) -> Result<StreamPosition, StoreError> {
         let state = self.state.lock().expect("message store lock");
-        Ok(state.users.get(user).map(|l| l.acked).unwrap_or(0))
+        Ok(state
+            .users
+            .get(user)
+            .map(|l| StreamPosition {
+                last_seq: l.last_seq,
+                acked_seq: l.acked.min(l.last_seq),
+            })
+            .unwrap_or_default())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -307,11 +319,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn acks_only_move_forward() {
+    async fn acks_only_move_forward_and_never_past_the_stored_seq() {
         let store = MemoryMessageStore::new();
-        store.ack(&user("a"), 5).await.unwrap();
-        store.ack(&user("a"), 3).await.unwrap();
+        for _ in 0..6 {
+            store.append(&msg(&["a"], None)).await.unwrap();
+        }
+        assert_eq!(store.ack(&user("a"), 5).await.unwrap(), 5);
+        assert_eq!(store.ack(&user("a"), 3).await.unwrap(), 5);
         assert_eq!(store.acked(&user("a")).await.unwrap(), 5);
+        assert_eq!(store.ack(&user("a"), u64::MAX).await.unwrap(), 6);
+        let pos = store.position(&user("a")).await.unwrap();
+        assert_eq!((pos.last_seq, pos.acked_seq), (6, 6));
+        assert_eq!(store.ack(&user("b"), 9).await.unwrap(), 0);
         assert_eq!(store.acked(&user("b")).await.unwrap(), 0);
     }
 

@@ -27,6 +27,17 @@ pub enum StoreError {
     Backend(String),
 }
 
+/// Where a user's stream stands in the message store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamPosition {
+    /// The highest seq known to be stored for the user (0 when none). It may
+    /// lag behind the truly highest stored seq for a moment (a writer that
+    /// crashed between its insert and its counter update), never run ahead.
+    pub last_seq: Seq,
+    /// The highest seq the user acknowledged, never above `last_seq`.
+    pub acked_seq: Seq,
+}
+
 /// The durable message log, one sequence per user (MongoDB in production).
 ///
 /// Contract:
@@ -38,6 +49,13 @@ pub enum StoreError {
 ///   concurrency: every concurrent duplicate returns the same copies).
 /// - A failed append may have stored some recipients' copies; retrying with
 ///   the same idempotency key completes it without duplicates.
+/// - [`read_after`](Self::read_after) answers in seq order; a page shorter
+///   than `limit` means the log has nothing more after it (callers stop
+///   there), so a backend that cannot read a stored copy fails instead of
+///   skipping it.
+/// - [`ack`](Self::ack) never moves the acked seq backwards, and never past
+///   the user's [`StreamPosition::last_seq`]: no client can acknowledge (and
+///   so hide from the user's other devices) what was never stored.
 #[async_trait]
 pub trait MessageStore: Send + Sync + 'static {
     /// Stores one copy of `msg` per recipient; see the trait's contract.
@@ -51,11 +69,18 @@ pub trait MessageStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError>;
 
-    /// Records that `user` holds everything up to `seq`. Only moves forward.
-    async fn ack(&self, user: &UserId, seq: Seq) -> Result<(), StoreError>;
+    /// Records that `user` holds everything up to `seq`, clipped to the
+    /// user's last stored seq; only moves forward. Returns the acked seq
+    /// after the call.
+    async fn ack(&self, user: &UserId, seq: Seq) -> Result<Seq, StoreError>;
+
+    /// The user's last stored and acked seqs, in one read.
+    async fn position(&self, user: &UserId) -> Result<StreamPosition, StoreError>;
 
     /// The highest seq `user` has acknowledged (0 when none).
-    async fn acked(&self, user: &UserId) -> Result<Seq, StoreError>;
+    async fn acked(&self, user: &UserId) -> Result<Seq, StoreError> {
+        Ok(self.position(user).await?.acked_seq)
+    }
 
     /// Succeeds when the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -140,7 +165,7 @@ pub trait NodeDirectory: Send + Sync + 'static {
 }
 
 /// A push to a node failed as a whole.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PushError {
     /// The node could not be reached or did not answer in time.
     #[error("push to {url} failed: {reason}")]
@@ -175,8 +200,10 @@ pub struct PushReport {
 /// endpoint in production).
 #[async_trait]
 pub trait Pusher: Send + Sync + 'static {
-    /// Sends `items` to the node whose push API is at `push_url`.
-    async fn push(&self, push_url: &str, items: Vec<PushItem>) -> Result<PushReport, PushError>;
+    /// Sends `items` to the node whose push API is at `push_url`, in order:
+    /// a pusher that splits them into several requests (to fit the node's
+    /// body cap) sends those one after another.
+    async fn push(&self, push_url: &str, items: &[PushItem]) -> Result<PushReport, PushError>;
 }
 
 /// Handing stored messages to dispatch failed.

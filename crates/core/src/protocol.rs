@@ -166,6 +166,12 @@ pub struct ErrorDetail {
     pub code: String,
     /// For people; may change.
     pub message: String,
+    /// On a collect `503` after the message may have been stored: the
+    /// idempotency key to retry with (the caller's own, or the one collect
+    /// chose for a request that had none), so that a retry stores nothing
+    /// twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 impl ErrorBody {
@@ -175,6 +181,7 @@ impl ErrorBody {
             error: ErrorDetail {
                 code: code.into(),
                 message: message.into(),
+                idempotency_key: None,
             },
         }
     }

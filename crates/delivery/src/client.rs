@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use edgepush_core::protocol::{PushBatch, PushBatchResult, PushItem};
+use edgepush_core::protocol::{PushBatchResult, PushItem};
 use edgepush_core::{ConnId, PushError, PushReport, Pusher};
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, Method, Uri};
@@ -22,6 +22,13 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long connecting to a node may take by default: a dead node should be
 /// given up on quickly so the batch's users catch up on resume instead.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The largest batch body sent by default: well under the edge node's cap
+/// (16 MiB), so a batch parses quickly and one slow request holds little.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// How long an idle connection to a node is kept for reuse: shorter than
+/// the node's own idle limit (its head read timeout, 10 s by default), so
+/// the pool never picks a connection the node is closing.
+pub const DEFAULT_POOL_IDLE: Duration = Duration::from_secs(5);
 /// How much of an error answer's body is kept in the error.
 const ERROR_BODY_LIMIT: usize = 200;
 
@@ -43,15 +50,20 @@ pub struct PushClientConfig {
     pub timeout: Duration,
     /// Limit for opening a connection, so a dead node is given up on fast.
     pub connect_timeout: Duration,
+    /// The largest batch body of one request; a bigger batch is split into
+    /// several requests, sent in order. Must stay under the node's cap.
+    pub max_batch_bytes: usize,
 }
 
 impl PushClientConfig {
-    /// A configuration with the default timeouts (5 s, connect 1 s).
+    /// A configuration with the default timeouts (5 s, connect 1 s) and
+    /// batch size (4 MiB).
     pub fn new(credential: PushCredential) -> Self {
         Self {
             credential,
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
         }
     }
 }
@@ -98,6 +110,8 @@ pub struct HttpPusher {
     client: reqwest::Client,
     /// What requests are signed with.
     credential: PushCredential,
+    /// See [`PushClientConfig::max_batch_bytes`].
+    max_batch_bytes: usize,
 }
 
 impl HttpPusher {
@@ -106,11 +120,13 @@ impl HttpPusher {
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.connect_timeout)
+            .pool_idle_timeout(DEFAULT_POOL_IDLE)
             .tcp_nodelay(true)
             .build()?;
         Ok(Self {
             client,
             credential: config.credential,
+            max_batch_bytes: config.max_batch_bytes,
         })
     }
 
@@ -186,14 +202,66 @@ impl HttpPusher {
 
 #[async_trait]
 impl Pusher for HttpPusher {
-    async fn push(&self, push_url: &str, items: Vec<PushItem>) -> Result<PushReport, PushError> {
+    async fn push(&self, push_url: &str, items: &[PushItem]) -> Result<PushReport, PushError> {
+        let mut report = PushReport::default();
+        // `{"items":[` item `,` item ... `]}`, each item serialised straight
+        // into the body; a body that would pass the cap is sent first and
+        // the item starts the next one (requests go one after another, so
+        // each user's messages keep their order).
+        const HEAD: &[u8] = b"{\"items\":[";
+        const TAIL: &[u8] = b"]}";
+        let cap = self.max_batch_bytes.max(HEAD.len() + TAIL.len() + 1);
+        let mut body: Vec<u8> = Vec::new();
+        let mut count = 0usize;
+        for item in items {
+            if body.is_empty() {
+                body.extend_from_slice(HEAD);
+            }
+            let mark = body.len();
+            if count > 0 {
+                body.push(b',');
+            }
+            serde_json::to_writer(&mut body, item).map_err(|e| PushError::Unreachable {
+                url: push_url.to_owned(),
+                reason: format!("cannot encode the batch: {e}"),
+            })?;
+            if count > 0 && body.len() + TAIL.len() > cap {
+                // This item does not fit: send the others, then start over
+                // with it.
+                let encoded = body.split_off(mark + 1);
+                body.truncate(mark);
+                body.extend_from_slice(TAIL);
+                self.send_batch(push_url, std::mem::take(&mut body), count, &mut report)
+                    .await?;
+                body.extend_from_slice(HEAD);
+                body.extend_from_slice(&encoded);
+                count = 0;
+            }
+            count += 1;
+        }
+        if count > 0 {
+            body.extend_from_slice(TAIL);
+            self.send_batch(push_url, body, count, &mut report).await?;
+        }
+        Ok(report)
+    }
+}
+
+impl HttpPusher {
+    /// Sends one batch body of `count` items and adds the node's answer to
+    /// `report`.
+    async fn send_batch(
+        &self,
+        push_url: &str,
+        body: Vec<u8>,
+        count: usize,
+        report: &mut PushReport,
+    ) -> Result<(), PushError> {
         let unreachable = |reason: String| PushError::Unreachable {
             url: push_url.to_owned(),
             reason,
         };
-        let count = items.len();
-        let body = serde_json::to_vec(&PushBatch { items })
-            .map_err(|e| unreachable(format!("cannot encode the batch: {e}")))?;
+        let bytes_sent = body.len();
         let url = join(push_url, "/@batch");
         let answer = self
             .send(&url, "application/json", Bytes::from(body))
@@ -219,14 +287,14 @@ impl Pusher for HttpPusher {
         tracing::debug!(
             push_url,
             items = count,
+            bytes = bytes_sent,
             delivered = result.delivered,
             gone = result.gone.len(),
             "push batch sent"
         );
-        Ok(PushReport {
-            delivered: result.delivered,
-            gone: result.gone,
-        })
+        report.delivered += result.delivered;
+        report.gone.extend(result.gone);
+        Ok(())
     }
 }
 

@@ -307,21 +307,33 @@ pub(crate) fn sign_for_service(
     Ok(())
 }
 
-/// Verifies the SigV4 signature of a received request against `creds` at
-/// time `now`.
+/// Checks everything of a request's signature that does not need its body:
+/// the `Authorization` header's shape, the service, a known access key id
+/// and its region, `x-amz-date` within the allowed skew, `host` signed.
 ///
-/// `uri` is the request target as received (path and query, still
-/// percent-encoded: do not decode or rewrite it first); `body` is the whole
-/// body. A `host` header missing from `headers` (HTTP/2) is taken from the
-/// URI's authority.
-pub fn verify(
+/// The push API calls this before reading a body, so that an unsigned or
+/// stale request is refused without buffering megabytes; [`verify`] repeats
+/// these checks and then checks the signature itself.
+pub fn check_headers(
     creds: &CredentialSet,
-    method: &Method,
-    uri: &Uri,
     headers: &HeaderMap,
-    body: &[u8],
     now: SystemTime,
 ) -> Result<(), VerifyError> {
+    preflight(creds, headers, now).map(|_| ())
+}
+
+/// What [`preflight`] found.
+struct Preflight<'h, 'c> {
+    auth: Authorization<'h>,
+    cred: &'c PushCredential,
+    amz_date: &'h str,
+}
+
+fn preflight<'h, 'c>(
+    creds: &'c CredentialSet,
+    headers: &'h HeaderMap,
+    now: SystemTime,
+) -> Result<Preflight<'h, 'c>, VerifyError> {
     let mut auth_values = headers.get_all(AUTHORIZATION).iter();
     let auth = auth_values.next().ok_or(VerifyError::Missing)?;
     if auth_values.next().is_some() {
@@ -366,7 +378,33 @@ pub fn verify(
     if !auth.signed_headers.contains(&"host") {
         return Err(VerifyError::HostNotSigned);
     }
+    Ok(Preflight {
+        auth,
+        cred,
+        amz_date,
+    })
+}
 
+/// Verifies the SigV4 signature of a received request against `creds` at
+/// time `now`.
+///
+/// `uri` is the request target as received (path and query, still
+/// percent-encoded: do not decode or rewrite it first); `body` is the whole
+/// body. A `host` header missing from `headers` (HTTP/2) is taken from the
+/// URI's authority.
+pub fn verify(
+    creds: &CredentialSet,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: SystemTime,
+) -> Result<(), VerifyError> {
+    let Preflight {
+        auth,
+        cred,
+        amz_date,
+    } = preflight(creds, headers, now)?;
     let body_hash = hex::encode(Sha256::digest(body));
     let payload_hash = match single_header(headers, X_AMZ_CONTENT_SHA256)? {
         Some(sent) if sent != body_hash => return Err(VerifyError::PayloadHashMismatch),

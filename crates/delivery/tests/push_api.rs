@@ -320,7 +320,7 @@ async fn pusher_batch_verifies_and_reports() -> Result<()> {
     let server = Server::start(Reply::Node).await?;
     let pusher = pusher(SECRET)?;
     for stage in ["", "/prod", "/prod/"] {
-        let report = pusher.push(&server.url(stage), items()?).await?;
+        let report = pusher.push(&server.url(stage), &items()?).await?;
         assert_eq!(report.delivered, 2);
         assert_eq!(report.gone, vec![ConnId::new("gone-3")?]);
     }
@@ -340,7 +340,7 @@ async fn pusher_batch_verifies_and_reports() -> Result<()> {
 #[tokio::test]
 async fn pusher_with_wrong_secret_is_refused() -> Result<()> {
     let server = Server::start(Reply::Node).await?;
-    let err = match pusher("wrong")?.push(&server.url("/prod"), items()?).await {
+    let err = match pusher("wrong")?.push(&server.url("/prod"), &items()?).await {
         Ok(report) => bail!("accepted: {report:?}"),
         Err(err) => err,
     };
@@ -359,7 +359,7 @@ async fn pusher_with_wrong_secret_is_refused() -> Result<()> {
 async fn pusher_error_statuses_are_refused() -> Result<()> {
     for (status, text) in [(401, "no entry".to_owned()), (500, "x".repeat(5000))] {
         let server = Server::start(Reply::Fixed(status, text.clone())).await?;
-        match pusher(SECRET)?.push(&server.url("/prod"), items()?).await {
+        match pusher(SECRET)?.push(&server.url("/prod"), &items()?).await {
             Err(PushError::Refused {
                 status: got,
                 body,
@@ -378,7 +378,7 @@ async fn pusher_error_statuses_are_refused() -> Result<()> {
 #[tokio::test]
 async fn pusher_unreadable_answer_is_refused() -> Result<()> {
     let server = Server::start(Reply::Fixed(200, "not json".into())).await?;
-    match pusher(SECRET)?.push(&server.url(""), items()?).await {
+    match pusher(SECRET)?.push(&server.url(""), &items()?).await {
         Err(PushError::Refused { status: 200, .. }) => Ok(()),
         other => bail!("expected Refused, got {other:?}"),
     }
@@ -390,7 +390,7 @@ async fn pusher_closed_port_is_unreachable() -> Result<()> {
     let addr = listener.local_addr()?;
     drop(listener);
     let url = format!("http://{addr}/prod");
-    match pusher(SECRET)?.push(&url, items()?).await {
+    match pusher(SECRET)?.push(&url, &items()?).await {
         Err(PushError::Unreachable { url: got, reason }) => {
             assert_eq!(got, url);
             assert!(!reason.is_empty());
@@ -414,7 +414,7 @@ async fn pusher_timeout_is_unreachable() -> Result<()> {
     let mut config = PushClientConfig::new(credential(SECRET));
     config.timeout = Duration::from_millis(300);
     let pusher = HttpPusher::new(config)?;
-    let result = pusher.push(&format!("http://{addr}"), items()?).await;
+    let result = pusher.push(&format!("http://{addr}"), &items()?).await;
     hold.abort();
     match result {
         Err(PushError::Unreachable { .. }) => Ok(()),

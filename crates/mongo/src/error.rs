@@ -4,6 +4,7 @@
 //! answers 503), `Backend` means something is wrong that a retry will not fix.
 
 use edgepush_core::StoreError;
+use mongodb::bson::Document;
 use mongodb::error::{Error, ErrorKind, WriteFailure};
 
 /// Server error codes that mean "this server cannot serve you right now":
@@ -52,16 +53,41 @@ pub(crate) fn is_duplicate_key(err: &Error) -> bool {
     matches!(code(err), Some(11000 | 11001))
 }
 
-/// Whether a duplicate key error names the index on `_id` or on
-/// `(user, seq)`, i.e. the seq was taken. MongoDB names the index in the
-/// message; FerretDB does not, so `false` means "unknown".
-pub(crate) fn is_seq_conflict(err: &Error) -> bool {
-    let message = match err.kind.as_ref() {
-        ErrorKind::Write(WriteFailure::WriteError(e)) => &e.message,
-        ErrorKind::Command(e) => &e.message,
-        _ => return false,
+/// Which unique index a duplicate-key write error names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DuplicateOf {
+    /// `_id` or `(user, seq)`: the seq is taken.
+    Seq,
+    /// `(source, idem, user)`: this request's copy exists.
+    Idempotency,
+    /// The server did not say (FerretDB v1 sends no `keyPattern`).
+    Unknown,
+}
+
+/// Classifies a duplicate-key write error from the server's structured
+/// fields: `keyPattern` (the index's keys), else `keyValue` (the offending
+/// values). Never from the message text, which quotes the caller's data (an
+/// idempotency key may contain anything, `index: _id_ ` included).
+pub(crate) fn duplicate_of(write_error: &Document) -> DuplicateOf {
+    let keys = write_error
+        .get_document("keyPattern")
+        .or_else(|_| write_error.get_document("keyValue"));
+    let Ok(keys) = keys else {
+        return DuplicateOf::Unknown;
     };
-    message.contains("index: _id_ ") || message.contains("index: user_seq ")
+    let has = |k: &str| keys.contains_key(k);
+    if has("idem") || has("source") {
+        DuplicateOf::Idempotency
+    } else if has("_id") || (has("user") && has("seq")) {
+        DuplicateOf::Seq
+    } else {
+        DuplicateOf::Unknown
+    }
+}
+
+/// Whether a server error code means "try again later".
+pub(crate) fn is_transient_code(code: i32) -> bool {
+    TRANSIENT_CODES.contains(&code)
 }
 
 /// Whether `err` means the server is down, unreachable or too busy.
@@ -103,6 +129,27 @@ mod tests {
             std::io::ErrorKind::TimedOut,
         ))));
         assert!(matches!(store_error("x", err), StoreError::Unavailable(_)));
+    }
+
+    #[test]
+    fn duplicates_are_classified_by_key_pattern_not_text() {
+        use mongodb::bson::doc;
+        let seq = doc! { "code": 11000, "errmsg": "E11000 dup key: { idem: \"key:index: user_seq \" }", "keyPattern": { "_id": 1 }, "keyValue": { "_id": "u:1" } };
+        assert_eq!(duplicate_of(&seq), DuplicateOf::Seq);
+        let user_seq = doc! { "code": 11000, "keyPattern": { "user": 1, "seq": 1 } };
+        assert_eq!(duplicate_of(&user_seq), DuplicateOf::Seq);
+        let idem = doc! {
+            "code": 11000,
+            "errmsg": "E11000 duplicate key error collection: m index: _id_ dup key",
+            "keyPattern": { "source": 1, "idem": 1, "user": 1 },
+            "keyValue": { "source": "api", "idem": "key:index: _id_ ", "user": "u" },
+        };
+        assert_eq!(duplicate_of(&idem), DuplicateOf::Idempotency);
+        let only_value =
+            doc! { "code": 11000, "keyValue": { "source": "api", "idem": "key:x", "user": "u" } };
+        assert_eq!(duplicate_of(&only_value), DuplicateOf::Idempotency);
+        let bare = doc! { "code": 11000, "errmsg": "index: _id_ dup key" };
+        assert_eq!(duplicate_of(&bare), DuplicateOf::Unknown);
     }
 
     #[test]

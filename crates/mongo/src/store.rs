@@ -38,7 +38,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use edgepush_core::message::now_ms;
-use edgepush_core::{MessageStore, NewMessage, Seq, StoreError, StoredMessage, UserId};
+use edgepush_core::{
+    MessageStore, NewMessage, Seq, StoreError, StoredMessage, StreamPosition, UserId,
+};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use mongodb::bson::{Document, doc};
 use mongodb::options::{ClientOptions, IndexOptions};
@@ -46,7 +48,7 @@ use mongodb::{Client, Collection, Database, IndexModel};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::config::{MongoConfig, redact_uri};
-use crate::error::{is_duplicate_key, is_seq_conflict, store_error};
+use crate::error::{DuplicateOf, duplicate_of, is_duplicate_key, is_transient_code, store_error};
 use crate::locks::UserLocks;
 use crate::retention::{self, RetentionMode};
 use crate::schema::{
@@ -56,6 +58,14 @@ use crate::schema::{
 
 /// Longest pause between two attempts to claim a seq under contention.
 const MAX_BACKOFF_MS: u64 = 50;
+
+/// What one insert came to.
+enum Inserted {
+    /// The copy is stored.
+    Yes,
+    /// A unique index refused it.
+    Duplicate(DuplicateOf),
+}
 
 /// The message log on MongoDB. Cheap to clone: clones share one driver client
 /// (and its connection pool). The retention sweeper, when one runs, stops
@@ -243,13 +253,60 @@ impl MongoMessageStore {
         }
     }
 
-    /// Moves `user`'s counter up to `seq`. A failure only leaves the counter
-    /// behind, which the next writer repairs, so it is logged, not returned:
-    /// the copy itself is stored.
-    async fn advance_counter(&self, user: &UserId, seq: Seq) {
-        if let Err(e) = bump_counter(&self.inner.users, user.as_str(), "last_seq", seq).await {
-            tracing::warn!(user = %user, seq, error = %e, "could not advance the seq counter; the next append repairs it");
+    /// Moves `user`'s counter up to `seq`. The copy is stored already; the
+    /// append still fails when the counter cannot follow, because readers
+    /// trust the counter as the end of the user's log (a replay stops
+    /// there): the caller's retry with the same idempotency key finds the
+    /// copy and moves the counter then.
+    async fn advance_counter(&self, user: &UserId, seq: Seq) -> Result<(), StoreError> {
+        bump_counter(&self.inner.users, user.as_str(), "last_seq", seq)
+            .await
+            .inspect_err(|e| {
+                tracing::warn!(user = %user, seq, error = %e, "stored a copy but could not advance the seq counter; the append fails so that it is retried");
+            })
+    }
+
+    /// Inserts one copy with the `insert` command, so that a duplicate-key
+    /// error comes back with the server's structured fields (`keyPattern`,
+    /// `keyValue`), which the driver's `insert_one` drops.
+    async fn insert_copy(&self, copy: Document) -> Result<Inserted, StoreError> {
+        let mut command = doc! { "insert": MESSAGES, "documents": [copy], "ordered": true };
+        if let Some(wc) = self.inner.messages.write_concern()
+            && let Ok(wc) = mongodb::bson::to_document(wc)
+            && !wc.is_empty()
+        {
+            command.insert("writeConcern", wc);
         }
+        let reply = self
+            .inner
+            .db
+            .run_command(command)
+            .await
+            .map_err(|e| store_error("storing a message", e))?;
+        if let Ok(errors) = reply.get_array("writeErrors")
+            && let Some(first) = errors.first().and_then(|e| e.as_document())
+        {
+            let code = first.get_i32("code").unwrap_or(0);
+            let text = first.get_str("errmsg").unwrap_or("");
+            return match code {
+                11000 | 11001 => Ok(Inserted::Duplicate(duplicate_of(first))),
+                c if is_transient_code(c) => Err(StoreError::Unavailable(format!(
+                    "storing a message: code {c}: {text}"
+                ))),
+                c => Err(StoreError::Backend(format!(
+                    "storing a message: code {c}: {text}"
+                ))),
+            };
+        }
+        if let Ok(wce) = reply.get_document("writeConcernError") {
+            // The write happened on the primary but is not known to be
+            // durable as asked: not an acknowledgement collect may answer
+            // 202 on. A retry meets the idempotency index.
+            return Err(StoreError::Unavailable(format!(
+                "storing a message: write concern error {wce}"
+            )));
+        }
+        Ok(Inserted::Yes)
     }
 
     /// Stores `tpl` for its user at the next free seq, or returns the copy an
@@ -284,23 +341,23 @@ impl MongoMessageStore {
         for attempt in 0..attempts {
             let seq = seq_to_bson(next)
                 .ok_or_else(|| StoreError::Backend(format!("seq of {user} overflowed")))?;
-            let err = match self.inner.messages.insert_one(tpl.to_doc(seq)).await {
-                Ok(_) => {
-                    self.advance_counter(user, next).await;
+            let duplicate = match self.insert_copy(tpl.to_doc(seq)).await? {
+                Inserted::Yes => {
+                    self.advance_counter(user, next).await?;
                     return Ok((tpl.stored(next), true));
                 }
-                Err(e) if is_duplicate_key(&e) => e,
-                Err(e) => return Err(store_error("storing a message", e)),
+                Inserted::Duplicate(of) => of,
             };
             // A seq conflict says nothing about this request's copy; if one
             // exists, the insert at a free seq will meet the idempotency
-            // index and come here again.
-            if !is_seq_conflict(&err)
+            // index and come here again. When the server does not say which
+            // index fired, look.
+            if duplicate != DuplicateOf::Seq
                 && let Some(existing) = self.find_copy(tpl.source, tpl.idem, user).await?
             {
                 // Stored by an earlier try of this request or a racer; that
                 // writer may have crashed before moving the counter.
-                self.advance_counter(user, existing.seq).await;
+                self.advance_counter(user, existing.seq).await?;
                 return Ok((existing, false));
             }
             // The seq is taken. Continue after the highest stored one; if the
@@ -402,31 +459,66 @@ impl MessageStore for MongoMessageStore {
             .await
             .map_err(|e| store_error("reading messages", e))?
         {
+            // A page shorter than asked means "nothing more" to callers:
+            // a copy that cannot be read fails the read rather than being
+            // skipped, which would end a replay early and silently.
             match message_from_doc(&doc) {
                 Ok(m) if m.user_id == *user => out.push(m),
                 Ok(m) => {
-                    tracing::warn!(user = %user, found = %m.user_id, "skipping a message document of another user")
+                    return Err(StoreError::Backend(format!(
+                        "reading messages of {user}: found a document of {}",
+                        m.user_id
+                    )));
                 }
                 Err(e) => {
-                    tracing::warn!(user = %user, error = %e, "skipping a malformed message document")
+                    return Err(StoreError::Backend(format!(
+                        "reading messages of {user}: {e}"
+                    )));
                 }
             }
         }
         Ok(out)
     }
 
-    async fn ack(&self, user: &UserId, seq: Seq) -> Result<(), StoreError> {
-        bump_counter(&self.inner.users, user.as_str(), "acked_seq", seq).await
+    async fn ack(&self, user: &UserId, seq: Seq) -> Result<Seq, StoreError> {
+        // Nothing above i64::MAX is ever stored: clip before converting.
+        let wanted = seq_to_bson(seq).unwrap_or(i64::MAX);
+        let users = &self.inner.users;
+        // The common case in one round trip: the ack is within what is
+        // stored (the filter), so `$max` may take it as it is.
+        let moved = users
+            .update_one(
+                doc! { "_id": user.as_str(), "last_seq": { "$gte": wanted } },
+                doc! { "$max": { "acked_seq": wanted } },
+            )
+            .await
+            .map_err(|e| store_error("recording an ack", e))?;
+        if moved.matched_count == 1 {
+            return Ok(seq);
+        }
+        // Beyond the last stored seq (or nothing stored): clip to it. A
+        // user without a document has nothing stored, so nothing to ack.
+        let position = self.position(user).await?;
+        if position.last_seq > 0 {
+            bump_counter(users, user.as_str(), "acked_seq", position.last_seq).await?;
+        }
+        Ok(position.last_seq.min(seq).max(position.acked_seq))
     }
 
-    async fn acked(&self, user: &UserId) -> Result<Seq, StoreError> {
+    async fn position(&self, user: &UserId) -> Result<StreamPosition, StoreError> {
         let doc = self
             .inner
             .users
             .find_one(doc! { "_id": user.as_str() })
             .await
-            .map_err(|e| store_error("reading an acked seq", e))?;
-        Ok(doc.and_then(|d| get_seq(&d, "acked_seq")).unwrap_or(0))
+            .map_err(|e| store_error("reading a stream position", e))?;
+        let field = |name| doc.as_ref().and_then(|d| get_seq(d, name)).unwrap_or(0);
+        let last_seq = field("last_seq");
+        Ok(StreamPosition {
+            last_seq,
+            // An acked seq written before acks were clipped may exceed it.
+            acked_seq: field("acked_seq").min(last_seq),
+        })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

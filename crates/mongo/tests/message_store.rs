@@ -296,12 +296,20 @@ async fn a_retry_completes_a_partially_stored_multi_recipient_request() -> anyho
 }
 
 #[tokio::test]
-async fn ack_only_moves_forward() -> anyhow::Result<()> {
+async fn ack_only_moves_forward_and_never_past_the_stored_seq() -> anyhow::Result<()> {
     let t = TestDb::new().await?;
     let store = t.store().await?;
     let u = user("acker");
     assert_eq!(store.acked(&u).await?, 0);
-    store.ack(&u, 5).await?;
+    assert_eq!(store.ack(&u, 5).await?, 0, "nothing stored: nothing to ack");
+    assert_eq!(store.acked(&u).await?, 0);
+    assert_eq!(t.users().count_documents(doc! { "_id": "acker" }).await?, 0);
+    for k in 0..8 {
+        store
+            .append(&message(&["acker"], &k.to_string(), None))
+            .await?;
+    }
+    assert_eq!(store.ack(&u, 5).await?, 5);
     assert_eq!(store.acked(&u).await?, 5);
     store.ack(&u, 3).await?;
     assert_eq!(
@@ -309,20 +317,45 @@ async fn ack_only_moves_forward() -> anyhow::Result<()> {
         5,
         "an older ack does not move it back"
     );
-    store.ack(&u, 7).await?;
-    assert_eq!(store.acked(&u).await?, 7);
+    assert_eq!(store.ack(&u, 7).await?, 7);
     assert_eq!(store.acked(&user("other")).await?, 0);
-    // An ack before any message does not disturb the seq counter.
+    // A bogus ack is clipped to what is stored, u64::MAX included.
+    assert_eq!(store.ack(&u, 1_000_000).await?, 8);
+    assert_eq!(store.ack(&u, u64::MAX).await?, 8);
+    let position = store.position(&u).await?;
+    assert_eq!((position.last_seq, position.acked_seq), (8, 8));
+    // The next message is not hidden: a connection resuming from the acked
+    // seq gets it.
+    let next = store.append(&message(&["acker"], "9", None)).await?;
+    assert_eq!(seqs(&next), [9]);
     assert_eq!(
-        seqs(&store.append(&message(&["acker"], "0", None)).await?),
-        [1]
+        seqs(&store.read_after(&u, store.acked(&u).await?, 10).await?),
+        [9]
     );
-    assert_eq!(store.acked(&u).await?, 7);
-    assert!(
-        store.ack(&u, u64::MAX).await.is_err(),
-        "a seq beyond int64 is refused, not wrapped"
-    );
-    assert_eq!(store.acked(&u).await?, 7);
+    // An acked seq beyond the stored one (written by an older version)
+    // reads as clipped.
+    t.users()
+        .update_one(
+            doc! { "_id": "acker" },
+            doc! { "$set": { "acked_seq": 500_i64 } },
+        )
+        .await?;
+    assert_eq!(store.position(&u).await?.acked_seq, 9);
+    t.drop_db().await
+}
+
+#[tokio::test]
+async fn an_idempotency_key_that_looks_like_an_index_name_is_no_seq_conflict() -> anyhow::Result<()>
+{
+    let t = TestDb::new().await?;
+    let store = t.store().await?;
+    for key in ["x index: _id_ y", "index: user_seq ", "E11000 dup key"] {
+        let msg = message(&["tricky"], "0", Some(key));
+        let first = store.append(&msg).await?;
+        let again = store.append(&msg).await?;
+        assert_eq!(first, again, "key {key:?}");
+    }
+    assert_eq!(t.copies_of(&user("tricky")).await?, 3);
     t.drop_db().await
 }
 
@@ -382,7 +415,7 @@ async fn retention_sweep_deletes_old_messages_and_seqs_continue() -> anyhow::Res
 }
 
 #[tokio::test]
-async fn malformed_documents_are_skipped_not_fatal() -> anyhow::Result<()> {
+async fn a_malformed_document_fails_the_read_instead_of_ending_it_early() -> anyhow::Result<()> {
     let t = TestDb::new().await?;
     let store = t.store().await?;
     store.append(&message(&["odd"], "1", None)).await?;
@@ -396,8 +429,13 @@ async fn malformed_documents_are_skipped_not_fatal() -> anyhow::Result<()> {
         )
         .await?;
     store.append(&message(&["odd"], "3", None)).await?;
-    let read = store.read_after(&user("odd"), 0, 10).await?;
-    assert_eq!(seqs(&read), [1, 3], "the malformed document is skipped");
+    // Skipping seq 2 would hand a replay a short page, which means "the
+    // end": seq 3 would never be replayed. The read fails instead.
+    match store.read_after(&user("odd"), 0, 10).await {
+        Err(StoreError::Backend(text)) => assert!(text.contains("odd"), "{text}"),
+        other => panic!("expected a backend error, got {other:?}"),
+    }
+    assert_eq!(seqs(&store.read_after(&user("odd"), 2, 10).await?), [3]);
     t.drop_db().await
 }
 

@@ -79,7 +79,11 @@ pub async fn authorize_token(
     let token = request
         .authorization_token
         .as_deref()
-        .map(|value| strip_bearer(value).unwrap_or(value).trim())
+        .map(|value| {
+            edgepush_core::bearer::bearer_token(value)
+                .unwrap_or(value)
+                .trim()
+        })
         .filter(|token| !token.is_empty());
     let result = match token {
         Some(token) => verifier.verify(token).await,
@@ -97,7 +101,7 @@ pub fn request_token(request: &ApiGatewayCustomAuthorizerRequestTypeRequest) -> 
         .get_all("authorization")
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .find_map(strip_bearer)
+        .find_map(edgepush_core::bearer::bearer_token)
         .map(str::trim)
         .filter(|token| !token.is_empty());
     from_header.or_else(|| {
@@ -107,14 +111,6 @@ pub fn request_token(request: &ApiGatewayCustomAuthorizerRequestTypeRequest) -> 
             .map(str::trim)
             .filter(|token| !token.is_empty())
     })
-}
-
-/// `value` without its `Bearer ` scheme (matched case-insensitively, as
-/// RFC 7235 says), or `None` for another scheme.
-fn strip_bearer(value: &str) -> Option<&str> {
-    let value = value.trim_start();
-    let (scheme, rest) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(rest)
 }
 
 /// The policy for a verdict, logged without the token.
@@ -196,14 +192,6 @@ fn policy(effect: IamPolicyEffect, resource: &str) -> ApiGatewayCustomAuthorizer
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bearer_scheme_is_case_insensitive_and_required() {
-        assert_eq!(strip_bearer("Bearer abc"), Some("abc"));
-        assert_eq!(strip_bearer("bearer abc"), Some("abc"));
-        assert_eq!(strip_bearer("Basic abc"), None);
-        assert_eq!(strip_bearer("abc"), None);
-    }
 
     #[test]
     fn policies_have_the_api_gateway_shape() {

@@ -12,6 +12,10 @@ use serde_json::value::RawValue;
 
 use crate::{ApiKeys, CollectError};
 
+/// The start of the idempotency keys collect chooses for submissions that
+/// came without one.
+pub const AUTO_KEY_PREFIX: &str = "auto-";
+
 /// The one path of the collect API.
 pub const MESSAGES_PATH: &str = "/v1/messages";
 
@@ -232,17 +236,23 @@ impl Collector {
 
         self.handoff.ready().await.map_err(CollectError::NotReady)?;
 
+        // Every submission is stored under an idempotency key: the caller's,
+        // or one chosen here, which a 503 hands back so that a retry of a
+        // keyless request cannot store a second copy.
+        let key = submission
+            .idempotency_key
+            .unwrap_or_else(|| format!("{AUTO_KEY_PREFIX}{}", MessageId::random()));
         let message = NewMessage {
             to: submission.to,
             data: Arc::from(submission.data),
             source: source.to_owned(),
-            idempotency_key: submission.idempotency_key,
+            idempotency_key: Some(key.clone()),
         };
         let mut stored = self
             .store
             .append(&message)
             .await
-            .map_err(CollectError::Store)?;
+            .map_err(|e| CollectError::Store(e, key.clone()))?;
         trace.message_id = stored.first().map(|m| m.id.clone());
         if stored.len() > 1 {
             // Receipts follow `to`, whatever order the store answered in.
@@ -254,14 +264,14 @@ impl Collector {
         self.handoff
             .hand_off(&stored)
             .await
-            .map_err(CollectError::HandoffFailed)?;
+            .map_err(|e| CollectError::HandoffFailed(e, key))?;
         Ok(SubmitResponse::from_stored(&stored))
     }
 
     /// The source name of the caller's API key.
     fn authenticate(&self, authorization: Option<&str>) -> Result<&str, CollectError> {
         let key = authorization
-            .and_then(bearer_token)
+            .and_then(edgepush_core::bearer::bearer_token)
             .ok_or(CollectError::MissingKey)?;
         self.api_keys.source_of(key).ok_or(CollectError::BadKey)
     }
@@ -333,28 +343,5 @@ impl Collector {
             data: raw.data,
             idempotency_key: raw.idempotency_key,
         })
-    }
-}
-
-/// The credentials of an `Authorization: Bearer <token>` header (scheme
-/// case-insensitive, RFC 9110), or `None` for any other header.
-fn bearer_token(header: &str) -> Option<&str> {
-    let (scheme, token) = header.trim().split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::bearer_token;
-
-    #[test]
-    fn bearer_tokens_are_extracted() {
-        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
-        assert_eq!(bearer_token("bearer   abc "), Some("abc"));
-        assert_eq!(bearer_token("Basic abc"), None);
-        assert_eq!(bearer_token("Bearer"), None);
-        assert_eq!(bearer_token("Bearer  "), None);
-        assert_eq!(bearer_token("abc"), None);
     }
 }

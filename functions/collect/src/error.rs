@@ -39,12 +39,14 @@ pub enum CollectError {
     /// was stored.
     #[error("dispatch not ready, nothing stored: {0}")]
     NotReady(HandoffError),
-    /// The message store failed.
-    #[error(transparent)]
-    Store(StoreError),
-    /// The message is stored, but dispatch did not take it.
+    /// The message store failed; some copies may be stored. The key is the
+    /// idempotency key to retry with.
+    #[error("{0}")]
+    Store(StoreError, String),
+    /// The message is stored, but dispatch did not take it. The key is the
+    /// idempotency key to retry with.
     #[error("stored, but the hand-off failed: {0}")]
-    HandoffFailed(HandoffError),
+    HandoffFailed(HandoffError, String),
 }
 
 impl CollectError {
@@ -56,9 +58,9 @@ impl CollectError {
             Self::MissingKey | Self::BadKey => 401,
             Self::TooLarge { .. } => 413,
             Self::BadRequest(_) => 400,
-            Self::NotReady(_) | Self::HandoffFailed(_) => 503,
-            Self::Store(StoreError::Unavailable(_) | StoreError::Contention(_)) => 503,
-            Self::Store(StoreError::Backend(_)) => 500,
+            Self::NotReady(_) | Self::HandoffFailed(..) => 503,
+            Self::Store(StoreError::Unavailable(_) | StoreError::Contention(_), _) => 503,
+            Self::Store(StoreError::Backend(_), _) => 500,
         }
     }
 
@@ -70,9 +72,17 @@ impl CollectError {
             Self::MissingKey | Self::BadKey => "unauthorized",
             Self::TooLarge { .. } => "too_large",
             Self::BadRequest(_) => "bad_request",
-            Self::NotReady(_) | Self::HandoffFailed(_) => "unavailable",
-            Self::Store(StoreError::Unavailable(_) | StoreError::Contention(_)) => "unavailable",
-            Self::Store(StoreError::Backend(_)) => "internal",
+            Self::NotReady(_) | Self::HandoffFailed(..) => "unavailable",
+            Self::Store(StoreError::Unavailable(_) | StoreError::Contention(_), _) => "unavailable",
+            Self::Store(StoreError::Backend(_), _) => "internal",
+        }
+    }
+
+    /// The idempotency key a retry must carry, when the store was written to.
+    fn retry_key(&self) -> Option<&str> {
+        match self {
+            Self::Store(_, key) | Self::HandoffFailed(_, key) => Some(key),
+            _ => None,
         }
     }
 
@@ -89,18 +99,19 @@ impl CollectError {
             Self::BadKey => "invalid API key".into(),
             Self::TooLarge { max } => format!("the request body is over {max} bytes"),
             Self::NotReady(_) => "delivery is unavailable; nothing was stored, retry later".into(),
-            Self::Store(StoreError::Unavailable(_) | StoreError::Contention(_)) => {
-                "the message store is unavailable; retry later (with the same \
-                 idempotency_key, if you sent one)"
+            Self::Store(StoreError::Unavailable(_) | StoreError::Contention(_), _) => {
+                "the message store is unavailable and the message may be partly stored; \
+                 retry later with error.idempotency_key"
                     .into()
             }
-            Self::Store(StoreError::Backend(_)) => {
-                "the message store failed; retry with the same idempotency_key, if you sent one"
+            Self::Store(StoreError::Backend(_), _) => {
+                "the message store failed and the message may be partly stored; retry \
+                 with error.idempotency_key"
                     .into()
             }
-            Self::HandoffFailed(_) => {
-                "the message is stored but could not be handed to delivery; retrying \
-                 with the same idempotency_key is safe"
+            Self::HandoffFailed(..) => {
+                "the message is stored but could not be handed to delivery; retry with \
+                 error.idempotency_key: nothing is stored twice and delivery is tried again"
                     .into()
             }
         }
@@ -109,10 +120,9 @@ impl CollectError {
 
 impl From<CollectError> for CollectResponse {
     fn from(error: CollectError) -> Self {
-        let mut response = CollectResponse::json(
-            error.status(),
-            &ErrorBody::new(error.code(), error.public_message()),
-        );
+        let mut body = ErrorBody::new(error.code(), error.public_message());
+        body.error.idempotency_key = error.retry_key().map(str::to_owned);
+        let mut response = CollectResponse::json(error.status(), &body);
         match error.status() {
             401 => response.push_header("www-authenticate", "Bearer"),
             405 => response.push_header("allow", "POST"),

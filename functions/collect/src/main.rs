@@ -83,6 +83,7 @@ async fn build_collector(
                 routes: Arc::new(routes.clone()),
                 nodes: Arc::new(routes),
                 pusher: Arc::new(config.dispatch.push.http_pusher()?),
+                retry: edgepush_dispatch::RetryPolicy::default(),
             };
             Arc::new(DirectHandoff(Arc::new(dispatcher)))
         }

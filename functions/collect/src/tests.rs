@@ -12,7 +12,8 @@ use bytes::Bytes;
 use edgepush_core::memory::MemoryMessageStore;
 use edgepush_core::protocol::{ErrorBody, SubmitResponse};
 use edgepush_core::{
-    Handoff, HandoffError, MessageStore, NewMessage, Seq, StoreError, StoredMessage, UserId,
+    Handoff, HandoffError, MessageStore, NewMessage, Seq, StoreError, StoredMessage,
+    StreamPosition, UserId,
 };
 use http::Method;
 use lambda_runtime::{Context, LambdaEvent};
@@ -77,10 +78,10 @@ impl MessageStore for FailingStore {
     ) -> Result<Vec<StoredMessage>, StoreError> {
         Err((self.make)())
     }
-    async fn ack(&self, _: &UserId, _: Seq) -> Result<(), StoreError> {
+    async fn ack(&self, _: &UserId, _: Seq) -> Result<Seq, StoreError> {
         Err((self.make)())
     }
-    async fn acked(&self, _: &UserId) -> Result<Seq, StoreError> {
+    async fn position(&self, _: &UserId) -> Result<StreamPosition, StoreError> {
         Err((self.make)())
     }
     async fn ping(&self) -> Result<(), StoreError> {

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `$connect` | identifies the user (authorizer context `userId`, else the token in `Authorization: Bearer` or `?token=`), refreshes the API's virtual node, records the route | `200`; `401` bad or missing token; `403` bad authorizer context; `400` malformed event; `503`/`500` store failure |
 //! | `$disconnect` | removes the route | `200` (API Gateway ignores the answer) |
-//! | `$default` (any message) | `{"type":"ack","seq":N}` records the ack when a message store is configured | `200`; `400` for anything else |
+//! | `$default` (any message) | `{"type":"ack","seq":N}` records the ack when a message store is configured: coalesced (at most one write per connection per [`Settings::ack_interval`], the last one at `$disconnect`) and clipped by the store to the user's last stored seq | `200`; `400` for anything else |
 //!
 //! API Gateway refuses the WebSocket upgrade unless `$connect` answers 2xx,
 //! so nothing is registered for a refused client.
@@ -58,7 +58,14 @@ pub struct Settings {
     /// The AWS region of the API (`AWS_REGION` in Lambda): needed to name the
     /// management endpoint when clients connect through a custom domain.
     pub region: Option<String>,
+    /// At most one ack write per connection per this interval; the acks in
+    /// between are coalesced (the highest wins), and the last one is written
+    /// at `$disconnect`.
+    pub ack_interval: Duration,
 }
+
+/// Default of [`Settings::ack_interval`].
+pub const DEFAULT_ACK_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Default for Settings {
     fn default() -> Self {
@@ -66,6 +73,7 @@ impl Default for Settings {
             node_ttl: DEFAULT_NODE_TTL,
             owner_ttl: DEFAULT_OWNER_TTL,
             region: None,
+            ack_interval: DEFAULT_ACK_INTERVAL,
         }
     }
 }
@@ -261,13 +269,8 @@ fn token_of(event: &ApiGatewayWebsocketProxyRequest) -> Option<String> {
         .headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.trim().split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("bearer")
-                .then(|| token.trim().to_owned())
-        })
-        .filter(|t| !t.is_empty());
+        .and_then(edgepush_core::bearer::bearer_token)
+        .map(str::to_owned);
     from_header.or_else(|| {
         event
             .query_string_parameters
@@ -439,6 +442,20 @@ impl Connections {
             .remove_routes(&[(user.clone(), conn.clone())])
             .await
             .map_err(Refusal::from_route)?;
+        if let Some(messages) = &self.messages {
+            // The last acks of a connection may wait behind the gate.
+            match self.owners.take_pending_ack(&conn).await {
+                Ok(Some(seq)) => {
+                    if let Err(e) = messages.ack(&user, seq).await {
+                        tracing::warn!(user = %user, conn = %conn, seq, error = %e, "could not record the last ack");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(conn = %conn, error = %e, "could not read the pending ack")
+                }
+            }
+        }
         if !by_authorizer {
             self.owners
                 .forget(&conn)
@@ -480,11 +497,20 @@ impl Connections {
             tracing::warn!(conn = %conn, seq, "ack from a connection without a known owner; ignored");
             return Ok(empty_response(200));
         };
-        messages
+        let due = self
+            .owners
+            .throttle_ack(&conn, seq, self.settings.ack_interval)
+            .await
+            .map_err(Refusal::from_route)?;
+        let Some(seq) = due else {
+            tracing::debug!(user = %user, conn = %conn, seq, "ack coalesced");
+            return Ok(empty_response(200));
+        };
+        let acked = messages
             .ack(&user, seq)
             .await
             .map_err(Refusal::from_store)?;
-        tracing::debug!(user = %user, conn = %conn, seq, "ack recorded");
+        tracing::debug!(user = %user, conn = %conn, seq, acked, "ack recorded");
         Ok(empty_response(200))
     }
 }

@@ -13,7 +13,7 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use edgepush_core::{ConnId, RouteError, UserId};
+use edgepush_core::{ConnId, RouteError, Seq, UserId};
 use edgepush_redis::RedisConnection;
 use redis::AsyncCommands;
 
@@ -35,7 +35,36 @@ pub trait ConnectionOwners: Send + Sync + 'static {
 
     /// Forgets `conn` (it closed).
     async fn forget(&self, conn: &ConnId) -> Result<(), RouteError>;
+
+    /// Coalesces the acks of `conn`: answers the seq to write now (the
+    /// highest acked since the last write) at most once per `interval`, and
+    /// `None` while the interval runs, keeping `seq` as pending.
+    async fn throttle_ack(
+        &self,
+        conn: &ConnId,
+        seq: Seq,
+        interval: Duration,
+    ) -> Result<Option<Seq>, RouteError>;
+
+    /// Takes the pending ack of `conn`, if any (at `$disconnect`).
+    async fn take_pending_ack(&self, conn: &ConnId) -> Result<Option<Seq>, RouteError>;
 }
+
+/// The ack gate as one script, so that concurrent `$default` invocations of
+/// one connection agree: `KEYS[1]` is the gate (set while an interval
+/// runs), `KEYS[2]` the pending seq; `ARGV` = seq, interval ms, pending TTL
+/// ms. Answers the seq to write, or `false`.
+const ACK_GATE: &str = r"
+local seq = tonumber(ARGV[1])
+local pending = tonumber(redis.call('GET', KEYS[2]) or '0')
+if pending > seq then seq = pending end
+if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[2]) then
+  redis.call('DEL', KEYS[2])
+  return tostring(seq)
+end
+redis.call('SET', KEYS[2], tostring(seq), 'PX', ARGV[3])
+return false
+";
 
 /// The Redis backend of [`ConnectionOwners`]: one string key per
 /// connection, `<prefix>:o:{<connection id>}` = user id, with a TTL. The key
@@ -73,6 +102,15 @@ impl RedisConnectionOwners {
     /// The key of `conn`'s owner.
     pub fn key(&self, conn: &ConnId) -> String {
         format!("{}:o:{{{}}}", self.prefix, conn)
+    }
+
+    /// The keys of `conn`'s ack gate and pending ack (one hash tag: one
+    /// cluster slot, as the script needs).
+    fn ack_keys(&self, conn: &ConnId) -> (String, String) {
+        (
+            format!("{}:ag:{{{}}}", self.prefix, conn),
+            format!("{}:ap:{{{}}}", self.prefix, conn),
+        )
     }
 
     /// Runs `fut` within the command timeout, translating errors.
@@ -144,5 +182,50 @@ impl ConnectionOwners for RedisConnectionOwners {
             async move { redis.del::<_, ()>(&key).await },
         )
         .await
+    }
+
+    async fn throttle_ack(
+        &self,
+        conn: &ConnId,
+        seq: Seq,
+        interval: Duration,
+    ) -> Result<Option<Seq>, RouteError> {
+        let (gate, pending) = self.ack_keys(conn);
+        let interval_ms = u64::try_from(interval.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut redis = self.conn.clone();
+        let answer: Option<String> = self
+            .bounded("ack gate", async move {
+                redis::Script::new(ACK_GATE)
+                    .key(&gate)
+                    .key(&pending)
+                    .arg(seq)
+                    .arg(interval_ms)
+                    .arg(DEFAULT_OWNER_TTL.as_millis() as u64)
+                    .invoke_async(&mut redis)
+                    .await
+            })
+            .await?;
+        answer
+            .map(|s| {
+                s.parse::<Seq>()
+                    .map_err(|e| RouteError::Backend(format!("ack gate answered {s:?}: {e}")))
+            })
+            .transpose()
+    }
+
+    async fn take_pending_ack(&self, conn: &ConnId) -> Result<Option<Seq>, RouteError> {
+        let (_, pending) = self.ack_keys(conn);
+        let mut redis = self.conn.clone();
+        let raw: Option<String> = self
+            .bounded("take pending ack", async move {
+                redis::cmd("GETDEL")
+                    .arg(&pending)
+                    .query_async(&mut redis)
+                    .await
+            })
+            .await?;
+        Ok(raw.and_then(|s| s.parse().ok()))
     }
 }

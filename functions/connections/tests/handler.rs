@@ -15,7 +15,7 @@ use edgepush_auth::{AuthConfig, Claims, JwtVerifier, mint_hs256};
 use edgepush_connections::{
     ConnectionOwners, Connections, DEFAULT_NODE_TTL, RedisConnectionOwners, Settings, handler,
 };
-use edgepush_core::{ConnId, MessageStore, NodeDirectory, NodeId, RouteStore, UserId};
+use edgepush_core::{ConnId, MessageStore, NewMessage, NodeDirectory, NodeId, RouteStore, UserId};
 use edgepush_mongo::{MongoConfig, MongoMessageStore};
 use edgepush_redis::{RedisConfig, RedisRouteStore};
 use lambda_runtime::{Context, LambdaEvent};
@@ -80,6 +80,18 @@ fn with_query_token(mut value: Value, token: &str) -> Value {
 
 fn token(user: &str, ttl: Duration) -> String {
     mint_hs256(SECRET, &Claims::new(user, ttl))
+}
+
+/// Message `k` to `user`.
+fn new_message(user: &str, k: u64) -> NewMessage {
+    NewMessage {
+        to: vec![UserId::new(user).expect("valid user")],
+        data: Arc::from(
+            serde_json::value::RawValue::from_string(k.to_string()).expect("valid JSON"),
+        ),
+        source: "test".into(),
+        idempotency_key: None,
+    }
 }
 
 fn user(s: &str) -> UserId {
@@ -375,7 +387,20 @@ async fn default_route_acks_and_refuses_anything_else() -> Result<()> {
     assert_eq!(response.status_code, 200, "{}", body_text(&response));
 
     env.connections.messages = Some(store.clone());
+    // Nothing stored yet: an ack moves nothing.
     let response = env.handle(fixture("default-ack.json")?).await?;
+    assert_eq!(response.status_code, 200, "{}", body_text(&response));
+    assert_eq!(store.acked(&user("alice")).await?, 0, "nothing was stored");
+    for user in ["alice", "dora"] {
+        for k in 0..10 {
+            store.append(&new_message(user, k)).await?;
+        }
+    }
+    // The first ack of an interval is written (through a fresh connection:
+    // the gate of the one above is still closed).
+    let mut first = fixture("default-ack.json")?;
+    first["requestContext"]["connectionId"] = json!("AckConn1");
+    let response = env.handle(first.clone()).await?;
     assert_eq!(response.status_code, 200, "{}", body_text(&response));
     assert_eq!(
         store.acked(&user("alice")).await?,
@@ -383,13 +408,43 @@ async fn default_route_acks_and_refuses_anything_else() -> Result<()> {
         "the ack was recorded"
     );
 
+    // A flood of acks within the interval: coalesced, nothing written; a
+    // bogus one among them is clipped to the last stored seq when written.
+    for seq in [4, 1_000_000, 5] {
+        let mut ack = first.clone();
+        ack["body"] = json!(format!(r#"{{"type":"ack","seq":{seq}}}"#));
+        assert_eq!(env.handle(ack).await?.status_code, 200);
+    }
+    assert_eq!(
+        store.acked(&user("alice")).await?,
+        3,
+        "acks within the interval are coalesced"
+    );
+    // `$disconnect` writes the pending one, clipped.
+    let mut bye = fixture("disconnect.json")?;
+    bye["requestContext"]["connectionId"] = json!("AckConn1");
+    assert_eq!(env.handle(bye).await?.status_code, 200);
+    assert_eq!(
+        store.acked(&user("alice")).await?,
+        10,
+        "the bogus ack is clipped to what is stored"
+    );
+    // A new message after the clipped ack is not hidden.
+    store.append(&new_message("alice", 10)).await?;
+    let next = store
+        .read_after(&user("alice"), store.acked(&user("alice")).await?, 10)
+        .await?;
+    assert_eq!(next.iter().map(|m| m.seq).collect::<Vec<_>>(), [11]);
+
     // An ack of a connection admitted by token: the owner names the user.
-    let connect = with_query_token(
+    let mut connect = with_query_token(
         without_authorizer(fixture("connect.json")?),
         &token("dora", Duration::from_secs(300)),
     );
+    connect["requestContext"]["connectionId"] = json!("DoraConn1");
     assert_eq!(env.handle(connect).await?.status_code, 200);
     let mut ack = without_authorizer(fixture("default-ack.json")?);
+    ack["requestContext"]["connectionId"] = json!("DoraConn1");
     ack["body"] = json!(r#"{"type":"ack","seq":9}"#);
     assert_eq!(env.handle(ack).await?.status_code, 200);
     assert_eq!(store.acked(&user("dora")).await?, 9);
@@ -415,7 +470,7 @@ async fn default_route_acks_and_refuses_anything_else() -> Result<()> {
     assert_eq!(env.handle(binary).await?.status_code, 400);
     assert_eq!(
         store.acked(&user("alice")).await?,
-        3,
+        10,
         "bad frames ack nothing"
     );
 

@@ -286,17 +286,13 @@ impl ManagedEdgePusher {
     /// Posts every item to its connections through the management API at
     /// `endpoint`; see the module documentation for the order and failure
     /// rules.
-    async fn post_all(
-        &self,
-        endpoint: &str,
-        items: Vec<PushItem>,
-    ) -> Result<PushReport, PushError> {
+    async fn post_all(&self, endpoint: &str, items: &[PushItem]) -> Result<PushReport, PushError> {
         // Each message serialised once; per connection, its frames in batch
         // order.
         let mut frames: Vec<Bytes> = Vec::with_capacity(items.len());
         let mut per_conn: Vec<(ConnId, Vec<usize>)> = Vec::new();
         let mut conn_index: HashMap<ConnId, usize> = HashMap::new();
-        for item in &items {
+        for item in items {
             let message = &item.message;
             let frame = encode_msg(message.seq, &message.id, &message.data);
             if frame.len() > MAX_POST_BYTES {
@@ -411,7 +407,7 @@ struct ConnOutcome {
 
 #[async_trait]
 impl Pusher for ManagedEdgePusher {
-    async fn push(&self, push_url: &str, items: Vec<PushItem>) -> Result<PushReport, PushError> {
+    async fn push(&self, push_url: &str, items: &[PushItem]) -> Result<PushReport, PushError> {
         if is_management_endpoint(push_url) {
             self.post_all(push_url, items).await
         } else {

@@ -1,23 +1,94 @@
 //! Routing and fan-out: from stored messages to one push batch per live node.
 //!
+//! [`Dispatcher::dispatch`] is two steps:
+//!
+//! 1. [`plan`]: a pure function from the messages, their recipients' routes
+//!    and the live nodes to one [`NodeBatch`] per live node (unit-tested
+//!    without I/O);
+//! 2. the pushes: every node's batch at once, each retried with backoff
+//!    while the push fails for a reason that may pass (the node cannot be
+//!    reached, times out, answers 5xx or 429) and the node is still live,
+//!    for at most [`RetryPolicy::give_up_after`].
+//!
 //! A "node" is anything with a node directory entry: an edge node (its push
 //! API's URL) or an API Gateway WebSocket API stage, registered by the
 //! connections function as the virtual node `apigw-<apiId>-<stage>` with its
 //! management endpoint as the URL. Both get one batch here; the
 //! [`ManagedEdgePusher`](crate::ManagedEdgePusher) posts an API Gateway batch
 //! one connection at a time, and reports `GoneException`s as gone
-//! connections, whose routes are removed below like any other.
+//! connections, whose routes are removed below like any other. The pusher
+//! splits a batch into requests that fit the node's body cap and sends them
+//! in order, so one user's messages keep their seq order.
+//!
+//! A push that failed for good to a node that is still live leaves its
+//! messages in [`DispatchReport::undelivered`]: the caller must have them
+//! dispatched again (the SQS handler reports their records failed, so the
+//! queue redelivers; a direct hand-off fails, so collect answers 503 and its
+//! caller retries with the same idempotency key). Nodes dedupe by seq, so a
+//! second delivery is harmless.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use edgepush_core::protocol::PushItem;
 use edgepush_core::{
-    ConnId, NodeDirectory, NodeId, PushReport, Pusher, RouteError, RouteStore, StoredMessage,
-    UserId,
+    ConnId, NodeDirectory, NodeId, PushError, PushReport, Pusher, RouteError, RouteStore,
+    StoredMessage, UserId,
 };
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+/// How a failed push to a live node is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// The pause before the first retry; it doubles each time (with full
+    /// jitter) up to [`max_delay`](Self::max_delay).
+    pub first_delay: Duration,
+    /// The longest pause between two attempts.
+    pub max_delay: Duration,
+    /// No attempt starts this long after the first one did.
+    pub give_up_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            first_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(2),
+            give_up_after: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// No retries at all.
+    pub fn never() -> Self {
+        Self {
+            give_up_after: Duration::ZERO,
+            ..Self::default()
+        }
+    }
+
+    /// The pause after `attempt` failed attempts (1 = the first failed).
+    fn delay(&self, attempt: u32) -> Duration {
+        let cap = self
+            .first_delay
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+            .min(self.max_delay);
+        // Full jitter: anywhere from nothing to the cap.
+        cap.mul_f64(rand::random::<f64>())
+    }
+}
+
+/// Whether a push that failed this way may succeed if tried again.
+pub fn is_retryable(error: &PushError) -> bool {
+    match error {
+        PushError::Unreachable { .. } => true,
+        PushError::Refused { status, .. } => *status >= 500 || *status == 429 || *status == 408,
+    }
+}
 
 /// Routes stored messages to the edge nodes holding their recipients'
 /// connections. Holds only trait objects, so the same code runs against
@@ -31,6 +102,8 @@ pub struct Dispatcher {
     pub nodes: Arc<dyn NodeDirectory>,
     /// Sends one batch to one node.
     pub pusher: Arc<dyn Pusher>,
+    /// How failed pushes are retried.
+    pub retry: RetryPolicy,
 }
 
 /// What one [`Dispatcher::dispatch`] call did; returned by the Lambda
@@ -48,22 +121,160 @@ pub struct DispatchReport {
     pub skipped_dead_routes: usize,
     /// Routes removed because their node said the connection is gone.
     pub gone_removed: usize,
-    /// Nodes whose push failed as a whole; their connections catch up on
-    /// resume.
+    /// Pushes tried again after a failure.
+    #[serde(default)]
+    pub retries: usize,
+    /// Nodes whose push failed for good.
     pub failed_nodes: usize,
+    /// Indexes (into the messages handed in) of the messages that a node
+    /// still live did not take: they must be dispatched again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub undelivered: Vec<usize>,
 }
 
-/// One recipient's live connections, grouped by node.
-type LiveRoutes<'a> = Vec<(&'a NodeId, Vec<ConnId>)>;
+/// One live node's share of a dispatch.
+#[derive(Debug, Clone)]
+pub struct NodeBatch {
+    /// The node.
+    pub node: NodeId,
+    /// Its push URL.
+    pub url: String,
+    /// One item per message with recipients there, in the order handed in.
+    pub items: Vec<PushItem>,
+    /// For each item, the index of its message in the input.
+    pub message_index: Vec<usize>,
+}
+
+/// What [`plan`] makes of a dispatch.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// One batch per live node with recipients, in first-seen order.
+    pub batches: Vec<NodeBatch>,
+    /// (node, connection) -> user, to turn the connections a node reports
+    /// gone into routes to remove.
+    pub owners: HashMap<(NodeId, ConnId), UserId>,
+    /// Distinct recipients without a live route.
+    pub offline_users: usize,
+    /// Routes on nodes that are not alive.
+    pub skipped_dead_routes: usize,
+}
+
+/// The distinct recipients of `messages`, in first-seen order.
+pub fn recipients(messages: &[StoredMessage]) -> Vec<UserId> {
+    let mut seen: HashSet<&UserId> = HashSet::new();
+    messages
+        .iter()
+        .filter(|m| seen.insert(&m.user_id))
+        .map(|m| m.user_id.clone())
+        .collect()
+}
+
+/// The distinct nodes of `routes`, in first-seen order.
+pub fn nodes_of(routes: &[Vec<(ConnId, NodeId)>]) -> Vec<NodeId> {
+    let mut seen: HashSet<&NodeId> = HashSet::new();
+    routes
+        .iter()
+        .flatten()
+        .filter(|(_, node)| seen.insert(node))
+        .map(|(_, node)| node.clone())
+        .collect()
+}
+
+/// Plans a dispatch: `users` are [`recipients`] of `messages`, `routes` one
+/// entry per user, `live` the push URLs of the live nodes among them.
+pub fn plan(
+    messages: &[StoredMessage],
+    users: &[UserId],
+    routes: &[Vec<(ConnId, NodeId)>],
+    live: &HashMap<NodeId, String>,
+) -> Plan {
+    let mut out = Plan::default();
+    // Per recipient: its connections on live nodes, grouped by node.
+    let mut by_user: HashMap<&UserId, Vec<(&NodeId, Vec<ConnId>)>> = HashMap::new();
+    for (user, user_routes) in users.iter().zip(routes) {
+        let mut by_node: Vec<(&NodeId, Vec<ConnId>)> = Vec::new();
+        for (conn, node) in user_routes {
+            if !live.contains_key(node) {
+                out.skipped_dead_routes += 1;
+                continue;
+            }
+            out.owners
+                .insert((node.clone(), conn.clone()), user.clone());
+            match by_node.iter_mut().find(|(n, _)| *n == node) {
+                Some((_, conns)) => conns.push(conn.clone()),
+                None => by_node.push((node, vec![conn.clone()])),
+            }
+        }
+        if by_node.is_empty() {
+            out.offline_users += 1;
+        }
+        by_user.insert(user, by_node);
+    }
+
+    // One item per (message, node), one batch per node.
+    let mut batch_of: HashMap<&NodeId, usize> = HashMap::new();
+    for (index, message) in messages.iter().enumerate() {
+        let Some(nodes) = by_user.get(&message.user_id) else {
+            continue;
+        };
+        for (node, conns) in nodes {
+            let Some(url) = live.get(*node) else {
+                continue;
+            };
+            let slot = *batch_of.entry(node).or_insert_with(|| {
+                out.batches.push(NodeBatch {
+                    node: (*node).clone(),
+                    url: url.clone(),
+                    items: Vec::new(),
+                    message_index: Vec::new(),
+                });
+                out.batches.len() - 1
+            });
+            let batch = &mut out.batches[slot];
+            batch.items.push(PushItem {
+                connection_ids: conns.clone(),
+                message: message.clone(),
+            });
+            batch.message_index.push(index);
+        }
+    }
+    out
+}
+
+/// How one node's push ended.
+struct Pushed {
+    /// The node's answer, or the last error.
+    result: Result<PushReport, PushError>,
+    /// Attempts after the first.
+    retries: usize,
+    /// Whether the node was still live when the pushes stopped.
+    live: bool,
+}
 
 impl Dispatcher {
+    /// A dispatcher with the default [`RetryPolicy`].
+    pub fn new(
+        routes: Arc<dyn RouteStore>,
+        nodes: Arc<dyn NodeDirectory>,
+        pusher: Arc<dyn Pusher>,
+    ) -> Self {
+        Self {
+            routes,
+            nodes,
+            pusher,
+            retry: RetryPolicy::default(),
+        }
+    }
+
     /// Delivers `messages` to every live connection of their recipients.
     ///
     /// One `routes_of` call for all distinct recipients, one `live_nodes`
     /// call for all distinct nodes, then one push batch per live node, all
-    /// nodes concurrently. Only a route store failure is an error (the
-    /// caller retries); a failed push to one node is logged and counted in
-    /// [`DispatchReport::failed_nodes`] without affecting the others.
+    /// nodes concurrently, each retried as the module docs say. Only a route
+    /// store failure is an error (the caller retries); a push that failed
+    /// for good is counted in [`DispatchReport::failed_nodes`] and, if its
+    /// node is still live, its messages listed in
+    /// [`DispatchReport::undelivered`].
     pub async fn dispatch(&self, messages: &[StoredMessage]) -> Result<DispatchReport, RouteError> {
         let mut report = DispatchReport {
             messages: messages.len(),
@@ -72,17 +283,7 @@ impl Dispatcher {
         if messages.is_empty() {
             return Ok(report);
         }
-
-        // Distinct recipients, in first-seen order.
-        let mut user_index: HashMap<&UserId, usize> = HashMap::new();
-        let mut users: Vec<UserId> = Vec::new();
-        for message in messages {
-            user_index.entry(&message.user_id).or_insert_with(|| {
-                users.push(message.user_id.clone());
-                users.len() - 1
-            });
-        }
-
+        let users = recipients(messages);
         let routes = self.routes.routes_of(&users).await?;
         if routes.len() != users.len() {
             return Err(RouteError::Backend(format!(
@@ -91,83 +292,34 @@ impl Dispatcher {
                 users.len()
             )));
         }
-
-        // Distinct nodes over all routes.
-        let mut nodes: Vec<NodeId> = Vec::new();
-        {
-            let mut seen: HashSet<&NodeId> = HashSet::new();
-            for (_, node) in routes.iter().flatten() {
-                if seen.insert(node) {
-                    nodes.push(node.clone());
-                }
-            }
-        }
+        let nodes = nodes_of(&routes);
         let live = if nodes.is_empty() {
             HashMap::new()
         } else {
             self.nodes.live_nodes(&nodes).await?
         };
+        let plan = plan(messages, &users, &routes, &live);
+        report.offline_users = plan.offline_users;
+        report.skipped_dead_routes = plan.skipped_dead_routes;
 
-        // Per recipient: its connections on live nodes, grouped by node.
-        // `owner` maps (node, connection) back to the user, to turn the
-        // connections a node reports gone into routes to remove.
-        let mut live_routes: Vec<LiveRoutes<'_>> = Vec::with_capacity(users.len());
-        let mut owner: HashMap<(&NodeId, &ConnId), &UserId> = HashMap::new();
-        for (user, user_routes) in users.iter().zip(&routes) {
-            let mut by_node: LiveRoutes<'_> = Vec::new();
-            for (conn, node) in user_routes {
-                if !live.contains_key(node) {
-                    report.skipped_dead_routes += 1;
-                    continue;
-                }
-                owner.insert((node, conn), user);
-                match by_node.iter_mut().find(|(n, _)| *n == node) {
-                    Some((_, conns)) => conns.push(conn.clone()),
-                    None => by_node.push((node, vec![conn.clone()])),
-                }
-            }
-            if by_node.is_empty() {
-                report.offline_users += 1;
-            }
-            live_routes.push(by_node);
-        }
-
-        // One item per (message, node), one batch per node.
-        let mut batches: HashMap<&NodeId, Vec<PushItem>> = HashMap::new();
-        for message in messages {
-            let Some(&index) = user_index.get(&message.user_id) else {
-                continue;
-            };
-            for (node, conns) in &live_routes[index] {
-                batches.entry(node).or_default().push(PushItem {
-                    connection_ids: conns.clone(),
-                    message: message.clone(),
-                });
-            }
-        }
-
-        let pushes = batches.into_iter().filter_map(|(node, items)| {
-            let url = live.get(node)?;
-            let pusher = &self.pusher;
-            Some(async move {
-                let count = items.len();
-                (node, url, count, pusher.push(url, items).await)
-            })
-        });
-
+        let pushes = plan
+            .batches
+            .iter()
+            .map(|batch| self.push_with_retries(batch));
         let mut gone: Vec<(UserId, ConnId)> = Vec::new();
-        for (node, url, items, result) in join_all(pushes).await {
-            match result {
+        for (batch, pushed) in plan.batches.iter().zip(join_all(pushes).await) {
+            report.retries += pushed.retries;
+            match pushed.result {
                 Ok(PushReport {
                     delivered,
                     gone: gone_conns,
                 }) => {
                     report.delivered += delivered;
                     for conn in gone_conns {
-                        match owner.get(&(node, &conn)) {
-                            Some(user) => gone.push(((*user).clone(), conn)),
+                        match plan.owners.get(&(batch.node.clone(), conn.clone())) {
+                            Some(user) => gone.push((user.clone(), conn)),
                             None => tracing::debug!(
-                                node = %node,
+                                node = %batch.node,
                                 conn = %conn,
                                 "node reported a connection that was not pushed to; ignored"
                             ),
@@ -176,16 +328,30 @@ impl Dispatcher {
                 }
                 Err(error) => {
                     report.failed_nodes += 1;
-                    tracing::warn!(
-                        node = %node,
-                        url = %url,
-                        items,
-                        error = %error,
-                        "push to node failed; its connections catch up on resume"
-                    );
+                    if pushed.live {
+                        report.undelivered.extend(&batch.message_index);
+                        tracing::warn!(
+                            node = %batch.node,
+                            url = %batch.url,
+                            items = batch.items.len(),
+                            retries = pushed.retries,
+                            error = %error,
+                            "push to a live node failed; its messages must be dispatched again"
+                        );
+                    } else {
+                        tracing::info!(
+                            node = %batch.node,
+                            url = %batch.url,
+                            items = batch.items.len(),
+                            error = %error,
+                            "push to a node that is no longer live failed; its clients resume elsewhere"
+                        );
+                    }
                 }
             }
         }
+        report.undelivered.sort_unstable();
+        report.undelivered.dedup();
 
         if !gone.is_empty() {
             // The deliveries are done: failing here would make the caller
@@ -202,5 +368,46 @@ impl Dispatcher {
         }
 
         Ok(report)
+    }
+
+    /// Pushes one node's batch, retrying as [`RetryPolicy`] says while the
+    /// node is live.
+    async fn push_with_retries(&self, batch: &NodeBatch) -> Pushed {
+        let started = Instant::now();
+        let mut retries = 0usize;
+        loop {
+            let error = match self.pusher.push(&batch.url, &batch.items).await {
+                Ok(report) => {
+                    return Pushed {
+                        result: Ok(report),
+                        retries,
+                        live: true,
+                    };
+                }
+                Err(error) => error,
+            };
+            let give_up = |live| Pushed {
+                result: Err(error.clone()),
+                retries,
+                live,
+            };
+            if !is_retryable(&error) || started.elapsed() >= self.retry.give_up_after {
+                return give_up(true);
+            }
+            tokio::time::sleep(self.retry.delay(retries as u32 + 1)).await;
+            // A node that died meanwhile gets no more tries: its clients
+            // reconnect elsewhere and catch up from the store.
+            match self
+                .nodes
+                .live_nodes(std::slice::from_ref(&batch.node))
+                .await
+            {
+                Ok(live) if !live.contains_key(&batch.node) => return give_up(false),
+                // Unknown (the directory is down): keep trying, bounded.
+                _ => {}
+            }
+            retries += 1;
+            tracing::debug!(node = %batch.node, retries, error = %error, "retrying a failed push");
+        }
     }
 }

@@ -10,9 +10,13 @@ use crate::Dispatcher;
 /// A [`Handoff`] that dispatches right away, in the caller's process (dev
 /// mode, and a collect function deployed without a queue).
 ///
-/// `hand_off` succeeds once the route store has answered, even when some
-/// nodes could not be pushed to: the messages are stored, and those
-/// connections catch up on resume.
+/// `hand_off` succeeds once every live node holding a recipient's
+/// connection took its batch (pushes are retried for a bounded time). It
+/// fails when the route store cannot be read or a live node kept refusing:
+/// the messages are stored, and collect answers 503 so that its caller
+/// retries with the same idempotency key, which dispatches them again
+/// without storing anything twice. Nodes that died are not waited for:
+/// their clients resume elsewhere from the store.
 #[derive(Clone)]
 pub struct DirectHandoff(pub Arc<Dispatcher>);
 
@@ -30,9 +34,18 @@ impl Handoff for DirectHandoff {
             offline_users = report.offline_users,
             skipped_dead_routes = report.skipped_dead_routes,
             gone_removed = report.gone_removed,
+            retries = report.retries,
             failed_nodes = report.failed_nodes,
+            undelivered = report.undelivered.len(),
             "dispatched in-process"
         );
+        if !report.undelivered.is_empty() {
+            return Err(HandoffError::Unavailable(format!(
+                "{} of {} messages could not be pushed to a live node",
+                report.undelivered.len(),
+                report.messages
+            )));
+        }
         Ok(())
     }
 

@@ -19,14 +19,24 @@ pub struct DispatchEvent {
     pub messages: Vec<StoredMessage>,
 }
 
-/// Handles a direct invocation. A route store failure is an error, so the
-/// invocation is retried; failed pushes to single nodes are not.
+/// Handles a direct invocation. A route store failure, or messages a live
+/// node did not take, are an error, so the invocation is retried; pushes to
+/// nodes that died are not.
 pub async fn handler(
     dispatcher: &Dispatcher,
     event: LambdaEvent<DispatchEvent>,
 ) -> Result<DispatchReport, lambda_runtime::Error> {
     let (payload, context) = event.into_parts();
-    dispatch_messages(dispatcher, &context.request_id, &payload.messages).await
+    let report = dispatch_messages(dispatcher, &context.request_id, &payload.messages).await?;
+    if !report.undelivered.is_empty() {
+        return Err(format!(
+            "{} of {} messages could not be pushed to a live node",
+            report.undelivered.len(),
+            report.messages
+        )
+        .into());
+    }
+    Ok(report)
 }
 
 /// Dispatches `messages` and logs the outcome once, whatever the event
@@ -45,7 +55,9 @@ pub async fn dispatch_messages(
                 offline_users = report.offline_users,
                 skipped_dead_routes = report.skipped_dead_routes,
                 gone_removed = report.gone_removed,
+                retries = report.retries,
                 failed_nodes = report.failed_nodes,
+                undelivered = report.undelivered.len(),
                 "dispatched"
             );
             Ok(report)

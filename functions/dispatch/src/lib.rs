@@ -30,7 +30,10 @@ pub mod sqs;
 
 pub use apigw::{ConnectionPoster, ManagedEdgePusher, PostToConnectionError, SdkConnectionPoster};
 pub use config::{Config, ConfigError, PushConfig};
-pub use dispatcher::{DispatchReport, Dispatcher};
+pub use dispatcher::{
+    DispatchReport, Dispatcher, NodeBatch, Plan, RetryPolicy, is_retryable, nodes_of, plan,
+    recipients,
+};
 pub use handoff::DirectHandoff;
 pub use lambda::{DispatchEvent, handler};
 pub use sqs::{EventSource, sqs_handler};

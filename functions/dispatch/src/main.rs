@@ -71,6 +71,7 @@ async fn build_dispatcher(config: &Config, cluster: Option<&str>) -> Result<Disp
         routes: Arc::new(routes.clone()),
         nodes: Arc::new(routes),
         pusher: Arc::new(pusher),
+        retry: edgepush_dispatch::RetryPolicy::default(),
     })
 }
 

@@ -13,8 +13,11 @@
 //! - Every valid record is dispatched together (one `routes_of` for the
 //!   whole batch). When the route store fails, every valid record is
 //!   reported, so SQS redelivers them all.
-//! - A failed push to one node is not a failure here: the messages are in
-//!   MongoDB and those connections catch up on resume.
+//! - A push that failed for good to a node that is still live (after the
+//!   dispatcher's retries) reports the records whose messages it carried,
+//!   so SQS redelivers them; nodes drop what a client already has by seq.
+//!   A push to a node that died is not a failure: its clients resume
+//!   elsewhere from MongoDB.
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use edgepush_core::StoredMessage;
@@ -76,6 +79,8 @@ pub async fn sqs_handler(
 
     let mut valid_ids: Vec<String> = Vec::with_capacity(payload.records.len());
     let mut messages: Vec<StoredMessage> = Vec::new();
+    // For each message, the index in `valid_ids` of the record it came in.
+    let mut record_of: Vec<usize> = Vec::new();
     for record in payload.records {
         let Some(message_id) = record.message_id.filter(|id| !id.is_empty()) else {
             // SQS always sets it; without one the record cannot be reported,
@@ -85,6 +90,7 @@ pub async fn sqs_handler(
         };
         match edgepush_aws::body::decode(record.body.as_deref().unwrap_or_default()) {
             Ok(batch) => {
+                record_of.extend(std::iter::repeat_n(valid_ids.len(), batch.len()));
                 valid_ids.push(message_id);
                 messages.extend(batch);
             }
@@ -103,14 +109,30 @@ pub async fn sqs_handler(
         }
     }
 
-    if !valid_ids.is_empty()
-        && dispatch_messages(dispatcher, request_id, &messages)
-            .await
-            .is_err()
-    {
+    if valid_ids.is_empty() {
+        return Ok(response);
+    }
+    match dispatch_messages(dispatcher, request_id, &messages).await {
         // `dispatch_messages` has logged the route store's error.
-        for id in valid_ids {
-            response.add_failure(id);
+        Err(_) => {
+            for id in valid_ids {
+                response.add_failure(id);
+            }
+        }
+        Ok(report) => {
+            let mut failed: Vec<usize> = report
+                .undelivered
+                .iter()
+                .filter_map(|&m| record_of.get(m).copied())
+                .collect();
+            failed.sort_unstable();
+            failed.dedup();
+            for record in failed {
+                if let Some(id) = valid_ids.get(record) {
+                    tracing::warn!(request_id, message_id = %id, "a live node did not take this record's messages; reported failed for redelivery");
+                    response.add_failure(id.clone());
+                }
+            }
         }
     }
     Ok(response)

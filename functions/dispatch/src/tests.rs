@@ -38,14 +38,14 @@ impl RecordingPusher {
 
 #[async_trait]
 impl Pusher for RecordingPusher {
-    async fn push(&self, push_url: &str, items: Vec<PushItem>) -> Result<PushReport, PushError> {
+    async fn push(&self, push_url: &str, items: &[PushItem]) -> Result<PushReport, PushError> {
         if let Some(barrier) = &self.barrier {
             barrier.wait().await;
         }
         self.calls
             .lock()
             .unwrap()
-            .push((push_url.to_owned(), items.clone()));
+            .push((push_url.to_owned(), items.to_vec()));
         if self.failing.contains(push_url) {
             return Err(PushError::Unreachable {
                 url: push_url.to_owned(),
@@ -128,6 +128,7 @@ fn dispatcher(routes: &Arc<MemoryRouteStore>, pusher: &Arc<RecordingPusher>) -> 
         routes: routes.clone(),
         nodes: routes.clone(),
         pusher: pusher.clone(),
+        retry: crate::RetryPolicy::never(),
     }
 }
 
@@ -200,6 +201,7 @@ async fn pushes_one_batch_per_live_node_grouped_by_message() {
             skipped_dead_routes: 2,
             gone_removed: 0,
             failed_nodes: 0,
+            ..DispatchReport::default()
         }
     );
     // Routes on dead nodes are left alone.
@@ -342,6 +344,7 @@ async fn direct_handoff_dispatches_and_reports_readiness() {
         routes: Arc::new(DownRoutes),
         nodes: routes.clone(),
         pusher: pusher.clone(),
+        retry: crate::RetryPolicy::never(),
     }));
     assert!(down.ready().await.is_err());
     assert!(down.hand_off(&[stored("bob", 2, "m2")]).await.is_err());
@@ -374,6 +377,7 @@ async fn lambda_handler_returns_the_report() -> anyhow::Result<()> {
         routes: Arc::new(DownRoutes),
         nodes: routes.clone(),
         pusher: pusher.clone(),
+        retry: crate::RetryPolicy::never(),
     };
     let event = DispatchEvent {
         messages: vec![stored("bob", 4, "m4")],

@@ -25,9 +25,10 @@ use edgepush_core::{
 };
 use edgepush_dispatch::{
     ConnectionPoster, DispatchReport, Dispatcher, ManagedEdgePusher, PostToConnectionError,
-    SdkConnectionPoster,
+    RetryPolicy, SdkConnectionPoster,
 };
 use edgepush_redis::{RedisConfig, RedisRouteStore};
+use serde_json::Value;
 use serde_json::value::RawValue;
 
 const EDGE_NODE: &str = "edge-1";
@@ -131,10 +132,10 @@ struct RecordingPusher {
 
 #[async_trait]
 impl Pusher for RecordingPusher {
-    async fn push(&self, push_url: &str, items: Vec<PushItem>) -> Result<PushReport, PushError> {
+    async fn push(&self, push_url: &str, items: &[PushItem]) -> Result<PushReport, PushError> {
         let delivered = items.iter().map(|i| i.connection_ids.len() as u64).sum();
         if let Ok(mut calls) = self.calls.lock() {
-            calls.push((push_url.to_owned(), items));
+            calls.push((push_url.to_owned(), items.to_vec()));
         }
         Ok(PushReport {
             delivered,
@@ -191,6 +192,13 @@ fn dispatcher(
         routes: store.clone(),
         nodes: store.clone(),
         pusher: Arc::new(ManagedEdgePusher::new(pusher, poster)),
+        // Quick retries, so a test of an endpoint that keeps failing ends
+        // soon (the count of attempts is not asserted, only their order).
+        retry: RetryPolicy {
+            first_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(20),
+            give_up_after: Duration::from_millis(200),
+        },
     }
 }
 
@@ -317,11 +325,25 @@ async fn an_endpoint_that_fails_entirely_counts_as_a_failed_node() -> Result<()>
     assert_eq!(report.failed_nodes, 1);
     assert_eq!(report.delivered, 2, "the edge node still got both");
     assert_eq!(report.gone_removed, 0);
+    assert!(report.retries >= 1, "a 500 is retried: {report:?}");
     assert_eq!(
-        poster.posts().len(),
-        2,
-        "each connection stops at its first failure, so seq 2 never overtakes seq 1"
+        report.undelivered,
+        [0, 1],
+        "the live endpoint took neither message: both must be dispatched again"
     );
+    let posts = poster.posts();
+    assert_eq!(
+        posts.len(),
+        2 * (report.retries + 1),
+        "each attempt posts once per connection"
+    );
+    for (_, conn, body) in &posts {
+        let frame: Value = serde_json::from_slice(body)?;
+        assert_eq!(
+            frame["seq"], 1,
+            "{conn}: each connection stops at its first failure, so seq 2 never overtakes seq 1"
+        );
+    }
     assert_eq!(
         routes_of(&store, "alice").await?.len(),
         3,

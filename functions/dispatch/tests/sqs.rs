@@ -52,12 +52,12 @@ impl RecordingPusher {
 
 #[async_trait]
 impl Pusher for RecordingPusher {
-    async fn push(&self, push_url: &str, items: Vec<PushItem>) -> Result<PushReport, PushError> {
+    async fn push(&self, push_url: &str, items: &[PushItem]) -> Result<PushReport, PushError> {
         let delivered = items.iter().map(|i| i.connection_ids.len() as u64).sum();
         self.items
             .lock()
             .expect("recording lock")
-            .extend(items.into_iter().map(|i| (push_url.to_owned(), i)));
+            .extend(items.iter().map(|i| (push_url.to_owned(), i.clone())));
         Ok(PushReport {
             delivered,
             gone: Vec::new(),
@@ -136,6 +136,7 @@ async fn world(down: bool) -> anyhow::Result<(Dispatcher, Arc<Routes>, Arc<Recor
         routes: routes.clone(),
         nodes: memory,
         pusher: pusher.clone(),
+        retry: edgepush_dispatch::RetryPolicy::default(),
     };
     Ok((dispatcher, routes, pusher))
 }
