@@ -5,17 +5,14 @@
 //! in process or by calling the auth function — and answer `401` *before*
 //! the upgrade, with nothing registered anywhere.
 
-use std::borrow::Cow;
-
 use bytes::BytesMut;
-use percent_encoding::percent_decode_str;
+pub use edgepush_core::upgrade::UpgradeRequest;
+use edgepush_core::upgrade::{HeadError, parse_head};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 /// The longest request head accepted.
 const MAX_HEAD: usize = 8 * 1024;
-/// The most headers accepted.
-const MAX_HEADERS: usize = 32;
 
 /// Why an upgrade request was refused before a token was looked at.
 #[derive(Debug, thiserror::Error)]
@@ -29,54 +26,6 @@ pub enum HandshakeError {
     /// The bytes were not an HTTP/1.1 request.
     #[error("malformed request: {0}")]
     Malformed(String),
-}
-
-/// The parts of an upgrade request the node uses.
-#[derive(Debug, Default)]
-pub struct UpgradeRequest {
-    /// `GET`, ...
-    pub method: String,
-    /// The path without the query.
-    pub path: String,
-    /// The `token` query parameter, decoded.
-    pub query_token: Option<String>,
-    /// The `after` query parameter, raw.
-    pub query_after: Option<String>,
-    /// The `Authorization` header.
-    pub authorization: Option<String>,
-    /// The `Upgrade` header.
-    pub upgrade: Option<String>,
-    /// The `Connection` header.
-    pub connection: Option<String>,
-    /// The `Sec-WebSocket-Key` header.
-    pub ws_key: Option<String>,
-    /// The `Sec-WebSocket-Version` header.
-    pub ws_version: Option<String>,
-    /// The `User-Agent` header.
-    pub user_agent: Option<String>,
-}
-
-impl UpgradeRequest {
-    /// The bearer token from the `Authorization` header, else from `?token=`.
-    pub fn token(&self) -> Option<&str> {
-        if let Some(token) = self
-            .authorization
-            .as_deref()
-            .and_then(edgepush_core::bearer::bearer_token)
-        {
-            return Some(token);
-        }
-        self.query_token.as_deref().filter(|t| !t.is_empty())
-    }
-
-    /// Whether the headers ask for a WebSocket upgrade (RFC 6455 §4.2.1).
-    pub fn is_websocket_upgrade(&self) -> bool {
-        let has = |h: &Option<String>, word: &str| {
-            h.as_deref()
-                .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(word)))
-        };
-        has(&self.upgrade, "websocket") && has(&self.connection, "upgrade") && self.ws_key.is_some()
-    }
 }
 
 /// Reads one request head from `stream`. Returns the request and any bytes
@@ -94,65 +43,15 @@ pub async fn read_request<S: AsyncRead + Unpin>(
         if n == 0 {
             return Err(HandshakeError::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&buf) {
-            Ok(httparse::Status::Partial) => continue,
-            Ok(httparse::Status::Complete(len)) => {
-                let parsed = extract(&req)?;
+        match parse_head(&buf) {
+            Ok(None) => continue,
+            Ok(Some((parsed, len))) => {
                 let rest = buf[len..].to_vec();
                 return Ok((parsed, rest));
             }
-            Err(e) => return Err(HandshakeError::Malformed(e.to_string())),
+            Err(HeadError::Malformed(reason)) => return Err(HandshakeError::Malformed(reason)),
         }
     }
-}
-
-fn extract(req: &httparse::Request<'_, '_>) -> Result<UpgradeRequest, HandshakeError> {
-    let target = req.path.unwrap_or("/");
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let mut out = UpgradeRequest {
-        method: req.method.unwrap_or("").to_owned(),
-        path: path.to_owned(),
-        ..UpgradeRequest::default()
-    };
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = decode(v);
-        match k {
-            "token" => out.query_token = Some(v.into_owned()),
-            "after" => out.query_after = Some(v.into_owned()),
-            _ => {}
-        }
-    }
-    for h in req.headers.iter() {
-        let value = || {
-            std::str::from_utf8(h.value)
-                .map(|s| s.trim().to_owned())
-                .map_err(|_| HandshakeError::Malformed(format!("header {} is not UTF-8", h.name)))
-        };
-        let name = h.name;
-        if name.eq_ignore_ascii_case("authorization") {
-            out.authorization = Some(value()?);
-        } else if name.eq_ignore_ascii_case("upgrade") {
-            out.upgrade = Some(value()?);
-        } else if name.eq_ignore_ascii_case("connection") {
-            out.connection = Some(value()?);
-        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
-            out.ws_key = Some(value()?);
-        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
-            out.ws_version = Some(value()?);
-        } else if name.eq_ignore_ascii_case("user-agent") {
-            out.user_agent = Some(value()?);
-        }
-    }
-    Ok(out)
-}
-
-fn decode(v: &str) -> Cow<'_, str> {
-    // `+` means space in form encoding; tokens never hold spaces, so only
-    // percent-escapes matter.
-    percent_decode_str(v).decode_utf8_lossy()
 }
 
 /// Writes a complete non-upgrade answer with a JSON error body and closes.

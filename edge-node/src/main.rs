@@ -134,14 +134,11 @@ async fn serve() -> anyhow::Result<()> {
     if let Some(db) = env("EDGEPUSH_MONGODB_DATABASE") {
         mongo.database = db;
     }
-    let routes = Arc::new(
-        RedisRouteStore::connect(RedisConfig::from_settings(
-            redis_url,
-            env("EDGEPUSH_REDIS_CLUSTER").as_deref(),
-        )?)
-        .await
-        .context("redis")?,
-    );
+    let mut redis =
+        RedisConfig::from_settings(redis_url, env("EDGEPUSH_REDIS_CLUSTER").as_deref())?;
+    // The node refreshes its routes within a third of this.
+    redis.route_ttl = config.route_ttl;
+    let routes = Arc::new(RedisRouteStore::connect(redis).await.context("redis")?);
     let messages = Arc::new(MongoMessageStore::connect(mongo).await.context("mongodb")?);
     let deps = NodeDeps {
         routes: routes.clone(),

@@ -10,15 +10,17 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// How long [`WsClient::connect`] waits for the upgrade and the `hello`.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long [`WsClient::connect`] waits for the upgrade and the `hello`:
+/// a stall period ([`crate::wait::stall`]).
+fn connect_timeout() -> Duration {
+    crate::wait::stall()
+}
 
 type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -104,10 +106,13 @@ impl WsClient {
             );
         }
         let connected =
-            tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request))
+            tokio::time::timeout(connect_timeout(), tokio_tungstenite::connect_async(request))
                 .await
                 .with_context(|| {
-                    format!("no upgrade answer from {url} within {CONNECT_TIMEOUT:?}")
+                    format!(
+                        "no upgrade answer from {url} within {:?}",
+                        connect_timeout()
+                    )
                 })?;
         let ws = match connected {
             Ok((ws, _response)) => ws,
@@ -129,9 +134,9 @@ impl WsClient {
             conn_id: String::new(),
             user_id: String::new(),
         };
-        let hello = tokio::time::timeout(CONNECT_TIMEOUT, client.next_frame())
+        let hello = tokio::time::timeout(connect_timeout(), client.next_frame())
             .await
-            .with_context(|| format!("no hello from {url} within {CONNECT_TIMEOUT:?}"))??;
+            .with_context(|| format!("no hello from {url} within {:?}", connect_timeout()))??;
         match hello {
             ServerFrame::Hello { conn_id, user_id } => {
                 client.conn_id = conn_id.to_string();
@@ -178,21 +183,20 @@ impl WsClient {
         }
     }
 
-    /// Exactly `n` messages, all within `overall`; an error listing what
-    /// did arrive otherwise.
+    /// Exactly `n` messages, as long as they keep coming: it gives up (with
+    /// an error listing what did arrive) only when no message came for
+    /// `stall`, however long the whole takes.
     pub async fn collect_msgs(
         &mut self,
         n: usize,
-        overall: Duration,
+        stall: Duration,
     ) -> anyhow::Result<Vec<MsgFrame>> {
-        let deadline = Instant::now() + overall;
         let mut got = Vec::with_capacity(n);
         while got.len() < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.next_msg(left).await {
+            match self.next_msg(stall).await {
                 Ok(Some(m)) => got.push(m),
                 Ok(None) => bail!(
-                    "user {} (conn {}) got {} of {n} messages within {overall:?}: seqs {:?}",
+                    "user {} (conn {}) got {} of {n} messages, then none for {stall:?}: seqs {:?}",
                     self.user_id,
                     self.conn_id,
                     got.len(),
@@ -233,6 +237,22 @@ impl WsClient {
             .send(Message::text(text))
             .await
             .context("sending an ack")
+    }
+
+    /// Sends an ack for every seq of `seqs`, as fast as the socket takes
+    /// them (one flush per 256 frames).
+    pub async fn ack_burst(&mut self, seqs: impl IntoIterator<Item = u64>) -> anyhow::Result<()> {
+        for (i, seq) in seqs.into_iter().enumerate() {
+            let text = format!(r#"{{"type":"ack","seq":{seq}}}"#);
+            self.ws
+                .feed(Message::text(text))
+                .await
+                .context("sending an ack")?;
+            if i % 256 == 255 {
+                self.ws.flush().await.context("flushing acks")?;
+            }
+        }
+        self.ws.flush().await.context("flushing acks")
     }
 
     /// Sends any frame as is (for protocol-violation tests).
@@ -293,6 +313,9 @@ fn encode_query(s: &str) -> String {
     out
 }
 
+/// What a probe read: (status, headers lowercased, body).
+pub type ProbeAnswer = (u16, Vec<(String, String)>, String);
+
 /// Sends a WebSocket upgrade request by hand to `ws_url` (`ws://host:port/
 /// path?query`) with `extra_headers`, and reads the whole answer until the
 /// server closes: (status, headers lowercased, body). Only for answers that
@@ -301,7 +324,7 @@ fn encode_query(s: &str) -> String {
 pub async fn upgrade_probe(
     ws_url: &str,
     extra_headers: &[(&str, &str)],
-) -> anyhow::Result<(u16, Vec<(String, String)>, String)> {
+) -> anyhow::Result<ProbeAnswer> {
     let rest = ws_url
         .strip_prefix("ws://")
         .ok_or_else(|| anyhow!("not a ws:// URL: {ws_url}"))?;
@@ -334,9 +357,62 @@ pub async fn upgrade_probe(
         }
         Ok::<Vec<u8>, std::io::Error>(buf)
     };
-    let raw = tokio::time::timeout(CONNECT_TIMEOUT, exchange)
-        .await
-        .with_context(|| format!("no complete answer from {ws_url} within {CONNECT_TIMEOUT:?}"))?
+    raw_probe_answer(
+        ws_url,
+        tokio::time::timeout(connect_timeout(), exchange).await,
+    )
+}
+
+/// Sends `bytes` as they are to the node of `ws_url` (any bytes: a
+/// malformed request, invalid UTF-8) and reads the answer like
+/// [`upgrade_probe`]; a server that closes without answering gives status 0.
+pub async fn raw_probe(ws_url: &str, bytes: &[u8]) -> anyhow::Result<ProbeAnswer> {
+    let rest = ws_url
+        .strip_prefix("ws://")
+        .ok_or_else(|| anyhow!("not a ws:// URL: {ws_url}"))?;
+    let host = rest.split('/').next().unwrap_or(rest);
+    let exchange = async {
+        let mut stream = TcpStream::connect(host).await?;
+        stream.write_all(bytes).await?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = match stream.read(&mut chunk).await {
+                Ok(n) => n,
+                // A reset after the answer: keep what came.
+                Err(_) if !buf.is_empty() => 0,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.starts_with(b"HTTP/1.1 101") && buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        Ok::<Vec<u8>, std::io::Error>(buf)
+    };
+    let answer = tokio::time::timeout(connect_timeout(), exchange).await;
+    if let Ok(Ok(raw)) = &answer
+        && raw.is_empty()
+    {
+        return Ok((0, Vec::new(), String::new()));
+    }
+    raw_probe_answer(ws_url, answer)
+}
+
+fn raw_probe_answer(
+    ws_url: &str,
+    answer: Result<std::io::Result<Vec<u8>>, tokio::time::error::Elapsed>,
+) -> anyhow::Result<ProbeAnswer> {
+    let raw = answer
+        .with_context(|| {
+            format!(
+                "no complete answer from {ws_url} within {:?}",
+                connect_timeout()
+            )
+        })?
         .with_context(|| format!("probing {ws_url}"))?;
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text

@@ -209,8 +209,16 @@ impl Handoff for ReportingHandoff {
             .dispatch(messages)
             .await
             .map_err(|e| HandoffError::Unavailable(e.to_string()))?;
+        let undelivered = report.undelivered.len();
         if let Ok(mut reports) = self.reports.lock() {
             reports.push(report);
+        }
+        // As DirectHandoff: messages a live node did not take fail the
+        // hand-off, so collect answers 503 and the caller retries.
+        if undelivered > 0 {
+            return Err(HandoffError::Unavailable(format!(
+                "{undelivered} messages could not be pushed to a live node"
+            )));
         }
         Ok(())
     }

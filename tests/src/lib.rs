@@ -36,23 +36,29 @@
 //! - [`collect`]: [`Collect`], the collect API in process, and
 //!   [`ReportingHandoff`].
 //! - [`client`]: [`WsClient`], a real WebSocket client.
+//! - [`net`]: network faults: test hosts in network namespaces, relays, a
+//!   proxy that fails on demand.
 //! - [`inspect`]: reading Redis and MongoDB behind the system's back.
-//! - [`wait`]: bounded polling ([`eventually`]).
+//! - [`fault`]: the fault tests' devices, ledger, producer and verdict.
+//! - [`wait`]: polling that follows progress ([`until`]) or has a deadline
+//!   ([`eventually`]).
 
 pub mod client;
 pub mod collect;
 pub mod env;
+pub mod fault;
 pub mod inspect;
+pub mod net;
 pub mod node;
 pub mod servers;
 pub mod tokens;
 pub mod wait;
 
-pub use client::{Refused, TokenIn, WsClient, upgrade_probe};
+pub use client::{Refused, TokenIn, WsClient, raw_probe, upgrade_probe};
 pub use collect::{API_KEY, Collect, CollectOptions, ReportingHandoff};
 pub use env::{TestEnv, mongodb_uri, redis_url, unique, unique_db};
 pub use inspect::{RedisProbe, drop_database, message_store};
 pub use node::{NodeOptions, NodeProcess, edge_node_bin};
 pub use servers::{MongoServer, RedisServer};
 pub use tokens::{JWT_SECRET, mint, push_credential};
-pub use wait::eventually;
+pub use wait::{Check, eventually, stall, until};

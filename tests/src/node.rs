@@ -7,7 +7,7 @@
 //! The process is SIGKILLed when the handle is dropped.
 
 use std::fs::File;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
@@ -94,6 +94,13 @@ pub struct NodeOptions {
     pub node_ttl_ms: u64,
     /// More variables (they override the ones above).
     pub env: Vec<(String, String)>,
+    /// The address the node listens on (clients and push API alike):
+    /// loopback by default; a test host's address for a node in a network
+    /// namespace.
+    pub host: IpAddr,
+    /// A command the node runs under, e.g. `ip netns exec <ns>` (it must
+    /// exec the node, so that the node keeps its process id).
+    pub wrap: Vec<String>,
 }
 
 impl NodeOptions {
@@ -107,6 +114,8 @@ impl NodeOptions {
             heartbeat_ms: 500,
             node_ttl_ms: 3000,
             env: Vec::new(),
+            host: IpAddr::from([127, 0, 0, 1]),
+            wrap: Vec::new(),
         }
     }
 
@@ -154,12 +163,19 @@ impl NodeProcess {
 
     async fn try_start(bin: &Path, options: &NodeOptions) -> Result<Self, StartError> {
         let dir = TempDir::new("node")?;
-        let ws_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let push_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let ws_addr = SocketAddr::new(options.host, free_port()?);
+        let push_addr = SocketAddr::new(options.host, free_port()?);
         let log = dir.path().join("node.log");
         let log_file = File::create(&log).context("creating the node's log")?;
         let rust_log = std::env::var("EDGEPUSH_TEST_NODE_LOG").unwrap_or_else(|_| "info".into());
-        let mut command = Command::new(bin);
+        let mut command = match options.wrap.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(bin);
+                command
+            }
+            None => Command::new(bin),
+        };
         command
             .arg("serve")
             .env("RUST_LOG", rust_log)
@@ -254,6 +270,11 @@ impl NodeProcess {
         self.ws_addr
     }
 
+    /// The push listener's address.
+    pub fn push_addr(&self) -> SocketAddr {
+        self.push_addr
+    }
+
     /// `http://127.0.0.1:<port>`: push API, health, metrics.
     pub fn push_url(&self) -> String {
         format!("http://{}", self.push_addr)
@@ -272,6 +293,29 @@ impl NodeProcess {
     /// The whole log so far.
     pub fn log(&self) -> String {
         tail(&self.log, usize::MAX)
+    }
+
+    /// Stops the node with SIGSTOP (a stall: a long GC pause, a starved VM),
+    /// until [`resume`](Self::resume).
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Continues a paused node (SIGCONT).
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self.pid().context("the node is not running")?;
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .with_context(|| format!("running kill {signal}"))?;
+        if !status.success() {
+            bail!("kill {signal} {pid} failed: {status}");
+        }
+        Ok(())
     }
 
     /// Kills the node with SIGKILL, as a crash would: no drain, no cleanup.
@@ -361,6 +405,13 @@ pub fn parse_metric(text: &str, name: &str) -> Option<f64> {
 impl Drop for NodeProcess {
     fn drop(&mut self) {
         self.kill_9();
+        // For a look after the fact: EDGEPUSH_TEST_KEEP_LOGS=<dir> keeps
+        // every node's log there, named by node id.
+        if let Some(dir) = std::env::var_os("EDGEPUSH_TEST_KEEP_LOGS").filter(|d| !d.is_empty()) {
+            let dir = PathBuf::from(dir);
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::copy(&self.log, dir.join(format!("{}.log", self.node_id)));
+        }
     }
 }
 

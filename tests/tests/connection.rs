@@ -13,15 +13,13 @@ use edgepush_core::{ConnId, MessageStore, NewMessage, Pusher, UserId};
 use edgepush_delivery::{HttpPusher, PushClientConfig};
 use edgepush_tests::tokens::push_credential;
 use edgepush_tests::{
-    Collect, NodeProcess, RedisProbe, TestEnv, TokenIn, WsClient, eventually, mint, unique,
+    Collect, NodeProcess, RedisProbe, TestEnv, TokenIn, WsClient, eventually, mint, stall, unique,
 };
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 const HOUR: Duration = Duration::from_secs(3600);
-const DELIVERY: Duration = Duration::from_secs(30);
 const GRACE: Duration = Duration::from_millis(500);
-const SETTLE: Duration = Duration::from_secs(30);
 
 fn seqs(msgs: &[edgepush_core::protocol::MsgFrame]) -> Vec<u64> {
     msgs.iter().map(|m| m.seq).collect()
@@ -50,7 +48,7 @@ async fn a_client_resumes_after_the_seq_it_names_then_goes_live() -> anyhow::Res
         collect.send(&[&user], json!({ "n": i })).await?;
     }
     let mut client = connect_after(&node, &user, Some(2)).await?;
-    let replayed = client.collect_msgs(3, DELIVERY).await?;
+    let replayed = client.collect_msgs(3, stall()).await?;
     ensure!(
         seqs(&replayed) == [3, 4, 5],
         "replayed {:?}",
@@ -62,7 +60,7 @@ async fn a_client_resumes_after_the_seq_it_names_then_goes_live() -> anyhow::Res
         replayed[0].data
     );
     collect.send(&[&user], json!({ "n": 6 })).await?;
-    let live = client.collect_msgs(1, DELIVERY).await?;
+    let live = client.collect_msgs(1, stall()).await?;
     ensure!(seqs(&live) == [6], "live {:?}", seqs(&live));
     client.expect_silence(GRACE).await?;
     env.cleanup().await;
@@ -79,13 +77,13 @@ async fn without_after_a_client_resumes_after_its_acked_seq() -> anyhow::Result<
     for i in 1..=3 {
         collect.send(&[&user], json!({ "n": i })).await?;
     }
-    let got = first.collect_msgs(3, DELIVERY).await?;
+    let got = first.collect_msgs(3, stall()).await?;
     ensure!(seqs(&got) == [1, 2, 3], "got {:?}", seqs(&got));
     first.ack(2).await?;
     // The ack is recorded asynchronously: wait until the store has it.
     let store = collect.store.clone();
     let uid = UserId::new(&user)?;
-    eventually("the ack to reach MongoDB", SETTLE, || {
+    eventually("the ack to reach MongoDB", stall(), || {
         let store = store.clone();
         let uid = uid.clone();
         async move { Ok((store.acked(&uid).await? == 2).then_some(())) }
@@ -95,7 +93,7 @@ async fn without_after_a_client_resumes_after_its_acked_seq() -> anyhow::Result<
     first.ack(1).await?;
     first.close().await?;
     let mut second = connect_after(&node, &user, None).await?;
-    let again = second.collect_msgs(1, DELIVERY).await?;
+    let again = second.collect_msgs(1, stall()).await?;
     ensure!(
         seqs(&again) == [3],
         "after acking 2, resume gave {:?}",
@@ -140,7 +138,7 @@ async fn a_gap_in_live_pushes_is_filled_from_the_store() -> anyhow::Result<()> {
         report.delivered == 1 && report.gone.is_empty(),
         "report {report:?}"
     );
-    let got = client.collect_msgs(2, DELIVERY).await?;
+    let got = client.collect_msgs(2, stall()).await?;
     ensure!(
         seqs(&got) == [1, 2],
         "expected the gap filled first, got {:?}",
@@ -179,7 +177,7 @@ async fn protocol_violations_close_with_their_codes() -> anyhow::Result<()> {
     for (frame, code, what) in cases {
         let mut client = connect_after(&node, &user, None).await?;
         client.send_raw(frame).await?;
-        let closed = client.closed(SETTLE).await?;
+        let closed = client.closed(stall()).await?;
         ensure!(
             closed == Some(code),
             "{what}: expected close {code}, got {closed:?}"
@@ -210,7 +208,7 @@ async fn sigterm_drains_with_1012_and_removes_routes_and_liveness() -> anyhow::R
     let status = node.terminate().await?;
     ensure!(status.success(), "the node exited with {status}");
     for client in &mut clients {
-        let code = client.closed(SETTLE).await?;
+        let code = client.closed(stall()).await?;
         ensure!(code == Some(1012), "expected close 1012, got {code:?}");
     }
     for user in &users {

@@ -15,34 +15,38 @@
 //! stored: `lost == 0` and `delivered == accepted`.
 //!
 //! The producers retry `503`s (and transport errors) with the same
-//! idempotency key, as the collect API asks its callers to. Waits are
-//! bounded and fail with what did not happen; no test asserts a duration.
+//! idempotency key, as the collect API asks its callers to. Every wait
+//! follows progress (`edgepush_tests::wait::until`): it fails only when
+//! nothing has moved for `EDGEPUSH_TEST_STALL_SECS` (120 s), with what did
+//! not happen; no test asserts a duration. The harness is
+//! `edgepush_tests::fault`.
 //!
 //! Run with `scripts/test`, or set `EDGEPUSH_TEST_REDIS_URL`,
 //! `EDGEPUSH_TEST_MONGODB_URI` and `EDGEPUSH_FERRETDB_BIN` and run
 //! `cargo test -p edgepush-tests --test faults -- --nocapture`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow, bail, ensure};
-use edgepush_client::{
-    Backoff, Client, ClientConfig, ClientControl, ClientHandle, Event, Jitter, MsgFrame,
-    TokenSource,
-};
-use edgepush_core::protocol::{Accepted, ServerFrame, SubmitResponse};
+use anyhow::{Context as _, bail, ensure};
+use edgepush_client::MsgFrame;
+use edgepush_core::protocol::{ServerFrame, SubmitResponse};
 use edgepush_core::{MessageStore as _, UserId};
-use edgepush_tests::{
-    Collect, MongoServer, NodeOptions, NodeProcess, RedisProbe, RedisServer, ReportingHandoff,
-    TestEnv, TokenIn, WsClient, eventually, mint, unique,
+use edgepush_tests::fault::{
+    Device, GRACE, Ledger, Tally, Traffic, dispatch_summary, flushall, lock, node_ids,
+    post_until_accepted, produce_rounds, reconnects, reporting_collect, round_data, round_post,
+    start_devices, stop_devices, two_nodes, wait_delivered, wait_routes_back,
 };
-use futures_util::{StreamExt as _, TryStreamExt as _, stream};
+use edgepush_tests::{
+    Check, Collect, MongoServer, NodeOptions, NodeProcess, RedisProbe, RedisServer, TestEnv,
+    TokenIn, WsClient, mint, stall, unique, until,
+};
+use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -51,597 +55,6 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 /// Token lifetime: longer than any test.
 const HOUR: Duration = Duration::from_secs(3600);
-/// Bound on setting a test up (connecting its clients).
-const SETUP: Duration = Duration::from_secs(60);
-/// Bound on one message being accepted, however many 503s come first.
-const ACCEPT: Duration = Duration::from_secs(180);
-/// Bound on the fault's trigger and on its repair (routes back, ...).
-const FAULT_BOUND: Duration = Duration::from_secs(120);
-/// Bound on every client holding everything once the producer is done.
-const DELIVERY: Duration = Duration::from_secs(240);
-/// How long the clients are watched for anything extra at the end.
-const GRACE: Duration = Duration::from_millis(500);
-/// Most connection attempts to place a client on its own node (the client
-/// picks its first node at random, so each attempt lands there with
-/// probability 1/2).
-const PLACEMENT_TRIES: usize = 30;
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-// The clients -------------------------------------------------------------
-
-/// What one client's event stream brought.
-#[derive(Default)]
-struct Received {
-    /// Every message the client passed to the application, in order.
-    msgs: Vec<MsgFrame>,
-    /// (node URL, connection id) of every connection, in order.
-    connections: Vec<(String, String)>,
-    /// Why connections ended.
-    disconnects: Vec<String>,
-    /// Set when the client stopped for good.
-    fatal: Option<String>,
-}
-
-/// One user's [`Client`], read by a task of its own into [`Received`].
-struct Device {
-    user: String,
-    received: Arc<Mutex<Received>>,
-    control: ClientControl,
-    task: JoinHandle<()>,
-}
-
-/// The config of every test client: quick, jittered reconnects.
-fn client_config(user: &str, nodes: &[String]) -> ClientConfig {
-    ClientConfig {
-        backoff: Backoff {
-            initial: Duration::from_millis(50),
-            max: Duration::from_secs(1),
-            multiplier: 2.0,
-            jitter: Jitter::Full,
-            reset_after: Duration::from_secs(5),
-        },
-        ..ClientConfig::new(nodes.iter().cloned(), TokenSource::fixed(mint(user, HOUR)))
-    }
-}
-
-impl Device {
-    /// Starts a client of `user` over `nodes` and waits for its first
-    /// connection. With `prefer`, a client whose first connection is on
-    /// another node is closed and started again, until one starts there
-    /// (the client has no "first node" setting: it starts at a random one).
-    async fn start(user: &str, nodes: &[String], prefer: Option<&str>) -> anyhow::Result<Self> {
-        for _ in 0..PLACEMENT_TRIES {
-            let mut handle =
-                Client::connect(client_config(user, nodes)).context("starting a client")?;
-            let (node, conn_id) = first_connection(&mut handle)
-                .await
-                .with_context(|| format!("{user}: first connection"))?;
-            if prefer.is_some_and(|p| p != node) {
-                handle.close();
-                continue;
-            }
-            let received = Arc::new(Mutex::new(Received {
-                connections: vec![(node, conn_id)],
-                ..Received::default()
-            }));
-            let control = handle.control();
-            let task = tokio::spawn(read_events(handle, received.clone()));
-            return Ok(Self {
-                user: user.to_owned(),
-                received,
-                control,
-                task,
-            });
-        }
-        bail!("{user}: the client did not start on {prefer:?} in {PLACEMENT_TRIES} tries")
-    }
-
-    /// The (node URL, connection id) of its latest connection.
-    fn current(&self) -> Option<(String, String)> {
-        lock(&self.received).connections.last().cloned()
-    }
-
-    fn count(&self) -> usize {
-        lock(&self.received).msgs.len()
-    }
-}
-
-/// The first `Connected` event of a new client.
-async fn first_connection(handle: &mut ClientHandle) -> anyhow::Result<(String, String)> {
-    let wait = async {
-        while let Some(event) = handle.recv().await {
-            match event {
-                Event::Connected { conn_id, node } => return Ok((node, conn_id.to_string())),
-                Event::Fatal(e) => bail!("the client stopped: {e}"),
-                Event::Message(m) => bail!("a message (seq {}) before any connection", m.seq),
-                Event::Disconnected { .. } => {}
-            }
-        }
-        bail!("the client's stream ended before it connected")
-    };
-    tokio::time::timeout(SETUP, wait)
-        .await
-        .map_err(|_| anyhow!("no connection within {SETUP:?}"))?
-}
-
-async fn read_events(mut handle: ClientHandle, received: Arc<Mutex<Received>>) {
-    while let Some(event) = handle.recv().await {
-        let mut r = lock(&received);
-        match event {
-            Event::Message(m) => r.msgs.push(m),
-            Event::Connected { conn_id, node } => r.connections.push((node, conn_id.to_string())),
-            Event::Disconnected { reason } => r.disconnects.push(reason.to_string()),
-            Event::Fatal(e) => r.fatal = Some(e.to_string()),
-        }
-    }
-}
-
-/// Starts one device per user, `concurrency` at a time; user `i` prefers
-/// `nodes[i % nodes.len()]` and lists that node first (when `place`).
-async fn start_devices(
-    users: &[String],
-    nodes: &[String],
-    place: bool,
-    concurrency: usize,
-) -> anyhow::Result<Vec<Device>> {
-    stream::iter(users.iter().enumerate())
-        .map(|(i, user)| {
-            let own = nodes[i % nodes.len()].clone();
-            let mut list = vec![own.clone()];
-            list.extend(nodes.iter().filter(|n| **n != own).cloned());
-            async move {
-                Device::start(user, &list, place.then_some(own.as_str()))
-                    .await
-                    .with_context(|| format!("starting the client of {user}"))
-            }
-        })
-        .buffered(concurrency)
-        .try_collect()
-        .await
-}
-
-/// Closes every client and waits (bounded) for their tasks.
-async fn stop_devices(devices: Vec<Device>) {
-    for d in &devices {
-        d.control.close();
-    }
-    for d in devices {
-        let _ = tokio::time::timeout(Duration::from_secs(5), d.task).await;
-    }
-}
-
-// The producer ------------------------------------------------------------
-
-/// One user's accepted messages: seq -> (message id, tag).
-type Accepts = BTreeMap<u64, (String, u64)>;
-
-/// Every message collect accepted: user -> seq -> (message id, tag), the
-/// tag being what the test put in the data to recognise it.
-#[derive(Default)]
-struct Ledger {
-    accepted: Mutex<HashMap<String, Accepts>>,
-}
-
-impl Ledger {
-    /// Records the receipts of one accepted post tagged `tag`. A seq that
-    /// was already accepted under another id is an error.
-    fn record(&self, receipts: &[Accepted], tag: u64) -> anyhow::Result<()> {
-        let mut accepted = lock(&self.accepted);
-        for r in receipts {
-            let mine = accepted.entry(r.user_id.to_string()).or_default();
-            let id = r.id.to_string();
-            if let Some((known, known_tag)) = mine.get(&r.seq) {
-                ensure!(
-                    *known == id && *known_tag == tag,
-                    "seq {} of {} accepted twice: as {known} (tag {known_tag}) and {id} (tag {tag})",
-                    r.seq,
-                    r.user_id
-                );
-            }
-            mine.insert(r.seq, (id, tag));
-        }
-        Ok(())
-    }
-
-    fn of(&self, user: &str) -> Accepts {
-        lock(&self.accepted).get(user).cloned().unwrap_or_default()
-    }
-
-    fn total(&self) -> u64 {
-        lock(&self.accepted).values().map(|m| m.len() as u64).sum()
-    }
-}
-
-/// One answer of collect (or a transport error), with when it was asked
-/// and answered.
-#[derive(Debug, Clone, Copy)]
-struct Response {
-    started: Instant,
-    ended: Instant,
-    /// `None`: no HTTP answer (connection error or client timeout).
-    status: Option<u16>,
-}
-
-/// Every answer the producer saw, and how many posts were accepted.
-#[derive(Default)]
-struct Traffic {
-    responses: Mutex<Vec<Response>>,
-    accepted_posts: AtomicU64,
-}
-
-impl Traffic {
-    fn accepted(&self) -> u64 {
-        self.accepted_posts.load(Ordering::Acquire)
-    }
-
-    fn count(&self, status: u16) -> usize {
-        lock(&self.responses)
-            .iter()
-            .filter(|r| r.status == Some(status))
-            .count()
-    }
-
-    /// Waits until at least `n` posts were accepted.
-    async fn wait_accepted(&self, n: u64) -> anyhow::Result<()> {
-        eventually(
-            &format!("{n} posts accepted by collect"),
-            FAULT_BOUND,
-            || async { Ok((self.accepted() >= n).then_some(())) },
-        )
-        .await
-    }
-}
-
-/// Posts `body` until collect answers 202 (bounded by [`ACCEPT`]),
-/// retrying 503s and transport errors with the same body (so the same
-/// idempotency key). Any other status is an error.
-async fn post_until_accepted(
-    collect: &Collect,
-    body: &Value,
-    traffic: &Traffic,
-) -> anyhow::Result<Vec<Accepted>> {
-    let deadline = Instant::now() + ACCEPT;
-    let mut pause = Duration::from_millis(50);
-    loop {
-        let started = Instant::now();
-        let result = collect.post(body).await;
-        let ended = Instant::now();
-        let status = result.as_ref().ok().map(|(s, _)| *s);
-        lock(&traffic.responses).push(Response {
-            started,
-            ended,
-            status,
-        });
-        let last = match result {
-            Ok((202, answer)) => {
-                let parsed: SubmitResponse = serde_json::from_value(answer.clone())
-                    .with_context(|| format!("202 body {answer}"))?;
-                traffic.accepted_posts.fetch_add(1, Ordering::AcqRel);
-                return Ok(parsed.messages);
-            }
-            Ok((503, answer)) => format!("503 {answer}"),
-            Ok((other, answer)) => bail!("collect answered {other}: {answer}"),
-            Err(e) => format!("{e:#}"),
-        };
-        if Instant::now() >= deadline {
-            bail!("not accepted within {ACCEPT:?}; last answer: {last}");
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(1));
-    }
-}
-
-/// The data of message `k` to `user` in a rounds stream.
-fn round_data(user: &str, k: u64) -> Value {
-    json!({ "user": user, "k": k })
-}
-
-/// Sends `rounds` messages to each user: round `k` posts message `k` to
-/// every user (`concurrency` posts at a time, each with its own
-/// idempotency key), and starts once round `k - 1` is accepted, so user
-/// `u`'s message `k` gets seq `k`. With `hold_last`, the last round waits
-/// until the flag is set.
-async fn produce_rounds(
-    collect: &Collect,
-    users: &[String],
-    rounds: u64,
-    concurrency: usize,
-    hold_last: Option<&AtomicBool>,
-    ledger: &Ledger,
-    traffic: &Traffic,
-) -> anyhow::Result<()> {
-    for k in 1..=rounds {
-        if k == rounds
-            && let Some(gate) = hold_last
-        {
-            eventually(
-                "the fault to be repaired before the last round",
-                FAULT_BOUND,
-                || async { Ok(gate.load(Ordering::Acquire).then_some(())) },
-            )
-            .await?;
-        }
-        stream::iter(users)
-            .map(|user| async move {
-                let body = json!({
-                    "to": [user],
-                    "data": round_data(user, k),
-                    "idempotency_key": format!("{user}-{k}"),
-                });
-                let receipts = post_until_accepted(collect, &body, traffic)
-                    .await
-                    .with_context(|| format!("message {k} to {user}"))?;
-                ensure!(
-                    receipts.len() == 1 && receipts[0].seq == k,
-                    "message {k} to {user}: receipts {receipts:?} (expected seq {k})"
-                );
-                ledger.record(&receipts, k)
-            })
-            .buffer_unordered(concurrency)
-            .try_collect::<Vec<()>>()
-            .await?;
-    }
-    Ok(())
-}
-
-// The verdict -------------------------------------------------------------
-
-/// The closing numbers of a fault test.
-#[derive(Debug, Default)]
-struct Tally {
-    /// Messages collect accepted (one per recipient).
-    accepted: u64,
-    /// Messages the clients passed to the application.
-    delivered: u64,
-    /// Duplicates the clients dropped by seq.
-    duplicates_dropped: u64,
-    /// Accepted messages some client never got.
-    lost: u64,
-    /// Everything else wrong (order, repeats, ids, data, unknown seqs).
-    problems: Vec<String>,
-}
-
-impl Tally {
-    /// Compares what `user` got with what was accepted for them.
-    fn add(
-        &mut self,
-        user: &str,
-        got: &[MsgFrame],
-        duplicates_dropped: u64,
-        ledger: &Ledger,
-        expected_data: &dyn Fn(&str, u64) -> Value,
-    ) {
-        let mine = ledger.of(user);
-        self.accepted += mine.len() as u64;
-        self.delivered += got.len() as u64;
-        self.duplicates_dropped += duplicates_dropped;
-        for pair in got.windows(2) {
-            if pair[1].seq <= pair[0].seq {
-                self.problem(format!(
-                    "{user}: seq {} after seq {} (out of order or repeated)",
-                    pair[1].seq, pair[0].seq
-                ));
-            }
-        }
-        for m in got {
-            match mine.get(&m.seq) {
-                None => self.problem(format!(
-                    "{user}: got seq {} ({}) that collect never accepted",
-                    m.seq, m.id
-                )),
-                Some((id, _)) if id != m.id.as_str() => self.problem(format!(
-                    "{user}: seq {} is {} but collect accepted {id}",
-                    m.seq, m.id
-                )),
-                Some((_, tag)) => {
-                    if m.data != expected_data(user, *tag) {
-                        self.problem(format!("{user}: seq {} carries the wrong data", m.seq));
-                    }
-                }
-            }
-        }
-        let seen: std::collections::HashSet<u64> = got.iter().map(|m| m.seq).collect();
-        let missing: Vec<u64> = mine.keys().filter(|s| !seen.contains(s)).copied().collect();
-        if !missing.is_empty() {
-            self.lost += missing.len() as u64;
-            self.problem(format!(
-                "{user}: never got seqs {missing:?} (got {:?})",
-                got.iter().map(|m| m.seq).collect::<Vec<_>>()
-            ));
-        }
-    }
-
-    fn problem(&mut self, text: String) {
-        self.problems.push(text);
-    }
-
-    fn add_devices(
-        &mut self,
-        devices: &[Device],
-        ledger: &Ledger,
-        expected_data: &dyn Fn(&str, u64) -> Value,
-    ) {
-        for d in devices {
-            let received = lock(&d.received);
-            self.add(
-                &d.user,
-                &received.msgs,
-                d.control.stats().duplicates_dropped,
-                ledger,
-                expected_data,
-            );
-            if let Some(fatal) = &received.fatal {
-                self.problems
-                    .push(format!("{}: the client stopped: {fatal}", d.user));
-            }
-        }
-    }
-
-    /// Prints the `FAULT` line, then fails unless nothing was lost and
-    /// everything was delivered exactly once, in order.
-    fn conclude(&self, name: &str) -> anyhow::Result<()> {
-        eprintln!(
-            "FAULT {name}: accepted={} delivered={} duplicates_dropped={} lost={}",
-            self.accepted, self.delivered, self.duplicates_dropped, self.lost
-        );
-        let shown: Vec<&str> = self.problems.iter().take(20).map(String::as_str).collect();
-        ensure!(
-            self.lost == 0 && self.problems.is_empty() && self.delivered == self.accepted,
-            "{name}: lost {} of {} accepted messages, delivered {}; {} problems, the first ones:\n{}",
-            self.lost,
-            self.accepted,
-            self.delivered,
-            self.problems.len(),
-            shown.join("\n")
-        );
-        ensure!(self.accepted > 0, "{name}: nothing was accepted at all");
-        Ok(())
-    }
-}
-
-/// Waits (bounded) until every device holds as many messages as were
-/// accepted for its user; returns what was still missing on timeout
-/// (the tally then says exactly what).
-async fn wait_delivered(devices: &[Device], ledger: &Ledger) -> Option<String> {
-    wait_delivered_within(devices, ledger, DELIVERY).await
-}
-
-/// [`wait_delivered`] with another bound.
-async fn wait_delivered_within(
-    devices: &[Device],
-    ledger: &Ledger,
-    bound: Duration,
-) -> Option<String> {
-    let waited = eventually(
-        "every client to hold every accepted message",
-        bound,
-        || async {
-            let short = devices
-                .iter()
-                .filter(|d| d.count() < ledger.of(&d.user).len())
-                .count();
-            if short == 0 {
-                Ok(Some(()))
-            } else {
-                Err(anyhow!("{short} clients still miss messages"))
-            }
-        },
-    )
-    .await;
-    match waited {
-        Ok(()) => {
-            // Anything extra would show up now.
-            tokio::time::sleep(GRACE).await;
-            None
-        }
-        Err(e) => Some(format!("{e:#}")),
-    }
-}
-
-/// Sums the clients' reconnects.
-fn reconnects(devices: &[Device]) -> u64 {
-    devices.iter().map(|d| d.control.stats().reconnects).sum()
-}
-
-// The stores --------------------------------------------------------------
-
-/// `FLUSHALL` on the Redis at `url`.
-async fn flushall(url: &str) -> anyhow::Result<()> {
-    let client = redis::Client::open(url).with_context(|| format!("redis url {url}"))?;
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .with_context(|| format!("connecting to {url}"))?;
-    redis::cmd("FLUSHALL")
-        .query_async::<()>(&mut conn)
-        .await
-        .context("FLUSHALL")
-}
-
-/// Waits (bounded) until every device's current connection is in its
-/// user's route hash, pointing at the node it is connected to, and every
-/// node's liveness entry is back.
-async fn wait_routes_back(
-    probe: &RedisProbe,
-    devices: &[Device],
-    node_ids: &HashMap<String, String>,
-) -> anyhow::Result<()> {
-    eventually(
-        "every live connection's route and every node's liveness entry in Redis",
-        FAULT_BOUND,
-        || async {
-            for node in node_ids.values() {
-                if probe.node_url(node).await?.is_none() {
-                    bail!("node {node} has no liveness entry");
-                }
-            }
-            for d in devices {
-                let (url, conn) = d.current().context("a device without a connection")?;
-                let node = node_ids
-                    .get(&url)
-                    .with_context(|| format!("a connection to an unknown node {url}"))?;
-                let routes = probe.routes(&d.user).await?;
-                if routes.get(&conn) != Some(node) {
-                    bail!(
-                        "{}: route of {conn} is {:?}, expected {node} (routes {routes:?})",
-                        d.user,
-                        routes.get(&conn)
-                    );
-                }
-            }
-            Ok(Some(()))
-        },
-    )
-    .await
-}
-
-/// Two nodes of `env` and a collect API whose dispatch reports are kept.
-async fn two_nodes(
-    env: &TestEnv,
-) -> anyhow::Result<(NodeProcess, NodeProcess, Collect, Arc<ReportingHandoff>)> {
-    let (a, b) = tokio::try_join!(NodeProcess::start_in(env), NodeProcess::start_in(env))?;
-    let (collect, spy) = reporting_collect(env).await?;
-    Ok((a, b, collect, spy))
-}
-
-/// A collect API of `env` whose dispatch reports are kept.
-async fn reporting_collect(env: &TestEnv) -> anyhow::Result<(Collect, Arc<ReportingHandoff>)> {
-    let mut spy: Option<Arc<ReportingHandoff>> = None;
-    let collect = Collect::start_with(env, |d| {
-        let handoff = Arc::new(ReportingHandoff::new(d));
-        spy = Some(handoff.clone());
-        handoff
-    })
-    .await?;
-    Ok((collect, spy.context("no hand-off was made")?))
-}
-
-/// What dispatch made of the stream: how many (message, recipient) pairs
-/// it found no live route for, and how many pushes to a node failed. Those
-/// messages reach their clients only through replay or gap fill.
-fn dispatch_summary(spy: &ReportingHandoff) -> String {
-    let reports = spy.reports();
-    let sum = |f: fn(&edgepush_dispatch::DispatchReport) -> u64| reports.iter().map(f).sum::<u64>();
-    format!(
-        "dispatches {}: pushed {}, recipients offline {}, dead routes skipped {}, failed node \
-         pushes {}",
-        reports.len(),
-        sum(|r| r.delivered),
-        sum(|r| r.offline_users as u64),
-        sum(|r| r.skipped_dead_routes as u64),
-        sum(|r| r.failed_nodes as u64),
-    )
-}
-
-fn node_ids(nodes: &[&NodeProcess]) -> HashMap<String, String> {
-    nodes
-        .iter()
-        .map(|n| (n.ws_url(), n.node_id().to_owned()))
-        .collect()
-}
 
 // 1 -----------------------------------------------------------------------
 
@@ -782,14 +195,18 @@ async fn redis_loss_in(
             RedisFault::Restart => {
                 redis.kill();
                 // Collect must refuse while Redis is down.
-                eventually(
+                until(
                     "collect to answer 503 while Redis is down",
-                    FAULT_BOUND,
+                    stall(),
                     || async {
-                        Ok(lock(&traffic.responses)
-                            .iter()
-                            .any(|r| r.started >= broken && r.status == Some(503))
-                            .then_some(()))
+                        let responses = lock(&traffic.responses);
+                        let since: Vec<_> =
+                            responses.iter().filter(|r| r.started >= broken).collect();
+                        Ok(if since.iter().any(|r| r.status == Some(503)) {
+                            Check::Done(())
+                        } else {
+                            Check::Waiting(since.len())
+                        })
                     },
                 )
                 .await?;
@@ -867,10 +284,11 @@ async fn a_message_accepted_while_routes_are_gone_reaches_its_live_client() -> a
 }
 
 async fn routes_gone_window(env: &TestEnv, redis: &RedisServer) -> anyhow::Result<()> {
-    // A slow heartbeat: the post below lands well inside the window.
+    // A slow heartbeat: the post below lands well inside the window, even
+    // on a slow machine.
     let options = NodeOptions {
-        heartbeat_ms: 5_000,
-        node_ttl_ms: 15_000,
+        heartbeat_ms: 30_000,
+        node_ttl_ms: 120_000,
         ..NodeOptions::new(env)
     };
     let node = NodeProcess::start(options).await?;
@@ -884,10 +302,15 @@ async fn routes_gone_window(env: &TestEnv, redis: &RedisServer) -> anyhow::Resul
 
     let ledger = Ledger::default();
     let traffic = Traffic::default();
-    let post = |k: u64| json!({ "to": [user], "data": round_data(&user, k), "idempotency_key": format!("{user}-{k}") });
+    let post = |k: u64| round_post(&user, k);
     ledger.record(&post_until_accepted(&collect, &post(1), &traffic).await?, 1)?;
-    eventually("message 1 to arrive", DELIVERY, || async {
-        Ok((devices[0].count() >= 1).then_some(()))
+    until("message 1 to arrive", stall(), || async {
+        let held = devices[0].count();
+        Ok(if held >= 1 {
+            Check::Done(())
+        } else {
+            Check::Waiting(held)
+        })
     })
     .await?;
 
@@ -901,7 +324,7 @@ async fn routes_gone_window(env: &TestEnv, redis: &RedisServer) -> anyhow::Resul
     );
     wait_routes_back(&probe, &devices, &ids).await?;
     // Several heartbeats after the routes are back.
-    let missing = wait_delivered_within(&devices, &ledger, Duration::from_secs(60)).await;
+    let missing = wait_delivered(&devices, &ledger).await;
 
     let mut tally = Tally::default();
     tally.add_devices(&devices, &ledger, &|user, k| round_data(user, k));
@@ -953,16 +376,19 @@ async fn mongodb_outage_loses_nothing() -> anyhow::Result<()> {
         let at = traffic.accepted();
         mongo.kill();
         let killed = Instant::now();
-        eventually(
+        until(
             &format!("{REFUSALS} answers of 503 while MongoDB is down"),
-            FAULT_BOUND,
+            stall(),
             || async {
-                Ok((lock(&traffic.responses)
+                let refusals = lock(&traffic.responses)
                     .iter()
                     .filter(|r| r.started >= killed && r.status == Some(503))
-                    .count()
-                    >= REFUSALS)
-                    .then_some(()))
+                    .count();
+                Ok(if refusals >= REFUSALS {
+                    Check::Done(())
+                } else {
+                    Check::Waiting(refusals)
+                })
             },
         )
         .await?;
@@ -1048,11 +474,12 @@ async fn raw_connect(addr: SocketAddr, url: &str, token: &str) -> anyhow::Result
         "authorization",
         HeaderValue::from_str(&format!("Bearer {token}"))?,
     );
-    let (mut ws, _) = tokio::time::timeout(SETUP, tokio_tungstenite::client_async(request, stream))
-        .await
-        .context("no upgrade answer")?
-        .context("upgrading")?;
-    match tokio::time::timeout(SETUP, ws.next()).await {
+    let (mut ws, _) =
+        tokio::time::timeout(stall(), tokio_tungstenite::client_async(request, stream))
+            .await
+            .context("no upgrade answer")?
+            .context("upgrading")?;
+    match tokio::time::timeout(stall(), ws.next()).await {
         Ok(Some(Ok(Message::Text(text)))) => match ServerFrame::parse(text.as_str())? {
             ServerFrame::Hello { .. } => Ok(ws),
             ServerFrame::Msg(m) => bail!("a msg (seq {}) before hello", m.seq),
@@ -1229,7 +656,7 @@ async fn stalled_client(env: &TestEnv) -> anyhow::Result<()> {
             Err(refused) => bail!("the resume was refused: {refused:?}"),
         };
     let rest = resumed
-        .collect_msgs(owed.saturating_sub(last as usize), DELIVERY)
+        .collect_msgs(owed.saturating_sub(last as usize), stall())
         .await
         .context("the stalled client catching up")?;
     resumed.expect_silence(GRACE).await?;

@@ -18,20 +18,15 @@ use edgepush_mongo::MongoMessageStore;
 use edgepush_tests::tokens;
 use edgepush_tests::{
     API_KEY, Collect, MongoServer, NodeProcess, RedisProbe, RedisServer, ReportingHandoff, TestEnv,
-    TokenIn, WsClient, eventually, message_store, mint, unique, upgrade_probe,
+    TokenIn, WsClient, eventually, message_store, mint, stall, unique, upgrade_probe,
 };
 use futures_util::{StreamExt as _, TryStreamExt as _, stream};
 use serde_json::{Value, json};
 
 /// Token lifetime: long enough for any test.
 const HOUR: Duration = Duration::from_secs(3600);
-/// How long a client may wait for the messages it is owed (a bound, not an
-/// expectation).
-const DELIVERY: Duration = Duration::from_secs(30);
 /// How long a client listens for anything it is not owed.
 const GRACE: Duration = Duration::from_millis(500);
-/// Bound on store-side effects (route removal, liveness expiry).
-const SETTLE: Duration = Duration::from_secs(30);
 
 /// Two nodes and collect on the shared servers.
 struct Cluster {
@@ -89,7 +84,7 @@ fn check_msg(got: &MsgFrame, receipt: &Accepted, data: &Value) -> anyhow::Result
 }
 
 async fn one_msg(client: &mut WsClient) -> anyhow::Result<MsgFrame> {
-    let mut msgs = client.collect_msgs(1, DELIVERY).await?;
+    let mut msgs = client.collect_msgs(1, stall()).await?;
     msgs.pop().context("collect_msgs returned nothing")
 }
 
@@ -403,7 +398,7 @@ async fn closed_connections_lose_their_routes() -> anyhow::Result<()> {
     polite.close().await?;
     eventually(
         "the closed connection's route to disappear",
-        SETTLE,
+        stall(),
         || async {
             let routes = redis.routes(&erin).await?;
             Ok((!routes.contains_key(&polite_id)).then_some(()))
@@ -421,7 +416,7 @@ async fn closed_connections_lose_their_routes() -> anyhow::Result<()> {
     drop(abrupt);
     eventually(
         "the dropped connection's route to disappear",
-        SETTLE,
+        stall(),
         || async {
             let routes = redis.routes(&erin).await?;
             Ok((!routes.contains_key(&abrupt_id)).then_some(()))
@@ -462,7 +457,7 @@ async fn a_killed_node_is_skipped_once_its_liveness_expires() -> anyhow::Result<
     c.a.kill_9();
     eventually(
         "the killed node's liveness key to expire",
-        SETTLE,
+        stall(),
         || async { Ok(c.redis.node_url(&dead).await?.is_none().then_some(())) },
     )
     .await?;

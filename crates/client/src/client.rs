@@ -40,7 +40,10 @@ impl Client {
         let (tx, rx) = mpsc::channel(config.event_buffer.max(1));
         let shared = Arc::new(Shared::default());
         // A random first node spreads a fleet of clients over the nodes.
-        let start = rand::random_range(0..nodes.len());
+        let start = match config.first_node {
+            Some(index) => index % nodes.len(),
+            None => rand::random_range(0..nodes.len()),
+        };
         let runner = Runner::new(&config, nodes, start, Arc::clone(&shared), tx);
         runtime.spawn(
             runner

@@ -194,6 +194,10 @@ pub struct ClientConfig {
     /// for this long: the socket is probably half-open. Edge nodes ping
     /// every 20-25 s by default. `None` trusts TCP alone.
     pub idle_timeout: Option<Duration>,
+    /// The node of the first attempt, an index into [`nodes`](Self::nodes);
+    /// `None` picks one at random, which spreads a fleet of clients over the
+    /// nodes.
+    pub first_node: Option<usize>,
     /// Events buffered between the client's task and the application. When
     /// the application falls this far behind the client stops reading the
     /// socket, and a node eventually closes it with 4008 (too slow); the
@@ -204,7 +208,7 @@ pub struct ClientConfig {
 impl ClientConfig {
     /// A config for `nodes` and `token` with the defaults: no `after`,
     /// [`AckPolicy::default`], [`Backoff::default`], 10 s connect timeout,
-    /// 60 s idle timeout, 256 buffered events.
+    /// 60 s idle timeout, a random first node, 256 buffered events.
     pub fn new<I, S>(nodes: I, token: TokenSource) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -218,6 +222,7 @@ impl ClientConfig {
             backoff: Backoff::default(),
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Some(Duration::from_secs(60)),
+            first_node: None,
             event_buffer: 256,
         }
     }

@@ -26,6 +26,8 @@ pub mod memory;
 pub mod message;
 pub mod ports;
 pub mod protocol;
+pub mod submit;
+pub mod upgrade;
 
 pub use id::{ConnId, IdError, MessageId, NodeId, UserId};
 pub use message::{NewMessage, Seq, StoredMessage};

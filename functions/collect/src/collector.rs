@@ -1,14 +1,14 @@
 //! The HTTP-shaped core of collect: one request in, one response out.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use edgepush_core::protocol::SubmitResponse;
+pub use edgepush_core::submit::Limits;
+use edgepush_core::submit::Submission;
 use edgepush_core::{Handoff, MessageId, MessageStore, NewMessage, UserId};
 use http::Method;
-use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use crate::{ApiKeys, CollectError};
 
@@ -18,33 +18,6 @@ pub const AUTO_KEY_PREFIX: &str = "auto-";
 
 /// The one path of the collect API.
 pub const MESSAGES_PATH: &str = "/v1/messages";
-
-/// Bounds on what one submission may ask for. They protect the store and the
-/// edge nodes: a message is stored once per recipient and every copy travels
-/// to every connection of its user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Most entries in `to` (before duplicates are removed).
-    pub max_recipients: usize,
-    /// Most bytes of `data`, as JSON text. Keeps every `msg` frame under the
-    /// API Gateway WebSocket limit of 128 KiB.
-    pub max_data_bytes: usize,
-    /// Most bytes of the whole request body, checked before parsing.
-    pub max_body_bytes: usize,
-    /// Most bytes of an idempotency key (it is stored and indexed).
-    pub max_idempotency_key_len: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_recipients: 1000,
-            max_data_bytes: 64 * 1024,
-            max_body_bytes: 1024 * 1024,
-            max_idempotency_key_len: 128,
-        }
-    }
-}
 
 /// Validates, stores and hands off submissions. Holds trait objects only,
 /// so it runs over MongoDB and a real dispatch path in production and over
@@ -118,25 +91,6 @@ impl CollectResponse {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
-}
-
-/// The body of `POST /v1/messages`, as sent.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SubmitBody {
-    to: Vec<String>,
-    data: Box<RawValue>,
-    #[serde(default)]
-    idempotency_key: Option<String>,
-}
-
-/// A validated submission.
-struct Submission {
-    /// Recipients, validated and deduplicated, first occurrence kept.
-    to: Vec<UserId>,
-    /// The caller's JSON text, untouched.
-    data: Box<RawValue>,
-    idempotency_key: Option<String>,
 }
 
 /// What the request log line reports besides the outcome.
@@ -278,70 +232,6 @@ impl Collector {
 
     /// Parses and validates a submission.
     fn parse(&self, body: &[u8]) -> Result<Submission, CollectError> {
-        let limits = &self.limits;
-        let bad = |text: String| Err(CollectError::BadRequest(text));
-
-        // serde accepts a JSON array for a struct; only an object is a body.
-        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-            return match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-                Ok(_) => bad("the body must be a JSON object".into()),
-                Err(e) => bad(format!("malformed JSON: {e}")),
-            };
-        }
-        let raw: SubmitBody = match serde_json::from_slice(body) {
-            Ok(raw) => raw,
-            Err(e) if e.classify() == serde_json::error::Category::Data => {
-                return bad(format!("invalid submission: {e}"));
-            }
-            Err(e) => return bad(format!("malformed JSON: {e}")),
-        };
-
-        if raw.to.is_empty() {
-            return bad("`to` must name at least one recipient".into());
-        }
-        if raw.to.len() > limits.max_recipients {
-            return bad(format!(
-                "`to` has {} entries; at most {} are allowed",
-                raw.to.len(),
-                limits.max_recipients
-            ));
-        }
-        let mut to = Vec::with_capacity(raw.to.len());
-        let mut seen = HashSet::with_capacity(raw.to.len());
-        for (index, name) in raw.to.iter().enumerate() {
-            let user = match UserId::new(name) {
-                Ok(user) => user,
-                Err(e) => return bad(format!("`to[{index}]` is not a valid user id: {e}")),
-            };
-            if seen.insert(user.clone()) {
-                to.push(user);
-            }
-        }
-
-        let data_len = raw.data.get().len();
-        if data_len > limits.max_data_bytes {
-            return bad(format!(
-                "`data` is {data_len} bytes of JSON; at most {} are allowed",
-                limits.max_data_bytes
-            ));
-        }
-
-        if let Some(key) = &raw.idempotency_key {
-            if key.is_empty() {
-                return bad("`idempotency_key` must not be empty".into());
-            }
-            if key.len() > limits.max_idempotency_key_len {
-                return bad(format!(
-                    "`idempotency_key` is longer than {} bytes",
-                    limits.max_idempotency_key_len
-                ));
-            }
-        }
-
-        Ok(Submission {
-            to,
-            data: raw.data,
-            idempotency_key: raw.idempotency_key,
-        })
+        Submission::parse(body, &self.limits).map_err(CollectError::BadRequest)
     }
 }
