@@ -59,9 +59,17 @@ pub struct Device {
     pub user: String,
     /// What it got.
     pub received: Arc<Mutex<Received>>,
-    /// Its counters and its off switch.
+    /// Its counters and its off switch (of the current client, see
+    /// [`restart`](Self::restart)).
     pub control: ClientControl,
     task: JoinHandle<()>,
+    /// What its clients are started with.
+    config: ClientConfig,
+    /// Duplicates dropped by the clients before the current one.
+    past_duplicates: u64,
+    /// Reconnects of the clients before the current one, plus one per
+    /// restart.
+    past_reconnects: u64,
 }
 
 /// The config of every test client: quick, jittered reconnects, first to
@@ -118,9 +126,52 @@ impl Device {
                 received,
                 control,
                 task,
+                config,
+                past_duplicates: 0,
+                past_reconnects: 0,
             });
         }
         bail!("{user}: the client did not start on {prefer:?} in {PLACEMENT_TRIES} tries")
+    }
+
+    /// Closes its client and starts a new one that resumes after the last
+    /// seq it holds, to a node picked at random: a page reloaded by a user
+    /// (its position kept in local storage). Messages the old client had
+    /// not passed on are fetched again by the new one.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.control.close();
+        let old = std::mem::replace(&mut self.task, tokio::spawn(async {}));
+        let abort = old.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(5), old)
+            .await
+            .is_err()
+        {
+            // It no longer writes to `received` once aborted.
+            abort.abort();
+        }
+        let stats = self.control.stats();
+        self.past_duplicates += stats.duplicates_dropped;
+        self.past_reconnects += stats.reconnects + 1;
+        let after = lock(&self.received).msgs.last().map_or(0, |m| m.seq);
+        let config = ClientConfig {
+            after: Some(after),
+            first_node: None,
+            ..self.config.clone()
+        };
+        let handle = Client::connect(config).context("restarting a client")?;
+        self.control = handle.control();
+        self.task = tokio::spawn(read_events(handle, self.received.clone()));
+        Ok(())
+    }
+
+    /// Duplicates its clients dropped by seq.
+    pub fn duplicates_dropped(&self) -> u64 {
+        self.past_duplicates + self.control.stats().duplicates_dropped
+    }
+
+    /// Its clients' reconnects, restarts included.
+    pub fn reconnects(&self) -> u64 {
+        self.past_reconnects + self.control.stats().reconnects
     }
 
     /// The (node URL, connection id) of its latest connection.
@@ -207,7 +258,7 @@ pub async fn stop_devices(devices: Vec<Device>) {
 
 /// Sums the clients' reconnects.
 pub fn reconnects(devices: &[Device]) -> u64 {
-    devices.iter().map(|d| d.control.stats().reconnects).sum()
+    devices.iter().map(Device::reconnects).sum()
 }
 
 // The producer ------------------------------------------------------------
@@ -495,7 +546,7 @@ impl Tally {
             self.add(
                 &d.user,
                 &received.msgs,
-                d.control.stats().duplicates_dropped,
+                d.duplicates_dropped(),
                 ledger,
                 expected_data,
             );

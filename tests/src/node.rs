@@ -6,7 +6,6 @@
 //! until `/readyz` answers 200, showing the node's log when it does not.
 //! The process is SIGKILLed when the handle is dropped.
 
-use std::fs::File;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -133,6 +132,9 @@ pub struct NodeProcess {
     ws_addr: SocketAddr,
     push_addr: SocketAddr,
     log: PathBuf,
+    /// What it was started with, for [`restart`](Self::restart).
+    bin: PathBuf,
+    options: NodeOptions,
     http: reqwest::Client,
     // Declared last: removed after the process is gone.
     _dir: TempDir,
@@ -166,47 +168,15 @@ impl NodeProcess {
         let ws_addr = SocketAddr::new(options.host, free_port()?);
         let push_addr = SocketAddr::new(options.host, free_port()?);
         let log = dir.path().join("node.log");
-        let log_file = File::create(&log).context("creating the node's log")?;
-        let rust_log = std::env::var("EDGEPUSH_TEST_NODE_LOG").unwrap_or_else(|_| "info".into());
-        let mut command = match options.wrap.split_first() {
-            Some((program, args)) => {
-                let mut command = Command::new(program);
-                command.args(args).arg(bin);
-                command
-            }
-            None => Command::new(bin),
-        };
-        command
-            .arg("serve")
-            .env("RUST_LOG", rust_log)
-            .env("EDGEPUSH_NODE_ID", &options.node_id)
-            .env("EDGEPUSH_WS_ADDR", ws_addr.to_string())
-            .env("EDGEPUSH_PUSH_ADDR", push_addr.to_string())
-            .env("EDGEPUSH_REDIS_URL", &options.redis_url)
-            .env("EDGEPUSH_MONGODB_URI", &options.mongodb_uri)
-            .env("EDGEPUSH_MONGODB_DATABASE", &options.database)
-            .env("EDGEPUSH_AUTH_MODE", "local")
-            .env("EDGEPUSH_JWT_SECRET", JWT_SECRET)
-            .env("EDGEPUSH_PUSH_ACCESS_KEY_ID", PUSH_ACCESS_KEY_ID)
-            .env("EDGEPUSH_PUSH_SECRET_ACCESS_KEY", PUSH_SECRET)
-            .env("EDGEPUSH_PUSH_REGION", PUSH_REGION)
-            .env("EDGEPUSH_HEARTBEAT_MS", options.heartbeat_ms.to_string())
-            .env("EDGEPUSH_NODE_TTL_MS", options.node_ttl_ms.to_string())
-            .env("EDGEPUSH_DRAIN_TIMEOUT_MS", "5000")
-            .env_remove("EDGEPUSH_PUSH_URL")
-            .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().context("log file")?)
-            .stderr(log_file);
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
+        let child = spawn(bin, options, ws_addr, push_addr, &log)?;
         let mut node = Self {
             child: Some(child),
             node_id: options.node_id.clone(),
             ws_addr,
             push_addr,
             log,
+            bin: bin.to_path_buf(),
+            options: options.clone(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .build()
@@ -293,6 +263,39 @@ impl NodeProcess {
     /// The whole log so far.
     pub fn log(&self) -> String {
         tail(&self.log, usize::MAX)
+    }
+
+    /// Starts the node again (killing it first if it runs), with the same id,
+    /// ports and options, as a supervisor restarts a crashed task; waits
+    /// until it is ready. Its connection ids start afresh (a new boot id).
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill_9();
+        // The ports were just released; a few tries if the kernel is slow
+        // to let them go.
+        let mut last = None;
+        for _ in 0..20 {
+            self.child = Some(spawn(
+                &self.bin,
+                &self.options,
+                self.ws_addr,
+                self.push_addr,
+                &self.log,
+            )?);
+            match self.wait_ready().await {
+                Ok(()) => return Ok(()),
+                Err(StartError::PortTaken(e)) => {
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(StartError::Other(e)) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow!("could not restart {}", self.node_id)))
+    }
+
+    /// Whether the process runs.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// Stops the node with SIGSTOP (a stall: a long GC pause, a starved VM),
@@ -413,6 +416,56 @@ impl Drop for NodeProcess {
             let _ = std::fs::copy(&self.log, dir.join(format!("{}.log", self.node_id)));
         }
     }
+}
+
+/// Spawns `bin serve` as `options` say, on `ws_addr` and `push_addr`,
+/// appending its output to `log`.
+fn spawn(
+    bin: &Path,
+    options: &NodeOptions,
+    ws_addr: SocketAddr,
+    push_addr: SocketAddr,
+    log: &Path,
+) -> anyhow::Result<Child> {
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .context("opening the node's log")?;
+    let rust_log = std::env::var("EDGEPUSH_TEST_NODE_LOG").unwrap_or_else(|_| "info".into());
+    let mut command = match options.wrap.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(bin);
+            command
+        }
+        None => Command::new(bin),
+    };
+    command
+        .arg("serve")
+        .env("RUST_LOG", rust_log)
+        .env("EDGEPUSH_NODE_ID", &options.node_id)
+        .env("EDGEPUSH_WS_ADDR", ws_addr.to_string())
+        .env("EDGEPUSH_PUSH_ADDR", push_addr.to_string())
+        .env("EDGEPUSH_REDIS_URL", &options.redis_url)
+        .env("EDGEPUSH_MONGODB_URI", &options.mongodb_uri)
+        .env("EDGEPUSH_MONGODB_DATABASE", &options.database)
+        .env("EDGEPUSH_AUTH_MODE", "local")
+        .env("EDGEPUSH_JWT_SECRET", JWT_SECRET)
+        .env("EDGEPUSH_PUSH_ACCESS_KEY_ID", PUSH_ACCESS_KEY_ID)
+        .env("EDGEPUSH_PUSH_SECRET_ACCESS_KEY", PUSH_SECRET)
+        .env("EDGEPUSH_PUSH_REGION", PUSH_REGION)
+        .env("EDGEPUSH_HEARTBEAT_MS", options.heartbeat_ms.to_string())
+        .env("EDGEPUSH_NODE_TTL_MS", options.node_ttl_ms.to_string())
+        .env("EDGEPUSH_DRAIN_TIMEOUT_MS", "5000")
+        .env_remove("EDGEPUSH_PUSH_URL")
+        .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().context("log file")?)
+        .stderr(log_file);
+    command
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))
 }
 
 enum StartError {

@@ -243,8 +243,9 @@ async fn redis_pings(port: u16) -> bool {
     )
 }
 
-/// A private MongoDB-wire server: FerretDB (`EDGEPUSH_FERRETDB_BIN`, SQLite
-/// backend) or, when that is unset, `mongod` from `PATH`. Data lives in a
+/// A private MongoDB-wire server: FerretDB (`EDGEPUSH_FERRETDB_BIN`, on the
+/// PostgreSQL of `EDGEPUSH_FERRETDB_POSTGRESQL_URL` when set, else SQLite)
+/// or, when that is unset, `mongod` from `PATH`. Data lives in a
 /// temporary directory and survives [`restart`](Self::restart).
 pub struct MongoServer {
     port: u16,
@@ -262,22 +263,40 @@ impl MongoServer {
         let (what, program, args): (&'static str, PathBuf, Vec<String>) =
             match std::env::var_os("EDGEPUSH_FERRETDB_BIN").filter(|v| !v.is_empty()) {
                 Some(bin) => {
-                    let sqlite = abs.join("sqlite");
-                    std::fs::create_dir_all(&sqlite)?;
                     let state = abs.join("state");
                     std::fs::create_dir_all(&state)?;
+                    // The PostgreSQL backend when scripts/test runs one
+                    // (its data outlives a kill of this FerretDB, like a
+                    // mongod's files), else SQLite in the temp directory.
+                    let backend = match std::env::var("EDGEPUSH_FERRETDB_POSTGRESQL_URL") {
+                        Ok(url) if !url.is_empty() => {
+                            vec![
+                                "--handler=postgresql".into(),
+                                format!("--postgresql-url={url}"),
+                            ]
+                        }
+                        _ => {
+                            let sqlite = abs.join("sqlite");
+                            std::fs::create_dir_all(&sqlite)?;
+                            vec![
+                                "--handler=sqlite".into(),
+                                format!("--sqlite-url=file:{}/", sqlite.display()),
+                            ]
+                        }
+                    };
                     (
                         "ferretdb",
                         PathBuf::from(bin),
-                        vec![
-                            "--handler=sqlite".into(),
-                            format!("--sqlite-url=file:{}/", sqlite.display()),
-                            format!("--listen-addr=127.0.0.1:{port}"),
-                            "--telemetry=disable".into(),
-                            format!("--state-dir={}", state.display()),
-                            "--debug-addr=-".into(),
-                            "--log-level=warn".into(),
-                        ],
+                        backend
+                            .into_iter()
+                            .chain([
+                                format!("--listen-addr=127.0.0.1:{port}"),
+                                "--telemetry=disable".into(),
+                                format!("--state-dir={}", state.display()),
+                                "--debug-addr=-".into(),
+                                "--log-level=warn".into(),
+                            ])
+                            .collect(),
                     )
                 }
                 None => match on_path("mongod") {
