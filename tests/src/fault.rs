@@ -8,6 +8,7 @@
 //! loaded machine is never cut off while it keeps working.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -563,12 +564,19 @@ impl Tally {
         }
     }
 
-    /// Prints the `FAULT` line, then fails unless nothing was lost and
+    /// Prints the `FAULT` line (uncaptured), then fails unless nothing was lost and
     /// everything was delivered exactly once, in order.
     pub fn conclude(&self, name: &str) -> anyhow::Result<()> {
-        eprintln!(
+        // Straight to the process's stderr, past the test harness's output
+        // capture: every run's log shows every fault's figures, also when
+        // the test passes.
+        let _ = writeln!(
+            std::io::stderr().lock(),
             "FAULT {name}: accepted={} delivered={} duplicates_dropped={} lost={}",
-            self.accepted, self.delivered, self.duplicates_dropped, self.lost
+            self.accepted,
+            self.delivered,
+            self.duplicates_dropped,
+            self.lost
         );
         let shown: Vec<&str> = self.problems.iter().take(20).map(String::as_str).collect();
         ensure!(
