@@ -356,7 +356,7 @@ impl Session {
                     }
                     None
                 }
-                Err(_) => {
+                Ok(_) | Err(_) => {
                     Metrics::inc(&metrics.errors);
                     Some(End::Close(protocol::CLOSE_BAD_FRAME, "unknown frame"))
                 }

@@ -143,7 +143,7 @@ impl WsClient {
                 client.user_id = user_id.to_string();
                 Ok(Ok(client))
             }
-            ServerFrame::Msg(m) => bail!("expected hello first, got msg seq {}", m.seq),
+            other => bail!("expected hello first, got {other:?}"),
         }
     }
 
@@ -179,6 +179,7 @@ impl WsClient {
             Err(_) => Ok(None),
             Ok(Ok(ServerFrame::Msg(m))) => Ok(Some(m)),
             Ok(Ok(ServerFrame::Hello { .. })) => bail!("a second hello frame"),
+            Ok(Ok(other)) => bail!("expected a msg frame, got {other:?}"),
             Ok(Err(e)) => Err(e),
         }
     }

@@ -363,6 +363,8 @@ impl Runner {
                             Ok(ServerFrame::Hello { .. }) => {
                                 return self.malformed(ws, "a second hello".to_owned()).await;
                             }
+                            // Topic frames: only sent to clients that subscribe.
+                            Ok(_) => {}
                             Err(err) => return self.malformed(ws, err.to_string()).await,
                         },
                         Some(Ok(Message::Binary(_))) => {
@@ -519,9 +521,9 @@ async fn open(node: &Node, request: Request) -> Result<(Ws, ConnId), OpenError> 
             Some(Ok(Message::Text(text))) => {
                 return match ServerFrame::parse(text.as_str()) {
                     Ok(ServerFrame::Hello { conn_id, .. }) => Ok((ws, conn_id)),
-                    Ok(ServerFrame::Msg(_)) => {
+                    Ok(_) => {
                         close_with(&mut ws, CLOSE_BAD_FRAME, "no hello").await;
-                        Err(OpenError::Malformed("a msg before hello".to_owned()))
+                        Err(OpenError::Malformed("a frame before hello".to_owned()))
                     }
                     Err(err) => {
                         close_with(&mut ws, CLOSE_BAD_FRAME, "malformed frame").await;

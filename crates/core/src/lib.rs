@@ -14,10 +14,17 @@
 //!   [`MessageId`]).
 //! - [`message`]: messages before ([`NewMessage`]) and after
 //!   ([`StoredMessage`]) MongoDB has them.
-//! - [`protocol`]: WebSocket frames, the collect API body, the push batch body.
+//! - [`topic`]: topic names ([`TopicName`]), namespaces and their options,
+//!   subscribe patterns, the `resume` list.
+//! - [`protocol`]: WebSocket frames, the collect API body, the push batch
+//!   bodies (user messages and topic messages).
 //! - [`ports`]: the traits [`RouteStore`], [`NodeDirectory`], [`MessageStore`],
-//!   [`Pusher`], [`Handoff`], [`TokenVerifier`] and their error types.
-//! - [`memory`]: in-memory backends of the store ports.
+//!   [`TopicStore`], [`TopicRoutes`], [`PresenceStore`], [`Pusher`],
+//!   [`Handoff`], [`TokenVerifier`] and their error types.
+//! - [`memory`]: in-memory backends of the store ports, one file each.
+//! - [`presence`]: presence reads over a [`PresenceStore`] and the node
+//!   directory (dead nodes' entries left out).
+//! - [`publish`]: the collect API's topic publish bodies.
 
 pub mod bearer;
 pub mod config;
@@ -25,13 +32,18 @@ pub mod id;
 pub mod memory;
 pub mod message;
 pub mod ports;
+pub mod presence;
 pub mod protocol;
+pub mod publish;
 pub mod submit;
+pub mod topic;
 pub mod upgrade;
 
 pub use id::{ConnId, IdError, MessageId, NodeId, UserId};
-pub use message::{NewMessage, Seq, StoredMessage};
+pub use message::{NewMessage, NewTopicMessage, Seq, StoredMessage, TopicMessage};
 pub use ports::{
-    AuthError, Handoff, HandoffError, Identity, MessageStore, NodeDirectory, PushError, PushReport,
-    Pusher, RouteError, RouteStore, StoreError, StreamPosition, TokenVerifier,
+    AuthError, Handoff, HandoffError, Identity, MessageStore, NodeDirectory, PresenceStore,
+    PushError, PushReport, Pusher, RouteError, RouteStore, StoreError, StreamPosition,
+    TokenVerifier, TopicRoutes, TopicStore,
 };
+pub use topic::{Namespaces, TopicName};

@@ -2,7 +2,20 @@
 //!
 //! They keep the same contracts as the real backends (gap-free sequences,
 //! idempotent appends, liveness that expires) but nothing survives the
-//! process.
+//! process. The user message store and the route store are here; the topic
+//! backends each have a file of their own:
+//!
+//! - [`MemoryTopicStore`] (`memory/topic_store.rs`): [`TopicStore`](crate::TopicStore);
+//! - [`MemoryTopicRoutes`] (`memory/topic_routes.rs`): [`TopicRoutes`](crate::TopicRoutes);
+//! - [`MemoryPresence`] (`memory/presence.rs`): [`PresenceStore`](crate::PresenceStore).
+
+mod presence;
+mod topic_routes;
+mod topic_store;
+
+pub use presence::MemoryPresence;
+pub use topic_routes::MemoryTopicRoutes;
+pub use topic_store::MemoryTopicStore;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;

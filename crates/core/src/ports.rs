@@ -10,8 +10,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::id::{ConnId, NodeId, UserId};
-use crate::message::{NewMessage, Seq, StoredMessage};
-use crate::protocol::PushItem;
+use crate::message::{NewMessage, NewTopicMessage, Seq, StoredMessage, TopicMessage};
+use crate::protocol::{PushItem, TopicPushItem, TopicPushResult};
+use crate::topic::TopicName;
 
 /// A backend could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -204,6 +205,25 @@ pub trait Pusher: Send + Sync + 'static {
     /// a pusher that splits them into several requests (to fit the node's
     /// body cap) sends those one after another.
     async fn push(&self, push_url: &str, items: &[PushItem]) -> Result<PushReport, PushError>;
+
+    /// Sends topic messages (and presence events) to the node at `push_url`:
+    /// one item per message, whatever the number of subscribers there, in
+    /// order. The node fans each out to its local subscribers.
+    ///
+    /// The default refuses (status 501): a pusher that cannot reach topic
+    /// subscribers says so instead of dropping the items.
+    async fn push_topics(
+        &self,
+        push_url: &str,
+        items: &[TopicPushItem],
+    ) -> Result<TopicPushResult, PushError> {
+        let _ = items;
+        Err(PushError::Refused {
+            url: push_url.to_owned(),
+            status: 501,
+            body: "this pusher does not deliver topic messages".to_owned(),
+        })
+    }
 }
 
 /// Handing stored messages to dispatch failed.
@@ -227,6 +247,17 @@ pub trait Handoff: Send + Sync + 'static {
     /// Succeeds when a hand-off would currently be accepted; collect checks
     /// this before writing so a dead dispatch path stores nothing.
     async fn ready(&self) -> Result<(), HandoffError>;
+
+    /// Passes stored topic messages on to dispatch, with the same contract
+    /// as [`hand_off`](Self::hand_off). The default refuses: a hand-off
+    /// that cannot carry topic messages makes collect answer 503 rather
+    /// than accept what it cannot deliver.
+    async fn hand_off_topics(&self, messages: &[TopicMessage]) -> Result<(), HandoffError> {
+        let _ = messages;
+        Err(HandoffError::Unavailable(
+            "this hand-off does not carry topic messages".to_owned(),
+        ))
+    }
 }
 
 /// Who a verified token speaks for.
@@ -236,6 +267,31 @@ pub struct Identity {
     pub user_id: UserId,
     /// The `exp` claim, seconds since the Unix epoch.
     pub expires_at: Option<u64>,
+    /// The `topics` claim of a connection token: topics the connection is
+    /// subscribed to at connect (server-side subscriptions). Unvalidated:
+    /// the edge node answers a bad one with an error frame naming it.
+    pub topics: Vec<String>,
+    /// The `subscribe` claim of a connection token: topic patterns
+    /// ([`TopicPattern`](crate::topic::TopicPattern), `*` for any run of
+    /// characters) the client may subscribe to on its own. Unvalidated.
+    pub subscribe: Vec<String>,
+    /// The `topic` claim: set only on a *subscribe token*, which a business
+    /// signs to let one user subscribe to this one topic. A token carrying
+    /// it cannot open a connection.
+    pub topic: Option<String>,
+}
+
+impl Identity {
+    /// An identity with no topic claims.
+    pub fn new(user_id: UserId, expires_at: Option<u64>) -> Self {
+        Self {
+            user_id,
+            expires_at,
+            topics: Vec::new(),
+            subscribe: Vec::new(),
+            topic: None,
+        }
+    }
 }
 
 /// A token was refused.
@@ -265,4 +321,168 @@ pub enum AuthError {
 pub trait TokenVerifier: Send + Sync + 'static {
     /// Verifies `token`.
     async fn verify(&self, token: &str) -> Result<Identity, AuthError>;
+}
+
+/// The durable per-topic log (MongoDB in production): the topic
+/// counterpart of [`MessageStore`].
+///
+/// Contract:
+/// - [`publish`](Self::publish) returns only once the backend has
+///   acknowledged the write of every topic's copy; each copy gets its
+///   topic's next sequence number, strictly increasing and without gaps.
+/// - Publishing again with the same `(source, idempotency_key)` stores
+///   nothing new and returns the copies stored the first time (also under
+///   concurrency); a failed publish may have stored some topics' copies,
+///   and retrying with the same key completes it without duplicates.
+/// - [`read_after`](Self::read_after) answers in seq order; a page shorter
+///   than `limit` means nothing more is stored after it.
+/// - [`last_seq`](Self::last_seq) never runs ahead of what is stored, and
+///   never goes back (retention deletes old copies, not the counter).
+#[async_trait]
+pub trait TopicStore: Send + Sync + 'static {
+    /// Stores one copy of `msg` per topic; see the trait's contract.
+    async fn publish(&self, msg: &NewTopicMessage) -> Result<Vec<TopicMessage>, StoreError>;
+
+    /// Up to `limit` of `topic`'s messages with `seq > after`, in seq order.
+    async fn read_after(
+        &self,
+        topic: &TopicName,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<TopicMessage>, StoreError>;
+
+    /// The highest seq known to be stored for `topic` (0 when none).
+    async fn last_seq(&self, topic: &TopicName) -> Result<Seq, StoreError>;
+
+    /// Succeeds when the backend answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Which nodes have subscribers of a topic: topic -> { node } (Redis).
+///
+/// Contract:
+/// - [`add_topics`](Self::add_topics) makes `node` a member of each topic
+///   for the store's route TTL; a node keeps its membership fresh by adding
+///   again before that. [`nodes_of`](Self::nodes_of) answers only fresh
+///   members, one list per topic, in one round trip.
+/// - Memberships are hints, like routes: a member may have died (readers
+///   check [`NodeDirectory`]), and a member may have no subscriber left (the
+///   node answers a push with the topic as absent).
+#[async_trait]
+pub trait TopicRoutes: Send + Sync + 'static {
+    /// Records that `node` has at least one subscriber of each of `topics`.
+    async fn add_topics(&self, node: &NodeId, topics: &[TopicName]) -> Result<(), RouteError>;
+
+    /// Forgets `node`'s membership of each of `topics`.
+    async fn remove_topics(&self, node: &NodeId, topics: &[TopicName]) -> Result<(), RouteError>;
+
+    /// The fresh members of each topic, one entry per input topic, in order.
+    async fn nodes_of(&self, topics: &[TopicName]) -> Result<Vec<Vec<NodeId>>, RouteError>;
+}
+
+/// One connection in its user's presence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnPresence {
+    /// The connection.
+    pub conn: ConnId,
+    /// The node holding it.
+    pub node: NodeId,
+    /// When it opened, milliseconds since the Unix epoch.
+    pub connected_at_ms: i64,
+}
+
+/// One node's share of a topic's presence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicNodePresence {
+    /// The node.
+    pub node: NodeId,
+    /// Subscriptions of the topic on the node.
+    pub connections: u64,
+    /// Distinct users among them.
+    pub users: u64,
+}
+
+/// One (user, node) entry of a topic's members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicMember {
+    /// The user.
+    pub user: UserId,
+    /// The node the user's subscriptions are on.
+    pub node: NodeId,
+    /// How many of the user's connections there are subscribed.
+    pub connections: u64,
+}
+
+/// A node's changes to one topic's presence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicPresenceWrite {
+    /// The topic.
+    pub topic: TopicName,
+    /// The node's (subscriptions, distinct users) now; `None` when none is
+    /// left.
+    pub totals: Option<(u64, u64)>,
+    /// Users whose subscription count on the node changed, with the count
+    /// now (0: the user has none left there).
+    pub members: Vec<(UserId, u64)>,
+}
+
+/// A node's presence changes, written in one call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PresenceWrite {
+    /// Connections that opened (`Some(connected_at_ms)`) or closed (`None`).
+    pub connections: Vec<(UserId, ConnId, Option<i64>)>,
+    /// Topic presence changes.
+    pub topics: Vec<TopicPresenceWrite>,
+}
+
+impl PresenceWrite {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.connections.is_empty() && self.topics.is_empty()
+    }
+}
+
+/// Who is online and who is subscribed (Redis), written by the nodes that
+/// hold the connections and read by the collect API.
+///
+/// Contract:
+/// - Entries carry the node that wrote them; they are hints like routes:
+///   readers drop entries of nodes that are not live ([`NodeDirectory`]),
+///   so a crashed node's connections leave presence within its liveness
+///   TTL, and may [`forget`](Self::forget) them.
+/// - Entries live for the store's route TTL after their last write; a node
+///   writes its live entries again before that.
+/// - Every read is bounded: by the user's connections, by the number of
+///   nodes, or by the page size asked for.
+#[async_trait]
+pub trait PresenceStore: Send + Sync + 'static {
+    /// Writes `node`'s changes.
+    async fn write(&self, node: &NodeId, changes: &PresenceWrite) -> Result<(), RouteError>;
+
+    /// The connections of each user, one entry per input user, in order.
+    async fn user_connections(
+        &self,
+        users: &[UserId],
+    ) -> Result<Vec<Vec<ConnPresence>>, RouteError>;
+
+    /// Every node's share of `topic`'s presence.
+    async fn topic_nodes(&self, topic: &TopicName) -> Result<Vec<TopicNodePresence>, RouteError>;
+
+    /// A page of `topic`'s member entries: about `count` of them from
+    /// `cursor` (0 to start), and the cursor of the next page (0 at the end).
+    async fn topic_members(
+        &self,
+        topic: &TopicName,
+        cursor: u64,
+        count: usize,
+    ) -> Result<(Vec<TopicMember>, u64), RouteError>;
+
+    /// Removes entries of dead nodes seen by a reader: `members` of
+    /// `topic`, and the nodes' shares of it.
+    async fn forget(
+        &self,
+        topic: &TopicName,
+        members: &[(UserId, NodeId)],
+        nodes: &[NodeId],
+    ) -> Result<(), RouteError>;
 }

@@ -15,7 +15,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
 use edgepush_core::ports::Heartbeat;
-use edgepush_core::{ConnId, NodeDirectory, NodeId, RouteError, RouteStore, UserId};
+use edgepush_core::ports::{PresenceWrite, TopicPresenceWrite};
+use edgepush_core::{
+    ConnId, NodeDirectory, NodeId, PresenceStore, RouteError, RouteStore, TopicName, TopicRoutes,
+    UserId,
+};
 use edgepush_redis::keys::{node_key, route_key, slot};
 use edgepush_redis::{RedisConfig, RedisConnection, RedisRouteStore};
 use redis::AsyncCommands;
@@ -373,6 +377,62 @@ async fn routes_work_across_slots_and_primaries() -> Result<()> {
 
     assert!(store.routes_of(&[]).await?.is_empty());
     store.ping().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn topic_routes_and_presence_work_across_slots() -> Result<()> {
+    let cluster = Cluster::start().await?;
+    let prefix = unique("eptest:cluster-topics");
+    let store = RedisRouteStore::connect(config(&cluster, &prefix)).await?;
+    let topics: Vec<TopicName> = (0..200)
+        .map(|i| TopicName::new(format!("room:{i}")).expect("topic"))
+        .collect();
+    let (n1, n2) = (node("edge-1"), node("edge-2"));
+    store.add_topics(&n1, &topics).await?;
+    store.add_topics(&n2, &topics[..100]).await?;
+    let got = store.nodes_of(&topics).await?;
+    for (i, nodes) in got.iter().enumerate() {
+        let mut nodes = nodes.clone();
+        nodes.sort();
+        let want = if i < 100 {
+            vec![n1.clone(), n2.clone()]
+        } else {
+            vec![n1.clone()]
+        };
+        assert_eq!(nodes, want, "members of topic {i}");
+    }
+    store.remove_topics(&n1, &topics).await?;
+    assert!(
+        store
+            .nodes_of(&topics[100..])
+            .await?
+            .iter()
+            .all(Vec::is_empty)
+    );
+
+    // Presence: users and topics in many slots, in one write.
+    let users: Vec<UserId> = (0..100).map(|i| user(&format!("p-{i}"))).collect();
+    let write = PresenceWrite {
+        connections: users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.clone(), conn(&format!("c{i}")), Some(i as i64)))
+            .collect(),
+        topics: topics[..50]
+            .iter()
+            .map(|t| TopicPresenceWrite {
+                topic: t.clone(),
+                totals: Some((2, 2)),
+                members: users[..2].iter().map(|u| (u.clone(), 1)).collect(),
+            })
+            .collect(),
+    };
+    store.write(&n1, &write).await?;
+    let conns = store.user_connections(&users).await?;
+    assert!(conns.iter().all(|c| c.len() == 1));
+    assert_eq!(store.topic_nodes(&topics[49]).await?[0].connections, 2);
+    assert_eq!(store.topic_members(&topics[7], 0, 10).await?.0.len(), 2);
     Ok(())
 }
 

@@ -485,6 +485,17 @@ impl Connections {
         let text = event.body.as_deref().unwrap_or_default();
         let seq = match ClientFrame::parse(text) {
             Ok(ClientFrame::Ack { seq }) => seq,
+            // Topics on the managed edge come with its resume work: until
+            // then a topic frame is refused in words, never dropped.
+            Ok(
+                ClientFrame::Subscribe { .. }
+                | ClientFrame::Unsubscribe { .. }
+                | ClientFrame::Publish { .. },
+            ) => {
+                return Err(Refusal::BadRequest(
+                    "topics are not available on API Gateway connections yet; connect to an edge node".into(),
+                ));
+            }
             Err(e) => return Err(Refusal::BadRequest(format!("unknown client frame: {e}"))),
         };
         let Some(messages) = &self.messages else {
