@@ -8,7 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use edgepush_auth::AuthConfig;
-use edgepush_core::NodeId;
+use edgepush_core::{Namespaces, NodeId};
 use edgepush_delivery::sigv4::PushCredential;
 
 /// Default of [`NodeConfig::store_reads`].
@@ -23,6 +23,10 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1_000_000;
 pub const DEFAULT_MAX_CONNECTIONS_PER_USER: usize = 64;
 /// Default of [`NodeConfig::push_concurrency`].
 pub const DEFAULT_PUSH_CONCURRENCY: usize = 64;
+/// Default of [`NodeConfig::max_subscriptions`].
+pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 128;
+/// Default of [`NodeConfig::presence_interval`].
+pub const DEFAULT_PRESENCE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A configuration value was missing or malformed.
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +126,19 @@ pub struct NodeConfig {
     pub push_concurrency: usize,
     /// Bound on reading a push request's head, and then its body.
     pub push_read_timeout: Duration,
+    /// The topic namespaces and their options (`EDGEPUSH_TOPIC_NAMESPACES`,
+    /// `EDGEPUSH_TOPIC_RETENTION_SECS`): a topic elsewhere is refused.
+    pub namespaces: Namespaces,
+    /// Most topic subscriptions of one connection (token and client ones;
+    /// broadcast not counted): bounds a connection's memory and start work.
+    pub max_subscriptions: usize,
+    /// How often presence changes are written, and join/leave events sent:
+    /// everything that changed within one interval is one write, and at most
+    /// one event per topic.
+    pub presence_interval: Duration,
+    /// Whether the node writes who is online (one presence entry per
+    /// connection, written with the coalesced presence writes).
+    pub user_presence: bool,
 }
 
 impl NodeConfig {
@@ -153,6 +170,10 @@ impl NodeConfig {
             max_connections_per_user: DEFAULT_MAX_CONNECTIONS_PER_USER,
             push_concurrency: DEFAULT_PUSH_CONCURRENCY,
             push_read_timeout: Duration::from_secs(10),
+            namespaces: Namespaces::default(),
+            max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
+            presence_interval: DEFAULT_PRESENCE_INTERVAL,
+            user_presence: true,
         }
     }
 
@@ -235,6 +256,21 @@ impl NodeConfig {
                 DEFAULT_PUSH_CONCURRENCY,
             )?,
             push_read_timeout: millis(lookup, "EDGEPUSH_PUSH_READ_TIMEOUT_MS", 10_000)?,
+            namespaces: Namespaces::from_lookup(lookup).map_err(|e| ConfigError::Invalid {
+                name: Namespaces::ENV,
+                reason: e.to_string(),
+            })?,
+            max_subscriptions: parse(
+                lookup,
+                "EDGEPUSH_MAX_SUBSCRIPTIONS",
+                DEFAULT_MAX_SUBSCRIPTIONS,
+            )?,
+            presence_interval: millis(
+                lookup,
+                "EDGEPUSH_PRESENCE_INTERVAL_MS",
+                DEFAULT_PRESENCE_INTERVAL.as_millis() as u64,
+            )?,
+            user_presence: parse(lookup, "EDGEPUSH_USER_PRESENCE", true)?,
         }
         .validated()
     }
@@ -273,6 +309,7 @@ impl NodeConfig {
             ("EDGEPUSH_ACK_INTERVAL_MS", self.ack_interval),
             ("EDGEPUSH_STORE_TIMEOUT_MS", self.store_timeout),
             ("EDGEPUSH_PUSH_READ_TIMEOUT_MS", self.push_read_timeout),
+            ("EDGEPUSH_PRESENCE_INTERVAL_MS", self.presence_interval),
         ];
         for (name, value) in nonzero {
             if value.is_zero() {
@@ -344,6 +381,31 @@ mod tests {
         assert_eq!(cfg.send_queue, 16);
         assert_eq!(cfg.ws_addr.port(), 9001);
         assert!(matches!(cfg.auth, AuthMode::Local(_)));
+        assert_eq!(cfg.max_subscriptions, DEFAULT_MAX_SUBSCRIPTIONS);
+        assert!(cfg.user_presence);
+    }
+
+    #[test]
+    fn reads_topic_settings() {
+        let mut pairs = BASE.to_vec();
+        pairs.push((
+            "EDGEPUSH_TOPIC_NAMESPACES",
+            r#"{"chat": {"presence": true}}"#,
+        ));
+        pairs.push(("EDGEPUSH_MAX_SUBSCRIPTIONS", "4"));
+        pairs.push(("EDGEPUSH_USER_PRESENCE", "false"));
+        let cfg = NodeConfig::from_lookup(&lookup(&pairs)).unwrap();
+        let chat = edgepush_core::TopicName::new("chat:1").unwrap();
+        assert!(cfg.namespaces.options(&chat).is_some_and(|o| o.presence));
+        assert_eq!(cfg.max_subscriptions, 4);
+        assert!(!cfg.user_presence);
+        let mut pairs = BASE.to_vec();
+        pairs.push(("EDGEPUSH_TOPIC_NAMESPACES", "{nope"));
+        let err = NodeConfig::from_lookup(&lookup(&pairs)).unwrap_err();
+        assert!(
+            err.to_string().contains("EDGEPUSH_TOPIC_NAMESPACES"),
+            "{err}"
+        );
     }
 
     #[test]

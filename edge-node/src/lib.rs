@@ -6,6 +6,13 @@
 //! through. On connect it replays what the client missed from the message
 //! store (MongoDB); on shutdown it drains.
 //!
+//! Topics: a connection subscribes (from its token, or with a `subscribe`
+//! frame), the node registers itself as a member of the topic in the route
+//! store, receives one item per topic message, and fans it out to its local
+//! subscribers with one serialised frame; each subscription is replayed and
+//! gap-filled from the topic store like the user's stream. Presence (who is
+//! online, who is subscribed) is written, coalesced, to the presence store.
+//!
 //! The same binary runs dev mode: the whole system in one process.
 //!
 //! # Layout
@@ -21,9 +28,15 @@
 //! - `connection`: one accepted socket: handshake, admission, `101`, the
 //!   session, the close, forgetting the route.
 //! - `session`: one client's session: the loop that writes queued and
-//!   replayed frames in seq order, reads acks, pings.
-//! - `replay`: the session's store reads (position, replay pages, gap
-//!   fill), bounded by permits and a timeout.
+//!   replayed frames in seq order per stream (the user's, broadcast, each
+//!   topic), reads acks, subscribe, unsubscribe and publish frames, pings.
+//! - `replay`: the session's store jobs (where a stream starts, replay
+//!   pages, gap fills, client publishes), bounded by permits and a timeout.
+//! - `topics`: the topic index (local subscribers per topic) and the topic
+//!   fan-out.
+//! - `registrar`: the node's topic memberships in the route store.
+//! - `presence`: presence changes, coalesced into one write per interval,
+//!   and join/leave events.
 //! - `acks`: client acks coalesced into one store write per user per
 //!   interval.
 //! - `hub`: the node's map of live connections, with bounded queues and the
@@ -46,11 +59,14 @@ mod admission;
 mod connection;
 mod handshake;
 mod hub;
+mod presence;
 mod push_api;
+mod registrar;
 mod registration;
 mod replay;
 mod session;
 mod state;
+mod topics;
 
 pub use config::{AuthMode, NodeConfig};
 pub use server::run;

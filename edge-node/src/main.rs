@@ -9,7 +9,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use edge_node::dev::{self, DevConfig};
 use edge_node::{NodeConfig, NodeDeps};
-use edgepush_mongo::{MongoConfig, MongoMessageStore};
+use edgepush_delivery::{HttpPusher, PushClientConfig};
+use edgepush_mongo::{MongoConfig, MongoMessageStore, MongoTopicStore};
 use edgepush_redis::{RedisConfig, RedisRouteStore};
 use tokio::net::TcpListener;
 
@@ -139,12 +140,29 @@ async fn serve() -> anyhow::Result<()> {
     // The node refreshes its routes within a third of this.
     redis.route_ttl = config.route_ttl;
     let routes = Arc::new(RedisRouteStore::connect(redis).await.context("redis")?);
-    let messages = Arc::new(MongoMessageStore::connect(mongo).await.context("mongodb")?);
+    let messages = MongoMessageStore::connect(mongo.clone())
+        .await
+        .context("mongodb")?;
+    let topics = MongoTopicStore::on(messages.database(), mongo)
+        .await
+        .context("mongodb topic store")?;
+    // Presence events and client publishes go to other nodes signed with
+    // the push credential every node verifies.
+    let credential = config
+        .push_credentials
+        .first()
+        .cloned()
+        .context("a push credential is required")?;
+    let pusher = HttpPusher::new(PushClientConfig::new(credential)).context("push client")?;
     let deps = NodeDeps {
         routes: routes.clone(),
-        nodes: routes,
-        messages,
+        nodes: routes.clone(),
+        messages: Arc::new(messages),
         verifier: edge_node::verifier_for(&config.auth)?,
+        topics: Arc::new(topics),
+        topic_routes: routes.clone(),
+        presence: routes,
+        pusher: Arc::new(pusher),
     };
     let ws = TcpListener::bind(config.ws_addr)
         .await

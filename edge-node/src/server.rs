@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::NodeConfig;
 use crate::metrics::Metrics;
 use crate::state::{NodeDeps, NodeState};
-use crate::{acks, connection, push_api, registration};
+use crate::{acks, connection, presence, push_api, registrar, registration};
 
 /// The node failed to start or run.
 #[derive(Debug, thiserror::Error)]
@@ -51,9 +51,12 @@ pub async fn run(
         push_url = %state.push_url,
         "edge node starting"
     );
+    // The registrar runs before the first beat: a beat that finds the
+    // liveness entry missing re-registers topic memberships through it.
+    let stop_background = CancellationToken::new();
+    let registrar_task = tokio::spawn(registrar::run(state.clone(), stop_background.clone()));
     registration::beat(&state).await;
 
-    let stop_background = CancellationToken::new();
     let heartbeat = tokio::spawn(registration::heartbeat_loop(
         state.clone(),
         stop_background.clone(),
@@ -67,6 +70,7 @@ pub async fn run(
     // written before the node exits.
     let stop_acks = CancellationToken::new();
     let ack_writer = tokio::spawn(acks::run(state.clone(), stop_acks.clone()));
+    let presence_writer = tokio::spawn(presence::run(state.clone(), stop_acks.clone()));
 
     let connections = TaskTracker::new();
     tokio::pin!(shutdown);
@@ -93,9 +97,11 @@ pub async fn run(
     drain(&state, &connections).await;
     stop_acks.cancel();
     let _ = ack_writer.await;
+    let _ = presence_writer.await;
     stop_background.cancel();
     let _ = heartbeat.await;
     let _ = push_server.await;
+    let _ = registrar_task.await;
     tracing::info!(node = %state.config.node_id, "edge node stopped");
     Ok(())
 }
@@ -117,6 +123,32 @@ async fn drain(state: &Arc<NodeState>, connections: &TaskTracker) {
     }
     let node = &state.config.node_id;
     let bounded = Duration::from_secs(5);
+    // Every subscriber is gone: the memberships go too (dispatch stops
+    // sending topic items here).
+    let topics = state.topics.all_topics(&state.hub, false);
+    let mut memberships = Vec::new();
+    for shard in 0..crate::topics::TopicIndex::SHARDS {
+        state.topics.registered_in(shard, &mut memberships);
+    }
+    memberships.extend(topics);
+    memberships.sort();
+    memberships.dedup();
+    if !memberships.is_empty() {
+        match tokio::time::timeout(
+            bounded,
+            state.deps.topic_routes.remove_topics(node, &memberships),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not remove topic memberships; they are ignored with the node's liveness")
+            }
+            Err(_) => tracing::warn!(
+                "removing topic memberships timed out; they are ignored with the node's liveness"
+            ),
+        }
+    }
     match tokio::time::timeout(bounded, state.deps.routes.remove_routes(&routes)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {

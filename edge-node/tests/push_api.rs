@@ -100,13 +100,24 @@ impl Node {
         let database = format!("ept_{name}");
         let mut mongo = MongoConfig::new(mongodb_uri());
         mongo.database = database.clone();
-        let messages = Arc::new(MongoMessageStore::connect(mongo).await?);
+        let messages = MongoMessageStore::connect(mongo.clone()).await?;
+        let topics = edgepush_mongo::MongoTopicStore::on(messages.database(), mongo).await?;
         let auth = AuthConfig::hs256(JWT_SECRET.to_vec());
         let deps = NodeDeps {
             routes: routes.clone(),
-            nodes: routes,
-            messages,
+            nodes: routes.clone(),
+            messages: Arc::new(messages),
             verifier: Arc::new(JwtVerifier::new(auth.clone())?),
+            topics: Arc::new(topics),
+            topic_routes: routes.clone(),
+            presence: routes,
+            pusher: Arc::new(edgepush_delivery::HttpPusher::new(
+                edgepush_delivery::PushClientConfig::new(PushCredential::new(
+                    PUSH_KEY_ID,
+                    PUSH_SECRET,
+                    REGION,
+                )),
+            )?),
         };
         let config = NodeConfig::for_local(
             "push-api-test",
@@ -198,6 +209,8 @@ async fn next_data(ws: &mut Client) -> Result<Message> {
             .context("the socket ended without a close frame")??;
         match frame {
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+            // Every connection is subscribed to the broadcast topic first.
+            Message::Text(t) if t.as_str().starts_with(r#"{"type":"subscribed""#) => continue,
             other => return Ok(other),
         }
     }

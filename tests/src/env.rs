@@ -56,6 +56,8 @@ pub struct TestEnv {
     pub mongodb_uri: String,
     /// The test's own database on it.
     pub database: String,
+    /// The topic namespaces of the test's nodes and collect API.
+    pub namespaces: edgepush_core::Namespaces,
 }
 
 impl TestEnv {
@@ -65,6 +67,7 @@ impl TestEnv {
             redis_url: redis_url()?,
             mongodb_uri: mongodb_uri()?,
             database: unique_db(),
+            namespaces: edgepush_core::Namespaces::default(),
         })
     }
 

@@ -40,6 +40,7 @@
 //!   proxy that fails on demand.
 //! - [`inspect`]: reading Redis and MongoDB behind the system's back.
 //! - [`fault`]: the fault tests' devices, ledger, producer and verdict.
+//! - [`topics`]: the same for topics: topic devices, publisher, verdict.
 //! - [`wait`]: polling that follows progress ([`until`]) or has a deadline
 //!   ([`eventually`]).
 
@@ -52,6 +53,7 @@ pub mod net;
 pub mod node;
 pub mod servers;
 pub mod tokens;
+pub mod topics;
 pub mod wait;
 
 pub use client::{Refused, TokenIn, WsClient, raw_probe, upgrade_probe};
@@ -60,5 +62,5 @@ pub use env::{TestEnv, mongodb_uri, redis_url, unique, unique_db};
 pub use inspect::{RedisProbe, drop_database, message_store};
 pub use node::{NodeOptions, NodeProcess, edge_node_bin};
 pub use servers::{MongoServer, RedisServer};
-pub use tokens::{JWT_SECRET, mint, push_credential};
+pub use tokens::{JWT_SECRET, mint, mint_with, push_credential, subscribe_token};
 pub use wait::{Check, eventually, stall, until};

@@ -112,7 +112,10 @@ impl NodeOptions {
             node_id: crate::unique("node"),
             heartbeat_ms: 500,
             node_ttl_ms: 3000,
-            env: Vec::new(),
+            env: vec![(
+                edgepush_core::Namespaces::ENV.to_owned(),
+                env.namespaces.to_json(),
+            )],
             host: IpAddr::from([127, 0, 0, 1]),
             wrap: Vec::new(),
         }

@@ -639,6 +639,7 @@ async fn stalled_client(env: &TestEnv) -> anyhow::Result<()> {
             }
             Ok(Some(Ok(Message::Text(text)))) => match ServerFrame::parse(text.as_str())? {
                 ServerFrame::Msg(m) => prefix.push(m),
+                ServerFrame::Subscribed { .. } => {}
                 other => bail!("unexpected {other:?}"),
             },
             Ok(Some(Ok(_))) => {}

@@ -58,7 +58,10 @@ async fn receive(
             sqs_messages += 1;
             let text = m.body().context("message without a body")?;
             assert!(text.len() <= body::MAX_BODY_BYTES);
-            got.extend(body::decode(text).context("body is not stored messages")?);
+            match body::decode(text).context("body is not stored messages")? {
+                body::Body::Messages(messages) => got.extend(messages),
+                body::Body::Topics(t) => anyhow::bail!("unexpected topic body of {}", t.len()),
+            }
             if let Some(handle) = m.receipt_handle() {
                 client
                     .delete_message()

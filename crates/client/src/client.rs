@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
-use edgepush_core::Seq;
+use edgepush_core::{Seq, TopicName};
 use futures_util::Stream;
+use serde_json::value::RawValue;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -17,6 +18,7 @@ use crate::error::ClientError;
 use crate::event::Event;
 use crate::node::Node;
 use crate::task::Runner;
+use crate::topics::{TopicBook, TopicSubscription};
 
 /// Entry point: `Client::connect(config)`.
 #[derive(Debug)]
@@ -37,14 +39,24 @@ impl Client {
             .map(|url| Node::parse(url))
             .collect::<Result<Vec<_>, _>>()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| ClientError::NoRuntime)?;
+        for sub in &config.topics {
+            TopicName::new(&sub.topic).map_err(|e| ClientError::BadTopic {
+                topic: sub.topic.clone(),
+                reason: e.to_string(),
+            })?;
+        }
         let (tx, rx) = mpsc::channel(config.event_buffer.max(1));
-        let shared = Arc::new(Shared::default());
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            book: Mutex::new(TopicBook::new(&config.topics, &config.resume)),
+            ..Shared::default()
+        });
         // A random first node spreads a fleet of clients over the nodes.
         let start = match config.first_node {
             Some(index) => index % nodes.len(),
             None => rand::random_range(0..nodes.len()),
         };
-        let runner = Runner::new(&config, nodes, start, Arc::clone(&shared), tx);
+        let runner = Runner::new(&config, nodes, start, Arc::clone(&shared), tx, command_rx);
         runtime.spawn(
             runner
                 .run()
@@ -52,7 +64,7 @@ impl Client {
         );
         Ok(ClientHandle {
             rx,
-            control: ClientControl { shared },
+            control: ClientControl { shared, commands },
         })
     }
 }
@@ -77,6 +89,11 @@ pub struct Stats {
     pub connect_failures: u64,
     /// Ack frames sent.
     pub acks_sent: u64,
+    /// New topic messages passed to the application.
+    pub topic_messages: u64,
+    /// Topic messages dropped because their seq was not above the topic's
+    /// last one seen.
+    pub topic_duplicates_dropped: u64,
 }
 
 /// The atomics behind [`Stats`].
@@ -89,6 +106,8 @@ pub(crate) struct Counters {
     pub(crate) malformed: AtomicU64,
     pub(crate) connect_failures: AtomicU64,
     pub(crate) acks_sent: AtomicU64,
+    pub(crate) topic_messages: AtomicU64,
+    pub(crate) topic_duplicates_dropped: AtomicU64,
 }
 
 impl Counters {
@@ -107,6 +126,8 @@ impl Counters {
             malformed: get(&self.malformed),
             connect_failures: get(&self.connect_failures),
             acks_sent: get(&self.acks_sent),
+            topic_messages: get(&self.topic_messages),
+            topic_duplicates_dropped: get(&self.topic_duplicates_dropped),
         }
     }
 }
@@ -124,6 +145,8 @@ pub(crate) struct Shared {
     pub(crate) taken_notify: Notify,
     /// Stops the task.
     pub(crate) cancel: CancellationToken,
+    /// Every topic of the client and its last seq; the task keeps it.
+    pub(crate) book: Mutex<TopicBook>,
 }
 
 impl Shared {
@@ -133,6 +156,11 @@ impl Shared {
 
     pub(crate) fn last_seq(&self) -> Option<Seq> {
         *self.last_seq.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The topic book, locked.
+    pub(crate) fn book(&self) -> std::sync::MutexGuard<'_, TopicBook> {
+        self.book.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The highest seq taken by the application, and the count taken.
@@ -188,6 +216,35 @@ impl ClientHandle {
     pub fn control(&self) -> ClientControl {
         self.control.clone()
     }
+
+    /// Subscribes to `sub.topic` (now if connected, else on the next
+    /// connection), and again on every reconnect after the last seq seen.
+    pub fn subscribe(&self, sub: TopicSubscription) -> Result<(), ClientError> {
+        self.control.subscribe(sub)
+    }
+
+    /// Unsubscribes from `topic`; its position is forgotten.
+    pub fn unsubscribe(&self, topic: &str) -> Result<(), ClientError> {
+        self.control.unsubscribe(topic)
+    }
+
+    /// Publishes `data` (JSON text) to `topic` from this client, where the
+    /// topic's namespace allows it; the answer comes as
+    /// [`TopicEvent::Published`](crate::TopicEvent::Published) or
+    /// [`TopicEvent::Refused`](crate::TopicEvent::Refused).
+    pub fn publish(
+        &self,
+        topic: &str,
+        data: &str,
+        idempotency_key: Option<String>,
+    ) -> Result<(), ClientError> {
+        self.control.publish(topic, data, idempotency_key)
+    }
+
+    /// The last seq received of `topic`.
+    pub fn topic_position(&self, topic: &str) -> Option<Seq> {
+        self.control.topic_position(topic)
+    }
 }
 
 impl Stream for ClientHandle {
@@ -209,11 +266,23 @@ impl Drop for ClientHandle {
     }
 }
 
-/// Stats, last seq and close of a client, for tasks other than the one
-/// reading its events.
+/// What the handle asks of the client's task.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Subscribe to a topic.
+    Subscribe(TopicName, Option<Seq>, Option<String>),
+    /// Unsubscribe from a topic.
+    Unsubscribe(TopicName),
+    /// Publish to a topic.
+    Publish(TopicName, Box<RawValue>, Option<String>),
+}
+
+/// Stats, last seq, topics and close of a client, for tasks other than the
+/// one reading its events.
 #[derive(Debug, Clone)]
 pub struct ClientControl {
     shared: Arc<Shared>,
+    commands: mpsc::UnboundedSender<Command>,
 }
 
 impl ClientControl {
@@ -231,4 +300,54 @@ impl ClientControl {
     pub fn close(&self) {
         self.shared.cancel.cancel();
     }
+
+    /// See [`ClientHandle::subscribe`].
+    pub fn subscribe(&self, sub: TopicSubscription) -> Result<(), ClientError> {
+        let topic = topic_of(&sub.topic)?;
+        self.send(Command::Subscribe(topic, sub.after, sub.token))
+    }
+
+    /// See [`ClientHandle::unsubscribe`].
+    pub fn unsubscribe(&self, topic: &str) -> Result<(), ClientError> {
+        self.send(Command::Unsubscribe(topic_of(topic)?))
+    }
+
+    /// See [`ClientHandle::publish`].
+    pub fn publish(
+        &self,
+        topic: &str,
+        data: &str,
+        idempotency_key: Option<String>,
+    ) -> Result<(), ClientError> {
+        let data = RawValue::from_string(data.to_owned()).map_err(|e| ClientError::BadTopic {
+            topic: topic.to_owned(),
+            reason: format!("the data is not JSON: {e}"),
+        })?;
+        self.send(Command::Publish(topic_of(topic)?, data, idempotency_key))
+    }
+
+    /// See [`ClientHandle::topic_position`].
+    pub fn topic_position(&self, topic: &str) -> Option<Seq> {
+        let topic = TopicName::parse_internal(topic).ok()?;
+        self.shared.book().position(&topic)
+    }
+
+    /// Every topic of the client with its last seq received.
+    pub fn topic_positions(&self) -> Vec<(TopicName, Option<Seq>)> {
+        self.shared.book().positions()
+    }
+
+    fn send(&self, command: Command) -> Result<(), ClientError> {
+        self.commands
+            .send(command)
+            .map_err(|_| ClientError::Stopped)
+    }
+}
+
+/// A topic name a client may use.
+fn topic_of(topic: &str) -> Result<TopicName, ClientError> {
+    TopicName::new(topic).map_err(|e| ClientError::BadTopic {
+        topic: topic.to_owned(),
+        reason: e.to_string(),
+    })
 }

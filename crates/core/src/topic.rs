@@ -291,13 +291,20 @@ pub enum NamespacesError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Namespaces {
     by_name: HashMap<String, NamespaceOptions>,
+    /// The retention of namespaces that name none.
+    default_retention: Duration,
 }
+
+/// The retention of topic messages in namespaces that name none: 7 days,
+/// like user messages.
+pub const DEFAULT_TOPIC_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl Default for Namespaces {
     /// The default namespace only.
     fn default() -> Self {
         Self {
             by_name: HashMap::from([(String::new(), NamespaceOptions::default())]),
+            default_retention: DEFAULT_TOPIC_RETENTION,
         }
     }
 }
@@ -313,12 +320,28 @@ const BROADCAST_OPTIONS: NamespaceOptions = NamespaceOptions {
 impl Namespaces {
     /// The environment variable [`from_lookup`](Self::from_lookup) reads.
     pub const ENV: &'static str = "EDGEPUSH_TOPIC_NAMESPACES";
+    /// The variable of the default retention, in seconds.
+    pub const RETENTION_ENV: &'static str = "EDGEPUSH_TOPIC_RETENTION_SECS";
 
     /// Namespaces with exactly these options.
     pub fn new(by_name: impl IntoIterator<Item = (String, NamespaceOptions)>) -> Self {
         Self {
             by_name: by_name.into_iter().collect(),
+            default_retention: DEFAULT_TOPIC_RETENTION,
         }
+    }
+
+    /// The same, with `retention` for namespaces that name none.
+    pub fn with_default_retention(mut self, retention: Duration) -> Self {
+        self.default_retention = retention;
+        self
+    }
+
+    /// How long `topic`'s messages stay available for replay.
+    pub fn retention(&self, topic: &TopicName) -> Duration {
+        self.options(topic)
+            .and_then(|o| o.retention)
+            .unwrap_or(self.default_retention)
     }
 
     /// Parses the JSON configuration; see the type's docs.
@@ -348,15 +371,31 @@ impl Namespaces {
             };
             by_name.insert(name, options);
         }
-        Ok(Self { by_name })
+        Ok(Self {
+            by_name,
+            default_retention: DEFAULT_TOPIC_RETENTION,
+        })
     }
 
-    /// Reads [`ENV`](Self::ENV) through `lookup`; unset or blank means the
-    /// default namespace only.
+    /// Reads [`ENV`](Self::ENV) (unset or blank: the default namespace
+    /// only) and [`RETENTION_ENV`](Self::RETENTION_ENV) (unset: 7 days)
+    /// through `lookup`.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, NamespacesError> {
-        match lookup(Self::ENV).filter(|v| !v.trim().is_empty()) {
-            Some(text) => Self::from_json(&text),
-            None => Ok(Self::default()),
+        let namespaces = match lookup(Self::ENV).filter(|v| !v.trim().is_empty()) {
+            Some(text) => Self::from_json(&text)?,
+            None => Self::default(),
+        };
+        match lookup(Self::RETENTION_ENV).filter(|v| !v.trim().is_empty()) {
+            None => Ok(namespaces),
+            Some(text) => match text.trim().parse::<u64>() {
+                Ok(secs) if secs > 0 => {
+                    Ok(namespaces.with_default_retention(Duration::from_secs(secs)))
+                }
+                _ => Err(NamespacesError::Invalid(format!(
+                    "{} must be a number of seconds above 0, not {text:?}",
+                    Self::RETENTION_ENV
+                ))),
+            },
         }
     }
 
@@ -367,6 +406,26 @@ impl Namespaces {
             return Some(&BROADCAST_OPTIONS);
         }
         self.by_name.get(topic.namespace())
+    }
+
+    /// The configuration as [`from_json`](Self::from_json) reads it (the
+    /// default retention is not part of it).
+    pub fn to_json(&self) -> String {
+        let mut map = serde_json::Map::new();
+        for (name, o) in &self.by_name {
+            let mut entry = serde_json::Map::new();
+            if let Some(r) = o.retention {
+                entry.insert("retention_secs".into(), r.as_secs().into());
+            }
+            entry.insert("presence".into(), o.presence.into());
+            entry.insert("join_leave".into(), o.join_leave.into());
+            entry.insert(
+                "client_publish".into(),
+                serde_json::to_value(o.client_publish).unwrap_or_default(),
+            );
+            map.insert(name.clone(), entry.into());
+        }
+        serde_json::Value::Object(map).to_string()
     }
 
     /// Whether any namespace keeps presence (a node that serves none does
@@ -477,6 +536,7 @@ mod tests {
         assert_eq!(ns.options(&t("other:x")), None);
         assert!(ns.options(&TopicName::broadcast()).is_some());
         assert!(ns.any_presence());
+        assert_eq!(Namespaces::from_json(&ns.to_json()).unwrap(), ns);
 
         for bad in [
             "[]",
@@ -489,6 +549,12 @@ mod tests {
         ] {
             assert!(Namespaces::from_json(bad).is_err(), "{bad}");
         }
+        assert_eq!(ns.retention(&t("chat:x")), Duration::from_secs(60));
+        assert_eq!(ns.retention(&t("news")), DEFAULT_TOPIC_RETENTION);
+        let lookup = |name: &str| (name == Namespaces::RETENTION_ENV).then(|| "30".to_owned());
+        let short = Namespaces::from_lookup(lookup).unwrap();
+        assert_eq!(short.retention(&t("news")), Duration::from_secs(30));
+        assert!(Namespaces::from_lookup(|_| Some("0".into())).is_err());
         let default = Namespaces::from_lookup(|_| None).unwrap();
         assert!(default.options(&t("news")).is_some());
         assert!(default.options(&t("chat:x")).is_none());

@@ -10,6 +10,7 @@ use edgepush_core::submit::Submission;
 use edgepush_core::{Handoff, MessageId, MessageStore, NewMessage, UserId};
 use http::Method;
 
+use crate::topics::{Route, Topics};
 use crate::{ApiKeys, CollectError};
 
 /// The start of the idempotency keys collect chooses for submissions that
@@ -31,6 +32,9 @@ pub struct Collector {
     pub api_keys: ApiKeys,
     /// Bounds on a submission.
     pub limits: Limits,
+    /// The topic side (publish, broadcast, presence); `None` answers its
+    /// paths `501 not_implemented`.
+    pub topics: Option<Topics>,
 }
 
 /// An HTTP request as collect needs it, whatever carried it (Lambda event,
@@ -41,6 +45,8 @@ pub struct CollectRequest {
     pub method: Method,
     /// The path, without query string or API Gateway stage prefix.
     pub path: String,
+    /// The query string (without `?`), if any.
+    pub query: Option<String>,
     /// The `Authorization` header, if any.
     pub authorization: Option<String>,
     /// The raw body. Callers may cut it one byte past
@@ -95,21 +101,29 @@ impl CollectResponse {
 
 /// What the request log line reports besides the outcome.
 #[derive(Default)]
-struct Trace<'a> {
-    source: Option<&'a str>,
-    recipients: Option<usize>,
-    message_id: Option<MessageId>,
+pub(crate) struct Trace<'a> {
+    pub(crate) source: Option<&'a str>,
+    /// Recipients, or topics.
+    pub(crate) recipients: Option<usize>,
+    pub(crate) message_id: Option<MessageId>,
 }
 
 impl Collector {
-    /// A collector with the default [`Limits`].
+    /// A collector with the default [`Limits`], without the topic side.
     pub fn new(store: Arc<dyn MessageStore>, handoff: Arc<dyn Handoff>, api_keys: ApiKeys) -> Self {
         Self {
             store,
             handoff,
             api_keys,
             limits: Limits::default(),
+            topics: None,
         }
+    }
+
+    /// The same with the topic side.
+    pub fn with_topics(mut self, topics: Topics) -> Self {
+        self.topics = Some(topics);
+        self
     }
 
     /// Serves one request to the collect API.
@@ -125,26 +139,36 @@ impl Collector {
     ///    with the same idempotency key is safe);
     /// 7. `202` with one receipt per distinct recipient, in `to` order.
     ///
-    /// Other paths answer `404`, other methods `405`. Every answer is JSON.
-    /// Logs one line per request.
+    /// The topic paths (publish, broadcast, presence) are served as
+    /// [`crate::topics`] documents. Other paths answer `404`, other methods
+    /// `405`. Every answer is JSON. Logs one line per request.
     pub async fn handle(&self, request: CollectRequest) -> CollectResponse {
         let mut trace = Trace::default();
-        let result = self.submit(&request, &mut trace).await;
+        let result = if request.path == MESSAGES_PATH {
+            self.submit(&request, &mut trace)
+                .await
+                .map(|accepted| CollectResponse::json(202, &accepted))
+        } else {
+            match Route::of(&request.path) {
+                Some(route) => self.topic_request(route, &request, &mut trace).await,
+                None => Err(CollectError::NotFound(request.path.clone())),
+            }
+        };
         let method = request.method.as_str();
         let path = request.path.as_str();
         let message_id = trace.message_id.as_ref().map(MessageId::as_str);
         match result {
-            Ok(accepted) => {
+            Ok(response) => {
                 tracing::info!(
                     method,
                     path,
-                    status = 202,
+                    status = response.status,
                     source = trace.source,
                     recipients = trace.recipients,
                     message_id,
-                    "message accepted"
+                    "request served"
                 );
-                CollectResponse::json(202, &accepted)
+                response
             }
             Err(error) => {
                 let status = error.status();
@@ -172,11 +196,11 @@ impl Collector {
         request: &CollectRequest,
         trace: &mut Trace<'a>,
     ) -> Result<SubmitResponse, CollectError> {
-        if request.path != MESSAGES_PATH {
-            return Err(CollectError::NotFound(request.path.clone()));
-        }
         if request.method != Method::POST {
-            return Err(CollectError::MethodNotAllowed(request.method.to_string()));
+            return Err(CollectError::MethodNotAllowed(
+                request.method.to_string(),
+                Method::POST,
+            ));
         }
         let source = self.authenticate(request.authorization.as_deref())?;
         trace.source = Some(source);
@@ -223,7 +247,7 @@ impl Collector {
     }
 
     /// The source name of the caller's API key.
-    fn authenticate(&self, authorization: Option<&str>) -> Result<&str, CollectError> {
+    pub(crate) fn authenticate(&self, authorization: Option<&str>) -> Result<&str, CollectError> {
         let key = authorization
             .and_then(edgepush_core::bearer::bearer_token)
             .ok_or(CollectError::MissingKey)?;

@@ -31,6 +31,9 @@ pub enum ConfigError {
     /// The dispatch part (Redis, push credential) is missing or unusable.
     #[error(transparent)]
     Dispatch(#[from] edgepush_dispatch::ConfigError),
+    /// The topic namespaces cannot be parsed.
+    #[error(transparent)]
+    Namespaces(#[from] edgepush_core::topic::NamespacesError),
 }
 
 /// Everything the collect binary needs to start.
@@ -44,6 +47,9 @@ pub struct Config {
     pub mongodb_database: Option<String>,
     /// How the in-process dispatch reaches Redis and the edge nodes.
     pub dispatch: edgepush_dispatch::Config,
+    /// The topic namespaces (`EDGEPUSH_TOPIC_NAMESPACES`,
+    /// `EDGEPUSH_TOPIC_RETENTION_SECS`).
+    pub namespaces: edgepush_core::Namespaces,
 }
 
 impl fmt::Debug for Config {
@@ -53,6 +59,7 @@ impl fmt::Debug for Config {
             .field("mongodb_uri", &redact_userinfo(&self.mongodb_uri))
             .field("mongodb_database", &self.mongodb_database)
             .field("dispatch", &self.dispatch)
+            .field("namespaces", &self.namespaces)
             .finish()
     }
 }
@@ -75,6 +82,7 @@ impl Config {
             mongodb_uri: get(env::MONGODB_URI).ok_or(ConfigError::Missing(env::MONGODB_URI))?,
             mongodb_database: get(env::MONGODB_DATABASE),
             dispatch: edgepush_dispatch::Config::from_lookup(&lookup)?,
+            namespaces: edgepush_core::Namespaces::from_lookup(&lookup)?,
         })
     }
 }

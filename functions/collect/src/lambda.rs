@@ -53,9 +53,11 @@ pub fn collect_request(request: ApiGatewayV2httpRequest) -> Result<CollectReques
             .map_err(|_| CollectError::BadRequest("the body is not valid base64".into()))?,
         Some(text) => Bytes::from(text),
     };
+    let query = request.raw_query_string.filter(|q| !q.is_empty());
     Ok(CollectRequest {
         method,
         path,
+        query,
         authorization,
         body,
     })

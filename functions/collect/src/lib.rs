@@ -3,7 +3,8 @@
 //!
 //! The API (`POST /v1/messages`) answers `202` only after the message store
 //! has acknowledged every recipient's copy; see [`Collector::handle`] for the
-//! exact order of checks and the status of each failure.
+//! exact order of checks and the status of each failure. The topic side
+//! (publish to topics, broadcast, presence reads) is [`topics`].
 //!
 //! The logic is one HTTP-shaped function over trait objects,
 //! [`Collector::handle`], mounted twice:
@@ -27,12 +28,14 @@ pub mod config;
 pub mod dev;
 mod error;
 pub mod lambda;
+pub mod topics;
 
 pub use api_keys::{ApiKeys, ApiKeysError};
 pub use collector::{CollectRequest, CollectResponse, Collector, Limits, MESSAGES_PATH};
 pub use config::{Config, ConfigError};
 pub use error::CollectError;
 pub use lambda::handler;
+pub use topics::Topics;
 
 #[cfg(test)]
 mod tests;

@@ -19,10 +19,10 @@ use std::sync::Arc;
 
 use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use edgepush_aws::{AwsSettings, HandoffChoice, SqsHandoff};
-use edgepush_collect::{Collector, Config, handler};
+use edgepush_collect::{Collector, Config, Topics, handler};
 use edgepush_core::Handoff;
 use edgepush_dispatch::{DirectHandoff, Dispatcher};
-use edgepush_mongo::{MongoConfig, MongoMessageStore};
+use edgepush_mongo::{MongoConfig, MongoMessageStore, MongoTopicStore};
 use edgepush_redis::{RedisConfig, RedisRouteStore};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use tracing_subscriber::EnvFilter;
@@ -63,7 +63,16 @@ async fn build_collector(
     if let Some(database) = config.mongodb_database.clone() {
         mongo.database = database;
     }
-    let store = MongoMessageStore::connect(mongo).await?;
+    let store = MongoMessageStore::connect(mongo.clone()).await?;
+    let topic_store = MongoTopicStore::on(store.database(), mongo).await?;
+    // Presence reads, and the in-process dispatch when there is one.
+    let routes = Arc::new(
+        RedisRouteStore::connect(RedisConfig::from_settings(
+            config.dispatch.redis_url.clone(),
+            redis_cluster,
+        )?)
+        .await?,
+    );
 
     let handoff: Arc<dyn Handoff> = match choice {
         HandoffChoice::Sqs(sqs) => {
@@ -74,21 +83,23 @@ async fn build_collector(
             Arc::new(SqsHandoff::from_sdk_config(&sdk, sqs))
         }
         HandoffChoice::Direct => {
-            let routes = RedisRouteStore::connect(RedisConfig::from_settings(
-                config.dispatch.redis_url.clone(),
-                redis_cluster,
-            )?)
-            .await?;
             let dispatcher = Dispatcher {
-                routes: Arc::new(routes.clone()),
-                nodes: Arc::new(routes),
+                routes: routes.clone(),
+                nodes: routes.clone(),
                 pusher: Arc::new(config.dispatch.push.http_pusher()?),
                 retry: edgepush_dispatch::RetryPolicy::default(),
+                topic_routes: routes.clone(),
             };
             Arc::new(DirectHandoff(Arc::new(dispatcher)))
         }
     };
-    Ok(Collector::new(Arc::new(store), handoff, config.api_keys))
+    let topics = Topics {
+        store: Arc::new(topic_store),
+        namespaces: config.namespaces.clone(),
+        presence: routes.clone(),
+        nodes: routes,
+    };
+    Ok(Collector::new(Arc::new(store), handoff, config.api_keys).with_topics(topics))
 }
 
 /// JSON logs without colours or timestamps (CloudWatch adds its own),

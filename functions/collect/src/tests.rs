@@ -103,6 +103,7 @@ fn fixture_with(handoff: RecordingHandoff) -> Fixture {
         handoff: handoff.clone(),
         api_keys: KEYS.parse().unwrap(),
         limits: Limits::default(),
+        topics: None,
     };
     Fixture {
         store,
@@ -124,6 +125,7 @@ fn request(
     CollectRequest {
         method,
         path: path.into(),
+        query: None,
         authorization: auth.map(str::to_owned),
         body: body.into(),
     }

@@ -7,6 +7,10 @@
 //! deliveries by node and sends each node one push batch, all nodes at once.
 //! Connections a node reports as gone have their routes removed.
 //!
+//! Topic messages go the same way with one item per node per message,
+//! whatever the number of subscribers there ([`Dispatcher::dispatch_topics`],
+//! built on `edgepush-fanout`).
+//!
 //! Nothing here can lose a message: every message handed to dispatch is
 //! already in MongoDB, so a connection that misses a push (dead node, failed
 //! push, no route) catches up when it resumes with `after=<seq>`.
@@ -31,8 +35,8 @@ pub mod sqs;
 pub use apigw::{ConnectionPoster, ManagedEdgePusher, PostToConnectionError, SdkConnectionPoster};
 pub use config::{Config, ConfigError, PushConfig};
 pub use dispatcher::{
-    DispatchReport, Dispatcher, NodeBatch, Plan, RetryPolicy, is_retryable, nodes_of, plan,
-    recipients,
+    DispatchReport, Dispatcher, NodeBatch, Plan, RetryPolicy, TopicDispatchReport, is_retryable,
+    nodes_of, plan, recipients,
 };
 pub use handoff::DirectHandoff;
 pub use lambda::{DispatchEvent, handler};

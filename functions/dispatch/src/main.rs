@@ -67,11 +67,13 @@ async fn build_dispatcher(config: &Config, cluster: Option<&str>) -> Result<Disp
         Arc::new(config.push.http_pusher()?),
         Arc::new(SdkConnectionPoster::from_env().await),
     );
+    let routes = Arc::new(routes);
     Ok(Dispatcher {
-        routes: Arc::new(routes.clone()),
-        nodes: Arc::new(routes),
+        routes: routes.clone(),
+        nodes: routes.clone(),
         pusher: Arc::new(pusher),
         retry: edgepush_dispatch::RetryPolicy::default(),
+        topic_routes: routes,
     })
 }
 

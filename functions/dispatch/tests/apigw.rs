@@ -191,6 +191,7 @@ fn dispatcher(
     Dispatcher {
         routes: store.clone(),
         nodes: store.clone(),
+        topic_routes: store.clone(),
         pusher: Arc::new(ManagedEdgePusher::new(pusher, poster)),
         // Quick retries, so a test of an endpoint that keeps failing ends
         // soon (the count of attempts is not asserted, only their order).

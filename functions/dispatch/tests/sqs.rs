@@ -137,6 +137,7 @@ async fn world(down: bool) -> anyhow::Result<(Dispatcher, Arc<Routes>, Arc<Recor
         nodes: memory,
         pusher: pusher.clone(),
         retry: edgepush_dispatch::RetryPolicy::default(),
+        topic_routes: Arc::new(edgepush_core::memory::MemoryTopicRoutes::default()),
     };
     Ok((dispatcher, routes, pusher))
 }
