@@ -58,6 +58,9 @@ pub struct DevConfig {
     pub ws_ports: [u16; 2],
     /// The two nodes' push API ports (0 picks a free one).
     pub push_ports: [u16; 2],
+    /// Run the nodes as child processes of this binary (`serve`), so one can
+    /// be killed from a terminal; needs Redis and MongoDB.
+    pub node_processes: Option<std::path::PathBuf>,
 }
 
 impl Default for DevConfig {
@@ -70,6 +73,7 @@ impl Default for DevConfig {
             collect_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             ws_ports: [9001, 9002],
             push_ports: [9101, 9102],
+            node_processes: None,
         }
     }
 }
@@ -115,6 +119,8 @@ pub struct DevSystem {
     pub push_addrs: Vec<SocketAddr>,
     stores: &'static str,
     api_key: String,
+    /// The node processes' ids (empty when the nodes run in process).
+    pub node_pids: Vec<u32>,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -138,7 +144,18 @@ impl DevSystem {
              \x20 websocat \"{ws0}?token=$TOKEN\"      # or any WebSocket client\n\
              \x20 curl -s -X POST http://{collect}/v1/messages -H 'Authorization: Bearer {key}' \\\n\
              \x20      -H 'content-type: application/json' -d '{{\"to\":[\"alice\"],\"data\":{{\"text\":\"hello\"}}}}'\n\
+             Console: http://{collect}/console/   {kill}\n\
              Ctrl-C drains and stops.",
+            kill = match self.node_pids.as_slice() {
+                [] => String::new(),
+                pids => format!(
+                    "(node pids: {}; kill -9 one and watch the page move)",
+                    pids.iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            },
             stores = self.stores,
             collect = self.collect_addr,
             key = self.api_key,
@@ -243,7 +260,42 @@ pub async fn start(cfg: DevConfig) -> anyhow::Result<DevSystem> {
     let mut tasks = Vec::new();
     let mut ws_addrs = Vec::new();
     let mut push_addrs = Vec::new();
-    for (i, (ws_port, push_port)) in cfg.ws_ports.iter().zip(cfg.push_ports.iter()).enumerate() {
+    let mut console_nodes = Vec::new();
+    let mut node_pids = Vec::new();
+    if let Some(binary) = &cfg.node_processes {
+        let (Some(redis_url), Some(mongodb_uri)) = (&cfg.redis_url, &cfg.mongodb_uri) else {
+            anyhow::bail!(
+                "--node-processes needs REDIS_URL and MONGODB_URI: the node processes share them"
+            );
+        };
+        let processes = edgepush_console::NodeProcesses::start(
+            edgepush_console::NodeProcessConfig {
+                binary: binary.clone(),
+                redis_url: redis_url.clone(),
+                mongodb_uri: mongodb_uri.clone(),
+                mongodb_database: cfg.mongodb_database.clone(),
+                push_access_key_id: DEV_PUSH_ACCESS_KEY_ID.into(),
+                push_secret: DEV_PUSH_SECRET.into(),
+                jwt_secret: DEV_JWT_SECRET.into(),
+                ports: cfg.ws_ports.into_iter().zip(cfg.push_ports).collect(),
+                restart_after: Duration::from_secs(1),
+                env: vec![(Namespaces::ENV.to_owned(), dev_namespaces().to_json())],
+            },
+            stop.clone(),
+        )
+        .await?;
+        (ws_addrs, push_addrs) = (processes.ws_addrs(), processes.push_addrs());
+        (console_nodes, node_pids) = (processes.console_nodes(), processes.pids());
+        tasks.extend(processes.into_tasks());
+    }
+    let in_process = if cfg.node_processes.is_some() { 0 } else { 2 };
+    for (i, (ws_port, push_port)) in cfg
+        .ws_ports
+        .iter()
+        .zip(cfg.push_ports.iter())
+        .enumerate()
+        .take(in_process)
+    {
         let ws = TcpListener::bind(("127.0.0.1", *ws_port))
             .await
             .with_context(|| format!("binding ws port {ws_port}"))?;
@@ -252,6 +304,12 @@ pub async fn start(cfg: DevConfig) -> anyhow::Result<DevSystem> {
             .with_context(|| format!("binding push port {push_port}"))?;
         ws_addrs.push(ws.local_addr()?);
         push_addrs.push(push.local_addr()?);
+        console_nodes.push(edgepush_console::ConsoleNode {
+            name: format!("dev-{}", i + 1),
+            ws_url: format!("ws://{}/ws", ws.local_addr()?),
+            push_url: format!("http://{}", push.local_addr()?),
+            pid: None,
+        });
         let node_cfg = NodeConfig {
             namespaces: dev_namespaces(),
             ..NodeConfig::for_local(&format!("dev-{}", i + 1), auth.clone(), credential.clone())
@@ -290,7 +348,14 @@ pub async fn start(cfg: DevConfig) -> anyhow::Result<DevSystem> {
         .await
         .with_context(|| format!("binding collect on {}", cfg.collect_addr))?;
     let collect_addr = listener.local_addr()?;
-    let app = edgepush_collect::dev::router(collector);
+    let console = edgepush_console::ConsoleConfig {
+        nodes: console_nodes,
+        api_key: cfg.api_key.clone(),
+        jwt_secret: DEV_JWT_SECRET.as_bytes().to_vec(),
+        token_ttl: Duration::from_secs(3600),
+        topics: false,
+    };
+    let app = edgepush_console::router(console).merge(edgepush_collect::dev::router(collector));
     let stop_collect = stop.clone();
     tasks.push(tokio::spawn(async move {
         let served = axum::serve(listener, app)
@@ -307,6 +372,7 @@ pub async fn start(cfg: DevConfig) -> anyhow::Result<DevSystem> {
         push_addrs,
         stores,
         api_key: cfg.api_key,
+        node_pids,
         stop,
         tasks,
     })

@@ -59,6 +59,19 @@ struct DevArgs {
     /// The first node's push API port; the second node uses the next one.
     #[arg(long, default_value_t = 9101)]
     push_port: u16,
+    /// Run the two nodes as child processes (`edge-node serve`) that can be
+    /// killed from a terminal; needs REDIS_URL and MONGODB_URI.
+    #[arg(long)]
+    node_processes: bool,
+}
+
+/// A port for each node: `port` and the next one, or two free ones for 0.
+fn port_pair(port: u16) -> [u16; 2] {
+    if port == 0 {
+        [0, 0]
+    } else {
+        [port, port.saturating_add(1)]
+    }
 }
 
 fn init_tracing() {
@@ -100,8 +113,13 @@ async fn main() -> anyhow::Result<()> {
                 mongodb_uri: args.mongodb_uri,
                 api_key: args.api_key,
                 collect_addr: args.collect_addr,
-                ws_ports: [args.ws_port, args.ws_port + 1],
-                push_ports: [args.push_port, args.push_port + 1],
+                ws_ports: port_pair(args.ws_port),
+                push_ports: port_pair(args.push_port),
+                node_processes: if args.node_processes {
+                    Some(std::env::current_exe().context("locating the edge-node binary")?)
+                } else {
+                    None
+                },
                 ..DevConfig::default()
             };
             let running = dev::start(cfg).await?;

@@ -77,3 +77,26 @@ async fn dev_mode_delivers_a_collected_message() -> anyhow::Result<()> {
     drop((on_first, on_second));
     system.stop().await
 }
+
+#[tokio::test]
+async fn node_processes_need_real_stores() -> anyhow::Result<()> {
+    let refused = dev::start(DevConfig {
+        collect_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ws_ports: [0, 0],
+        push_ports: [0, 0],
+        node_processes: Some(std::path::PathBuf::from("edge-node")),
+        ..DevConfig::default()
+    })
+    .await;
+    match refused {
+        Ok(system) => {
+            system.stop().await?;
+            anyhow::bail!("dev mode started node processes without Redis and MongoDB")
+        }
+        Err(error) => ensure!(
+            error.to_string().contains("REDIS_URL and MONGODB_URI"),
+            "{error}"
+        ),
+    }
+    Ok(())
+}
