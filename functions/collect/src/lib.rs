@@ -39,3 +39,5 @@ pub use topics::Topics;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod topic_tests;
