@@ -439,26 +439,29 @@ async fn idempotent_retries_return_the_same_answer() {
 /// A store error, and the status and code it must produce.
 pub(crate) type StoreCase = (fn() -> StoreError, u16, &'static str);
 
+/// Every kind of store failure, with its answer (the backend detail
+/// `mongo-0` must not reach the caller).
+pub(crate) const STORE_CASES: [StoreCase; 3] = [
+    (
+        || StoreError::Unavailable("no primary".into()),
+        503,
+        "unavailable",
+    ),
+    (
+        || StoreError::Contention("seq race".into()),
+        503,
+        "unavailable",
+    ),
+    (
+        || StoreError::Backend("disk full on mongo-0.internal".into()),
+        500,
+        "internal",
+    ),
+];
+
 #[tokio::test]
 async fn store_failures_are_503_or_500_and_nothing_is_handed_off() {
-    let cases: [StoreCase; 3] = [
-        (
-            || StoreError::Unavailable("no primary".into()),
-            503,
-            "unavailable",
-        ),
-        (
-            || StoreError::Contention("seq race".into()),
-            503,
-            "unavailable",
-        ),
-        (
-            || StoreError::Backend("disk full on mongo-0.internal".into()),
-            500,
-            "internal",
-        ),
-    ];
-    for (make, status, code) in cases {
+    for (make, status, code) in STORE_CASES {
         let handoff = Arc::new(RecordingHandoff::default());
         let store = Arc::new(FailingStore {
             make,

@@ -19,7 +19,7 @@ use edgepush_core::{
 use http::Method;
 use serde_json::{Value, json};
 
-use crate::tests::{KEY, KEYS, RecordingHandoff, StoreCase, error_of, request};
+use crate::tests::{KEY, KEYS, RecordingHandoff, STORE_CASES, error_of, request};
 use crate::{CollectResponse, Collector, Limits, Topics};
 
 struct Fixture {
@@ -689,24 +689,7 @@ impl TopicStore for FailingTopicStore {
 
 #[tokio::test]
 async fn a_topic_store_that_is_down_is_503_or_500_with_the_key_and_nothing_is_handed_off() {
-    let cases: [StoreCase; 3] = [
-        (
-            || StoreError::Unavailable("no primary".into()),
-            503,
-            "unavailable",
-        ),
-        (
-            || StoreError::Contention("seq race".into()),
-            503,
-            "unavailable",
-        ),
-        (
-            || StoreError::Backend("disk full on mongo-0.internal".into()),
-            500,
-            "internal",
-        ),
-    ];
-    for (make, status, code) in cases {
+    for (make, status, code) in STORE_CASES {
         let mut f = fixture();
         if let Some(topics) = f.collector.topics.as_mut() {
             topics.store = Arc::new(FailingTopicStore { make });
