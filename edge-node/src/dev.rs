@@ -353,7 +353,7 @@ pub async fn start(cfg: DevConfig) -> anyhow::Result<DevSystem> {
         api_key: cfg.api_key.clone(),
         jwt_secret: DEV_JWT_SECRET.as_bytes().to_vec(),
         token_ttl: Duration::from_secs(3600),
-        topics: false,
+        topics: true,
     };
     let app = edgepush_console::router(console).merge(edgepush_collect::dev::router(collector));
     let stop_collect = stop.clone();
