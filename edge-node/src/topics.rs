@@ -210,8 +210,15 @@ impl TopicIndex {
         if topic == edgepush_core::topic::BROADCAST {
             let out = make(&TopicName::broadcast());
             {
+                // Broadcast's state outlives its subscribers, so `seen` is
+                // raised only while the membership is registered: a push
+                // that lands after the last connection released it (the
+                // removal from the route store is still in flight) must not
+                // leave a `seen` that the pushes missed since would make
+                // stale, for the next connection to start at without a
+                // store read.
                 let mut b = lock(&self.broadcast);
-                if seq > 0 {
+                if seq > 0 && b.registered {
                     b.seen = Some(b.seen.map_or(seq, |s| s.max(seq)));
                 }
             }
@@ -459,17 +466,26 @@ mod tests {
         let hub = Hub::new(Arc::default());
         let index = TopicIndex::default();
         let conns: Vec<_> = (0..5).map(|i| conn(&hub, &format!("c{i}"), "u")).collect();
+        let b = TopicName::broadcast();
+        index.set_registered(&b, true);
         let done = index
             .fan_out(&hub, "$broadcast", 3, |t| frame(t, 3))
             .unwrap();
         assert_eq!(done.delivered, 5);
-        assert_eq!(index.seen(&TopicName::broadcast()), Some(3));
+        assert_eq!(index.seen(&b), Some(3));
         let all = index.all_topics(&hub, true);
-        assert_eq!(all, vec![TopicName::broadcast()]);
+        assert_eq!(all, vec![b.clone()]);
         for (id, _) in &conns {
             hub.remove(id);
         }
-        index.set_registered(&TopicName::broadcast(), true);
-        assert!(index.drop_if_empty(&TopicName::broadcast(), &hub));
+        index.set_registered(&b, true);
+        assert!(index.drop_if_empty(&b, &hub));
+        assert_eq!(index.seen(&b), None);
+        // A push that lands after the release (its removal from the route
+        // store in flight) leaves no `seen` behind: the next connection
+        // reads where broadcast is from the store, and gets what was
+        // broadcast meanwhile.
+        assert!(index.fan_out(&hub, "$broadcast", 4, |t| frame(t, 4)).is_none());
+        assert_eq!(index.seen(&b), None);
     }
 }
