@@ -485,7 +485,11 @@ mod tests {
         // store in flight) leaves no `seen` behind: the next connection
         // reads where broadcast is from the store, and gets what was
         // broadcast meanwhile.
-        assert!(index.fan_out(&hub, "$broadcast", 4, |t| frame(t, 4)).is_none());
+        assert!(
+            index
+                .fan_out(&hub, "$broadcast", 4, |t| frame(t, 4))
+                .is_none()
+        );
         assert_eq!(index.seen(&b), None);
     }
 }
