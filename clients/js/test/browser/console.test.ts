@@ -44,7 +44,9 @@ async function shown(page: Page, count: number, what: string): Promise<void> {
 
 async function state(page: Page): Promise<{ state: string; node: string | undefined }> {
   return page.evaluate(() => {
-    const client = (window as unknown as { edgepushConsole: { client?: { state: string; node?: string } } }).edgepushConsole.client;
+    // `edgepushConsole` appears once the page's module has read its config
+    // (a top-level await that the load event does not wait for).
+    const client = (window as unknown as { edgepushConsole?: { client?: { state: string; node?: string } } }).edgepushConsole?.client;
     return { state: client?.state ?? 'none', node: client?.node };
   });
 }
