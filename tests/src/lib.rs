@@ -9,6 +9,10 @@
 //!
 //! # Environment
 //!
+//! The shared servers, unique names, private servers and their policy
+//! (a missing server fails the test) are [`edgepush_testkit`]'s, re-exported
+//! here.
+//!
 //! | variable | used for |
 //! |---|---|
 //! | `EDGEPUSH_TEST_REDIS_URL` | the shared Redis (required; tests fail clearly when unset) |
@@ -22,16 +26,14 @@
 //!
 //! Tests share the Redis and MongoDB servers and run in parallel, so every
 //! test names its own users, nodes and MongoDB database with [`unique`] and
-//! [`TestEnv::shared`]. Nodes use the default Redis key prefix (`ep`, which
+//! [`TestEnv::shared`] (or [`TestEnv::run`], which also drops the database). Nodes use the default Redis key prefix (`ep`, which
 //! `edge-node serve` does not let one change); unique user and node ids keep
 //! their keys apart.
 //!
 //! # Layout
 //!
-//! - [`env`]: the required variables, unique names, [`TestEnv`].
+//! - [`env`]: [`TestEnv`], the servers and database of one test.
 //! - [`tokens`]: client tokens, good and bad.
-//! - [`servers`]: private [`RedisServer`] and [`MongoServer`] instances
-//!   that tests may kill and restart.
 //! - [`node`]: [`NodeProcess`], one `edge-node serve` process.
 //! - [`collect`]: [`Collect`], the collect API in process, and
 //!   [`ReportingHandoff`].
@@ -50,15 +52,16 @@ pub mod fault;
 pub mod inspect;
 pub mod net;
 pub mod node;
-pub mod servers;
 pub mod tokens;
 pub mod wait;
 
 pub use client::{Refused, TokenIn, WsClient, raw_probe, upgrade_probe};
 pub use collect::{API_KEY, Collect, CollectOptions, ReportingHandoff};
-pub use env::{TestEnv, mongodb_uri, redis_url, unique, unique_db};
-pub use inspect::{RedisProbe, drop_database, message_store};
+pub use edgepush_testkit::{
+    MongoServer, RedisServer, drop_database, mongodb_uri, redis_url, rss_kib, unique, unique_db,
+};
+pub use env::TestEnv;
+pub use inspect::{RedisProbe, message_store};
 pub use node::{NodeOptions, NodeProcess, edge_node_bin};
-pub use servers::{MongoServer, RedisServer};
 pub use tokens::{JWT_SECRET, mint, push_credential};
 pub use wait::{Check, eventually, stall, until};

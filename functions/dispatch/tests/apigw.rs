@@ -7,9 +7,8 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use async_trait::async_trait;
@@ -20,14 +19,14 @@ use axum::http::{Request, Response, StatusCode};
 use bytes::Bytes;
 use edgepush_core::protocol::{PushItem, encode_msg};
 use edgepush_core::{
-    ConnId, MessageId, NodeDirectory, NodeId, PushError, PushReport, Pusher, RouteStore,
-    StoredMessage, UserId,
+    ConnId, MessageId, NodeDirectory, PushError, PushReport, Pusher, RouteStore, StoredMessage,
 };
 use edgepush_dispatch::{
     ConnectionPoster, DispatchReport, Dispatcher, ManagedEdgePusher, PostToConnectionError,
     RetryPolicy, SdkConnectionPoster,
 };
 use edgepush_redis::{RedisConfig, RedisRouteStore};
+use edgepush_testkit::{conn, node, redis_url, route_names, unique_prefix, user};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -39,36 +38,6 @@ const APIGW_ENDPOINT: &str = "https://abcdef1234.execute-api.us-east-1.amazonaws
 const APIGW_CONN: &str = "L0SM9cOFvHcCIhw=";
 const APIGW_CONN_2: &str = "L0SQ-d7CvHcCF6g=";
 const EDGE_CONN: &str = "0badcafe00000001";
-
-fn redis_url() -> String {
-    match std::env::var("EDGEPUSH_TEST_REDIS_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => panic!("set EDGEPUSH_TEST_REDIS_URL, or run scripts/test"),
-    }
-}
-
-fn unique_prefix(test: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!(
-        "eptest:{test}:{}:{nanos}:{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn user(s: &str) -> UserId {
-    UserId::new(s).expect("valid user id")
-}
-fn conn(s: &str) -> ConnId {
-    ConnId::new(s).expect("valid connection id")
-}
-fn node(s: &str) -> NodeId {
-    NodeId::new(s).expect("valid node id")
-}
 
 fn stored(to: &str, seq: u64, id: &str) -> Result<StoredMessage> {
     Ok(StoredMessage {
@@ -92,7 +61,7 @@ async fn topology(test: &str) -> Result<Arc<RedisRouteStore>> {
     let config = RedisConfig {
         key_prefix: unique_prefix(test),
         route_ttl: Duration::from_secs(600),
-        ..RedisConfig::new(redis_url())
+        ..RedisConfig::new(redis_url()?)
     };
     let store = Arc::new(RedisRouteStore::connect(config).await?);
     let ttl = Duration::from_secs(600);
@@ -113,15 +82,7 @@ async fn topology(test: &str) -> Result<Arc<RedisRouteStore>> {
 }
 
 async fn routes_of(store: &RedisRouteStore, name: &str) -> Result<Vec<(String, String)>> {
-    let mut out: Vec<(String, String)> = store
-        .routes_of(&[user(name)])
-        .await?
-        .into_iter()
-        .flatten()
-        .map(|(c, n)| (c.to_string(), n.to_string()))
-        .collect();
-    out.sort();
-    Ok(out)
+    Ok(route_names(&store.routes_of(&[user(name)]).await?[0]))
 }
 
 /// Records edge batches; every connection is live.

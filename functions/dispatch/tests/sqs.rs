@@ -18,6 +18,7 @@ use edgepush_core::{
     RouteStore, StoredMessage, UserId,
 };
 use edgepush_dispatch::{Dispatcher, sqs_handler};
+use edgepush_testkit::{aws_endpoint, unique, user};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::value::RawValue;
 
@@ -104,10 +105,6 @@ impl RouteStore for Routes {
     async fn ping(&self) -> Result<(), RouteError> {
         self.check()
     }
-}
-
-fn user(s: &str) -> UserId {
-    UserId::new(s).expect("valid user id")
 }
 
 /// alice on n1 (a1), bob on n2 (b1); both nodes live.
@@ -242,28 +239,11 @@ fn stored(to: &str, seq: u64) -> anyhow::Result<StoredMessage> {
     })
 }
 
-/// The emulator's URL; fails the test clearly when it is not set.
-fn aws_endpoint() -> String {
-    match std::env::var("EDGEPUSH_TEST_AWS_ENDPOINT") {
-        Ok(url) if !url.trim().is_empty() => url.trim().to_owned(),
-        _ => panic!(
-            "set EDGEPUSH_TEST_AWS_ENDPOINT to an AWS emulator (LocalStack or moto), \
-             e.g. from `scripts/start-localstack`, or run scripts/test"
-        ),
-    }
-}
-
 #[tokio::test]
 async fn collect_to_sqs_to_dispatch_end_to_end() -> anyhow::Result<()> {
-    let config = AwsSettings::for_endpoint(aws_endpoint()).load().await;
+    let config = AwsSettings::for_endpoint(aws_endpoint()?).load().await;
     let sqs = aws_sdk_sqs::Client::new(&config);
-    let name = format!(
-        "edgepush-e2e-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_nanos()
-    );
+    let name = unique("edgepush-e2e");
     let queue_url = sqs
         .create_queue()
         .queue_name(&name)

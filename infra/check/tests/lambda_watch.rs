@@ -14,13 +14,14 @@
 //! a duration.
 
 use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use edgepush_auth::{Claims, mint_hs256};
+use edgepush_testkit::{free_port, mongodb_uri, redis_url, unique, unique_db};
 use serde_json::{Value, json};
 
 /// How long a watcher may take to compile and start a function.
@@ -51,24 +52,6 @@ fn cargo_lambda() -> Result<PathBuf> {
             "cargo-lambda not found: set EDGEPUSH_CARGO_LAMBDA, or put the output of \
              scripts/install-python-tools on PATH, or run scripts/test",
         )
-}
-
-fn required_env(name: &str) -> Result<String> {
-    std::env::var(name).with_context(|| format!("set {name}, or run scripts/test"))
-}
-
-/// A name nobody else uses: tests run in parallel, runs share servers.
-fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("{prefix}_{}_{nanos}", std::process::id())
-}
-
-fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("bind an ephemeral port")?;
-    Ok(listener.local_addr()?.port())
 }
 
 /// A running `cargo lambda watch`, in its own process group so that the
@@ -284,15 +267,15 @@ async fn auth_under_cargo_lambda_watch_answers_the_invoke_api() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collect_under_cargo_lambda_watch_answers_its_function_url() -> Result<()> {
-    let mongodb_uri = required_env("EDGEPUSH_TEST_MONGODB_URI")?;
-    let redis_url = required_env("EDGEPUSH_TEST_REDIS_URL")?;
+    let mongodb_uri = mongodb_uri()?;
+    let redis_url = redis_url()?;
     let api_key = unique("watch-key");
     let mut watcher = Watcher::start(
         "edgepush-collect",
         &[
             ("EDGEPUSH_API_KEYS", format!("watch-test:{api_key}")),
             ("EDGEPUSH_MONGODB_URI", mongodb_uri),
-            ("EDGEPUSH_MONGODB_DATABASE", unique("infra_watch")),
+            ("EDGEPUSH_MONGODB_DATABASE", unique_db()),
             ("EDGEPUSH_REDIS_URL", redis_url),
             ("EDGEPUSH_PUSH_ACCESS_KEY_ID", "watch-push".to_owned()),
             (

@@ -1,10 +1,13 @@
-//! Private Redis and MongoDB servers, one per test that needs to break one:
-//! on a free loopback port, with data in a temporary directory, killed with
-//! SIGKILL on demand and restarted on the same port (so clients configured
-//! with the URL reconnect), and killed when dropped.
+//! Private servers, one per test that needs to break one: on a free
+//! loopback port, with data in a temporary directory, killed with SIGKILL on
+//! demand and restarted on the same port (so clients configured with the URL
+//! reconnect), and killed when dropped.
+//!
+//! [`RedisServer`] runs `EDGEPUSH_REDIS_SERVER_BIN` (default `redis-server`);
+//! [`MongoServer`] (feature `mongodb`) runs FerretDB or `mongod`. Both are
+//! what `scripts/test` installs and names.
 
 use std::fs::File;
-use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -14,15 +17,10 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::env::free_port;
+
 /// How long a server may take to start answering.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A free TCP port on 127.0.0.1 (bound and released; the caller binds it
-/// right away).
-pub fn free_port() -> anyhow::Result<u16> {
-    let listener = StdListener::bind("127.0.0.1:0").context("binding a free port")?;
-    Ok(listener.local_addr()?.port())
-}
 
 /// A directory removed when dropped.
 #[derive(Debug)]
@@ -31,7 +29,7 @@ pub struct TempDir(PathBuf);
 impl TempDir {
     /// A fresh directory under the system's temporary directory.
     pub fn new(tag: &str) -> anyhow::Result<Self> {
-        let path = std::env::temp_dir().join(crate::unique(&format!("edgepush-e2e-{tag}")));
+        let path = std::env::temp_dir().join(crate::unique(&format!("edgepush-test-{tag}")));
         std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
         Ok(Self(path))
     }
@@ -59,6 +57,7 @@ pub fn tail(path: &Path, max: usize) -> String {
     }
 }
 
+#[cfg(feature = "mongodb")]
 fn on_path(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -72,13 +71,14 @@ fn kill_child(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// A process started with a command line that can be started again.
-struct Supervised {
-    what: &'static str,
-    program: PathBuf,
-    args: Vec<String>,
-    log: PathBuf,
-    child: Option<Child>,
+/// A process started with a command line that can be started again, its
+/// output appended to a log file.
+pub(crate) struct Supervised {
+    pub(crate) what: &'static str,
+    pub(crate) program: PathBuf,
+    pub(crate) args: Vec<String>,
+    pub(crate) log: PathBuf,
+    pub(crate) child: Option<Child>,
 }
 
 impl Supervised {
@@ -99,13 +99,13 @@ impl Supervised {
         Ok(())
     }
 
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+    pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child
             .as_mut()
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             kill_child(&mut child);
         }
@@ -114,7 +114,7 @@ impl Supervised {
     /// Starts the process (again) and waits until `ready` says it answers;
     /// retries when it exits early (its port may still be held by the
     /// previous instance's sockets for a moment).
-    async fn start<F, Fut>(&mut self, ready: F) -> anyhow::Result<()>
+    pub(crate) async fn start<F, Fut>(&mut self, ready: F) -> anyhow::Result<()>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = bool>,
@@ -169,9 +169,7 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts one on a free port and waits until it answers `PING`.
     pub async fn start() -> anyhow::Result<Self> {
-        let program = std::env::var_os("EDGEPUSH_REDIS_SERVER_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("redis-server"));
+        let program = redis_server_bin();
         let dir = TempDir::new("redis")?;
         let port = free_port()?;
         let args = vec![
@@ -229,7 +227,16 @@ impl RedisServer {
     }
 }
 
-async fn redis_pings(port: u16) -> bool {
+/// `redis-server`: `EDGEPUSH_REDIS_SERVER_BIN`, else the one on `PATH`.
+pub fn redis_server_bin() -> PathBuf {
+    std::env::var_os("EDGEPUSH_REDIS_SERVER_BIN")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("redis-server"))
+}
+
+/// Whether a Redis answers `PING` on 127.0.0.1:`port` (within a second).
+pub(crate) async fn redis_pings(port: u16) -> bool {
     let attempt = async {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
         stream.write_all(b"PING\r\n").await?;
@@ -247,6 +254,7 @@ async fn redis_pings(port: u16) -> bool {
 /// PostgreSQL of `EDGEPUSH_FERRETDB_POSTGRESQL_URL` when set, else SQLite)
 /// or, when that is unset, `mongod` from `PATH`. Data lives in a
 /// temporary directory and survives [`restart`](Self::restart).
+#[cfg(feature = "mongodb")]
 pub struct MongoServer {
     port: u16,
     process: Supervised,
@@ -254,6 +262,7 @@ pub struct MongoServer {
     _dir: TempDir,
 }
 
+#[cfg(feature = "mongodb")]
 impl MongoServer {
     /// Starts one on a free port and waits until it answers a `ping`.
     pub async fn start() -> anyhow::Result<Self> {
@@ -365,6 +374,7 @@ impl MongoServer {
     }
 }
 
+#[cfg(feature = "mongodb")]
 async fn mongo_pings(uri: String) -> bool {
     if TcpStream::connect(uri.trim_start_matches("mongodb://"))
         .await
