@@ -55,6 +55,13 @@
 //! while Redis is unreachable; the connection is re-established by the next
 //! operations once Redis is back.
 //!
+//! # Tests
+//!
+//! `tests/contract.rs` runs the `RouteStore` and `NodeDirectory` contract
+//! suites (`edgepush-testkit`) on a real Redis and a real Redis Cluster;
+//! `tests/redis_store.rs` and `tests/redis_cluster.rs` cover what is this
+//! adapter's own: key layout and TTLs, lost and corrupt keys, slots, outages.
+//!
 //! [`Heartbeat::Recreated`]: edgepush_core::ports::Heartbeat::Recreated
 
 pub mod config;

@@ -41,7 +41,9 @@
 //! # Adding a suite for a new port
 //!
 //! 1. State the rules in the port trait's docs (`crates/core/src/ports.rs`),
-//!    one bullet per rule, saying what callers rely on.
+//!    one bullet per rule, saying what callers rely on and naming its check
+//!    as `` (`rule_name`) ``; list the suite's `RULES` in the unit test
+//!    `every_rule_is_stated_in_the_port_docs` below, which checks that.
 //! 2. Add `src/contract/<port>.rs` here, modelled on [`route_store`]: one
 //!    `async fn rule_name(backend: &Backend<dyn Port>) -> anyhow::Result<()>`
 //!    per rule, with a `///` line saying the rule; every name it stores made
@@ -286,4 +288,27 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{message_store, node_directory, route_store};
+
+    /// The trait docs state every rule, named after its check, so that a
+    /// rule added here is documented where callers read.
+    #[test]
+    fn every_rule_is_stated_in_the_port_docs() {
+        let docs = include_str!("../../../core/src/ports.rs");
+        let names = message_store::RULES
+            .iter()
+            .map(|r| r.name)
+            .chain(route_store::RULES.iter().map(|r| r.name))
+            .chain(node_directory::RULES.iter().map(|r| r.name));
+        for name in names {
+            assert!(
+                docs.contains(&format!("(`{name}`)")),
+                "the rule {name} is not stated in crates/core/src/ports.rs"
+            );
+        }
+    }
 }
