@@ -10,9 +10,11 @@
 //! `EDGEPUSH_TEST_MONGODB_URI` and `EDGEPUSH_TEST_REDIS_URL`.
 //!
 //! Watch compiles a function on start, which takes minutes on a cold target
-//! directory: the waits follow the compilation's progress (the watch log
-//! growing) and give up only when nothing has moved for a long while; nothing
-//! asserts a duration.
+//! directory and much longer on a loaded machine: every wait below follows
+//! the watcher's progress (its log growing while cargo compiles) and gives
+//! up only when nothing has moved for [`COMPILE_STALL`], and nothing asserts
+//! a duration. Tokens are minted only once the function answers, so a slow
+//! compile cannot expire them.
 
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -25,11 +27,16 @@ use edgepush_auth::{Claims, mint_hs256};
 use edgepush_testkit::{free_port, mongodb_uri, redis_url, unique, unique_db};
 use serde_json::{Value, json};
 
-/// How long a watcher may go without progress (its log, where cargo prints
-/// each crate it compiles, not growing) before the test gives up: compiling
-/// a function takes many minutes on a cold target directory and a loaded
-/// machine, so the wait follows the compilation instead of a fixed budget.
-const STALL: Duration = Duration::from_secs(10 * 60);
+/// How long the watcher may go without writing to its log (no compile
+/// output) and without answering before a test gives up. One crate of the
+/// AWS SDK can take minutes to compile on a loaded 2-core machine without a
+/// line of output, so this is long; a function that does compile answers
+/// long before.
+const COMPILE_STALL: Duration = Duration::from_secs(15 * 60);
+
+/// How long one request may wait before the watcher's progress is looked at
+/// again (the watcher holds a request until the function is compiled).
+const ATTEMPT: Duration = Duration::from_secs(30);
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -64,8 +71,6 @@ struct Watcher {
     child: Child,
     port: u16,
     log: PathBuf,
-    /// Whether the function has answered a request yet (it is compiled).
-    answered: bool,
 }
 
 impl Watcher {
@@ -102,7 +107,6 @@ impl Watcher {
                 child,
                 port,
                 log: log.clone(),
-                answered: false,
             };
             match watcher.wait_listening() {
                 Ok(()) => return Ok(watcher),
@@ -114,7 +118,7 @@ impl Watcher {
 
     fn wait_listening(&mut self) -> Result<()> {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut progress = Progress::new(&self.log);
         loop {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
                 return Ok(());
@@ -125,9 +129,9 @@ impl Watcher {
                     self.log_text()
                 );
             }
-            if Instant::now() > deadline {
+            if progress.stalled() {
                 bail!(
-                    "cargo lambda watch did not listen on {addr}:\n{}",
+                    "cargo lambda watch did not listen on {addr} and wrote nothing for {COMPILE_STALL:?}:\n{}",
                     self.log_text()
                 );
             }
@@ -143,35 +147,22 @@ impl Watcher {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// How far the watch log has grown.
-    fn log_len(&self) -> u64 {
-        std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0)
-    }
-
     /// Sends a request until the function answers: the first one waits for
-    /// the compilation, for as long as the watch log keeps growing (a
-    /// request is retried when it times out, [`STALL`] after the last
-    /// progress it gives up). Transport errors are retried as long, 5xx
-    /// answers (a function failing its cold start) 30 times.
+    /// the compilation, for as long as the watcher's log keeps growing (see
+    /// [`COMPILE_STALL`]). Transport errors and timed-out attempts are
+    /// retried while there is progress, 5xx answers (a function failing its
+    /// cold start) 30 times.
     async fn send(&mut self, request: reqwest::RequestBuilder) -> Result<(u16, Value)> {
-        let mut deadline = Instant::now() + STALL;
-        let mut seen = self.log_len();
+        let mut progress = Progress::new(&self.log);
         let mut server_errors = 0;
         loop {
             let pending = request
                 .try_clone()
                 .context("request is cloneable")?
-                // Until the function first answers, a request may hang on
-                // the compilation: retry it while that progresses. After,
-                // one request is one invocation.
-                .timeout(if self.answered {
-                    STALL
-                } else {
-                    Duration::from_secs(60)
-                })
+                .timeout(ATTEMPT)
                 .send();
             // A function that does not compile never answers: stop at the
-            // compiler's error instead of waiting out STALL.
+            // compiler's error instead of waiting for the stall.
             let attempt = tokio::select! {
                 attempt = pending => attempt,
                 () = build_failed(&self.log) => {
@@ -180,7 +171,6 @@ impl Watcher {
             };
             match attempt {
                 Ok(response) if !response.status().is_server_error() => {
-                    self.answered = true;
                     let status = response.status().as_u16();
                     let text = response.text().await?;
                     let body = serde_json::from_str(&text)
@@ -191,25 +181,55 @@ impl Watcher {
                     let status = response.status();
                     let text = response.text().await.unwrap_or_default();
                     server_errors += 1;
-                    if server_errors >= 30 || Instant::now() > deadline {
+                    if server_errors >= 30 {
                         bail!("still {status}: {text}\nwatch log:\n{}", self.log_text());
                     }
                 }
-                Err(e) if Instant::now() > deadline => {
-                    bail!("{e}\nwatch log:\n{}", self.log_text())
+                Err(e) if progress.stalled() => {
+                    bail!(
+                        "no answer and no compile progress for {COMPILE_STALL:?}: {e}\nwatch log:\n{}",
+                        self.log_text()
+                    )
                 }
                 Err(_) => {}
             }
             if let Some(status) = self.child.try_wait()? {
                 bail!("cargo lambda watch exited ({status}):\n{}", self.log_text());
             }
-            let len = self.log_len();
-            if len != seen {
-                seen = len;
-                deadline = Instant::now() + STALL;
-            }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+}
+
+/// The watcher's progress: its log growing (cargo's `Compiling ...` lines,
+/// the function's own output).
+struct Progress<'a> {
+    log: &'a Path,
+    len: u64,
+    moved: Instant,
+}
+
+impl<'a> Progress<'a> {
+    fn new(log: &'a Path) -> Self {
+        Self {
+            log,
+            len: Self::len_of(log),
+            moved: Instant::now(),
+        }
+    }
+
+    fn len_of(log: &Path) -> u64 {
+        std::fs::metadata(log).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// True once the log has not grown for [`COMPILE_STALL`].
+    fn stalled(&mut self) -> bool {
+        let len = Self::len_of(self.log);
+        if len != self.len {
+            self.len = len;
+            self.moved = Instant::now();
+        }
+        self.moved.elapsed() > COMPILE_STALL
     }
 }
 
@@ -262,22 +282,15 @@ async fn auth_under_cargo_lambda_watch_answers_the_invoke_api() -> Result<()> {
     let http = reqwest::Client::new();
     let invoke = watcher.url("/2015-03-31/functions/auth/invocations");
 
-    // Signed with another secret: refused, as an answer (not a function
-    // error). Asked first: the first answer waits for the compilation, which
-    // may outlast a token's lifetime.
-    let user = unique("watch-user");
-    let forged = mint_hs256(
-        b"another-secret-0123456789",
-        &Claims::new(user.clone(), Duration::from_secs(600)),
-    );
+    // The first request waits for the compilation; tokens are minted after
+    // it, so however long that takes they are fresh when verified.
     let (status, body) = watcher
-        .send(http.post(&invoke).json(&json!({ "token": forged })))
+        .send(http.post(&invoke).json(&json!({ "token": "not-a-jwt" })))
         .await?;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["ok"], json!(false), "{body}");
-    assert_eq!(body["error"]["code"], json!("invalid"), "{body}");
 
-    // Minted now that the function answers.
+    let user = unique("watch-user");
     let token = mint_hs256(
         secret.as_bytes(),
         &Claims::new(user.clone(), Duration::from_secs(600)),
@@ -289,10 +302,18 @@ async fn auth_under_cargo_lambda_watch_answers_the_invoke_api() -> Result<()> {
     assert_eq!(body["ok"], json!(true), "{body}");
     assert_eq!(body["user_id"], json!(user), "{body}");
 
-    let (_, body) = watcher
-        .send(http.post(&invoke).json(&json!({ "token": "not-a-jwt" })))
+    // Signed with another secret: refused, as an answer (not a function error).
+    let forged = mint_hs256(
+        b"another-secret-0123456789",
+        &Claims::new(user, Duration::from_secs(600)),
+    );
+    let (status, body) = watcher
+        .send(http.post(&invoke).json(&json!({ "token": forged })))
         .await?;
+    assert_eq!(status, 200, "{body}");
     assert_eq!(body["ok"], json!(false), "{body}");
+    assert_eq!(body["error"]["code"], json!("invalid"), "{body}");
+
     Ok(())
 }
 
