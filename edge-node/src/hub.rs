@@ -398,6 +398,8 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
+    use edgepush_core::protocol::{CLOSE_DRAINING, CLOSE_NORMAL};
+
     use super::*;
 
     fn init(user: &str) -> ConnInit {
@@ -501,8 +503,11 @@ mod tests {
             waiting.is_err(),
             "frames must not wake a session that reads the store"
         );
-        conn.close(1000);
-        assert_eq!(conn.next(&mut burst, 3, false).await, Wake::Close(1000));
+        conn.close(CLOSE_NORMAL);
+        assert_eq!(
+            conn.next(&mut burst, 3, false).await,
+            Wake::Close(CLOSE_NORMAL)
+        );
     }
 
     #[tokio::test]
@@ -551,7 +556,7 @@ mod tests {
             tokio::spawn(async move { conn.next(&mut Vec::new(), 8, true).await })
         };
         tokio::task::yield_now().await;
-        hub.close_all(1012);
-        assert_eq!(waiter.await.unwrap(), Wake::Close(1012));
+        hub.close_all(CLOSE_DRAINING);
+        assert_eq!(waiter.await.unwrap(), Wake::Close(CLOSE_DRAINING));
     }
 }

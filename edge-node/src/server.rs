@@ -66,7 +66,20 @@ pub async fn run(
     // Stopped after the drain, so that acks of the last connections are
     // written before the node exits.
     let stop_acks = CancellationToken::new();
-    let ack_writer = tokio::spawn(acks::run(state.clone(), stop_acks.clone()));
+    let ack_writer = tokio::spawn({
+        let (state, stop) = (state.clone(), stop_acks.clone());
+        async move {
+            let config = &state.config;
+            acks::run(
+                &state.acks,
+                &*state.deps.messages,
+                &state.metrics,
+                config.ack_interval,
+                stop,
+            )
+            .await;
+        }
+    });
 
     let connections = TaskTracker::new();
     tokio::pin!(shutdown);
