@@ -41,7 +41,7 @@ impl AckWriter {
     }
 
     /// Notes that `user` holds everything up to `seq`.
-    pub fn record(&self, user: &UserId, seq: Seq) {
+    pub(crate) fn record(&self, user: &UserId, seq: Seq) {
         if seq == 0 {
             return;
         }
@@ -56,13 +56,13 @@ impl AckWriter {
 
     /// How many users have an ack waiting.
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.pending().len()
     }
 
     /// Writes every waiting ack to `store`; returns how many writes
     /// succeeded. Failed ones wait for the next flush.
-    pub async fn flush(&self, store: &dyn MessageStore, metrics: &Metrics) -> u64 {
+    pub(crate) async fn flush(&self, store: &dyn MessageStore, metrics: &Metrics) -> u64 {
         let batch = std::mem::take(&mut *self.pending());
         if batch.is_empty() {
             return 0;

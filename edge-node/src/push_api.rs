@@ -53,9 +53,9 @@ use crate::session::text_frame;
 use crate::state::NodeState;
 
 /// The largest `PostToConnection` body, as API Gateway allows.
-pub const MAX_POST_BYTES: usize = 128 * 1024;
+pub(crate) const MAX_POST_BYTES: usize = 128 * 1024;
 /// The largest batch body.
-pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 
 /// How long open push connections get to finish after `stop`.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

@@ -36,7 +36,7 @@ pub fn app(collector: Arc<Collector>) -> Router {
 #[serde(untagged)]
 enum Answer<R> {
     Served(R),
-    Refused(ApiGatewayV2httpResponse),
+    Refused(Box<ApiGatewayV2httpResponse>),
 }
 
 /// Serves one HTTP API / function URL invocation with `app` (what
@@ -56,7 +56,7 @@ pub async fn handler(
                 "request refused: body is not base64"
             );
         });
-        return Ok(Answer::Refused(apigw_response(refusal)));
+        return Ok(Answer::Refused(Box::new(apigw_response(refusal))));
     }
     let mut adapter = Adapter::from(app);
     match adapter.call(event).instrument(span).await {

@@ -50,9 +50,9 @@ impl fmt::Debug for SdkConnectionPoster {
 
 /// Bound on one post, retries included, so a stuck API cannot hold a
 /// dispatch invocation.
-pub const DEFAULT_POST_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_POST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on opening a connection to API Gateway.
-pub const DEFAULT_POST_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const DEFAULT_POST_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl SdkConnectionPoster {
     /// A poster on `base` (credentials, region, retries, timeouts); the
