@@ -1,10 +1,15 @@
-//! Dev mode: the whole system in one process, for a newcomer's first run.
+//! Dev mode: the whole system in one process, for a newcomer's first run
+//! (`cargo run --release -p edgepush-dev`).
 //!
 //! Collect at `http://127.0.0.1:8080`, two edge nodes at
 //! `ws://127.0.0.1:9001/ws` and `ws://127.0.0.1:9002/ws` (push APIs on 9101
 //! and 9102), auth and dispatch in process. Stores are in memory unless a
 //! Redis URL and/or a MongoDB URI are given. Dispatch pushes to the nodes
 //! over their real, signed push API.
+//!
+//! This crate owns dev mode so that the edge node's library links neither
+//! collect nor dispatch, and it builds them without their `aws` features:
+//! no AWS SDK is compiled for the first command.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,12 +29,11 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{AuthMode, NodeConfig};
-use crate::state::NodeDeps;
+use edge_node::{AuthMode, NodeConfig, NodeDeps};
 
 /// The collect API key dev mode accepts unless told otherwise.
 pub const DEV_API_KEY: &str = "dev-key";
-/// The HS256 secret of dev-mode tokens (`edge-node token` signs with it).
+/// The HS256 secret of dev-mode tokens (`edgepush-dev token` signs with it).
 pub const DEV_JWT_SECRET: &str = "edgepush-dev-secret-do-not-use-in-production";
 /// The push API credential dev mode signs and verifies with.
 pub const DEV_PUSH_ACCESS_KEY_ID: &str = "dev-push";
@@ -108,9 +112,9 @@ impl DevSystem {
              \x20 collect API : http://{collect}/v1/messages   (Authorization: Bearer {key})\n\
              \x20 edge nodes  : {ws}\n\
              \x20 push APIs   : {push}   (SigV4 execute-api, access key id {akid}, secret {secret})\n\
-             \x20 tokens      : edge-node token --user alice   (HS256, dev secret)\n\
+             \x20 tokens      : edgepush-dev token --user alice   (HS256, dev secret)\n\
              Try:\n\
-             \x20 TOKEN=$(cargo run -q --release -p edge-node -- token --user alice)\n\
+             \x20 TOKEN=$(cargo run -q --release -p edgepush-dev -- token --user alice)\n\
              \x20 websocat \"{ws0}?token=$TOKEN\"      # or any WebSocket client\n\
              \x20 curl -s -X POST http://{collect}/v1/messages -H 'Authorization: Bearer {key}' \\\n\
              \x20      -H 'content-type: application/json' -d '{{\"to\":[\"alice\"],\"data\":{{\"text\":\"hello\"}}}}'\n\
@@ -197,7 +201,7 @@ pub async fn start(cfg: DevConfig) -> anyhow::Result<DevSystem> {
         routes: routes.clone(),
         nodes: nodes.clone(),
         messages: messages.clone(),
-        verifier: crate::verifier_for(&auth)?,
+        verifier: edge_node::verifier_for(&auth)?,
     };
 
     let stop = CancellationToken::new();
@@ -258,9 +262,7 @@ pub async fn start(cfg: DevConfig) -> anyhow::Result<DevSystem> {
         let deps = deps.clone();
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) =
-                crate::server::run(ws, push, node_cfg, deps, stop.cancelled_owned()).await
-            {
+            if let Err(e) = edge_node::run(ws, push, node_cfg, deps, stop.cancelled_owned()).await {
                 tracing::error!(error = %e, "dev node failed");
             }
         }));
@@ -291,7 +293,7 @@ pub async fn start(cfg: DevConfig) -> anyhow::Result<DevSystem> {
         token_ttl: Duration::from_secs(3600),
         topics: false,
     };
-    let app = edgepush_console::router(console).merge(edgepush_collect::dev::router(collector));
+    let app = edgepush_console::router(console).merge(edgepush_collect::router(collector));
     let stop_collect = stop.clone();
     tasks.push(tokio::spawn(async move {
         let served = axum::serve(listener, app)
