@@ -33,6 +33,7 @@
 //! own: crash repair, retention, malformed documents, failure to connect.
 
 pub mod config;
+mod counters;
 mod error;
 mod locks;
 pub mod retention;

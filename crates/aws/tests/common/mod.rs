@@ -4,15 +4,15 @@
 #![allow(dead_code)]
 
 use edgepush_aws::AwsSettings;
-pub use edgepush_testkit::unique;
+pub(crate) use edgepush_testkit::unique;
 
 /// The emulator's URL; fails the test (the one policy for a missing server)
 /// when it is not set.
-pub fn endpoint() -> String {
+pub(crate) fn endpoint() -> String {
     edgepush_testkit::aws_endpoint().unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// SDK configuration for the emulator.
-pub async fn sdk_config() -> aws_config::SdkConfig {
+pub(crate) async fn sdk_config() -> aws_config::SdkConfig {
     AwsSettings::for_endpoint(endpoint()).load().await
 }

@@ -11,14 +11,14 @@ use edgepush_core::{MessageId, NewMessage, UserId};
 use edgepush_mongo::schema::{CopyTemplate, MESSAGES, USERS};
 use edgepush_mongo::{MongoConfig, MongoMessageStore};
 use edgepush_testkit::TestDatabase;
-pub use edgepush_testkit::user;
+pub(crate) use edgepush_testkit::user;
 use mongodb::bson::{Document, doc};
 use mongodb::{Client, Collection, Database};
 use serde_json::value::RawValue;
 
 /// A database private to one test, dropped by [`TestDb::drop_db`], or on
 /// drop when the test failed before getting there.
-pub struct TestDb {
+pub(crate) struct TestDb {
     /// A plain driver client for hand-written documents and counts.
     pub client: Client,
     db: TestDatabase,
@@ -26,41 +26,41 @@ pub struct TestDb {
 
 impl TestDb {
     /// A fresh, uniquely named database on the test server.
-    pub async fn new() -> anyhow::Result<Self> {
+    pub(crate) async fn new() -> anyhow::Result<Self> {
         let db = TestDatabase::shared()?;
         let client = edgepush_testkit::testdb::client(db.uri()).await?;
         Ok(Self { client, db })
     }
 
     /// A store config pointing at this database.
-    pub fn config(&self) -> MongoConfig {
+    pub(crate) fn config(&self) -> MongoConfig {
         let mut c = MongoConfig::new(self.db.uri());
         c.database = self.db.name().to_owned();
         c
     }
 
     /// A store on this database with the default config.
-    pub async fn store(&self) -> anyhow::Result<MongoMessageStore> {
+    pub(crate) async fn store(&self) -> anyhow::Result<MongoMessageStore> {
         Ok(MongoMessageStore::connect(self.config()).await?)
     }
 
     /// The database.
-    pub fn db(&self) -> Database {
+    pub(crate) fn db(&self) -> Database {
         self.client.database(self.db.name())
     }
 
     /// The `messages` collection.
-    pub fn messages(&self) -> Collection<Document> {
+    pub(crate) fn messages(&self) -> Collection<Document> {
         self.db().collection(MESSAGES)
     }
 
     /// The `users` collection.
-    pub fn users(&self) -> Collection<Document> {
+    pub(crate) fn users(&self) -> Collection<Document> {
         self.db().collection(USERS)
     }
 
     /// How many copies are stored for `user`.
-    pub async fn copies_of(&self, user: &UserId) -> anyhow::Result<u64> {
+    pub(crate) async fn copies_of(&self, user: &UserId) -> anyhow::Result<u64> {
         Ok(self
             .messages()
             .count_documents(doc! { "user": user.as_str() })
@@ -70,7 +70,7 @@ impl TestDb {
     /// Inserts the document a writer stores for `msg`'s copy to `user` at
     /// `seq`, without touching the counter: what a crash between the insert
     /// and the counter update leaves behind.
-    pub async fn insert_copy_by_hand(
+    pub(crate) async fn insert_copy_by_hand(
         &self,
         msg: &NewMessage,
         id: &MessageId,
@@ -93,13 +93,13 @@ impl TestDb {
     }
 
     /// Drops the database.
-    pub async fn drop_db(self) -> anyhow::Result<()> {
+    pub(crate) async fn drop_db(self) -> anyhow::Result<()> {
         self.db.cleanup().await
     }
 }
 
 /// A message for `to` with payload `data` (JSON text) from source `api`.
-pub fn message(to: &[&str], data: &str, key: Option<&str>) -> NewMessage {
+pub(crate) fn message(to: &[&str], data: &str, key: Option<&str>) -> NewMessage {
     NewMessage {
         to: to.iter().map(|u| user(u)).collect(),
         data: Arc::from(RawValue::from_string(data.to_owned()).expect("valid test JSON")),

@@ -4,4 +4,4 @@ use std::time::Duration;
 
 /// Route TTL of the tests: long enough for any test, short enough that keys
 /// left by a failed test disappear by themselves.
-pub const TEST_ROUTE_TTL: Duration = Duration::from_secs(600);
+pub(crate) const TEST_ROUTE_TTL: Duration = Duration::from_secs(600);
