@@ -425,23 +425,7 @@ async fn a_wrong_secret_is_refused_with_403() -> Result<()> {
 
 /// The `aws` executable: `EDGEPUSH_AWS_CLI`, else `aws` on `PATH`.
 fn aws_cli() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("EDGEPUSH_AWS_CLI").filter(|v| !v.is_empty()) {
-        let path = PathBuf::from(path);
-        ensure!(
-            path.is_file(),
-            "EDGEPUSH_AWS_CLI={} is not a file",
-            path.display()
-        );
-        return Ok(path);
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("aws"))
-        .find(|candidate| candidate.is_file())
-        .context(
-            "the AWS CLI is not installed: `pip install awscli` (or set EDGEPUSH_AWS_CLI), \
-             or run scripts/test, which installs it",
-        )
+    edgepush_testkit::program("EDGEPUSH_AWS_CLI", "aws", "`pip install awscli`")
 }
 
 #[tokio::test]

@@ -22,6 +22,7 @@
 //! databases and queues with [`unique`] (or [`unique_db`],
 //! [`unique_prefix`]) and never looks at anything it did not create.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context as _, bail};
@@ -79,6 +80,30 @@ pub fn unique_db() -> String {
 /// a shared Redis tells test keys from real ones.
 pub fn unique_prefix(tag: &str) -> String {
     format!("eptest:{}", unique(tag))
+}
+
+/// The program a test runs: the path in variable `var` when set (it must be
+/// a file), else `name` on `PATH`; an error saying how to install it
+/// (`install`) when neither is there.
+pub fn program(var: &str, name: &str, install: &str) -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            bail!("{var}={} is not a file", path.display());
+        }
+        return Ok(path);
+    }
+    on_path(name).with_context(|| {
+        format!("{name} is not installed: {install} (or set {var}), or run scripts/test")
+    })
+}
+
+/// `name` in one of the directories of `PATH`, if it is there.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; the caller binds it
@@ -139,6 +164,25 @@ mod tests {
         assert!(
             err.to_string()
                 .contains("EDGEPUSH_TEST_SURELY_UNSET_VARIABLE is not set"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn programs_come_from_their_variable_or_path() {
+        // `sh` is on every PATH the tests run with.
+        assert!(program("EDGEPUSH_TEST_SURELY_UNSET_VARIABLE", "sh", "x").is_ok());
+        let err = program(
+            "EDGEPUSH_TEST_SURELY_UNSET_VARIABLE",
+            "surely-not-an-installed-program",
+            "apt-get install it",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "surely-not-an-installed-program is not installed: apt-get install it \
+                 (or set EDGEPUSH_TEST_SURELY_UNSET_VARIABLE)"
+            ),
             "{err}"
         );
     }

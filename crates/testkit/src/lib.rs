@@ -14,7 +14,7 @@
 //!   one and how to add one for a new port.
 //! - [`ids`]: ids from literals, routes as plain names.
 //! - [`env`]: `EDGEPUSH_TEST_REDIS_URL` / `_MONGODB_URI` / `_AWS_ENDPOINT`,
-//!   [`unique`] names, free ports, [`rss_kib`].
+//!   [`unique`] names, free ports, [`program`]s to run, [`rss_kib`].
 //! - [`servers`]: private [`RedisServer`] and (feature `mongodb`)
 //!   [`MongoServer`](servers::MongoServer) instances tests may kill and
 //!   restart, [`TempDir`](servers::TempDir).
@@ -22,11 +22,14 @@
 //! - `testdb` (feature `mongodb`): `TestDatabase`, a database of one test's
 //!   own, dropped at the end.
 //! - `redis_keys` (feature `redis`): `delete_prefix`, removing a test's keys.
+//! - `stand_in` (feature `http`): `ManagementApiStandIn`, a real HTTP server
+//!   answering like API Gateway's management API and recording requests.
 //!
 //! # Features
 //!
-//! `mongodb` and `redis` add the helpers that need those drivers, so a crate
-//! whose tests need neither does not build them.
+//! `mongodb` and `redis` add the helpers that need those drivers, and `http`
+//! the stand-in that needs axum, so a crate whose tests need none of them
+//! does not build them.
 
 pub mod contract;
 pub mod env;
@@ -37,14 +40,16 @@ pub mod servers;
 pub mod cluster;
 #[cfg(feature = "redis")]
 pub mod redis_keys;
+#[cfg(feature = "http")]
+pub mod stand_in;
 #[cfg(feature = "mongodb")]
 pub mod testdb;
 
 #[cfg(feature = "redis")]
 pub use cluster::RedisCluster;
 pub use env::{
-    aws_endpoint, free_port, free_ports, mongodb_uri, redis_url, required, rss_kib, unique,
-    unique_db, unique_prefix,
+    aws_endpoint, free_port, free_ports, mongodb_uri, on_path, program, redis_url, required,
+    rss_kib, unique, unique_db, unique_prefix,
 };
 pub use ids::{conn, node, pairs, route_names, user};
 #[cfg(feature = "redis")]
@@ -52,5 +57,7 @@ pub use redis_keys::delete_prefix;
 #[cfg(feature = "mongodb")]
 pub use servers::MongoServer;
 pub use servers::RedisServer;
+#[cfg(feature = "http")]
+pub use stand_in::{ManagementApiStandIn, SeenRequest};
 #[cfg(feature = "mongodb")]
 pub use testdb::{TestDatabase, drop_database};

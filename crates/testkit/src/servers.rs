@@ -57,14 +57,6 @@ pub fn tail(path: &Path, max: usize) -> String {
     }
 }
 
-#[cfg(feature = "mongodb")]
-fn on_path(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
-}
-
 /// SIGKILLs `child` and reaps it.
 fn kill_child(child: &mut Child) {
     let _ = child.kill();
@@ -308,7 +300,7 @@ impl MongoServer {
                             .collect(),
                     )
                 }
-                None => match on_path("mongod") {
+                None => match crate::env::on_path("mongod") {
                     Some(mongod) => {
                         let data = abs.join("db");
                         std::fs::create_dir_all(&data)?;

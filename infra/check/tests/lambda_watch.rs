@@ -48,21 +48,11 @@ fn workspace_root() -> PathBuf {
 
 /// The cargo-lambda binary: `EDGEPUSH_CARGO_LAMBDA`, else `cargo-lambda` on PATH.
 fn cargo_lambda() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("EDGEPUSH_CARGO_LAMBDA") {
-        let path = PathBuf::from(path);
-        if path.is_file() {
-            return Ok(path);
-        }
-        bail!("EDGEPUSH_CARGO_LAMBDA={} is not a file", path.display());
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("cargo-lambda"))
-        .find(|candidate| candidate.is_file())
-        .context(
-            "cargo-lambda not found: set EDGEPUSH_CARGO_LAMBDA, or put the output of \
-             scripts/install-python-tools on PATH, or run scripts/test",
-        )
+    edgepush_testkit::program(
+        "EDGEPUSH_CARGO_LAMBDA",
+        "cargo-lambda",
+        "put the output of scripts/install-python-tools on PATH",
+    )
 }
 
 /// A running `cargo lambda watch`, in its own process group so that the
