@@ -13,6 +13,7 @@ use common::{TestDb, message, user};
 use edgepush_core::message::now_ms;
 use edgepush_core::{MessageStore, Seq, StoreError, StoredMessage};
 use edgepush_mongo::{MongoConfig, MongoMessageStore, RetentionMode};
+use edgepush_testkit::wait::{Check, stall, until};
 use mongodb::bson::{DateTime, doc};
 
 fn seqs(messages: &[StoredMessage]) -> Vec<Seq> {
@@ -256,16 +257,20 @@ async fn retention_is_enforced_without_calling_the_sweep() -> anyhow::Result<()>
             let aged = now_ms() - 60_000;
             t.insert_copy_by_hand(&old, &old.message_id(), &user("gone"), 1, aged)
                 .await?;
-            // The background task sweeps every second here; poll for it,
-            // with a deadline only so a broken sweeper fails instead of hanging.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-            while t.copies_of(&user("gone")).await? > 0 {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "the background sweeper never deleted the expired message"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            // The background task sweeps every second here; poll for it.
+            // Nothing measurable moves until it does, so the wait gives up
+            // after the stall period: only a broken sweeper gets there.
+            until(
+                "the background sweeper to delete the expired message",
+                stall(),
+                || async {
+                    Ok(match t.copies_of(&user("gone")).await? {
+                        0 => Check::Done(()),
+                        left => Check::Waiting(left),
+                    })
+                },
+            )
+            .await?;
             let next = store.append(&message(&["gone"], "1", None)).await?;
             assert_eq!(seqs(&next), [2], "the sweep kept the seq going");
         }

@@ -7,16 +7,12 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
-use tokio::time::Instant;
 
 use crate::env::free_ports;
 use crate::servers::{Supervised, TempDir, redis_pings, redis_server_bin};
-
-/// How long the cluster may take to agree on its slots once created.
-const FORM_TIMEOUT: Duration = Duration::from_secs(60);
+use crate::wait::{Check, stall, until};
 
 /// A private three-primary Redis Cluster on loopback.
 pub struct RedisCluster {
@@ -138,29 +134,40 @@ impl RedisCluster {
         Ok(())
     }
 
+    /// Waits until every node reports `cluster_state:ok` and knows the
+    /// other two, following the nodes' progress (what `CLUSTER INFO` says
+    /// of state, known nodes and assigned slots).
     async fn wait_until_ok(&self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + FORM_TIMEOUT;
-        loop {
-            let mut ok = 0;
+        until("the cluster to reach state ok", stall(), || async {
+            let mut infos = Vec::new();
             for &port in &self.ports {
                 let mut c = self.node_conn(port).await?;
                 let info: String = redis::cmd("CLUSTER")
                     .arg("INFO")
                     .query_async(&mut c)
                     .await?;
-                if info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3") {
-                    ok += 1;
-                }
+                let fields: Vec<String> = info
+                    .lines()
+                    .filter(|l| {
+                        l.starts_with("cluster_state:")
+                            || l.starts_with("cluster_known_nodes:")
+                            || l.starts_with("cluster_slots_assigned:")
+                    })
+                    .map(str::to_owned)
+                    .collect();
+                infos.push(fields);
             }
-            if ok == self.ports.len() {
-                return Ok(());
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "the cluster never reached state ok"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            let ok = infos.iter().all(|fields| {
+                fields.iter().any(|f| f == "cluster_state:ok")
+                    && fields.iter().any(|f| f == "cluster_known_nodes:3")
+            });
+            Ok(if ok {
+                Check::Done(())
+            } else {
+                Check::Waiting(infos)
+            })
+        })
+        .await
     }
 }
 

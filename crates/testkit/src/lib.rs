@@ -15,6 +15,8 @@
 //! - [`ids`]: ids from literals, routes as plain names.
 //! - [`env`]: `EDGEPUSH_TEST_REDIS_URL` / `_MONGODB_URI` / `_AWS_ENDPOINT`,
 //!   [`unique`] names, free ports, [`program`]s to run, [`rss_kib`].
+//! - [`wait`]: waits that follow progress ([`wait::until`], [`wait::stall`]),
+//!   never a budget a slower machine could miss.
 //! - [`servers`]: private [`RedisServer`] and (feature `mongodb`)
 //!   [`MongoServer`](servers::MongoServer) instances tests may kill and
 //!   restart, [`TempDir`](servers::TempDir).
@@ -35,6 +37,7 @@ pub mod contract;
 pub mod env;
 pub mod ids;
 pub mod servers;
+pub mod wait;
 
 #[cfg(feature = "redis")]
 pub mod cluster;

@@ -15,12 +15,13 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 use crate::env::free_port;
+use crate::wait::{Progress, stall};
 
-/// How long a server may take to start answering.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a starting server may exit before it answers (a port still
+/// held by the previous instance's sockets clears within a few tries).
+const EARLY_EXITS: u32 = 100;
 
 /// A directory removed when dropped.
 #[derive(Debug)]
@@ -103,15 +104,19 @@ impl Supervised {
         }
     }
 
-    /// Starts the process (again) and waits until `ready` says it answers;
-    /// retries when it exits early (its port may still be held by the
-    /// previous instance's sockets for a moment).
+    /// Starts the process (again) and waits until `ready` says it answers,
+    /// following its progress (its log growing, see [`crate::wait`]):
+    /// gives up when it has written nothing for the stall period. Respawns
+    /// it when it exits early (its port may still be held by the previous
+    /// instance's sockets for a moment), up to [`EARLY_EXITS`] times.
     pub(crate) async fn start<F, Fut>(&mut self, ready: F) -> anyhow::Result<()>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let deadline = Instant::now() + START_TIMEOUT;
+        let what = format!("{} to answer", self.what);
+        let mut progress = Progress::new(stall());
+        let mut exits = 0;
         self.spawn()?;
         loop {
             if ready().await {
@@ -119,9 +124,10 @@ impl Supervised {
             }
             if let Some(status) = self.exited() {
                 self.child = None;
-                if Instant::now() >= deadline {
+                exits += 1;
+                if exits > EARLY_EXITS {
                     bail!(
-                        "{} exited with {status} while starting; its log:\n{}",
+                        "{} exited with {status} while starting, {exits} times; its log:\n{}",
                         self.what,
                         tail(&self.log, 4000)
                     );
@@ -130,13 +136,10 @@ impl Supervised {
                 self.spawn()?;
                 continue;
             }
-            if Instant::now() >= deadline {
+            let written = std::fs::metadata(&self.log).map_or(0, |m| m.len());
+            if let Err(stuck) = progress.observe(&what, (exits, written)) {
                 self.kill();
-                bail!(
-                    "{} did not answer within {START_TIMEOUT:?}; its log:\n{}",
-                    self.what,
-                    tail(&self.log, 4000)
-                );
+                bail!("{stuck:#}; its log:\n{}", tail(&self.log, 4000));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

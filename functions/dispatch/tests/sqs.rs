@@ -18,6 +18,7 @@ use edgepush_core::{
     RouteStore, StoredMessage, UserId,
 };
 use edgepush_dispatch::{Dispatcher, sqs_handler};
+use edgepush_testkit::wait::{Progress, stall};
 use edgepush_testkit::{aws_endpoint, unique, user};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::value::RawValue;
@@ -280,8 +281,9 @@ async fn collect_to_sqs_to_dispatch_end_to_end() -> anyhow::Result<()> {
     // What the event source mapping does: receive, and hand the records to
     // the function as an SqsEvent.
     let mut records: Vec<SqsMessage> = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while records.len() < 13 && tokio::time::Instant::now() < deadline {
+    let mut progress = Progress::new(stall());
+    while records.len() < 13 {
+        progress.observe("13 records on the queue", records.len())?;
         let out = sqs
             .receive_message()
             .queue_url(&queue_url)

@@ -266,30 +266,6 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     format!("panicked: {text}")
 }
 
-/// Polls `cond` until it holds; fails with `what` if it still does not hold
-/// after `patience`. Only for rules about time passing (a TTL expiring),
-/// where `patience` is many times the awaited TTL: a guard against waiting
-/// forever on a broken backend, not a timing assertion.
-pub(crate) async fn wait_until<F, Fut>(
-    what: &str,
-    patience: std::time::Duration,
-    mut cond: F,
-) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = anyhow::Result<bool>>,
-{
-    let deadline = tokio::time::Instant::now() + patience;
-    while !cond().await? {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: still not so after {patience:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::{message_store, node_directory, route_store};
