@@ -151,6 +151,9 @@ impl StoreRead {
                 Read::Started { start }
             }
             Ok(Answer::Page(messages)) => {
+                // The store's contract: a page shorter than asked is the end
+                // of the log (`MessageStore`, rule
+                // `a_short_page_means_the_end_of_the_log`).
                 if messages.len() < self.asked {
                     self.step = Step::End;
                 }
