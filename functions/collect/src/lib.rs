@@ -11,6 +11,8 @@
 //! - [`lambda::handler`]: API Gateway HTTP API (payload v2) and Lambda
 //!   function URLs.
 //! - [`dev::router`]: an axum router for dev mode and local testing.
+//! - [`server`]: `collect serve`, that router as a long-running HTTP server
+//!   with `/healthz` and `/readyz` (docker compose, ECS, Kubernetes).
 //!
 //! # Layout
 //!
@@ -27,6 +29,7 @@ pub mod config;
 pub mod dev;
 mod error;
 pub mod lambda;
+pub mod server;
 
 pub use api_keys::{ApiKeys, ApiKeysError};
 pub use collector::{CollectRequest, CollectResponse, Collector, Limits, MESSAGES_PATH};

@@ -14,14 +14,18 @@
 //! `EDGEPUSH_QUEUE_URL` sends stored messages to that SQS queue
 //! ([`SqsHandoff`]); `direct` (the default without a queue URL) runs
 //! dispatch in this process ([`DirectHandoff`]).
+//!
+//! `collect serve` serves the same API as a long-running HTTP server instead
+//! ([`edgepush_collect::server`], on `EDGEPUSH_COLLECT_ADDR`), for
+//! deployments without Lambda.
 
 use std::sync::Arc;
 
 use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use edgepush_aws::{AwsSettings, HandoffChoice, SqsHandoff};
-use edgepush_collect::{Collector, Config, handler};
+use edgepush_collect::{Collector, Config, handler, server};
 use edgepush_core::Handoff;
-use edgepush_dispatch::{DirectHandoff, Dispatcher};
+use edgepush_dispatch::{DirectHandoff, Dispatcher, process};
 use edgepush_mongo::{MongoConfig, MongoMessageStore};
 use edgepush_redis::{RedisConfig, RedisRouteStore};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
@@ -29,6 +33,7 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    let serve = process::long_running("collect", "serve", std::env::args().skip(1))?;
     init_tracing();
     let env = edgepush_aws::resolve_process_env("EDGEPUSH_")
         .await
@@ -44,6 +49,9 @@ async fn main() -> Result<(), Error> {
     let collector = build_collector(config, handoff, cluster.as_deref())
         .await
         .inspect_err(|error| tracing::error!(error = %error, "startup failed"))?;
+    if serve {
+        return Ok(server::serve(Arc::new(collector), lookup).await?);
+    }
     let collector = &collector;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {

@@ -20,12 +20,18 @@
 //! - [`sqs`]: the handler of SQS batches (partial batch failures), and
 //!   [`EventSource`], which of the two handlers `main.rs` serves.
 //! - [`config`]: the typed configuration of the binary, read once at start.
+//! - [`consumer`]: `dispatch consume`, the long-running SQS consumer that
+//!   runs [`sqs_handler`] outside Lambda (docker compose, ECS, Kubernetes).
+//! - [`process`]: the mode argument and the stop signals of a long-running
+//!   process (`dispatch consume`, `collect serve`).
 
 pub mod apigw;
 pub mod config;
+pub mod consumer;
 mod dispatcher;
 mod handoff;
 pub mod lambda;
+pub mod process;
 pub mod sqs;
 
 pub use apigw::{ConnectionPoster, ManagedEdgePusher, PostToConnectionError, SdkConnectionPoster};

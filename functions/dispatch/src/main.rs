@@ -9,13 +9,17 @@
 //! `direct`), `RUST_LOG` (default `info`). Any `EDGEPUSH_*` value may be
 //! `ssm:/name`, `secretsmanager:<id>` or `secretsmanager:<id>#<key>`,
 //! resolved once here (see [`edgepush_aws::secrets`]).
+//!
+//! `dispatch consume` runs the long-running SQS consumer instead
+//! ([`edgepush_dispatch::consumer`]: `EDGEPUSH_QUEUE_URL`, and the AWS SDK's
+//! variables), for deployments without Lambda.
 
 use std::sync::Arc;
 
 use aws_lambda_events::sqs::SqsEvent;
 use edgepush_dispatch::{
     Config, DispatchEvent, Dispatcher, EventSource, ManagedEdgePusher, SdkConnectionPoster,
-    handler, sqs_handler,
+    consumer, handler, process, sqs_handler,
 };
 use edgepush_redis::{RedisConfig, RedisRouteStore};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
@@ -23,6 +27,7 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    let consume = process::long_running("dispatch", "consume", std::env::args().skip(1))?;
     init_tracing();
     let env = edgepush_aws::resolve_process_env("EDGEPUSH_")
         .await
@@ -39,6 +44,9 @@ async fn main() -> Result<(), Error> {
         .await
         .inspect_err(|error| tracing::error!(error = %error, "startup failed"))?;
     let dispatcher = &dispatcher;
+    if consume {
+        return Ok(consumer::serve(dispatcher, lookup).await?);
+    }
     match source {
         EventSource::Sqs => {
             lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
