@@ -329,15 +329,16 @@ impl Consumer {
     }
 }
 
-/// `dispatch consume`: reads [`ConsumerConfig`] and the AWS SDK settings
-/// (`AWS_ENDPOINT_URL`, `AWS_REGION`, credentials) through `lookup`, then
-/// consumes until SIGTERM or SIGINT.
+/// `dispatch consume`: reads [`ConsumerConfig`] through `lookup`, builds the
+/// SQS client from `aws` (`AWS_ENDPOINT_URL`, `AWS_REGION`, credentials, or
+/// the SDK's default chain), then consumes until SIGTERM or SIGINT.
 pub async fn serve(
     dispatcher: &Dispatcher,
     lookup: impl Fn(&str) -> Option<String>,
+    aws: &edgepush_aws::AwsSettings,
 ) -> Result<(), ConfigError> {
     let config = ConsumerConfig::from_lookup(&lookup)?;
-    let sdk = edgepush_aws::AwsSettings::from_lookup(&lookup).load().await;
+    let sdk = aws.load().await;
     Consumer::from_sdk_config(&sdk, config)
         .run(dispatcher, crate::process::shutdown_signal())
         .await;

@@ -45,7 +45,9 @@ async fn main() -> Result<(), Error> {
         .inspect_err(|error| tracing::error!(error = %error, "startup failed"))?;
     let dispatcher = &dispatcher;
     if consume {
-        return Ok(consumer::serve(dispatcher, lookup).await?);
+        // The SDK's own variables (AWS_ENDPOINT_URL, AWS_REGION, ...).
+        let aws = edgepush_aws::AwsSettings::from_lookup(|name| std::env::var(name).ok());
+        return Ok(consumer::serve(dispatcher, lookup, &aws).await?);
     }
     match source {
         EventSource::Sqs => {

@@ -14,25 +14,20 @@
 //! a duration.
 
 use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use edgepush_auth::{Claims, mint_hs256};
+use edgepush_tests::docker::repo_root;
+use edgepush_tests::servers::free_port;
+use edgepush_tests::{unique, unique_db};
 use serde_json::{Value, json};
 
 /// How long a watcher may take to compile and start a function.
 const STARTUP: Duration = Duration::from_secs(20 * 60);
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("infra/check is two levels below the workspace root")
-        .to_owned()
-}
 
 /// The cargo-lambda binary: `EDGEPUSH_CARGO_LAMBDA`, else `cargo-lambda` on PATH.
 fn cargo_lambda() -> Result<PathBuf> {
@@ -55,20 +50,6 @@ fn cargo_lambda() -> Result<PathBuf> {
 
 fn required_env(name: &str) -> Result<String> {
     std::env::var(name).with_context(|| format!("set {name}, or run scripts/test"))
-}
-
-/// A name nobody else uses: tests run in parallel, runs share servers.
-fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("{prefix}_{}_{nanos}", std::process::id())
-}
-
-fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("bind an ephemeral port")?;
-    Ok(listener.local_addr()?.port())
 }
 
 /// A running `cargo lambda watch`, in its own process group so that the
@@ -98,7 +79,7 @@ impl Watcher {
                 .args(["-p", package])
                 // Other work in the tree must not restart the function mid-test.
                 .arg("--ignore-changes")
-                .current_dir(workspace_root())
+                .current_dir(repo_root())
                 .stdin(Stdio::null())
                 .stdout(out)
                 .stderr(err);
@@ -292,7 +273,7 @@ async fn collect_under_cargo_lambda_watch_answers_its_function_url() -> Result<(
         &[
             ("EDGEPUSH_API_KEYS", format!("watch-test:{api_key}")),
             ("EDGEPUSH_MONGODB_URI", mongodb_uri),
-            ("EDGEPUSH_MONGODB_DATABASE", unique("infra_watch")),
+            ("EDGEPUSH_MONGODB_DATABASE", unique_db()),
             ("EDGEPUSH_REDIS_URL", redis_url),
             ("EDGEPUSH_PUSH_ACCESS_KEY_ID", "watch-push".to_owned()),
             (
