@@ -127,17 +127,8 @@ stop_docker() {
             "$EDGEPUSH_DOCKER_CLI" rm -f $left >/dev/null 2>&1 || true
         fi
     fi
-    if [[ -n $docker_pid ]] && kill -0 "$docker_pid" 2>/dev/null; then
-        kill -TERM "$docker_pid" 2>/dev/null || true
-        for _ in $(seq 1 300); do
-            kill -0 "$docker_pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$docker_pid" 2>/dev/null; then
-            warn "dockerd (pid $docker_pid) did not stop within 30s; killing it"
-            kill -KILL "$docker_pid" 2>/dev/null || true
-        fi
-        wait "$docker_pid" 2>/dev/null || true
+    if [[ -n $docker_pid ]]; then
+        stop_pid "$docker_pid" dockerd
     fi
     docker_pid=""
     if [[ -n $docker_lock_fd ]]; then

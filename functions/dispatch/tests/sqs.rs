@@ -253,25 +253,40 @@ fn aws_endpoint() -> String {
     }
 }
 
-#[tokio::test]
-async fn collect_to_sqs_to_dispatch_end_to_end() -> anyhow::Result<()> {
+/// A client of the emulator and a queue of the test's own, named
+/// `<prefix>-<pid>-<nanos>`: (client, queue name, queue URL).
+async fn fresh_queue(
+    prefix: &str,
+    visibility_timeout_secs: Option<u32>,
+) -> anyhow::Result<(aws_sdk_sqs::Client, String, String)> {
     let config = AwsSettings::for_endpoint(aws_endpoint()).load().await;
     let sqs = aws_sdk_sqs::Client::new(&config);
     let name = format!(
-        "edgepush-e2e-{}-{}",
+        "{prefix}-{}-{}",
         std::process::id(),
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_nanos()
     );
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(&name)
+    let mut create = sqs.create_queue().queue_name(&name);
+    if let Some(secs) = visibility_timeout_secs {
+        create = create.attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            secs.to_string(),
+        );
+    }
+    let queue_url = create
         .send()
         .await?
         .queue_url()
         .context("no queue URL")?
         .to_owned();
+    Ok((sqs, name, queue_url))
+}
+
+#[tokio::test]
+async fn collect_to_sqs_to_dispatch_end_to_end() -> anyhow::Result<()> {
+    let (sqs, name, queue_url) = fresh_queue("edgepush-e2e", None).await?;
 
     // Collect's side: 12 copies for two users, one SQS message per copy,
     // plus one garbage message put there by hand.
@@ -356,24 +371,7 @@ async fn the_consumer_deletes_what_went_through_and_leaves_the_rest() -> anyhow:
     use aws_sdk_sqs::types::QueueAttributeName;
     use edgepush_dispatch::consumer::{Consumer, ConsumerConfig, PollReport};
 
-    let config = AwsSettings::for_endpoint(aws_endpoint()).load().await;
-    let sqs = aws_sdk_sqs::Client::new(&config);
-    let name = format!(
-        "edgepush-consumer-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_nanos()
-    );
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(&name)
-        .attributes(QueueAttributeName::VisibilityTimeout, "600")
-        .send()
-        .await?
-        .queue_url()
-        .context("no queue URL")?
-        .to_owned();
+    let (sqs, _, queue_url) = fresh_queue("edgepush-consumer", Some(600)).await?;
     let sent: Vec<StoredMessage> = (1..=3)
         .map(|seq| stored(if seq == 2 { "bob" } else { "alice" }, seq))
         .collect::<anyhow::Result<_>>()?;
