@@ -2,7 +2,7 @@
 # edition emulates (SSM, SQS, Lambda with Docker, IAM, CloudWatch Logs),
 # with the AWS provider pointed at LocalStack.
 #
-#   scripts/start-localstack          (or: docker compose -f docker/compose.yml up localstack)
+#   scripts/start-localstack          (or: docker compose -f docker/compose.yml -f docker/compose.override.yml up localstack)
 #   cd infra/environments/local && terraform init && terraform apply
 #
 # Not here, because LocalStack's free edition has no API Gateway v2, ECS,
