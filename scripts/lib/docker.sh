@@ -129,6 +129,11 @@ stop_docker() {
     fi
     if [[ -n $docker_pid ]]; then
         stop_pid "$docker_pid" dockerd
+        # dockerd leaves its network namespace mounts behind in the exec root.
+        local mnt
+        for mnt in "$state_dir"/docker-exec/netns/*; do
+            [[ -e $mnt ]] && umount "$mnt" 2>/dev/null || true
+        done
     fi
     docker_pid=""
     if [[ -n $docker_lock_fd ]]; then
