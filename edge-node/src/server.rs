@@ -27,6 +27,49 @@ pub enum ServerError {
     /// A listener's address could not be read.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// A listener could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The route store (Redis) could not be reached at start-up.
+    #[error("redis: {0}")]
+    Routes(#[from] edgepush_core::RouteError),
+    /// The message store (MongoDB) could not be reached at start-up.
+    #[error("mongodb: {0}")]
+    Messages(#[from] edgepush_core::StoreError),
+    /// The token verifier's keys or URL are unusable.
+    #[error("token verification: {0}")]
+    Auth(#[from] edgepush_auth::ConfigError),
+}
+
+/// Runs one node on Redis and MongoDB as `config` says, until `shutdown`
+/// resolves, then drains: what `edge-node serve` (and dev mode's node
+/// processes) run once their configuration is parsed.
+pub async fn serve(
+    config: crate::ServeConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let crate::ServeConfig { node, redis, mongo } = config;
+    let routes = Arc::new(edgepush_redis::RedisRouteStore::connect(redis).await?);
+    let messages = Arc::new(edgepush_mongo::MongoMessageStore::connect(mongo).await?);
+    let deps = NodeDeps {
+        routes: routes.clone(),
+        nodes: routes,
+        messages,
+        verifier: crate::verifier_for(&node.auth)?,
+    };
+    let bind = |addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })
+    };
+    let ws = bind(node.ws_addr).await?;
+    let push = bind(node.push_addr).await?;
+    run(ws, push, node, deps, shutdown).await
 }
 
 /// Runs a node on `ws` (client WebSockets) and `push` (push API, health,
@@ -66,7 +109,20 @@ pub async fn run(
     // Stopped after the drain, so that acks of the last connections are
     // written before the node exits.
     let stop_acks = CancellationToken::new();
-    let ack_writer = tokio::spawn(acks::run(state.clone(), stop_acks.clone()));
+    let ack_writer = tokio::spawn({
+        let (state, stop) = (state.clone(), stop_acks.clone());
+        async move {
+            let config = &state.config;
+            acks::run(
+                &state.acks,
+                &*state.deps.messages,
+                &state.metrics,
+                config.ack_interval,
+                stop,
+            )
+            .await;
+        }
+    });
 
     let connections = TaskTracker::new();
     tokio::pin!(shutdown);

@@ -70,7 +70,7 @@ pub(crate) struct NodeState {
 
 impl NodeState {
     /// The state of a node with `config` and `deps`, advertising `push_url`.
-    pub fn new(config: NodeConfig, deps: NodeDeps, push_url: String) -> Self {
+    pub(crate) fn new(config: NodeConfig, deps: NodeDeps, push_url: String) -> Self {
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(256)
             .write_buffer_size(4096)
@@ -96,14 +96,14 @@ impl NodeState {
     }
 
     /// A fresh connection id: boot id and counter, 16 hex digits.
-    pub fn next_conn_id(&self) -> ConnId {
+    pub(crate) fn next_conn_id(&self) -> ConnId {
         let n = self.next_conn.fetch_add(1, Ordering::Relaxed);
         ConnId::new(format!("{:08x}{:08x}", self.boot_id, n as u32))
             .expect("hex is a valid connection id")
     }
 
     /// Whether the node is draining.
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
     }
 }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
-use edge_node::dev::{self, DevConfig};
+use edgepush_dev::{self as dev, DevConfig};
 use edgepush_tests::WsClient;
 use serde_json::json;
 
@@ -76,4 +76,27 @@ async fn dev_mode_delivers_a_collected_message() -> anyhow::Result<()> {
     }
     drop((on_first, on_second));
     system.stop().await
+}
+
+#[tokio::test]
+async fn node_processes_need_real_stores() -> anyhow::Result<()> {
+    let refused = dev::start(DevConfig {
+        collect_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ws_ports: [0, 0],
+        push_ports: [0, 0],
+        node_processes: Some(std::path::PathBuf::from("edge-node")),
+        ..DevConfig::default()
+    })
+    .await;
+    match refused {
+        Ok(system) => {
+            system.stop().await?;
+            anyhow::bail!("dev mode started node processes without Redis and MongoDB")
+        }
+        Err(error) => ensure!(
+            error.to_string().contains("REDIS_URL and MONGODB_URI"),
+            "{error}"
+        ),
+    }
+    Ok(())
 }

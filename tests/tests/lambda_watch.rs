@@ -10,8 +10,11 @@
 //! `EDGEPUSH_TEST_MONGODB_URI` and `EDGEPUSH_TEST_REDIS_URL`.
 //!
 //! Watch compiles a function on start, which takes minutes on a cold target
-//! directory: every wait below is generous and bounded, and nothing asserts
-//! a duration.
+//! directory and much longer on a loaded machine: every wait below follows
+//! the watcher's progress (its log growing while cargo compiles) and gives
+//! up only when nothing has moved for [`COMPILE_STALL`], and nothing asserts
+//! a duration. Tokens are minted only once the function answers, so a slow
+//! compile cannot expire them.
 
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -26,8 +29,16 @@ use edgepush_tests::servers::free_port;
 use edgepush_tests::{unique, unique_db};
 use serde_json::{Value, json};
 
-/// How long a watcher may take to compile and start a function.
-const STARTUP: Duration = Duration::from_secs(20 * 60);
+/// How long the watcher may go without writing to its log (no compile
+/// output) and without answering before a test gives up. One crate of the
+/// AWS SDK can take minutes to compile on a loaded 2-core machine without a
+/// line of output, so this is long; a function that does compile answers
+/// long before.
+const COMPILE_STALL: Duration = Duration::from_secs(15 * 60);
+
+/// How long one request may wait before the watcher's progress is looked at
+/// again (the watcher holds a request until the function is compiled).
+const ATTEMPT: Duration = Duration::from_secs(30);
 
 /// The cargo-lambda binary: `EDGEPUSH_CARGO_LAMBDA`, else `cargo-lambda` on PATH.
 fn cargo_lambda() -> Result<PathBuf> {
@@ -105,7 +116,7 @@ impl Watcher {
 
     fn wait_listening(&mut self) -> Result<()> {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut progress = Progress::new(&self.log);
         loop {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
                 return Ok(());
@@ -116,9 +127,9 @@ impl Watcher {
                     self.log_text()
                 );
             }
-            if Instant::now() > deadline {
+            if progress.stalled() {
                 bail!(
-                    "cargo lambda watch did not listen on {addr}:\n{}",
+                    "cargo lambda watch did not listen on {addr} and wrote nothing for {COMPILE_STALL:?}:\n{}",
                     self.log_text()
                 );
             }
@@ -135,19 +146,21 @@ impl Watcher {
     }
 
     /// Sends a request until the function answers: the first one waits for
-    /// the compilation (at most [`STARTUP`]). Transport errors are retried
-    /// until then, 5xx answers (a function failing its cold start) 30 times.
+    /// the compilation, for as long as the watcher's log keeps growing (see
+    /// [`COMPILE_STALL`]). Transport errors and timed-out attempts are
+    /// retried while there is progress, 5xx answers (a function failing its
+    /// cold start) 30 times.
     async fn send(&mut self, request: reqwest::RequestBuilder) -> Result<(u16, Value)> {
-        let deadline = Instant::now() + STARTUP;
+        let mut progress = Progress::new(&self.log);
         let mut server_errors = 0;
         loop {
             let pending = request
                 .try_clone()
                 .context("request is cloneable")?
-                .timeout(STARTUP)
+                .timeout(ATTEMPT)
                 .send();
             // A function that does not compile never answers: stop at the
-            // compiler's error instead of waiting out STARTUP.
+            // compiler's error instead of waiting for the stall.
             let attempt = tokio::select! {
                 attempt = pending => attempt,
                 () = build_failed(&self.log) => {
@@ -166,12 +179,15 @@ impl Watcher {
                     let status = response.status();
                     let text = response.text().await.unwrap_or_default();
                     server_errors += 1;
-                    if server_errors >= 30 || Instant::now() > deadline {
+                    if server_errors >= 30 {
                         bail!("still {status}: {text}\nwatch log:\n{}", self.log_text());
                     }
                 }
-                Err(e) if Instant::now() > deadline => {
-                    bail!("{e}\nwatch log:\n{}", self.log_text())
+                Err(e) if progress.stalled() => {
+                    bail!(
+                        "no answer and no compile progress for {COMPILE_STALL:?}: {e}\nwatch log:\n{}",
+                        self.log_text()
+                    )
                 }
                 Err(_) => {}
             }
@@ -180,6 +196,38 @@ impl Watcher {
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+}
+
+/// The watcher's progress: its log growing (cargo's `Compiling ...` lines,
+/// the function's own output).
+struct Progress<'a> {
+    log: &'a Path,
+    len: u64,
+    moved: Instant,
+}
+
+impl<'a> Progress<'a> {
+    fn new(log: &'a Path) -> Self {
+        Self {
+            log,
+            len: Self::len_of(log),
+            moved: Instant::now(),
+        }
+    }
+
+    fn len_of(log: &Path) -> u64 {
+        std::fs::metadata(log).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// True once the log has not grown for [`COMPILE_STALL`].
+    fn stalled(&mut self) -> bool {
+        let len = Self::len_of(self.log);
+        if len != self.len {
+            self.len = len;
+            self.moved = Instant::now();
+        }
+        self.moved.elapsed() > COMPILE_STALL
     }
 }
 
@@ -232,6 +280,14 @@ async fn auth_under_cargo_lambda_watch_answers_the_invoke_api() -> Result<()> {
     let http = reqwest::Client::new();
     let invoke = watcher.url("/2015-03-31/functions/auth/invocations");
 
+    // The first request waits for the compilation; tokens are minted after
+    // it, so however long that takes they are fresh when verified.
+    let (status, body) = watcher
+        .send(http.post(&invoke).json(&json!({ "token": "not-a-jwt" })))
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["ok"], json!(false), "{body}");
+
     let user = unique("watch-user");
     let token = mint_hs256(
         secret.as_bytes(),
@@ -256,10 +312,6 @@ async fn auth_under_cargo_lambda_watch_answers_the_invoke_api() -> Result<()> {
     assert_eq!(body["ok"], json!(false), "{body}");
     assert_eq!(body["error"]["code"], json!("invalid"), "{body}");
 
-    let (_, body) = watcher
-        .send(http.post(&invoke).json(&json!({ "token": "not-a-jwt" })))
-        .await?;
-    assert_eq!(body["ok"], json!(false), "{body}");
     Ok(())
 }
 

@@ -26,6 +26,7 @@
 //! concurrent writers and crashes.
 
 pub mod config;
+mod counters;
 mod error;
 mod locks;
 pub mod retention;

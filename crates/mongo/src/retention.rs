@@ -19,9 +19,9 @@ use mongodb::options::IndexOptions;
 use mongodb::{Collection, IndexModel};
 use tokio_util::sync::CancellationToken;
 
+use crate::counters::bump_counter;
 use crate::error::{code, is_transient, store_error};
 use crate::schema::{INDEX_CREATED_AT, INDEX_TTL, get_seq};
-use crate::store::bump_counter;
 
 /// How many expired documents one sweep round reads and deletes.
 const SWEEP_BATCH: i64 = 1000;

@@ -48,7 +48,8 @@ use mongodb::{Client, Collection, Database, IndexModel};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::config::{MongoConfig, redact_uri};
-use crate::error::{DuplicateOf, duplicate_of, is_duplicate_key, is_transient_code, store_error};
+use crate::counters::bump_counter;
+use crate::error::{DuplicateOf, duplicate_of, is_transient_code, store_error};
 use crate::locks::UserLocks;
 use crate::retention::{self, RetentionMode};
 use crate::schema::{
@@ -374,31 +375,6 @@ impl MongoMessageStore {
         Err(StoreError::Contention(format!(
             "gave up claiming a seq for {user} after {attempts} attempts"
         )))
-    }
-}
-
-/// `$max`es `field` of `user`'s document in `users` to `seq`, creating the
-/// document if needed.
-pub(crate) async fn bump_counter(
-    users: &Collection<Document>,
-    user: &str,
-    field: &str,
-    seq: Seq,
-) -> Result<(), StoreError> {
-    let value = seq_to_bson(seq)
-        .ok_or_else(|| StoreError::Backend(format!("seq {seq} does not fit a BSON int64")))?;
-    let mut tries = 0;
-    loop {
-        match users
-            .update_one(doc! { "_id": user }, doc! { "$max": { field: value } })
-            .upsert(true)
-            .await
-        {
-            Ok(_) => return Ok(()),
-            // Two first upserts of one user raced; the document exists now.
-            Err(e) if is_duplicate_key(&e) && tries < 3 => tries += 1,
-            Err(e) => return Err(store_error("updating a user counter", e)),
-        }
     }
 }
 

@@ -38,7 +38,7 @@
 //! # Redis Cluster
 //!
 //! With [`RedisConfig::cluster`] set (`EDGEPUSH_REDIS_CLUSTER=1`, see
-//! [`RedisConfig::from_settings`]) the store talks to a Redis Cluster
+//! [`RedisConfig::from_lookup`]) the store talks to a Redis Cluster
 //! (ElastiCache in cluster mode) through the `redis` crate's cluster client,
 //! which follows the slot map and its redirects. That client routes a whole
 //! pipeline by its first key and refuses one whose keys span slots, so the
@@ -62,6 +62,6 @@ pub mod connection;
 pub mod keys;
 mod store;
 
-pub use config::{BadClusterFlag, RedisConfig};
+pub use config::RedisConfig;
 pub use connection::RedisConnection;
 pub use store::{ROUTE_CHUNK, RedisRouteStore};

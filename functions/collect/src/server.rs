@@ -2,8 +2,9 @@
 //! deployments without Lambda (docker compose, ECS, Kubernetes). Without an
 //! argument the binary serves Lambda invocations.
 //!
-//! The API is the same router dev mode mounts ([`crate::dev::router`]), so
-//! `POST /v1/messages` answers exactly as behind API Gateway. Two paths are
+//! The API is the same router dev mode and the Lambda serve
+//! ([`crate::router()`]), so `POST /v1/messages` answers exactly as behind
+//! API Gateway. Two paths are
 //! added for orchestrators, answered before any API key is asked for:
 //!
 //! - `GET /healthz`: `200` while the process serves;
@@ -11,7 +12,9 @@
 //!   queue, or Redis for a direct hand-off) answer, else `503` with the
 //!   reason, the same checks a submission makes first.
 //!
-//! SIGTERM or SIGINT stops accepting and lets the requests in flight finish.
+//! The binary stops on SIGTERM or SIGINT
+//! ([`edgepush_startup::shutdown_signal`]): it stops accepting and lets the
+//! requests in flight finish.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -58,7 +61,7 @@ pub fn router(collector: Arc<Collector>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(collector.clone());
-    probes.merge(crate::dev::router(collector))
+    probes.merge(crate::router(collector))
 }
 
 async fn readyz(State(collector): State<Arc<Collector>>) -> Response {
@@ -87,10 +90,11 @@ pub async fn run(
 }
 
 /// `collect serve`: binds [`env::ADDR`] (read through `lookup`) and serves
-/// until SIGTERM or SIGINT.
+/// until `shutdown` resolves.
 pub async fn serve(
     collector: Arc<Collector>,
     lookup: impl Fn(&str) -> Option<String>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let addr: SocketAddr = lookup(env::ADDR)
         .map(|v| v.trim().to_owned())
@@ -102,13 +106,9 @@ pub async fn serve(
         .await
         .map_err(|source| ServeError::Io { addr, source })?;
     tracing::info!(%addr, path = crate::MESSAGES_PATH, "collect serving HTTP");
-    run(
-        listener,
-        collector,
-        edgepush_dispatch::process::shutdown_signal(),
-    )
-    .await
-    .map_err(|source| ServeError::Io { addr, source })?;
+    run(listener, collector, shutdown)
+        .await
+        .map_err(|source| ServeError::Io { addr, source })?;
     tracing::info!("collect stopped");
     Ok(())
 }

@@ -36,7 +36,9 @@ use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemA
 use lambda_runtime::{Context, LambdaEvent};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, optional};
+use edgepush_core::config::Vars;
+
+use crate::config::ConfigError;
 use crate::{Dispatcher, sqs_handler};
 
 /// Names of the variables read by [`ConsumerConfig::from_lookup`].
@@ -79,8 +81,8 @@ impl ConsumerConfig {
 
     /// Reads [`env`] through `lookup`; empty values count as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let queue_url =
-            optional(&lookup, env::QUEUE_URL).ok_or(ConfigError::Missing(env::QUEUE_URL))?;
+        let vars = Vars::new(lookup);
+        let queue_url = vars.required(env::QUEUE_URL)?;
         if !(queue_url.starts_with("https://") || queue_url.starts_with("http://")) {
             return Err(ConfigError::Invalid {
                 name: env::QUEUE_URL,
@@ -90,7 +92,7 @@ impl ConsumerConfig {
         let mut config = Self::new(queue_url);
         let number =
             |name: &'static str, low: i64, high: i64| -> Result<Option<i64>, ConfigError> {
-                let Some(value) = optional(&lookup, name) else {
+                let Some(value) = vars.get(name) else {
                     return Ok(None);
                 };
                 match value.parse::<i64>() {
@@ -330,17 +332,17 @@ impl Consumer {
 }
 
 /// `dispatch consume`: reads [`ConsumerConfig`] through `lookup`, builds the
-/// SQS client from `aws` (`AWS_ENDPOINT_URL`, `AWS_REGION`, credentials, or
-/// the SDK's default chain), then consumes until SIGTERM or SIGINT.
+/// SQS client from `aws` (region, credentials, endpoint), then consumes
+/// until `shutdown` resolves.
 pub async fn serve(
     dispatcher: &Dispatcher,
     lookup: impl Fn(&str) -> Option<String>,
-    aws: &edgepush_aws::AwsSettings,
+    aws: &aws_config::SdkConfig,
+    shutdown: impl Future<Output = ()>,
 ) -> Result<(), ConfigError> {
     let config = ConsumerConfig::from_lookup(&lookup)?;
-    let sdk = aws.load().await;
-    Consumer::from_sdk_config(&sdk, config)
-        .run(dispatcher, crate::process::shutdown_signal())
+    Consumer::from_sdk_config(aws, config)
+        .run(dispatcher, shutdown)
         .await;
     Ok(())
 }

@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use edgepush_aws::AwsSettings;
 
 /// The variable naming the AWS emulator (LocalStack or moto).
-pub const ENDPOINT_VAR: &str = "EDGEPUSH_TEST_AWS_ENDPOINT";
+pub(crate) const ENDPOINT_VAR: &str = "EDGEPUSH_TEST_AWS_ENDPOINT";
 
 /// The emulator's URL; fails the test clearly when it is not set.
-pub fn endpoint() -> String {
+pub(crate) fn endpoint() -> String {
     match std::env::var(ENDPOINT_VAR) {
         Ok(url) if !url.trim().is_empty() => url.trim().to_owned(),
         _ => panic!(
@@ -21,12 +21,12 @@ pub fn endpoint() -> String {
 }
 
 /// SDK configuration for the emulator.
-pub async fn sdk_config() -> aws_config::SdkConfig {
+pub(crate) async fn sdk_config() -> aws_config::SdkConfig {
     AwsSettings::for_endpoint(endpoint()).load().await
 }
 
 /// A name no other test (or earlier run) uses: `prefix-<pid>-<nanos>-<n>`.
-pub fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -15,7 +15,7 @@ use mongodb::{Client, Collection, Database};
 use serde_json::value::RawValue;
 
 /// The test server, from `EDGEPUSH_TEST_MONGODB_URI`; fails the test when unset.
-pub fn uri() -> String {
+pub(crate) fn uri() -> String {
     match std::env::var("EDGEPUSH_TEST_MONGODB_URI") {
         Ok(u) if !u.is_empty() => u,
         _ => panic!(
@@ -27,7 +27,7 @@ pub fn uri() -> String {
 
 /// A database private to one test, dropped by [`TestDb::drop_db`], or on
 /// drop when the test failed before getting there.
-pub struct TestDb {
+pub(crate) struct TestDb {
     /// A plain driver client for hand-written documents and counts.
     pub client: Client,
     /// The database's name.
@@ -38,7 +38,7 @@ pub struct TestDb {
 
 impl TestDb {
     /// A fresh, uniquely named database on the test server.
-    pub async fn new() -> anyhow::Result<Self> {
+    pub(crate) async fn new() -> anyhow::Result<Self> {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
@@ -58,34 +58,34 @@ impl TestDb {
     }
 
     /// A store config pointing at this database.
-    pub fn config(&self) -> MongoConfig {
+    pub(crate) fn config(&self) -> MongoConfig {
         let mut c = MongoConfig::new(uri());
         c.database = self.name.clone();
         c
     }
 
     /// A store on this database with the default config.
-    pub async fn store(&self) -> anyhow::Result<MongoMessageStore> {
+    pub(crate) async fn store(&self) -> anyhow::Result<MongoMessageStore> {
         Ok(MongoMessageStore::connect(self.config()).await?)
     }
 
     /// The database.
-    pub fn db(&self) -> Database {
+    pub(crate) fn db(&self) -> Database {
         self.client.database(&self.name)
     }
 
     /// The `messages` collection.
-    pub fn messages(&self) -> Collection<Document> {
+    pub(crate) fn messages(&self) -> Collection<Document> {
         self.db().collection(MESSAGES)
     }
 
     /// The `users` collection.
-    pub fn users(&self) -> Collection<Document> {
+    pub(crate) fn users(&self) -> Collection<Document> {
         self.db().collection(USERS)
     }
 
     /// How many copies are stored for `user`.
-    pub async fn copies_of(&self, user: &UserId) -> anyhow::Result<u64> {
+    pub(crate) async fn copies_of(&self, user: &UserId) -> anyhow::Result<u64> {
         Ok(self
             .messages()
             .count_documents(doc! { "user": user.as_str() })
@@ -95,7 +95,7 @@ impl TestDb {
     /// Inserts the document a writer stores for `msg`'s copy to `user` at
     /// `seq`, without touching the counter: what a crash between the insert
     /// and the counter update leaves behind.
-    pub async fn insert_copy_by_hand(
+    pub(crate) async fn insert_copy_by_hand(
         &self,
         msg: &NewMessage,
         id: &MessageId,
@@ -118,7 +118,7 @@ impl TestDb {
     }
 
     /// Drops the database.
-    pub async fn drop_db(mut self) -> anyhow::Result<()> {
+    pub(crate) async fn drop_db(mut self) -> anyhow::Result<()> {
         self.db().drop().await?;
         self.dropped = true;
         Ok(())
@@ -148,12 +148,12 @@ impl Drop for TestDb {
 }
 
 /// A user id.
-pub fn user(s: &str) -> UserId {
+pub(crate) fn user(s: &str) -> UserId {
     UserId::new(s).expect("valid test user id")
 }
 
 /// A message for `to` with payload `data` (JSON text) from source `api`.
-pub fn message(to: &[&str], data: &str, key: Option<&str>) -> NewMessage {
+pub(crate) fn message(to: &[&str], data: &str, key: Option<&str>) -> NewMessage {
     NewMessage {
         to: to.iter().map(|u| user(u)).collect(),
         data: Arc::from(RawValue::from_string(data.to_owned()).expect("valid test JSON")),

@@ -1,5 +1,6 @@
-//! The dev-mode face of collect: an axum router serving
-//! [`Collector::handle`] on a local HTTP server.
+//! collect's HTTP face: one axum router serving [`Collector::handle`],
+//! behind a local listener in dev mode and behind `lambda_http` in the
+//! Lambda function ([`crate::lambda`]).
 
 use std::sync::Arc;
 
@@ -46,7 +47,7 @@ async fn serve(State(collector): State<Arc<Collector>>, request: Request) -> Res
             CollectError::BadRequest("could not read the request body".into()).into()
         }
     };
-    axum_response(response)
+    http_response(response)
 }
 
 /// The first `limit` bytes of `body`; stops reading there.
@@ -64,7 +65,8 @@ async fn read_at_most(mut body: Body, limit: usize) -> Result<Bytes, axum::Error
     Ok(buf.freeze())
 }
 
-fn axum_response(response: CollectResponse) -> Response {
+/// The HTTP response of a [`CollectResponse`].
+pub(crate) fn http_response(response: CollectResponse) -> Response {
     let mut out = Response::new(Body::from(response.body));
     *out.status_mut() =
         StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -1,6 +1,6 @@
-//! What the functions' binaries need to run as long-running processes
-//! outside Lambda (`dispatch consume`, `collect serve`): the argument that
-//! asks for it, and the signals that stop it gracefully.
+//! The argument that asks a function's binary to run as a long-running
+//! process outside Lambda (`collect serve`, `dispatch consume`) instead of
+//! serving Lambda invocations (no argument).
 
 /// The command line asks for something else than Lambda (no argument) or
 /// the binary's long-running mode.
@@ -26,31 +26,6 @@ pub fn long_running(
         (None, _) => Ok(false),
         (Some(first), None) if first == mode => Ok(true),
         (Some(got), _) => Err(UnknownMode { program, mode, got }),
-    }
-}
-
-/// Resolves on the first SIGTERM (`docker stop`, ECS, Kubernetes) or SIGINT
-/// (Ctrl-C).
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops");
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -1,10 +1,15 @@
-//! Dev mode: the whole system in one process, for a newcomer's first run.
+//! Dev mode: the whole system in one process, for a newcomer's first run
+//! (`cargo run --release -p edgepush-dev`).
 //!
 //! Collect at `http://127.0.0.1:8080`, two edge nodes at
 //! `ws://127.0.0.1:9001/ws` and `ws://127.0.0.1:9002/ws` (push APIs on 9101
 //! and 9102), auth and dispatch in process. Stores are in memory unless a
 //! Redis URL and/or a MongoDB URI are given. Dispatch pushes to the nodes
 //! over their real, signed push API.
+//!
+//! This crate owns dev mode so that the edge node's library links neither
+//! collect nor dispatch, and it builds them without their `aws` features:
+//! no AWS SDK is compiled for the first command.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,12 +29,11 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{AuthMode, NodeConfig};
-use crate::state::NodeDeps;
+use edge_node::{AuthMode, NodeConfig, NodeDeps};
 
 /// The collect API key dev mode accepts unless told otherwise.
 pub const DEV_API_KEY: &str = "dev-key";
-/// The HS256 secret of dev-mode tokens (`edge-node token` signs with it).
+/// The HS256 secret of dev-mode tokens (`edgepush-dev token` signs with it).
 pub const DEV_JWT_SECRET: &str = "edgepush-dev-secret-do-not-use-in-production";
 /// The push API credential dev mode signs and verifies with.
 pub const DEV_PUSH_ACCESS_KEY_ID: &str = "dev-push";
@@ -53,6 +57,9 @@ pub struct DevConfig {
     pub ws_ports: [u16; 2],
     /// The two nodes' push API ports (0 picks a free one).
     pub push_ports: [u16; 2],
+    /// Run the nodes as child processes of this binary (`serve`), so one can
+    /// be killed from a terminal; needs Redis and MongoDB.
+    pub node_processes: Option<std::path::PathBuf>,
 }
 
 impl Default for DevConfig {
@@ -65,6 +72,7 @@ impl Default for DevConfig {
             collect_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             ws_ports: [9001, 9002],
             push_ports: [9101, 9102],
+            node_processes: None,
         }
     }
 }
@@ -85,6 +93,8 @@ pub struct DevSystem {
     pub push_addrs: Vec<SocketAddr>,
     stores: &'static str,
     api_key: String,
+    /// The node processes' ids (empty when the nodes run in process).
+    pub node_pids: Vec<u32>,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -102,13 +112,24 @@ impl DevSystem {
              \x20 collect API : http://{collect}/v1/messages   (Authorization: Bearer {key})\n\
              \x20 edge nodes  : {ws}\n\
              \x20 push APIs   : {push}   (SigV4 execute-api, access key id {akid}, secret {secret})\n\
-             \x20 tokens      : edge-node token --user alice   (HS256, dev secret)\n\
+             \x20 tokens      : edgepush-dev token --user alice   (HS256, dev secret)\n\
              Try:\n\
-             \x20 TOKEN=$(cargo run -q --release -p edge-node -- token --user alice)\n\
+             \x20 TOKEN=$(cargo run -q --release -p edgepush-dev -- token --user alice)\n\
              \x20 websocat \"{ws0}?token=$TOKEN\"      # or any WebSocket client\n\
              \x20 curl -s -X POST http://{collect}/v1/messages -H 'Authorization: Bearer {key}' \\\n\
              \x20      -H 'content-type: application/json' -d '{{\"to\":[\"alice\"],\"data\":{{\"text\":\"hello\"}}}}'\n\
+             Console: http://{collect}/console/   {kill}\n\
              Ctrl-C drains and stops.",
+            kill = match self.node_pids.as_slice() {
+                [] => String::new(),
+                pids => format!(
+                    "(node pids: {}; kill -9 one and watch the page move)",
+                    pids.iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            },
             stores = self.stores,
             collect = self.collect_addr,
             key = self.api_key,
@@ -180,14 +201,48 @@ pub async fn start(cfg: DevConfig) -> anyhow::Result<DevSystem> {
         routes: routes.clone(),
         nodes: nodes.clone(),
         messages: messages.clone(),
-        verifier: crate::verifier_for(&auth)?,
+        verifier: edge_node::verifier_for(&auth)?,
     };
 
     let stop = CancellationToken::new();
     let mut tasks = Vec::new();
     let mut ws_addrs = Vec::new();
     let mut push_addrs = Vec::new();
-    for (i, (ws_port, push_port)) in cfg.ws_ports.iter().zip(cfg.push_ports.iter()).enumerate() {
+    let mut console_nodes = Vec::new();
+    let mut node_pids = Vec::new();
+    if let Some(binary) = &cfg.node_processes {
+        let (Some(redis_url), Some(mongodb_uri)) = (&cfg.redis_url, &cfg.mongodb_uri) else {
+            anyhow::bail!(
+                "--node-processes needs REDIS_URL and MONGODB_URI: the node processes share them"
+            );
+        };
+        let processes = edgepush_console::NodeProcesses::start(
+            edgepush_console::NodeProcessConfig {
+                binary: binary.clone(),
+                redis_url: redis_url.clone(),
+                mongodb_uri: mongodb_uri.clone(),
+                mongodb_database: cfg.mongodb_database.clone(),
+                push_access_key_id: DEV_PUSH_ACCESS_KEY_ID.into(),
+                push_secret: DEV_PUSH_SECRET.into(),
+                jwt_secret: DEV_JWT_SECRET.into(),
+                ports: cfg.ws_ports.into_iter().zip(cfg.push_ports).collect(),
+                restart_after: Duration::from_secs(1),
+            },
+            stop.clone(),
+        )
+        .await?;
+        (ws_addrs, push_addrs) = (processes.ws_addrs(), processes.push_addrs());
+        (console_nodes, node_pids) = (processes.console_nodes(), processes.pids());
+        tasks.extend(processes.into_tasks());
+    }
+    let in_process = if cfg.node_processes.is_some() { 0 } else { 2 };
+    for (i, (ws_port, push_port)) in cfg
+        .ws_ports
+        .iter()
+        .zip(cfg.push_ports.iter())
+        .enumerate()
+        .take(in_process)
+    {
         let ws = TcpListener::bind(("127.0.0.1", *ws_port))
             .await
             .with_context(|| format!("binding ws port {ws_port}"))?;
@@ -196,14 +251,18 @@ pub async fn start(cfg: DevConfig) -> anyhow::Result<DevSystem> {
             .with_context(|| format!("binding push port {push_port}"))?;
         ws_addrs.push(ws.local_addr()?);
         push_addrs.push(push.local_addr()?);
+        console_nodes.push(edgepush_console::ConsoleNode {
+            name: format!("dev-{}", i + 1),
+            ws_url: format!("ws://{}/ws", ws.local_addr()?),
+            push_url: format!("http://{}", push.local_addr()?),
+            pid: None,
+        });
         let node_cfg =
             NodeConfig::for_local(&format!("dev-{}", i + 1), auth.clone(), credential.clone());
         let deps = deps.clone();
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) =
-                crate::server::run(ws, push, node_cfg, deps, stop.cancelled_owned()).await
-            {
+            if let Err(e) = edge_node::run(ws, push, node_cfg, deps, stop.cancelled_owned()).await {
                 tracing::error!(error = %e, "dev node failed");
             }
         }));
@@ -227,7 +286,14 @@ pub async fn start(cfg: DevConfig) -> anyhow::Result<DevSystem> {
         .await
         .with_context(|| format!("binding collect on {}", cfg.collect_addr))?;
     let collect_addr = listener.local_addr()?;
-    let app = edgepush_collect::dev::router(collector);
+    let console = edgepush_console::ConsoleConfig {
+        nodes: console_nodes,
+        api_key: cfg.api_key.clone(),
+        jwt_secret: DEV_JWT_SECRET.as_bytes().to_vec(),
+        token_ttl: Duration::from_secs(3600),
+        topics: false,
+    };
+    let app = edgepush_console::router(console).merge(edgepush_collect::router(collector));
     let stop_collect = stop.clone();
     tasks.push(tokio::spawn(async move {
         let served = axum::serve(listener, app)
@@ -244,6 +310,7 @@ pub async fn start(cfg: DevConfig) -> anyhow::Result<DevSystem> {
         push_addrs,
         stores,
         api_key: cfg.api_key,
+        node_pids,
         stop,
         tasks,
     })
