@@ -3,22 +3,18 @@
 //!
 //! Everything goes through the real `docker` client and Debian's
 //! `docker-compose` against the daemon `scripts/test` starts (`DOCKER_HOST`).
-//! The image is built once per test process from the local stand-ins of its
-//! base images (`EDGEPUSH_DOCKER_RUST_IMAGE`, `EDGEPUSH_DOCKER_RUNTIME_IMAGE`,
-//! made by `scripts/docker-base-images`); a test without them fails, saying
-//! how to get them. Containers carry the label `edgepush.test`, are removed
-//! when their handle is dropped, and whatever is left is removed by
-//! `scripts/test` on exit.
+//! The image under test is the one `scripts/test` builds before the tests
+//! (`EDGEPUSH_DOCKER_IMAGE`: `docker/Dockerfile` with `BINARIES=prebuilt`,
+//! from the binaries it compiled, on the local stand-in of its base image);
+//! a test without it fails, saying how to get it. Containers carry the label
+//! `edgepush.test`, are removed when their handle is dropped, and whatever
+//! is left is removed by `scripts/test` on exit.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
-use std::time::Instant;
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, bail};
 
-/// The tag the image under test is built with.
-pub const IMAGE: &str = "edgepush:test";
 /// The label of every container a test starts.
 pub const LABEL: &str = "edgepush.test";
 
@@ -26,8 +22,8 @@ fn required(name: &str) -> anyhow::Result<String> {
     match std::env::var(name) {
         Ok(v) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
         _ => bail!(
-            "{name} is not set: the Docker tests need a Docker daemon and the local base images; \
-             run scripts/test (it starts both), or see docker/README.md"
+            "{name} is not set: the Docker tests need a Docker daemon and the image under test; \
+             run scripts/test (it starts the one and builds the other), or see docker/README.md"
         ),
     }
 }
@@ -74,52 +70,14 @@ pub fn docker(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
-/// Builds `docker/Dockerfile` as [`IMAGE`] (once per test process; later
-/// calls return the first result). The base images are the local stand-ins
-/// given by `scripts/test`; BuildKit keeps cargo's registry and target
-/// directory between builds. The build's output goes to stderr when it fails.
-pub fn image() -> anyhow::Result<&'static str> {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| build().map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(|e| anyhow!("{e}"))?;
-    Ok(IMAGE)
-}
-
-fn build() -> anyhow::Result<()> {
-    let rust = required("EDGEPUSH_DOCKER_RUST_IMAGE")?;
-    let runtime = required("EDGEPUSH_DOCKER_RUNTIME_IMAGE")?;
-    let started = Instant::now();
-    let rust_arg = format!("RUST_IMAGE={rust}");
-    let runtime_arg = format!("RUNTIME_IMAGE={runtime}");
-    run(
-        &docker_cli(),
-        &[
-            "build",
-            "--network",
-            "host",
-            "--progress",
-            "plain",
-            "-f",
-            "docker/Dockerfile",
-            "--build-arg",
-            &rust_arg,
-            "--build-arg",
-            &runtime_arg,
-            "-t",
-            IMAGE,
-            ".",
-        ],
-        &[("DOCKER_BUILDKIT".into(), "1".into())],
-    )
-    .context("building docker/Dockerfile")?;
-    // Past the harness's capture, so every log shows what the build cost.
-    eprintln!(
-        "IMAGE built {IMAGE} from docker/Dockerfile in {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
+/// The image under test (`EDGEPUSH_DOCKER_IMAGE`), checked to exist in the
+/// daemon.
+pub fn image() -> anyhow::Result<String> {
+    let image = required("EDGEPUSH_DOCKER_IMAGE")?;
+    docker(&["image", "inspect", "--format", "{{.Id}}", &image]).with_context(|| {
+        format!("EDGEPUSH_DOCKER_IMAGE={image} is not in the daemon: run scripts/test (it builds it)")
+    })?;
+    Ok(image)
 }
 
 /// A container of the test, removed (with `docker rm -f`) when dropped.

@@ -12,24 +12,23 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, anyhow, bail, ensure};
 use edgepush_aws::AwsSettings;
 use edgepush_tests::docker::{ComposeStack, Container, image};
 use edgepush_tests::servers::free_port;
 use edgepush_tests::tokens::{JWT_SECRET, PUSH_ACCESS_KEY_ID, PUSH_REGION, PUSH_SECRET};
 use edgepush_tests::{
-    Check, Collect, RedisProbe, TestEnv, TokenIn, WsClient, eventually, mint, stall, unique, until,
+    Check, Collect, RedisProbe, TestEnv, TokenIn, WsClient, mint, stall, unique, until,
 };
 use serde_json::json;
 
 const HOUR: Duration = Duration::from_secs(3600);
 /// Close code of a draining node.
 const DRAINING: u16 = 1012;
-/// How long a container may take to answer `/readyz` once started.
-const READY: Duration = Duration::from_secs(120);
 
-/// Waits until `GET url` answers 200, failing early (with the logs) when
-/// the container stopped.
+/// Waits until `GET url` answers 200, following the container's progress
+/// (its log growing while it connects to its stores), and fails at once,
+/// with the logs, when the container stopped.
 async fn ready(
     url: &str,
     running: impl Fn() -> anyhow::Result<bool>,
@@ -38,19 +37,27 @@ async fn ready(
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()?;
-    let result = eventually(&format!("GET {url} -> 200"), READY, || {
+    let outcome = until(&format!("GET {url} -> 200"), stall(), || {
         let http = http.clone();
-        let running = running().unwrap_or(false);
+        let running = running();
+        let progress = logs().len();
         async move {
-            if !running {
-                bail!("the container is not running");
+            if !running? {
+                return Ok(Check::Done(Err(anyhow!("the container stopped"))));
             }
-            let status = http.get(url).send().await?.status();
-            Ok((status == reqwest::StatusCode::OK).then_some(()))
+            if let Ok(response) = http.get(url).send().await
+                && response.status() == reqwest::StatusCode::OK
+            {
+                return Ok(Check::Done(Ok(())));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            Ok(Check::Waiting(progress))
         }
     })
     .await;
-    result.with_context(|| format!("its logs:\n{}", logs()))
+    outcome
+        .and_then(|ready| ready)
+        .with_context(|| format!("its logs:\n{}", logs()))
 }
 
 /// One edge-node container of `env`'s system on free loopback ports.
@@ -114,8 +121,8 @@ async fn image_nodes_deliver_and_docker_stop_drains_one_without_loss() -> anyhow
     let image = tokio::task::spawn_blocking(image).await??;
     let env = TestEnv::shared()?;
     let (a, b) = tokio::try_join!(
-        NodeContainer::start(&env, image),
-        NodeContainer::start(&env, image)
+        NodeContainer::start(&env, &image),
+        NodeContainer::start(&env, &image)
     )?;
 
     // Not root, by the image's own USER.
@@ -270,19 +277,23 @@ async fn compose_stack_delivers_through_localstack_sqs_to_both_edge_nodes() -> a
     // Every service with a health check reports healthy: the checks of the
     // compose files work inside the image.
     for service in ["collect", "edge-1", "edge-2"] {
+        // Progress: the health state and the stack's log growing.
         let health = until(&format!("{service} healthy"), stall(), || async {
             let status = stack.inspect(service, "{{.State.Status}} {{.State.Health.Status}}")?;
             if status.starts_with("exited") || status.starts_with("dead") {
-                bail!("{service} stopped: {status}\n{}", stack.logs());
+                return Ok(Check::Done(Err(anyhow!("{service} stopped: {status}"))));
             }
-            Ok(if status == "running healthy" {
-                Check::Done(())
-            } else {
-                Check::Waiting(status)
-            })
+            if status == "running healthy" {
+                return Ok(Check::Done(Ok(())));
+            }
+            let progress = (status, stack.logs().len());
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Ok(Check::Waiting(progress))
         })
         .await;
-        health.with_context(|| format!("the stack's logs:\n{}", stack.logs()))?;
+        health
+            .and_then(|healthy| healthy)
+            .with_context(|| format!("the stack's logs:\n{}", stack.logs()))?;
     }
     ensure!(
         stack.inspect("dispatch", "{{.State.Status}}")? == "running",

@@ -242,6 +242,37 @@ fn stored(to: &str, seq: u64) -> anyhow::Result<StoredMessage> {
     })
 }
 
+/// A count that should grow (records received), followed instead of a fixed
+/// budget: [`Progress::stalled`] turns true only once it has not grown for
+/// `EDGEPUSH_TEST_STALL_SECS` (120 s by default), however slow the machine.
+struct Progress {
+    count: usize,
+    moved: tokio::time::Instant,
+    stall: Duration,
+}
+
+impl Progress {
+    fn new() -> Self {
+        let stall = std::env::var("EDGEPUSH_TEST_STALL_SECS")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .map_or(Duration::from_secs(120), Duration::from_secs);
+        Self {
+            count: 0,
+            moved: tokio::time::Instant::now(),
+            stall,
+        }
+    }
+
+    fn stalled(&mut self, count: usize) -> bool {
+        if count != self.count {
+            self.count = count;
+            self.moved = tokio::time::Instant::now();
+        }
+        self.moved.elapsed() >= self.stall
+    }
+}
+
 /// The emulator's URL; fails the test clearly when it is not set.
 fn aws_endpoint() -> String {
     match std::env::var("EDGEPUSH_TEST_AWS_ENDPOINT") {
@@ -315,8 +346,8 @@ async fn collect_to_sqs_to_dispatch_end_to_end() -> anyhow::Result<()> {
     // What the event source mapping does: receive, and hand the records to
     // the function as an SqsEvent.
     let mut records: Vec<SqsMessage> = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while records.len() < 13 && tokio::time::Instant::now() < deadline {
+    let mut progress = Progress::new();
+    while records.len() < 13 && !progress.stalled(records.len()) {
         let out = sqs
             .receive_message()
             .queue_url(&queue_url)
@@ -399,8 +430,8 @@ async fn the_consumer_deletes_what_went_through_and_leaves_the_rest() -> anyhow:
         },
     );
     let mut total = PollReport::default();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while total.received < 4 && tokio::time::Instant::now() < deadline {
+    let mut progress = Progress::new();
+    while total.received < 4 && !progress.stalled(total.received) {
         let report = consumer.poll_once(&dispatcher).await?;
         total.received += report.received;
         total.deleted += report.deleted;
