@@ -75,7 +75,9 @@ pub fn docker(args: &[&str]) -> anyhow::Result<String> {
 pub fn image() -> anyhow::Result<String> {
     let image = required("EDGEPUSH_DOCKER_IMAGE")?;
     docker(&["image", "inspect", "--format", "{{.Id}}", &image]).with_context(|| {
-        format!("EDGEPUSH_DOCKER_IMAGE={image} is not in the daemon: run scripts/test (it builds it)")
+        format!(
+            "EDGEPUSH_DOCKER_IMAGE={image} is not in the daemon: run scripts/test (it builds it)"
+        )
     })?;
     Ok(image)
 }

@@ -140,25 +140,27 @@ pub fn check_module(dir: &Path) -> Result<Vec<Problem>, CheckError> {
     Ok(problems)
 }
 
-/// The `.tf` files directly in `dir`, sorted.
-pub fn tf_files(dir: &Path) -> Result<Vec<PathBuf>, CheckError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| CheckError::Io {
+/// The entries directly in `dir`, sorted by path.
+fn entries(dir: &Path) -> Result<Vec<std::fs::DirEntry>, CheckError> {
+    let io = |source| CheckError::Io {
         path: dir.to_owned(),
         source,
-    })?;
-    let mut files = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| CheckError::Io {
-            path: dir.to_owned(),
-            source,
-        })?;
-        let path = entry.path();
-        if path.extension().is_some_and(|ext| ext == "tf") && path.is_file() {
-            files.push(path);
-        }
-    }
-    files.sort();
-    Ok(files)
+    };
+    let mut entries = std::fs::read_dir(dir)
+        .map_err(io)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io)?;
+    entries.sort_by_key(std::fs::DirEntry::path);
+    Ok(entries)
+}
+
+/// The `.tf` files directly in `dir`, sorted.
+pub fn tf_files(dir: &Path) -> Result<Vec<PathBuf>, CheckError> {
+    Ok(entries(dir)?
+        .into_iter()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "tf") && path.is_file())
+        .collect())
 }
 
 fn collect_dirs(dir: &Path, exclude: &[PathBuf], out: &mut Vec<PathBuf>) -> Result<(), CheckError> {
@@ -166,25 +168,12 @@ fn collect_dirs(dir: &Path, exclude: &[PathBuf], out: &mut Vec<PathBuf>) -> Resu
         return Ok(());
     }
     out.push(dir.to_owned());
-    let entries = std::fs::read_dir(dir).map_err(|source| CheckError::Io {
-        path: dir.to_owned(),
-        source,
-    })?;
-    let mut children = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| CheckError::Io {
-            path: dir.to_owned(),
-            source,
-        })?;
+    for entry in entries(dir)? {
         let path = entry.path();
         let hidden = entry.file_name().to_string_lossy().starts_with('.');
         if path.is_dir() && !hidden {
-            children.push(path);
+            collect_dirs(&path, exclude, out)?;
         }
-    }
-    children.sort();
-    for child in children {
-        collect_dirs(&child, exclude, out)?;
     }
     Ok(())
 }

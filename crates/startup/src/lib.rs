@@ -61,6 +61,18 @@ pub enum LogStyle {
     Server,
 }
 
+impl LogStyle {
+    /// A function's binary: [`LogStyle::Server`] in its long-running mode
+    /// (see [`long_running`]), else [`LogStyle::Lambda`].
+    pub fn of_function(long_running: bool) -> Self {
+        if long_running {
+            Self::Server
+        } else {
+            Self::Lambda
+        }
+    }
+}
+
 /// The start-up failed: a reference could not be resolved.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -29,12 +29,7 @@ use lambda_http::Error;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let serve = edgepush_startup::long_running("collect", "serve", std::env::args().skip(1))?;
-    let style = if serve {
-        LogStyle::Server
-    } else {
-        LogStyle::Lambda
-    };
-    let env = edgepush_startup::start(style).await?;
+    let env = edgepush_startup::start(LogStyle::of_function(serve)).await?;
     let config = Config::from_lookup(env.lookup()).log_failure("invalid configuration")?;
     let handoff = HandoffChoice::from_lookup(env.lookup()).log_failure("invalid configuration")?;
     tracing::info!(?config, ?handoff, "starting collect");

@@ -25,12 +25,7 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let consume = edgepush_startup::long_running("dispatch", "consume", std::env::args().skip(1))?;
-    let style = if consume {
-        LogStyle::Server
-    } else {
-        LogStyle::Lambda
-    };
-    let env = edgepush_startup::start(style).await?;
+    let env = edgepush_startup::start(LogStyle::of_function(consume)).await?;
     let config = Config::from_lookup(env.lookup()).log_failure("invalid configuration")?;
     let source = EventSource::from_lookup(env.lookup()).log_failure("invalid configuration")?;
     tracing::info!(?config, ?source, "starting dispatch");

@@ -273,6 +273,18 @@ impl Progress {
     }
 }
 
+/// Collect's SQS hand-off to `queue_url`, one stored copy per SQS message
+/// (so that one malformed message fails alone).
+fn one_copy_per_message(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> SqsHandoff {
+    SqsHandoff::new(
+        sqs.clone(),
+        SqsHandoffConfig {
+            max_messages_per_body: 1,
+            ..SqsHandoffConfig::new(queue_url)
+        },
+    )
+}
+
 /// The emulator's URL; fails the test clearly when it is not set.
 fn aws_endpoint() -> String {
     match std::env::var("EDGEPUSH_TEST_AWS_ENDPOINT") {
@@ -324,13 +336,7 @@ async fn collect_to_sqs_to_dispatch_end_to_end() -> anyhow::Result<()> {
     let sent: Vec<StoredMessage> = (1..=12)
         .map(|seq| stored(if seq % 2 == 0 { "alice" } else { "bob" }, seq))
         .collect::<anyhow::Result<_>>()?;
-    let handoff = SqsHandoff::new(
-        sqs.clone(),
-        SqsHandoffConfig {
-            max_messages_per_body: 1,
-            ..SqsHandoffConfig::new(&queue_url)
-        },
-    );
+    let handoff = one_copy_per_message(&sqs, &queue_url);
     handoff.ready().await?;
     handoff.hand_off(&sent).await?;
     let garbage_id = sqs
@@ -406,13 +412,7 @@ async fn the_consumer_deletes_what_went_through_and_leaves_the_rest() -> anyhow:
     let sent: Vec<StoredMessage> = (1..=3)
         .map(|seq| stored(if seq == 2 { "bob" } else { "alice" }, seq))
         .collect::<anyhow::Result<_>>()?;
-    let handoff = SqsHandoff::new(
-        sqs.clone(),
-        SqsHandoffConfig {
-            max_messages_per_body: 1,
-            ..SqsHandoffConfig::new(&queue_url)
-        },
-    );
+    let handoff = one_copy_per_message(&sqs, &queue_url);
     handoff.hand_off(&sent).await?;
     sqs.send_message()
         .queue_url(&queue_url)
