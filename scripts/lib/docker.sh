@@ -44,6 +44,8 @@ ensure_docker_tools() {
     [[ -x /usr/sbin/dockerd || -n ${EDGEPUSH_DOCKER_HOST:-} ]] || missing+=(docker.io)
     command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
     command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+    # strip: the binaries of the test image (build_test_image).
+    command -v strip >/dev/null 2>&1 || missing+=(binutils)
     if ((${#missing[@]} > 0)); then
         apt_install "${missing[@]}"
     fi
@@ -98,9 +100,9 @@ docker_disk_mb() { echo $(($(du -sk "$docker_data_root" 2>/dev/null | cut -f1) /
 
 # build_test_image TARGET_DIR: docker/Dockerfile as edgepush:test, exported
 # as EDGEPUSH_DOCKER_IMAGE. By default from TARGET_DIR/debug/{edge-node,
-# collect,dispatch} (built by the caller; stripped) in a
-# context of their own; with EDGEPUSH_DOCKER_FROM_SOURCE=1 from the
-# repository, compiled inside the image.
+# collect,dispatch} (built by the caller; stripped) in a context of their
+# own; with EDGEPUSH_DOCKER_FROM_SOURCE=1 from the repository, compiled
+# inside the image.
 build_test_image() {
     local target_dir=$1 started=$SECONDS context bin
     local build=("$EDGEPUSH_DOCKER_CLI" build --network host --progress plain -f "$repo_root/docker/Dockerfile"
