@@ -37,8 +37,8 @@
 //!   the batch endpoint, health and metrics.
 //! - `registration`: heartbeat, route re-registration and route refresh.
 //! - [`server`]: [`server::run`]: listeners, accept loop, graceful drain;
-//!   [`server::serve`]: the same on Redis and MongoDB from a [`ServeConfig`].
-//! - [`shutdown`]: the signals that start a drain.
+//!   [`server::serve`]: the same on Redis and MongoDB from a [`ServeConfig`]
+//!   (the binary drains on [`edgepush_startup::shutdown_signal`]).
 //! - [`verifier_for`] (here): the token verifier an [`AuthMode`] asks for.
 //!
 //! Close codes are the named constants of [`edgepush_core::protocol`];
@@ -48,7 +48,6 @@
 pub mod config;
 pub mod metrics;
 pub mod server;
-pub mod shutdown;
 
 mod acks;
 mod admission;

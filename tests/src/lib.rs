@@ -21,6 +21,9 @@
 //! | `EDGEPUSH_FERRETDB_BIN` | FerretDB for private MongoDB instances (else `mongod` on `PATH`) |
 //! | `EDGEPUSH_EDGE_NODE_BIN` | a prebuilt `edge-node` binary (else built once with cargo) |
 //! | `EDGEPUSH_TEST_NODE_LOG` | `RUST_LOG` of spawned nodes (default `info`) |
+//! | `DOCKER_HOST`, `EDGEPUSH_DOCKER_CLI`, `EDGEPUSH_DOCKER_COMPOSE` | the Docker daemon and clients of the image tests |
+//! | `EDGEPUSH_DOCKER_RUST_IMAGE`, `EDGEPUSH_DOCKER_RUNTIME_IMAGE` | local stand-ins of the Dockerfile's base images (required by the image tests) |
+//! | `EDGEPUSH_TEST_AWS_ENDPOINT` | the AWS emulator (the compose test's SQS queue) |
 //!
 //! # Isolation
 //!
@@ -38,6 +41,8 @@
 //! - [`collect`]: [`Collect`], the collect API in process, and
 //!   [`ReportingHandoff`].
 //! - [`client`]: [`WsClient`], a real WebSocket client.
+//! - [`docker`]: the image of `docker/Dockerfile`, containers, the compose
+//!   stack of `docker/`.
 //! - [`net`]: network faults: test hosts in network namespaces, relays, a
 //!   proxy that fails on demand.
 //! - [`inspect`]: reading Redis and MongoDB behind the system's back.
@@ -47,6 +52,7 @@
 
 pub mod client;
 pub mod collect;
+pub mod docker;
 pub mod env;
 pub mod fault;
 pub mod inspect;

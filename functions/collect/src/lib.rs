@@ -6,12 +6,14 @@
 //! exact order of checks and the status of each failure.
 //!
 //! The logic is one HTTP-shaped function over trait objects,
-//! [`Collector::handle`], served by one axum router ([`router()`]) in both
-//! places it runs:
+//! [`Collector::handle`], served by one axum router ([`router()`]) in every
+//! place it runs:
 //!
 //! - dev mode and local tests: the router on a local listener;
 //! - the Lambda function: the same router behind `lambda_http`
-//!   ([`lambda`]: API Gateway HTTP API payload v2 and Lambda function URLs).
+//!   ([`lambda`]: API Gateway HTTP API payload v2 and Lambda function URLs);
+//! - `collect serve` ([`server`]): the router as a long-running HTTP server
+//!   with `/healthz` and `/readyz` (docker compose, ECS, Kubernetes).
 //!
 //! # Layout
 //!
@@ -21,7 +23,8 @@
 //!   idempotency keys.
 //! - [`CollectError`]: every refusal, mapped to a response in one place.
 //! - [`config`]: the typed configuration of the binary.
-//! - [`router()`]: the HTTP face; [`lambda`]: the Lambda face.
+//! - [`router()`]: the HTTP face; [`lambda`]: the Lambda face; [`server`]:
+//!   the long-running face.
 //! - `start` (feature `aws`, default): [`connect`], the collector of a
 //!   deployment (MongoDB and the chosen hand-off). Without the feature (dev
 //!   mode) no AWS SDK is compiled.
@@ -32,6 +35,7 @@ pub mod config;
 mod error;
 pub mod lambda;
 pub mod router;
+pub mod server;
 #[cfg(feature = "aws")]
 mod start;
 

@@ -25,14 +25,18 @@
 //! - [`config`]: the typed configuration, read once at start.
 //! - [`start`]: [`connect`], the dispatcher of a deployment, built the same
 //!   way by the dispatch binary and by collect's in-process hand-off.
+//! - [`consumer`]: `dispatch consume`, the long-running SQS consumer that
+//!   runs [`sqs_handler`] outside Lambda (docker compose, ECS, Kubernetes).
 //!
-//! Feature `aws` (default): the SDK poster, the SQS handler and
-//! [`connect`]. Without it (dev mode) no AWS SDK is compiled.
+//! Feature `aws` (default): the SDK poster, the SQS handler, the consumer
+//! and [`connect`]. Without it (dev mode) no AWS SDK is compiled.
 
 pub mod apigw;
 #[cfg(feature = "aws")]
 mod apigw_sdk;
 pub mod config;
+#[cfg(feature = "aws")]
+pub mod consumer;
 mod dispatcher;
 mod handoff;
 pub mod lambda;

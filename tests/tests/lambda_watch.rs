@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use edgepush_auth::{Claims, mint_hs256};
 use edgepush_testkit::{free_port, mongodb_uri, redis_url, unique, unique_db};
+use edgepush_tests::docker::repo_root;
 use serde_json::{Value, json};
 
 /// How long the watcher may go without writing to its log (no compile
@@ -37,14 +38,6 @@ const COMPILE_STALL: Duration = Duration::from_secs(15 * 60);
 /// How long one request may wait before the watcher's progress is looked at
 /// again (the watcher holds a request until the function is compiled).
 const ATTEMPT: Duration = Duration::from_secs(30);
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("infra/check is two levels below the workspace root")
-        .to_owned()
-}
 
 /// The cargo-lambda binary: `EDGEPUSH_CARGO_LAMBDA`, else `cargo-lambda` on PATH.
 fn cargo_lambda() -> Result<PathBuf> {
@@ -82,7 +75,7 @@ impl Watcher {
                 .args(["-p", package])
                 // Other work in the tree must not restart the function mid-test.
                 .arg("--ignore-changes")
-                .current_dir(workspace_root())
+                .current_dir(repo_root())
                 .stdin(Stdio::null())
                 .stdout(out)
                 .stderr(err);

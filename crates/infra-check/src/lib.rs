@@ -1,22 +1,23 @@
-//! Static checks of edgepush's Terraform (`infra/`), with the `hcl` crate.
+//! Static checks of edgepush's Terraform (`infra/`), with the `hcl` crate:
+//! the part of `terraform validate` that needs no provider, which
+//! `terraform fmt`, `tflint` and `checkov` (`scripts/check-infra`) do not
+//! do. `terraform validate` itself needs the AWS provider plugin, which
+//! cannot be downloaded on the project's machines.
 //!
-//! No `terraform` binary is available on the project's machines, and
-//! `terraform validate` would need the provider plugins anyway. This crate
-//! catches, without either, the mistakes that break a plan before any
-//! provider is asked:
-//!
-//! - every `.tf` file parses;
 //! - every `var.X`, `local.X`, resource (`aws_x.name`) and data source
 //!   (`data.aws_x.name`) that an expression names is declared in the same
 //!   module (directory);
-//! - every `module` block has a `source`; a local one (`./`, `../`) is a
-//!   directory holding `.tf` files; every argument passed is a variable that
-//!   module declares, and every variable it declares without a default is
-//!   passed;
+//! - every argument a `module` block passes is a variable that module
+//!   declares, and every variable it declares without a default is passed;
 //! - every `module.M.O` names a declared module `M` and an output `O` that
 //!   `M`'s source declares;
-//! - every output references something, and everything it references exists;
-//! - every variable and output has a `description`; no variable is unused.
+//! - every output references something.
+//!
+//! What the tools check is left to them: syntax and formatting (`terraform
+//! fmt`), descriptions, unused declarations, module sources that do not
+//! exist, the standard module layout (`tflint`), security settings
+//! (`checkov`). The checker still reports a file it cannot parse or a module
+//! source it cannot load, since it cannot go on without them.
 //!
 //! Out of reach: provider schemas (attribute names and types of resources),
 //! type checking, and function names. Scoped names are understood: `count`,
@@ -139,25 +140,27 @@ pub fn check_module(dir: &Path) -> Result<Vec<Problem>, CheckError> {
     Ok(problems)
 }
 
-/// The `.tf` files directly in `dir`, sorted.
-pub fn tf_files(dir: &Path) -> Result<Vec<PathBuf>, CheckError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| CheckError::Io {
+/// The entries directly in `dir`, sorted by path.
+fn entries(dir: &Path) -> Result<Vec<std::fs::DirEntry>, CheckError> {
+    let io = |source| CheckError::Io {
         path: dir.to_owned(),
         source,
-    })?;
-    let mut files = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| CheckError::Io {
-            path: dir.to_owned(),
-            source,
-        })?;
-        let path = entry.path();
-        if path.extension().is_some_and(|ext| ext == "tf") && path.is_file() {
-            files.push(path);
-        }
-    }
-    files.sort();
-    Ok(files)
+    };
+    let mut entries = std::fs::read_dir(dir)
+        .map_err(io)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io)?;
+    entries.sort_by_key(std::fs::DirEntry::path);
+    Ok(entries)
+}
+
+/// The `.tf` files directly in `dir`, sorted.
+pub fn tf_files(dir: &Path) -> Result<Vec<PathBuf>, CheckError> {
+    Ok(entries(dir)?
+        .into_iter()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "tf") && path.is_file())
+        .collect())
 }
 
 fn collect_dirs(dir: &Path, exclude: &[PathBuf], out: &mut Vec<PathBuf>) -> Result<(), CheckError> {
@@ -165,25 +168,12 @@ fn collect_dirs(dir: &Path, exclude: &[PathBuf], out: &mut Vec<PathBuf>) -> Resu
         return Ok(());
     }
     out.push(dir.to_owned());
-    let entries = std::fs::read_dir(dir).map_err(|source| CheckError::Io {
-        path: dir.to_owned(),
-        source,
-    })?;
-    let mut children = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| CheckError::Io {
-            path: dir.to_owned(),
-            source,
-        })?;
+    for entry in entries(dir)? {
         let path = entry.path();
         let hidden = entry.file_name().to_string_lossy().starts_with('.');
         if path.is_dir() && !hidden {
-            children.push(path);
+            collect_dirs(&path, exclude, out)?;
         }
-    }
-    children.sort();
-    for child in children {
-        collect_dirs(&child, exclude, out)?;
     }
     Ok(())
 }
@@ -296,33 +286,11 @@ fn check_module_cached(dir: &Path, cache: &mut ModuleCache) -> Result<Vec<Proble
         }
     }
 
+    // Descriptions and unused variables: tflint (terraform_documented_*,
+    // terraform_unused_declarations).
     for output in module.outputs.values() {
-        if output
-            .description
-            .as_deref()
-            .is_none_or(|d| d.trim().is_empty())
-        {
-            problems.push(output.problem("output has no description"));
-        }
         if output.references == 0 {
             problems.push(output.problem("output value references nothing"));
-        }
-    }
-
-    for variable in module.variables.values() {
-        if variable
-            .description
-            .as_deref()
-            .is_none_or(|d| d.trim().is_empty())
-        {
-            problems.push(variable.problem("variable has no description"));
-        }
-        let used = module
-            .references
-            .iter()
-            .any(|at| matches!(&at.reference, Reference::Variable(name) if *name == variable.name));
-        if !used {
-            problems.push(variable.problem("variable is declared but never used"));
         }
     }
     Ok(problems)

@@ -1,10 +1,9 @@
-//! Static checks of `infra/`: every `.tf` file parses, every name resolves,
-//! and the deployment has the shape the design asks for. Plus tests of the
-//! checker itself on fixtures, so a clean report means something.
-//!
-//! No `terraform` binary exists on the project's machines, so this is not
-//! `terraform validate`: provider schemas (resource attribute names and
-//! types) are not checked.
+//! Static checks of `infra/` that `terraform fmt`, `tflint` and `checkov`
+//! (`scripts/check-infra`) do not make: every name resolves and every module
+//! call matches its module (the provider-free part of `terraform validate`,
+//! which cannot run here without the AWS provider), and the deployment has
+//! the shape the design asks for. Plus tests of the checker itself on
+//! fixtures, so a clean report means something.
 
 use std::path::{Path, PathBuf};
 
@@ -13,9 +12,10 @@ use hcl::{Block, Body, Expression};
 
 fn infra_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("infra/check has a parent")
-        .to_owned()
+        .ancestors()
+        .nth(2)
+        .expect("crates/infra-check is two levels below the workspace root")
+        .join("infra")
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -73,9 +73,9 @@ fn text(expr: &Expression) -> String {
 // ---------------------------------------------------------------------------
 
 #[test]
-fn every_tf_file_in_infra_parses_and_every_name_resolves() {
+fn every_name_in_infra_resolves_and_every_module_call_matches() {
     let infra = infra_dir();
-    let report = check_tree(&infra, &[infra.join("check")]).expect("infra/ is readable");
+    let report = check_tree(&infra, &[]).expect("infra/ is readable");
 
     assert!(
         report.problems.is_empty(),
@@ -111,23 +111,6 @@ fn every_tf_file_in_infra_parses_and_every_name_resolves() {
         "only {} .tf files found",
         report.files.len()
     );
-}
-
-#[test]
-fn every_module_has_main_variables_and_outputs() {
-    let modules = infra_dir().join("modules");
-    let mut seen = 0;
-    for entry in std::fs::read_dir(&modules).expect("infra/modules") {
-        let dir = entry.expect("entry").path();
-        if !dir.is_dir() {
-            continue;
-        }
-        seen += 1;
-        for file in ["main.tf", "variables.tf", "outputs.tf"] {
-            assert!(dir.join(file).is_file(), "{} lacks {file}", dir.display());
-        }
-    }
-    assert_eq!(seen, 8, "expected the 8 modules of the design");
 }
 
 #[test]
@@ -297,25 +280,13 @@ fn checker_catches_every_planted_mistake() {
         "aws_s3_bucket.nope is not a declared resource",
         "data.aws_region.nope is not a declared data source",
         "output constant: output value references nothing",
-        "output undescribed: output has no description",
-        "variable undocumented: variable has no description",
-        "variable unused: variable is declared but never used",
     ] {
         assert!(
             all.contains(expected),
             "not caught: {expected}\nreport:\n{all}"
         );
     }
-    assert_eq!(problems.len(), 12, "unexpected extra problems:\n{all}");
-}
-
-#[test]
-fn checker_reports_a_file_that_does_not_parse() {
-    let dir = fixture("unparseable");
-    let report = check_tree(&dir, &[]).expect("readable");
-    assert_eq!(report.problems.len(), 1, "{}", show(&report.problems));
-    let message = report.problems[0].to_string();
-    assert!(message.contains("main.tf does not parse"), "{message}");
+    assert_eq!(problems.len(), 9, "unexpected extra problems:\n{all}");
 }
 
 #[test]
@@ -332,7 +303,7 @@ fn checker_walks_subdirectories_and_honours_exclusions() {
         "the bad fixtures are part of this walk"
     );
 
-    let clean = check_tree(&fixtures, &[fixture("bad"), fixture("unparseable")]).expect("readable");
+    let clean = check_tree(&fixtures, &[fixture("bad")]).expect("readable");
     assert!(clean.problems.is_empty(), "{}", show(&clean.problems));
     assert!(!clean.modules.iter().any(|m| m.starts_with(fixture("bad"))));
 }

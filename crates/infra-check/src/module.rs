@@ -353,15 +353,6 @@ impl Output {
     }
 }
 
-impl Variable {
-    pub(crate) fn problem(&self, message: impl Into<String>) -> Problem {
-        Problem {
-            location: self.location.clone(),
-            message: message.into(),
-        }
-    }
-}
-
 fn attribute<'a>(body: &'a Body, key: &str) -> Option<&'a Expression> {
     body.attributes()
         .find(|a| a.key.as_str() == key)
