@@ -56,7 +56,7 @@ mod tests {
 
     mod base64_decode {
         /// The JSON of a token's claims segment (base64url, no padding).
-        pub fn decode_segment(token: &str) -> serde_json::Value {
+        pub(super) fn decode_segment(token: &str) -> serde_json::Value {
             let seg = token.split('.').nth(1).unwrap_or_default();
             let mut bits = 0u32;
             let mut nbits = 0;

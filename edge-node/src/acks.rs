@@ -15,16 +15,16 @@
 //! [`ack_interval`]: crate::config::NodeConfig::ack_interval
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
-use edgepush_core::{Seq, UserId};
+use edgepush_core::{MessageStore, Seq, UserId};
 use futures_util::StreamExt as _;
 use futures_util::stream;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::state::NodeState;
 
 /// Ack writes in flight at once.
 const WRITE_CONCURRENCY: usize = 16;
@@ -41,7 +41,7 @@ impl AckWriter {
     }
 
     /// Notes that `user` holds everything up to `seq`.
-    pub fn record(&self, user: &UserId, seq: Seq) {
+    pub(crate) fn record(&self, user: &UserId, seq: Seq) {
         if seq == 0 {
             return;
         }
@@ -56,18 +56,17 @@ impl AckWriter {
 
     /// How many users have an ack waiting.
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.pending().len()
     }
 
-    /// Writes every waiting ack; returns how many writes succeeded. Failed
-    /// ones wait for the next flush.
-    pub async fn flush(&self, state: &NodeState) -> u64 {
+    /// Writes every waiting ack to `store`; returns how many writes
+    /// succeeded. Failed ones wait for the next flush.
+    pub(crate) async fn flush(&self, store: &dyn MessageStore, metrics: &Metrics) -> u64 {
         let batch = std::mem::take(&mut *self.pending());
         if batch.is_empty() {
             return 0;
         }
-        let store = &state.deps.messages;
         let results: Vec<_> = stream::iter(batch)
             .map(|(user, seq)| async move {
                 let result = store.ack(&user, seq).await;
@@ -81,34 +80,40 @@ impl AckWriter {
             match result {
                 Ok(_) => written += 1,
                 Err(e) => {
-                    Metrics::inc(&state.metrics.errors);
+                    Metrics::inc(&metrics.errors);
                     tracing::warn!(%user, seq, error = %e, "could not record an ack; retrying next interval");
                     self.record(&user, seq);
                 }
             }
         }
-        state
-            .metrics
+        metrics
             .ack_writes
             .fetch_add(written, std::sync::atomic::Ordering::Relaxed);
         written
     }
 }
 
-/// Flushes the acks every interval until `stop`, then once more.
-pub(crate) async fn run(state: Arc<NodeState>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(state.config.ack_interval);
+/// Flushes `writer` to `store` every `interval` until `stop`, then once
+/// more.
+pub(crate) async fn run(
+    writer: &AckWriter,
+    store: &dyn MessageStore,
+    metrics: &Metrics,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tick.tick() => {
-                state.acks.flush(&state).await;
+                writer.flush(store, metrics).await;
             }
         }
     }
-    state.acks.flush(&state).await;
+    writer.flush(store, metrics).await;
 }
 
 #[cfg(test)]

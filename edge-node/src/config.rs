@@ -4,12 +4,15 @@
 //! Every variable is documented in the README's "Configuration" section.
 
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
 use edgepush_auth::AuthConfig;
+pub use edgepush_core::config::ConfigError;
+use edgepush_core::config::Vars;
 use edgepush_core::{Namespaces, NodeId};
 use edgepush_delivery::sigv4::PushCredential;
+use edgepush_mongo::MongoConfig;
+use edgepush_redis::RedisConfig;
 
 /// Default of [`NodeConfig::store_reads`].
 pub const DEFAULT_STORE_READS: usize = 16;
@@ -27,25 +30,6 @@ pub const DEFAULT_PUSH_CONCURRENCY: usize = 64;
 pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 128;
 /// Default of [`NodeConfig::presence_interval`].
 pub const DEFAULT_PRESENCE_INTERVAL: Duration = Duration::from_secs(1);
-
-/// A configuration value was missing or malformed.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// A required variable is not set.
-    #[error("{0} must be set")]
-    Missing(&'static str),
-    /// A variable could not be parsed.
-    #[error("{name} is invalid: {reason}")]
-    Invalid {
-        /// The variable.
-        name: &'static str,
-        /// Why.
-        reason: String,
-    },
-    /// The token verifier's configuration is wrong.
-    #[error("auth configuration: {0}")]
-    Auth(String),
-}
 
 /// How the node verifies client tokens.
 #[derive(Debug, Clone)]
@@ -177,100 +161,71 @@ impl NodeConfig {
         }
     }
 
-    /// Parses the `EDGEPUSH_*` variables through `lookup`.
-    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let node_id = match lookup("EDGEPUSH_NODE_ID") {
-            Some(id) => NodeId::new(&id).map_err(|e| ConfigError::Invalid {
-                name: "EDGEPUSH_NODE_ID",
-                reason: e.to_string(),
-            })?,
+    /// Parses the `EDGEPUSH_*` variables through `lookup`; blank values
+    /// count as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let vars = Vars::new(&lookup);
+        let node_id = match vars.get("EDGEPUSH_NODE_ID") {
+            Some(id) => {
+                NodeId::new(&id).map_err(|e| ConfigError::invalid("EDGEPUSH_NODE_ID", e))?
+            }
             None => default_node_id(),
         };
-        let auth = match lookup("EDGEPUSH_AUTH_MODE").as_deref() {
-            None | Some("local") => AuthMode::Local(
-                AuthConfig::from_lookup(lookup).map_err(|e| ConfigError::Auth(e.to_string()))?,
-            ),
+        let auth = match vars.get("EDGEPUSH_AUTH_MODE").as_deref() {
+            None | Some("local") => AuthMode::Local(AuthConfig::from_lookup(&lookup)?),
             Some("remote") => AuthMode::Remote {
-                url: lookup("EDGEPUSH_AUTH_URL")
-                    .ok_or(ConfigError::Missing("EDGEPUSH_AUTH_URL"))?,
+                url: vars.required("EDGEPUSH_AUTH_URL")?,
             },
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    name: "EDGEPUSH_AUTH_MODE",
-                    reason: format!("{other:?} is neither \"local\" nor \"remote\""),
-                });
+            Some(_) => {
+                return Err(ConfigError::invalid(
+                    "EDGEPUSH_AUTH_MODE",
+                    "must be \"local\" or \"remote\"",
+                ));
             }
         };
-        let access_key_id = lookup("EDGEPUSH_PUSH_ACCESS_KEY_ID")
-            .ok_or(ConfigError::Missing("EDGEPUSH_PUSH_ACCESS_KEY_ID"))?;
-        let secret_access_key = lookup("EDGEPUSH_PUSH_SECRET_ACCESS_KEY")
-            .ok_or(ConfigError::Missing("EDGEPUSH_PUSH_SECRET_ACCESS_KEY"))?;
-        let region = lookup("EDGEPUSH_PUSH_REGION").unwrap_or_else(|| "us-east-1".into());
         let credential = PushCredential {
-            access_key_id,
-            secret_access_key,
-            region,
+            access_key_id: vars.required("EDGEPUSH_PUSH_ACCESS_KEY_ID")?,
+            secret_access_key: vars.required("EDGEPUSH_PUSH_SECRET_ACCESS_KEY")?,
+            region: vars
+                .get("EDGEPUSH_PUSH_REGION")
+                .unwrap_or_else(|| "us-east-1".into()),
         };
+        let ms = |name, default_ms| vars.millis(name, Duration::from_millis(default_ms));
         Self {
             node_id,
-            ws_addr: parse(
-                lookup,
-                "EDGEPUSH_WS_ADDR",
-                "0.0.0.0:9001".parse().expect("valid"),
-            )?,
-            push_addr: parse(
-                lookup,
-                "EDGEPUSH_PUSH_ADDR",
-                "0.0.0.0:9101".parse().expect("valid"),
-            )?,
-            push_url: lookup("EDGEPUSH_PUSH_URL"),
+            ws_addr: vars.parse("EDGEPUSH_WS_ADDR", SocketAddr::from(([0, 0, 0, 0], 9001)))?,
+            push_addr: vars.parse("EDGEPUSH_PUSH_ADDR", SocketAddr::from(([0, 0, 0, 0], 9101)))?,
+            push_url: vars.get("EDGEPUSH_PUSH_URL"),
             auth,
             push_credentials: vec![credential],
-            heartbeat_interval: millis(lookup, "EDGEPUSH_HEARTBEAT_MS", 2_000)?,
-            node_ttl: millis(lookup, "EDGEPUSH_NODE_TTL_MS", 10_000)?,
-            ping_interval: millis(lookup, "EDGEPUSH_PING_INTERVAL_MS", 25_000)?,
-            idle_timeout: millis(lookup, "EDGEPUSH_IDLE_TIMEOUT_MS", 75_000)?,
-            handshake_timeout: millis(lookup, "EDGEPUSH_HANDSHAKE_TIMEOUT_MS", 10_000)?,
-            write_timeout: millis(lookup, "EDGEPUSH_WRITE_TIMEOUT_MS", 10_000)?,
-            send_queue: parse(lookup, "EDGEPUSH_SEND_QUEUE", 1024)?,
-            max_client_frame: parse(lookup, "EDGEPUSH_MAX_CLIENT_FRAME", 4096)?,
-            replay_page: parse(lookup, "EDGEPUSH_REPLAY_PAGE", 500)?,
-            drain_timeout: millis(lookup, "EDGEPUSH_DRAIN_TIMEOUT_MS", 10_000)?,
-            store_reads: parse(lookup, "EDGEPUSH_STORE_READS", DEFAULT_STORE_READS)?,
-            store_timeout: millis(lookup, "EDGEPUSH_STORE_TIMEOUT_MS", 30_000)?,
-            ack_interval: millis(lookup, "EDGEPUSH_ACK_INTERVAL_MS", 1_000)?,
-            route_ttl: millis(
-                lookup,
-                "EDGEPUSH_ROUTE_TTL_MS",
-                DEFAULT_ROUTE_TTL.as_millis() as u64,
-            )?,
-            max_connections: parse(lookup, "EDGEPUSH_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)?,
-            max_connections_per_user: parse(
-                lookup,
+            heartbeat_interval: ms("EDGEPUSH_HEARTBEAT_MS", 2_000)?,
+            node_ttl: ms("EDGEPUSH_NODE_TTL_MS", 10_000)?,
+            ping_interval: ms("EDGEPUSH_PING_INTERVAL_MS", 25_000)?,
+            idle_timeout: ms("EDGEPUSH_IDLE_TIMEOUT_MS", 75_000)?,
+            handshake_timeout: ms("EDGEPUSH_HANDSHAKE_TIMEOUT_MS", 10_000)?,
+            write_timeout: ms("EDGEPUSH_WRITE_TIMEOUT_MS", 10_000)?,
+            send_queue: vars.parse("EDGEPUSH_SEND_QUEUE", 1024)?,
+            max_client_frame: vars.parse("EDGEPUSH_MAX_CLIENT_FRAME", 4096)?,
+            replay_page: vars.parse("EDGEPUSH_REPLAY_PAGE", 500)?,
+            drain_timeout: ms("EDGEPUSH_DRAIN_TIMEOUT_MS", 10_000)?,
+            store_reads: vars.parse("EDGEPUSH_STORE_READS", DEFAULT_STORE_READS)?,
+            store_timeout: ms("EDGEPUSH_STORE_TIMEOUT_MS", 30_000)?,
+            ack_interval: ms("EDGEPUSH_ACK_INTERVAL_MS", 1_000)?,
+            route_ttl: vars.millis("EDGEPUSH_ROUTE_TTL_MS", DEFAULT_ROUTE_TTL)?,
+            max_connections: vars.parse("EDGEPUSH_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)?,
+            max_connections_per_user: vars.parse(
                 "EDGEPUSH_MAX_CONNECTIONS_PER_USER",
                 DEFAULT_MAX_CONNECTIONS_PER_USER,
             )?,
-            push_concurrency: parse(
-                lookup,
-                "EDGEPUSH_PUSH_CONCURRENCY",
-                DEFAULT_PUSH_CONCURRENCY,
-            )?,
-            push_read_timeout: millis(lookup, "EDGEPUSH_PUSH_READ_TIMEOUT_MS", 10_000)?,
-            namespaces: Namespaces::from_lookup(lookup).map_err(|e| ConfigError::Invalid {
-                name: Namespaces::ENV,
-                reason: e.to_string(),
-            })?,
-            max_subscriptions: parse(
-                lookup,
-                "EDGEPUSH_MAX_SUBSCRIPTIONS",
-                DEFAULT_MAX_SUBSCRIPTIONS,
-            )?,
-            presence_interval: millis(
-                lookup,
-                "EDGEPUSH_PRESENCE_INTERVAL_MS",
-                DEFAULT_PRESENCE_INTERVAL.as_millis() as u64,
-            )?,
-            user_presence: parse(lookup, "EDGEPUSH_USER_PRESENCE", true)?,
+            push_concurrency: vars.parse("EDGEPUSH_PUSH_CONCURRENCY", DEFAULT_PUSH_CONCURRENCY)?,
+            push_read_timeout: ms("EDGEPUSH_PUSH_READ_TIMEOUT_MS", 10_000)?,
+            namespaces: Namespaces::from_lookup(&lookup)
+                .map_err(|e| ConfigError::invalid(Namespaces::ENV, e))?,
+            max_subscriptions: vars
+                .parse("EDGEPUSH_MAX_SUBSCRIPTIONS", DEFAULT_MAX_SUBSCRIPTIONS)?,
+            presence_interval: vars
+                .millis("EDGEPUSH_PRESENCE_INTERVAL_MS", DEFAULT_PRESENCE_INTERVAL)?,
+            user_presence: vars.parse("EDGEPUSH_USER_PRESENCE", true)?,
         }
         .validated()
     }
@@ -334,29 +289,32 @@ fn default_node_id() -> NodeId {
     NodeId::new(format!("node-{bits:08x}")).expect("valid node id")
 }
 
-fn parse<T: FromStr>(
-    lookup: &dyn Fn(&str) -> Option<String>,
-    name: &'static str,
-    default: T,
-) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    match lookup(name) {
-        None => Ok(default),
-        Some(v) => v.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
-            name,
-            reason: e.to_string(),
-        }),
-    }
+/// What `edge-node serve` runs on: the node's configuration and its two
+/// stores, parsed once from one lookup.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The node.
+    pub node: NodeConfig,
+    /// Routes and liveness (`EDGEPUSH_REDIS_URL`, `EDGEPUSH_REDIS_CLUSTER`);
+    /// its route TTL is the node's.
+    pub redis: RedisConfig,
+    /// Messages (`EDGEPUSH_MONGODB_URI`, `EDGEPUSH_MONGODB_DATABASE`).
+    pub mongo: MongoConfig,
 }
 
-fn millis(
-    lookup: &dyn Fn(&str) -> Option<String>,
-    name: &'static str,
-    default: u64,
-) -> Result<Duration, ConfigError> {
-    parse(lookup, name, default).map(Duration::from_millis)
+impl ServeConfig {
+    /// Parses every variable `edge-node serve` reads through `lookup`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let node = NodeConfig::from_lookup(&lookup)?;
+        let mut redis = RedisConfig::from_lookup(&lookup)?;
+        // The node refreshes its routes within a third of this.
+        redis.route_ttl = node.route_ttl;
+        Ok(Self {
+            node,
+            redis,
+            mongo: MongoConfig::from_lookup(&lookup)?,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -376,7 +334,7 @@ mod tests {
         let mut pairs = BASE.to_vec();
         pairs.push(("EDGEPUSH_NODE_ID", "n1"));
         pairs.push(("EDGEPUSH_SEND_QUEUE", "16"));
-        let cfg = NodeConfig::from_lookup(&lookup(&pairs)).unwrap();
+        let cfg = NodeConfig::from_lookup(lookup(&pairs)).unwrap();
         assert_eq!(cfg.node_id.as_str(), "n1");
         assert_eq!(cfg.send_queue, 16);
         assert_eq!(cfg.ws_addr.port(), 9001);
@@ -394,14 +352,14 @@ mod tests {
         ));
         pairs.push(("EDGEPUSH_MAX_SUBSCRIPTIONS", "4"));
         pairs.push(("EDGEPUSH_USER_PRESENCE", "false"));
-        let cfg = NodeConfig::from_lookup(&lookup(&pairs)).unwrap();
+        let cfg = NodeConfig::from_lookup(lookup(&pairs)).unwrap();
         let chat = edgepush_core::TopicName::new("chat:1").unwrap();
         assert!(cfg.namespaces.options(&chat).is_some_and(|o| o.presence));
         assert_eq!(cfg.max_subscriptions, 4);
         assert!(!cfg.user_presence);
         let mut pairs = BASE.to_vec();
         pairs.push(("EDGEPUSH_TOPIC_NAMESPACES", "{nope"));
-        let err = NodeConfig::from_lookup(&lookup(&pairs)).unwrap_err();
+        let err = NodeConfig::from_lookup(lookup(&pairs)).unwrap_err();
         assert!(
             err.to_string().contains("EDGEPUSH_TOPIC_NAMESPACES"),
             "{err}"
@@ -410,7 +368,7 @@ mod tests {
 
     #[test]
     fn refuses_to_run_without_a_push_credential() {
-        let err = NodeConfig::from_lookup(&lookup(&BASE[..1])).unwrap_err();
+        let err = NodeConfig::from_lookup(lookup(&BASE[..1])).unwrap_err();
         assert!(
             err.to_string().contains("EDGEPUSH_PUSH_ACCESS_KEY_ID"),
             "{err}"
@@ -421,13 +379,34 @@ mod tests {
     fn reports_malformed_values() {
         let mut pairs = BASE.to_vec();
         pairs.push(("EDGEPUSH_WS_ADDR", "not an address"));
-        let err = NodeConfig::from_lookup(&lookup(&pairs)).unwrap_err();
+        let err = NodeConfig::from_lookup(lookup(&pairs)).unwrap_err();
         assert!(err.to_string().contains("EDGEPUSH_WS_ADDR"), "{err}");
         let mut pairs = BASE.to_vec();
         pairs.push(("EDGEPUSH_HEARTBEAT_MS", "20000"));
-        assert!(NodeConfig::from_lookup(&lookup(&pairs)).is_err());
+        assert!(NodeConfig::from_lookup(lookup(&pairs)).is_err());
         let mut pairs = BASE.to_vec();
         pairs.push(("EDGEPUSH_AUTH_MODE", "sometimes"));
-        assert!(NodeConfig::from_lookup(&lookup(&pairs)).is_err());
+        assert!(NodeConfig::from_lookup(lookup(&pairs)).is_err());
+    }
+
+    #[test]
+    fn blank_values_take_the_default_and_serve_reads_the_stores() {
+        let mut pairs = BASE.to_vec();
+        pairs.push(("EDGEPUSH_SEND_QUEUE", " "));
+        pairs.push(("EDGEPUSH_REDIS_URL", "redis://h:6379"));
+        pairs.push(("EDGEPUSH_REDIS_CLUSTER", "yes"));
+        pairs.push(("EDGEPUSH_MONGODB_URI", "mongodb://h:27017"));
+        pairs.push(("EDGEPUSH_MONGODB_DATABASE", "other"));
+        pairs.push(("EDGEPUSH_ROUTE_TTL_MS", "60000"));
+        let cfg = ServeConfig::from_lookup(lookup(&pairs)).unwrap();
+        assert_eq!(cfg.node.send_queue, 1024);
+        assert!(cfg.redis.cluster);
+        assert_eq!(cfg.redis.route_ttl, Duration::from_secs(60));
+        assert_eq!(cfg.mongo.database, "other");
+        let without_mongo = &pairs[..pairs.len() - 3];
+        assert_eq!(
+            ServeConfig::from_lookup(lookup(without_mongo)).unwrap_err(),
+            ConfigError::Missing("EDGEPUSH_MONGODB_URI")
+        );
     }
 }

@@ -6,7 +6,7 @@
 //! the upgrade, with nothing registered anywhere.
 
 use bytes::BytesMut;
-pub use edgepush_core::upgrade::UpgradeRequest;
+pub(crate) use edgepush_core::upgrade::UpgradeRequest;
 use edgepush_core::upgrade::{HeadError, parse_head};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -16,7 +16,7 @@ const MAX_HEAD: usize = 8 * 1024;
 
 /// Why an upgrade request was refused before a token was looked at.
 #[derive(Debug, thiserror::Error)]
-pub enum HandshakeError {
+pub(crate) enum HandshakeError {
     /// The socket failed or closed before a full request head arrived.
     #[error("socket: {0}")]
     Io(#[from] std::io::Error),
@@ -31,7 +31,7 @@ pub enum HandshakeError {
 /// Reads one request head from `stream`. Returns the request and any bytes
 /// that arrived after the head (the client's first frames, if it did not
 /// wait for our answer).
-pub async fn read_request<S: AsyncRead + Unpin>(
+pub(crate) async fn read_request<S: AsyncRead + Unpin>(
     stream: &mut S,
 ) -> Result<(UpgradeRequest, Vec<u8>), HandshakeError> {
     let mut buf = BytesMut::with_capacity(1024);
@@ -55,7 +55,7 @@ pub async fn read_request<S: AsyncRead + Unpin>(
 }
 
 /// Writes a complete non-upgrade answer with a JSON error body and closes.
-pub async fn write_error<S: AsyncWrite + Unpin>(
+pub(crate) async fn write_error<S: AsyncWrite + Unpin>(
     stream: &mut S,
     status: u16,
     reason: &str,
@@ -83,7 +83,7 @@ pub async fn write_error<S: AsyncWrite + Unpin>(
 }
 
 /// Writes the `101 Switching Protocols` answer to `key`.
-pub async fn write_switching<S: AsyncWrite + Unpin>(
+pub(crate) async fn write_switching<S: AsyncWrite + Unpin>(
     stream: &mut S,
     key: &str,
 ) -> std::io::Result<()> {

@@ -42,7 +42,7 @@ type Shard = Mutex<HashMap<ConnId, Arc<Conn>>>;
 /// with every other recipient. Cloning it allocates nothing: the topic
 /// name and the frame are reference counted.
 #[derive(Debug, Clone)]
-pub struct Outbound {
+pub(crate) struct Outbound {
     /// The message's seq, so the connection can drop duplicates.
     pub seq: Seq,
     /// The topic of a topic frame; `None` for the user's own stream.
@@ -66,7 +66,7 @@ struct ConnState {
 
 /// Why a connection's task was woken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wake {
+pub(crate) enum Wake {
     /// Frames were moved into the burst.
     Frames,
     /// Catch up from the message store (and then go on).
@@ -78,7 +78,7 @@ pub enum Wake {
 
 /// One live connection, shared by the hub and the connection's task.
 #[derive(Debug)]
-pub struct Conn {
+pub(crate) struct Conn {
     /// The user the token named.
     pub user_id: UserId,
     /// Where the client connects from (the push API's `identity.sourceIp`).
@@ -104,7 +104,7 @@ impl Conn {
     }
 
     /// Asks the connection to close with `code` (the first request wins).
-    pub fn close(&self, code: u16) {
+    pub(crate) fn close(&self, code: u16) {
         let mut state = self.state();
         if state.close.is_none() {
             state.close = Some(code);
@@ -114,7 +114,7 @@ impl Conn {
     }
 
     /// Asks the connection to catch up from the message store.
-    pub fn resync(&self) {
+    pub(crate) fn resync(&self) {
         self.state().resync = true;
         self.wake.notify_one();
     }
@@ -123,7 +123,7 @@ impl Conn {
     /// `max` queued frames into `into`. With `frames` false only a resync or
     /// a close ends the wait (the session is reading the store and leaves
     /// queued frames where they are).
-    pub async fn next(&self, into: &mut Vec<Outbound>, max: usize, frames: bool) -> Wake {
+    pub(crate) async fn next(&self, into: &mut Vec<Outbound>, max: usize, frames: bool) -> Wake {
         loop {
             {
                 let mut state = self.state();
@@ -151,14 +151,14 @@ impl Conn {
 
     /// The close code asked for, if any.
     #[cfg(test)]
-    pub fn close_requested(&self) -> Option<u16> {
+    pub(crate) fn close_requested(&self) -> Option<u16> {
         self.state().close
     }
 }
 
 /// What a delivery to one connection came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
+pub(crate) enum Delivery {
     /// Queued.
     Queued,
     /// The connection is not on this node.
@@ -170,7 +170,7 @@ pub enum Delivery {
 
 /// Why the hub refused a new connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CapExceeded {
+pub(crate) enum CapExceeded {
     /// The node holds its most connections.
     Node(usize),
     /// The user holds their most connections on this node.
@@ -179,7 +179,7 @@ pub enum CapExceeded {
 
 /// The connection caps [`Hub::insert`] enforces.
 #[derive(Debug, Clone, Copy)]
-pub struct Caps {
+pub(crate) struct Caps {
     /// Most connections on the node.
     pub node: usize,
     /// Most connections of one user on the node.
@@ -190,7 +190,7 @@ pub struct Caps {
 
 /// What a new connection brings to the hub.
 #[derive(Debug)]
-pub struct ConnInit {
+pub(crate) struct ConnInit {
     /// The user the token named.
     pub user_id: UserId,
     /// The client's address.
@@ -200,7 +200,7 @@ pub struct ConnInit {
 }
 
 /// The node's live connections.
-pub struct Hub {
+pub(crate) struct Hub {
     shards: Box<[Shard]>,
     /// Open connections per user, sharded like the connections (by user).
     users: Box<[Mutex<HashMap<UserId, usize>>]>,
@@ -221,7 +221,7 @@ fn shard_of(key: &str) -> usize {
 
 impl Hub {
     /// An empty hub.
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             users: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
@@ -244,7 +244,7 @@ impl Hub {
 
     /// Adds a connection, unless the node or its user already holds as many
     /// as `caps` allow.
-    pub fn insert(
+    pub(crate) fn insert(
         &self,
         conn_id: ConnId,
         init: ConnInit,
@@ -284,7 +284,7 @@ impl Hub {
     }
 
     /// Removes a connection; returns whether it was there.
-    pub fn remove(&self, conn_id: &ConnId) -> bool {
+    pub(crate) fn remove(&self, conn_id: &ConnId) -> bool {
         let Some(conn) = self.shard(conn_id.as_str()).remove(conn_id) else {
             return false;
         };
@@ -300,7 +300,7 @@ impl Hub {
     }
 
     /// The connection `conn_id`, if it is on this node.
-    pub fn get(&self, conn_id: &ConnId) -> Option<Arc<Conn>> {
+    pub(crate) fn get(&self, conn_id: &ConnId) -> Option<Arc<Conn>> {
         self.shard(conn_id.as_str()).get(conn_id).cloned()
     }
 
@@ -308,7 +308,7 @@ impl Hub {
     /// connection's queue has been used, without allocating). With `user`,
     /// a connection of another user counts as gone: a push batch delivers a
     /// message only to connections of the message's user.
-    pub fn deliver(&self, conn_id: &str, user: Option<&str>, out: Outbound) -> Delivery {
+    pub(crate) fn deliver(&self, conn_id: &str, user: Option<&str>, out: Outbound) -> Delivery {
         let Some(conn) = self.shard(conn_id).get(conn_id).cloned() else {
             return Delivery::Gone;
         };
@@ -320,7 +320,7 @@ impl Hub {
 
     /// Queues `out` for `conn` without waiting (a topic fan-out holds the
     /// subscriber's handle already).
-    pub fn deliver_to(&self, conn: &Conn, out: Outbound) -> Delivery {
+    pub(crate) fn deliver_to(&self, conn: &Conn, out: Outbound) -> Delivery {
         let mut state = conn.state();
         if state.close.is_some() {
             return Delivery::TooSlow;
@@ -340,7 +340,7 @@ impl Hub {
     }
 
     /// Every (user, connection) on this node.
-    pub fn routes(&self) -> Vec<(UserId, ConnId)> {
+    pub(crate) fn routes(&self) -> Vec<(UserId, ConnId)> {
         let mut out = Vec::new();
         for shard in 0..SHARDS {
             self.routes_in(shard, &mut out);
@@ -349,10 +349,10 @@ impl Hub {
     }
 
     /// How many shards [`routes_in`](Self::routes_in) takes.
-    pub const SHARDS: usize = SHARDS;
+    pub(crate) const SHARDS: usize = SHARDS;
 
     /// Appends the (user, connection) pairs of shard `shard` to `out`.
-    pub fn routes_in(&self, shard: usize, out: &mut Vec<(UserId, ConnId)>) {
+    pub(crate) fn routes_in(&self, shard: usize, out: &mut Vec<(UserId, ConnId)>) {
         let Some(shard) = self.shards.get(shard) else {
             return;
         };
@@ -365,7 +365,7 @@ impl Hub {
     }
 
     /// Asks every connection to catch up from the message store.
-    pub fn resync_all(&self) {
+    pub(crate) fn resync_all(&self) {
         for conn in self.all() {
             conn.resync();
         }
@@ -373,7 +373,7 @@ impl Hub {
 
     /// Calls `f` with every connection, one shard at a time (the broadcast
     /// fan-out); returns how many there were.
-    pub fn for_each(&self, mut f: impl FnMut(&Conn)) -> usize {
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&Conn)) -> usize {
         let mut count = 0;
         for shard in self.shards.iter() {
             let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
@@ -387,7 +387,7 @@ impl Hub {
 
     /// The connections of shard `shard` with their ids and open times (the
     /// presence refresh).
-    pub fn conns_in(&self, shard: usize, out: &mut Vec<(ConnId, Arc<Conn>)>) {
+    pub(crate) fn conns_in(&self, shard: usize, out: &mut Vec<(ConnId, Arc<Conn>)>) {
         let Some(shard) = self.shards.get(shard) else {
             return;
         };
@@ -410,7 +410,7 @@ impl Hub {
     }
 
     /// Asks every connection to close with `code`.
-    pub fn close_all(&self, code: u16) {
+    pub(crate) fn close_all(&self, code: u16) {
         for shard in self.shards.iter() {
             let conns: Vec<Arc<Conn>> = shard
                 .lock()
@@ -425,13 +425,15 @@ impl Hub {
     }
 
     /// How many connections are open.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.count.load(Ordering::Acquire)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use edgepush_core::protocol::{CLOSE_DRAINING, CLOSE_NORMAL};
+
     use super::*;
 
     fn init(user: &str) -> ConnInit {
@@ -536,8 +538,11 @@ mod tests {
             waiting.is_err(),
             "frames must not wake a session that reads the store"
         );
-        conn.close(1000);
-        assert_eq!(conn.next(&mut burst, 3, false).await, Wake::Close(1000));
+        conn.close(CLOSE_NORMAL);
+        assert_eq!(
+            conn.next(&mut burst, 3, false).await,
+            Wake::Close(CLOSE_NORMAL)
+        );
     }
 
     #[tokio::test]
@@ -586,7 +591,7 @@ mod tests {
             tokio::spawn(async move { conn.next(&mut Vec::new(), 8, true).await })
         };
         tokio::task::yield_now().await;
-        hub.close_all(1012);
-        assert_eq!(waiter.await.unwrap(), Wake::Close(1012));
+        hub.close_all(CLOSE_DRAINING);
+        assert_eq!(waiter.await.unwrap(), Wake::Close(CLOSE_DRAINING));
     }
 }

@@ -13,46 +13,55 @@
 //! gap-filled from the topic store like the user's stream. Presence (who is
 //! online, who is subscribed) is written, coalesced, to the presence store.
 //!
-//! The same binary runs dev mode: the whole system in one process.
+//! Dev mode (the whole system in one process) lives in its own crate,
+//! `edgepush-dev`, on top of this library.
 //!
 //! # Layout
 //!
-//! - [`config`]: [`NodeConfig`](config::NodeConfig), parsed once from the
-//!   environment.
-//! - [`server`]: [`server::run`]: listeners, accept loop, graceful drain.
-//! - `state`: what the parts share ([`NodeDeps`], the node's state).
+//! One noun per module; a module uses only those above it in this list
+//! (`scripts/module-cycles` checks that no two depend on each other):
+//!
+//! - [`config`]: [`NodeConfig`](config::NodeConfig) and
+//!   [`ServeConfig`](config::ServeConfig), parsed once from a lookup.
+//! - [`metrics`]: counters rendered for Prometheus.
 //! - `handshake`: the HTTP upgrade request, read by hand so the token is
-//!   verified (asynchronously) before the upgrade.
-//! - `admission`: everything that can refuse a client before the upgrade
-//!   (token, caps, route store), mapped to HTTP answers.
-//! - `connection`: one accepted socket: handshake, admission, `101`, the
-//!   session, the close, forgetting the route.
-//! - `session`: one client's session: the loop that writes queued and
-//!   replayed frames in seq order per stream (the user's, broadcast, each
-//!   topic), reads acks, subscribe, unsubscribe and publish frames, pings.
-//! - `replay`: the session's store jobs (where a stream starts, replay
-//!   pages, gap fills, client publishes), bounded by permits and a timeout.
+//!   verified (asynchronously) before the upgrade, and the raw answers.
+//! - `hub`: the node's map of live connections, with bounded queues and the
+//!   connection caps.
 //! - `topics`: the topic index (local subscribers per topic) and the topic
 //!   fan-out.
+//! - `acks`: client acks coalesced into one store write per user per
+//!   interval.
 //! - `registrar`: the node's topic memberships in the route store.
 //! - `presence`: presence changes, coalesced into one write per interval,
 //!   and join/leave events.
-//! - `acks`: client acks coalesced into one store write per user per
-//!   interval.
-//! - `hub`: the node's map of live connections, with bounded queues and the
-//!   connection caps.
+//! - `state`: what the parts share ([`NodeDeps`], the node's state).
+//! - `admission`: everything that can refuse a client before the upgrade
+//!   (path, method, token, caps, route store), mapped to HTTP answers.
+//! - `replay`: the session's store jobs (where a stream starts, replay
+//!   pages, gap fills, client publishes), bounded by permits and a timeout.
+//! - `session`: one client's session, like mini-redis's `Handler`: the
+//!   struct that owns the connection's state and the one loop that writes
+//!   queued and replayed frames in seq order per stream (the user's,
+//!   broadcast, each topic), reads acks, subscribe, unsubscribe and publish
+//!   frames, pings.
+//! - `connection`: one accepted socket: handshake, admission, `101`, the
+//!   session, the close frame, forgetting the route.
 //! - `push_api`: the API Gateway Management API compatible push API,
 //!   the batch endpoint, health and metrics.
 //! - `registration`: heartbeat, route re-registration and route refresh.
-//! - [`metrics`]: counters rendered for Prometheus.
-//! - [`dev`]: dev mode.
-//! - [`shutdown`]: the signals that start a drain.
+//! - [`server`]: [`server::run`]: listeners, accept loop, graceful drain;
+//!   [`server::serve`]: the same on Redis and MongoDB from a [`ServeConfig`]
+//!   (the binary drains on [`edgepush_startup::shutdown_signal`]).
+//! - [`verifier_for`] (here): the token verifier an [`AuthMode`] asks for.
+//!
+//! Close codes are the named constants of [`edgepush_core::protocol`];
+//! every frame a session writes goes through one timed helper
+//! (`session::timed`).
 
 pub mod config;
-pub mod dev;
 pub mod metrics;
 pub mod server;
-pub mod shutdown;
 
 mod acks;
 mod admission;
@@ -68,8 +77,8 @@ mod session;
 mod state;
 mod topics;
 
-pub use config::{AuthMode, NodeConfig};
-pub use server::run;
+pub use config::{AuthMode, NodeConfig, ServeConfig};
+pub use server::{run, serve};
 pub use state::NodeDeps;
 
 use std::sync::Arc;
@@ -77,8 +86,9 @@ use std::sync::Arc;
 use edgepush_auth::{JwtVerifier, RemoteVerifier};
 use edgepush_core::TokenVerifier;
 
-/// The token verifier `mode` asks for.
-pub fn verifier_for(mode: &AuthMode) -> anyhow::Result<Arc<dyn TokenVerifier>> {
+/// The token verifier `mode` asks for; an error names what is wrong with
+/// its keys or URL.
+pub fn verifier_for(mode: &AuthMode) -> Result<Arc<dyn TokenVerifier>, edgepush_auth::ConfigError> {
     Ok(match mode {
         AuthMode::Local(cfg) => Arc::new(JwtVerifier::new(cfg.clone())?),
         AuthMode::Remote { url } => Arc::new(RemoteVerifier::new(

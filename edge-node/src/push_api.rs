@@ -47,7 +47,6 @@ use hyper_util::service::TowerToHyperService;
 use percent_encoding::percent_decode_str;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -57,9 +56,9 @@ use crate::session::text_frame;
 use crate::state::NodeState;
 
 /// The largest `PostToConnection` body, as API Gateway allows.
-pub const MAX_POST_BYTES: usize = 128 * 1024;
+pub(crate) const MAX_POST_BYTES: usize = 128 * 1024;
 /// The largest batch body.
-pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 
 /// How long open push connections get to finish after `stop`.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -305,10 +304,7 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
 }
 
 fn post(state: &NodeState, conn: &ConnId, body: bytes::Bytes) -> Result<Response, ApiError> {
-    let frame = match Utf8Bytes::try_from(body.clone()) {
-        Ok(text) => Message::Text(text),
-        Err(_) => Message::Binary(body),
-    };
+    let frame = text_frame(body);
     match state.hub.deliver(
         conn.as_str(),
         None,
@@ -459,28 +455,16 @@ fn topics(state: &NodeState, body: &[u8]) -> Result<Response, ApiError> {
     Ok((StatusCode::OK, axum::Json(result)).into_response())
 }
 
-/// `2024-01-02T03:04:05.678Z` for `t` (UTC), without a date library.
+/// The format of the push API's times: `2024-01-02T03:04:05.678Z` (UTC).
+const ISO8601_MILLIS: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+);
+
+/// `t` as `2024-01-02T03:04:05.678Z` (UTC).
 pub(crate) fn iso8601(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
+    time::OffsetDateTime::from(t)
+        .format(ISO8601_MILLIS)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -209,6 +209,9 @@ impl StoreRead {
                 Read::Started { start, latest }
             }
             Ok(Answer::Page(frames)) => {
+                // The store's contract: a page shorter than asked is the end
+                // of the log (`MessageStore` and `TopicStore`, rule
+                // `a_short_page_means_the_end_of_the_log`).
                 if frames.len() < self.asked {
                     self.step = Step::End;
                 }

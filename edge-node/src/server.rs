@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use edgepush_core::protocol::CLOSE_DRAINING;
+use edgepush_delivery::{HttpPusher, PushClientConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -27,6 +28,69 @@ pub enum ServerError {
     /// A listener's address could not be read.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// A listener could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The route store (Redis) could not be reached at start-up.
+    #[error("redis: {0}")]
+    Routes(#[from] edgepush_core::RouteError),
+    /// The message store (MongoDB) could not be reached at start-up.
+    #[error("mongodb: {0}")]
+    Messages(#[from] edgepush_core::StoreError),
+    /// The token verifier's keys or URL are unusable.
+    #[error("token verification: {0}")]
+    Auth(#[from] edgepush_auth::ConfigError),
+    /// No push credential to sign pushes to other nodes with (presence
+    /// events, client publishes).
+    #[error("a push credential is required")]
+    NoPushCredential,
+    /// The push client to other nodes could not be built.
+    #[error("push client: {0}")]
+    PushClient(#[from] edgepush_delivery::BuildError),
+}
+
+/// Runs one node on Redis and MongoDB as `config` says, until `shutdown`
+/// resolves, then drains: what `edge-node serve` (and dev mode's node
+/// processes) run once their configuration is parsed.
+pub async fn serve(
+    config: crate::ServeConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let crate::ServeConfig { node, redis, mongo } = config;
+    let routes = Arc::new(edgepush_redis::RedisRouteStore::connect(redis).await?);
+    let messages = edgepush_mongo::MongoMessageStore::connect(mongo.clone()).await?;
+    let topics = edgepush_mongo::MongoTopicStore::on(messages.database(), mongo).await?;
+    // Presence events and client publishes go to other nodes signed with
+    // the push credential every node verifies.
+    let credential = node
+        .push_credentials
+        .first()
+        .cloned()
+        .ok_or(ServerError::NoPushCredential)?;
+    let pusher = HttpPusher::new(PushClientConfig::new(credential))?;
+    let deps = NodeDeps {
+        routes: routes.clone(),
+        nodes: routes.clone(),
+        messages: Arc::new(messages),
+        verifier: crate::verifier_for(&node.auth)?,
+        topics: Arc::new(topics),
+        topic_routes: routes.clone(),
+        presence: routes,
+        pusher: Arc::new(pusher),
+    };
+    let bind = |addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })
+    };
+    let ws = bind(node.ws_addr).await?;
+    let push = bind(node.push_addr).await?;
+    run(ws, push, node, deps, shutdown).await
 }
 
 /// Runs a node on `ws` (client WebSockets) and `push` (push API, health,
@@ -69,7 +133,20 @@ pub async fn run(
     // Stopped after the drain, so that acks of the last connections are
     // written before the node exits.
     let stop_acks = CancellationToken::new();
-    let ack_writer = tokio::spawn(acks::run(state.clone(), stop_acks.clone()));
+    let ack_writer = tokio::spawn({
+        let (state, stop) = (state.clone(), stop_acks.clone());
+        async move {
+            let config = &state.config;
+            acks::run(
+                &state.acks,
+                &*state.deps.messages,
+                &state.metrics,
+                config.ack_interval,
+                stop,
+            )
+            .await;
+        }
+    });
     let presence_writer = tokio::spawn(presence::run(state.clone(), stop_acks.clone()));
 
     let connections = TaskTracker::new();

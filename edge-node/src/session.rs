@@ -66,11 +66,6 @@ const BURST: usize = 64;
 /// queue-overflow path says "too slow"); both count as slow clients.
 pub(crate) const WRITE_TIMED_OUT: &str = "too slow: writes timed out";
 
-/// Close code: an unexpected condition on the server (the store failed).
-pub(crate) const CLOSE_INTERNAL: u16 = 1011;
-/// Close code: the server goes away (idle timeout).
-pub(crate) const CLOSE_GOING_AWAY: u16 = 1001;
-
 /// Longest idempotency key of a client publish, as the collect API's.
 const MAX_IDEMPOTENCY_KEY: usize = 128;
 
@@ -93,6 +88,42 @@ pub(crate) async fn timed<T>(
         Ok(Ok(v)) => Ok(v),
         Ok(Err(_)) => Err(End::Lost),
         Err(_) => Err(End::Close(protocol::CLOSE_TOO_SLOW, WRITE_TIMED_OUT)),
+    }
+}
+
+/// A burst of writes to the client: frames fed one after the other, then
+/// one flush, each step within the write timeout ([`timed`]).
+struct Burst<'w> {
+    ws: &'w mut Ws,
+    limit: Duration,
+    written: u64,
+}
+
+impl<'w> Burst<'w> {
+    fn new(ws: &'w mut Ws, limit: Duration) -> Self {
+        Self {
+            ws,
+            limit,
+            written: 0,
+        }
+    }
+
+    /// Queues `frame` in the socket's buffer.
+    async fn feed(&mut self, frame: Message) -> Result<(), End> {
+        timed(self.limit, self.ws.feed(frame)).await?;
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Flushes what was fed, if anything, and counts it.
+    async fn flush(self, metrics: &Metrics) -> Result<(), End> {
+        if self.written > 0 {
+            timed(self.limit, self.ws.flush()).await?;
+            metrics
+                .frames_written
+                .fetch_add(self.written, Ordering::Relaxed);
+        }
+        Ok(())
     }
 }
 
@@ -283,7 +314,7 @@ impl Session {
                 }
                 _ = ping.tick() => {
                     if last_heard.elapsed() >= idle_timeout {
-                        return End::Close(CLOSE_GOING_AWAY, "idle timeout");
+                        return End::Close(protocol::CLOSE_GOING_AWAY, "idle timeout");
                     }
                     let now_secs = (edgepush_core::message::now_ms() / 1000) as u64;
                     if self.expires_at.is_some_and(|exp| exp <= now_secs) {
@@ -393,7 +424,7 @@ impl Session {
                 }
                 tracing::warn!(user = %self.conn.user_id, error = %e, "store read failed; closing so the client resumes later");
                 Err(End::Close(
-                    CLOSE_INTERNAL,
+                    protocol::CLOSE_INTERNAL,
                     "message store unavailable; reconnect",
                 ))
             }
@@ -423,29 +454,21 @@ impl Session {
                 Ok(())
             }
             Read::Page(frames) => {
-                let write_timeout = self.state.config.write_timeout;
                 let Some(stream) = self.stream(&target) else {
                     return Ok(());
                 };
                 let mut last = stream.last;
-                let mut written = 0u64;
+                let mut burst = Burst::new(ws, self.state.config.write_timeout);
                 for (seq, frame) in frames {
                     if seq > last {
-                        timed(write_timeout, ws.feed(text_frame(frame))).await?;
+                        burst.feed(text_frame(frame)).await?;
                         last = seq;
-                        written += 1;
                     }
                 }
                 if let Some(stream) = self.stream(&target) {
                     stream.last = last;
                 }
-                if written > 0 {
-                    timed(write_timeout, ws.flush()).await?;
-                    self.state
-                        .metrics
-                        .frames_written
-                        .fetch_add(written, Ordering::Relaxed);
-                }
+                burst.flush(&self.state.metrics).await?;
                 if let Some((read, _)) = self.read.as_mut() {
                     read.advance(last);
                 }
@@ -502,8 +525,7 @@ impl Session {
         if self.held.is_empty() {
             return Ok(());
         }
-        let write_timeout = self.state.config.write_timeout;
-        let mut written = 0u64;
+        let mut burst = Burst::new(ws, self.state.config.write_timeout);
         /// What to do with the frame in front.
         enum Next {
             Drop,
@@ -548,18 +570,11 @@ impl Session {
                     let Some(out) = self.held.pop_front() else {
                         break;
                     };
-                    timed(write_timeout, ws.feed(out.frame)).await?;
-                    written += 1;
+                    burst.feed(out.frame).await?;
                 }
             }
         }
-        if written > 0 {
-            timed(write_timeout, ws.flush()).await?;
-            self.state
-                .metrics
-                .frames_written
-                .fetch_add(written, Ordering::Relaxed);
-        }
+        burst.flush(&self.state.metrics).await?;
         if self.held.is_empty() && self.held.capacity() > BURST {
             self.held = VecDeque::new();
         }

@@ -95,7 +95,7 @@ pub(crate) struct NodeState {
 
 impl NodeState {
     /// The state of a node with `config` and `deps`, advertising `push_url`.
-    pub fn new(config: NodeConfig, deps: NodeDeps, push_url: String) -> Self {
+    pub(crate) fn new(config: NodeConfig, deps: NodeDeps, push_url: String) -> Self {
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(256)
             .write_buffer_size(4096)
@@ -131,14 +131,14 @@ impl NodeState {
     }
 
     /// A fresh connection id: boot id and counter, 16 hex digits.
-    pub fn next_conn_id(&self) -> ConnId {
+    pub(crate) fn next_conn_id(&self) -> ConnId {
         let n = self.next_conn.fetch_add(1, Ordering::Relaxed);
         ConnId::new(format!("{:08x}{:08x}", self.boot_id, n as u32))
             .expect("hex is a valid connection id")
     }
 
     /// Whether the node is draining.
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
     }
 
@@ -151,7 +151,7 @@ impl NodeState {
     }
 
     /// Joins `conn` to `topic` in the topic index (telling presence).
-    pub fn join_topic(&self, topic: &TopicName, conn_id: &ConnId, conn: &Arc<Conn>) {
+    pub(crate) fn join_topic(&self, topic: &TopicName, conn_id: &ConnId, conn: &Arc<Conn>) {
         let presence = self.keeps_presence(topic);
         let before = self.topics.subscribe(topic, conn_id, conn, presence);
         if presence {
@@ -161,7 +161,7 @@ impl NodeState {
 
     /// Takes `conn_id` of `user` out of `topic` (telling presence), and has
     /// the membership released when it was the node's last subscriber.
-    pub fn leave_topic(&self, topic: &TopicName, conn_id: &ConnId, user: &UserId) {
+    pub(crate) fn leave_topic(&self, topic: &TopicName, conn_id: &ConnId, user: &UserId) {
         let Some((before, empty)) = self.topics.unsubscribe(topic, conn_id, user) else {
             return;
         };

@@ -124,7 +124,7 @@ impl Collect {
             .await
             .context("collect: binding 127.0.0.1:0")?;
         let addr = listener.local_addr()?;
-        let app = edgepush_collect::dev::router(collector);
+        let app = edgepush_collect::router(collector);
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "test collect server failed");

@@ -16,8 +16,9 @@ use anyhow::{Context as _, anyhow, bail};
 use tokio::time::Instant;
 
 use crate::env::TestEnv;
-use crate::servers::{TempDir, free_port, tail};
 use crate::tokens::{JWT_SECRET, PUSH_ACCESS_KEY_ID, PUSH_REGION, PUSH_SECRET};
+use edgepush_testkit::free_port;
+use edgepush_testkit::servers::{TempDir, tail};
 
 /// How long a node may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);

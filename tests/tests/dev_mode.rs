@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
-use edge_node::dev::{self, DevConfig};
+use edgepush_dev::{self as dev, DevConfig};
 use edgepush_tests::WsClient;
 use serde_json::json;
 

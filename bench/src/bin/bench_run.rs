@@ -4,7 +4,7 @@
 //! `scripts/bench` builds the binaries, starts a private Redis and MongoDB
 //! wire server, installs Centrifugo, and calls this with their addresses.
 //! This process spawns the servers under test (`edge-node serve`,
-//! `edge-node dev`, `centrifugo`), holds up to ~19,000 client connections
+//! `edgepush-dev`, `centrifugo`), holds up to ~19,000 client connections
 //! itself, and spawns `loadgen` processes for the many-process run.
 //!
 //! Scenarios (sizes from the flags; `--quick` shrinks everything):
@@ -69,6 +69,9 @@ struct Args {
     /// The `edge-node` binary (release).
     #[arg(long, default_value = "target/release/edge-node")]
     edge_node_bin: PathBuf,
+    /// The `edgepush-dev` binary (release): dev mode, for the end-to-end row.
+    #[arg(long, default_value = "target/release/edgepush-dev")]
+    dev_bin: PathBuf,
     /// The `loadgen` binary (release).
     #[arg(long, default_value = "target/release/loadgen")]
     loadgen_bin: PathBuf,
@@ -902,7 +905,7 @@ impl Runner {
     }
 
     /// Collect -> MongoDB -> dispatch -> Redis -> node -> client, in
-    /// `edge-node dev` (collect, dispatch and two nodes in one process) on
+    /// dev mode (`edgepush-dev`: collect, dispatch and two nodes in one process) on
     /// the real stores.
     async fn latency_e2e(&mut self) -> anyhow::Result<()> {
         eprintln!("== latency: edgepush end to end (collect)");
@@ -910,9 +913,8 @@ impl Runner {
         let ws_port = free_pair()?;
         let push_port = free_pair()?;
         let log = self.args.work_dir.join("edge-node-dev.log");
-        let mut child = Command::new(&self.args.edge_node_bin)
+        let mut child = Command::new(&self.args.dev_bin)
             .args([
-                "dev",
                 "--redis-url",
                 &self.args.redis_url,
                 "--mongodb-uri",
@@ -930,29 +932,29 @@ impl Runner {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
             .spawn()
-            .context("starting edge-node dev")?;
+            .context("starting edgepush-dev")?;
         wait_http_ok(
             &format!("http://127.0.0.1:{push_port}/readyz"),
             &mut child,
-            "edge-node dev",
+            "edgepush-dev",
             &log,
         )
         .await?;
         let pid = child.id();
         let server = Server {
-            name: "edge-node dev".into(),
+            name: "edgepush-dev".into(),
             child,
             pid,
             ws_url: format!("ws://127.0.0.1:{ws_port}/ws"),
             http_url: format!("http://127.0.0.1:{collect_port}"),
         };
-        let mut pids = vec![("edge-node dev (collect+dispatch+nodes)".to_owned(), pid)];
+        let mut pids = vec![("edgepush-dev (collect+dispatch+nodes)".to_owned(), pid)];
         pids.extend(self.store_pids());
 
         // Fan-out through the whole path: one user with N connections.
         let user = format!("e{}", self.run_id);
         let mut cfg = self.swarm_config(&server, Protocol::Edgepush);
-        cfg.secret = edge_node::dev::DEV_JWT_SECRET.as_bytes().to_vec();
+        cfg.secret = edgepush_dev::DEV_JWT_SECRET.as_bytes().to_vec();
         cfg.users = Users::Single(user.clone());
         let mut swarm = Swarm::new(cfg).await?;
         swarm.grow(self.args.latency_connections).await;
@@ -988,7 +990,7 @@ impl Runner {
         let n = self.args.latency_connections;
         let prefix = format!("s{}x", self.run_id);
         let mut cfg = self.swarm_config(&server, Protocol::Edgepush);
-        cfg.secret = edge_node::dev::DEV_JWT_SECRET.as_bytes().to_vec();
+        cfg.secret = edgepush_dev::DEV_JWT_SECRET.as_bytes().to_vec();
         cfg.users = Users::PerConnection {
             prefix: prefix.clone(),
         };

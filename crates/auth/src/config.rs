@@ -6,11 +6,14 @@
 //! claims any other algorithm is refused.
 //!
 //! [`AuthConfig::from_lookup`] reads the `EDGEPUSH_JWT_*` variables through a
-//! lookup function, so binaries pass `|k| std::env::var(k).ok()` and tests
+//! lookup function, so binaries pass the resolved environment of the start-up
+//! path (`edgepush-startup`) and tests
 //! pass a map, without touching the process environment.
 
 use std::fmt;
 use std::time::Duration;
+
+use edgepush_core::config::Vars;
 
 /// Leeway applied to `exp` and `nbf` when none is configured: covers the
 /// clock skew between the token issuer and the verifier.
@@ -204,7 +207,9 @@ impl AuthConfig {
     ///
     /// The PEM and JWKS contents are parsed by [`crate::JwtVerifier::new`].
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        // Untrimmed: the HS256 secret is used byte for byte.
+        let vars = Vars::new(lookup);
+        let get = |name: &str| vars.untrimmed(name);
 
         let alg = match get(ENV_ALG) {
             None => Alg::Hs256,
@@ -397,6 +402,14 @@ pub enum ConfigError {
     /// The remote verifier's URL or HTTP client is unusable.
     #[error("remote verifier: {0}")]
     Remote(String),
+}
+
+/// At a component's start-up the verifier's own error becomes the one
+/// configuration error of the workspace, naming the `EDGEPUSH_JWT_*` group.
+impl From<ConfigError> for edgepush_core::config::ConfigError {
+    fn from(error: ConfigError) -> Self {
+        Self::invalid("EDGEPUSH_JWT_*", error)
+    }
 }
 
 pub(crate) fn check_secret(secret: &[u8]) -> Result<(), ConfigError> {

@@ -5,6 +5,8 @@
 //! `EDGEPUSH_HANDOFF=direct` (the default otherwise) runs dispatch in the
 //! collect process.
 
+use edgepush_core::config::{ConfigError, Vars};
+
 use crate::SqsHandoffConfig;
 
 /// Names of the variables read by [`HandoffChoice::from_lookup`].
@@ -24,45 +26,33 @@ pub enum HandoffChoice {
     Sqs(SqsHandoffConfig),
 }
 
-/// The hand-off settings are unusable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HandoffChoiceError {
-    /// `EDGEPUSH_HANDOFF` is neither `sqs` nor `direct`.
-    #[error("EDGEPUSH_HANDOFF must be `sqs` or `direct`, not {0:?}")]
-    Unknown(String),
-    /// `sqs` without a queue.
-    #[error("EDGEPUSH_HANDOFF=sqs needs EDGEPUSH_QUEUE_URL")]
-    MissingQueueUrl,
-    /// The queue URL is not an http(s) URL.
-    #[error("EDGEPUSH_QUEUE_URL must be an http:// or https:// queue URL")]
-    InvalidQueueUrl,
-}
-
 impl HandoffChoice {
     /// Reads [`env::HANDOFF`] and [`env::QUEUE_URL`] through `lookup`;
-    /// empty values count as unset.
-    pub fn from_lookup(
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, HandoffChoiceError> {
-        let get = |name: &str| {
-            lookup(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        let queue_url = get(env::QUEUE_URL);
-        let kind = get(env::HANDOFF).map(|k| k.to_ascii_lowercase());
+    /// blank values count as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let vars = Vars::new(lookup);
+        let queue_url = vars.get(env::QUEUE_URL);
+        let kind = vars.get(env::HANDOFF).map(|k| k.to_ascii_lowercase());
         let want_sqs = match kind.as_deref() {
             Some("sqs") => true,
             Some("direct") => false,
-            Some(other) => return Err(HandoffChoiceError::Unknown(other.to_owned())),
+            Some(_) => {
+                return Err(ConfigError::invalid(
+                    env::HANDOFF,
+                    "must be `sqs` or `direct`",
+                ));
+            }
             None => queue_url.is_some(),
         };
         if !want_sqs {
             return Ok(HandoffChoice::Direct);
         }
-        let url = queue_url.ok_or(HandoffChoiceError::MissingQueueUrl)?;
+        let url = queue_url.ok_or(ConfigError::Missing(env::QUEUE_URL))?;
         if !(url.starts_with("https://") || url.starts_with("http://")) {
-            return Err(HandoffChoiceError::InvalidQueueUrl);
+            return Err(ConfigError::invalid(
+                env::QUEUE_URL,
+                "must be an http:// or https:// queue URL",
+            ));
         }
         Ok(HandoffChoice::Sqs(SqsHandoffConfig::new(url)))
     }
@@ -72,10 +62,7 @@ impl HandoffChoice {
 mod tests {
     use super::*;
 
-    fn choose(
-        handoff: Option<&str>,
-        url: Option<&str>,
-    ) -> Result<HandoffChoice, HandoffChoiceError> {
+    fn choose(handoff: Option<&str>, url: Option<&str>) -> Result<HandoffChoice, ConfigError> {
         HandoffChoice::from_lookup(|name| match name {
             env::HANDOFF => handoff.map(str::to_owned),
             env::QUEUE_URL => url.map(str::to_owned),
@@ -98,15 +85,21 @@ mod tests {
         );
         assert_eq!(
             choose(Some("sqs"), None),
-            Err(HandoffChoiceError::MissingQueueUrl)
+            Err(ConfigError::Missing(env::QUEUE_URL))
         );
         assert_eq!(
             choose(Some("sqs"), Some("edgepush-dispatch")),
-            Err(HandoffChoiceError::InvalidQueueUrl)
+            Err(ConfigError::invalid(
+                env::QUEUE_URL,
+                "must be an http:// or https:// queue URL"
+            ))
         );
         assert_eq!(
             choose(Some("kinesis"), None),
-            Err(HandoffChoiceError::Unknown("kinesis".into()))
+            Err(ConfigError::invalid(
+                env::HANDOFF,
+                "must be `sqs` or `direct`"
+            ))
         );
     }
 }

@@ -33,7 +33,7 @@ pub mod secrets;
 pub mod settings;
 pub mod sqs;
 
-pub use handoff_choice::{HandoffChoice, HandoffChoiceError};
-pub use secrets::{SecretError, SecretRef, SecretSource, resolve_lookup, resolve_process_env};
+pub use handoff_choice::HandoffChoice;
+pub use secrets::{SecretError, SecretRef, SecretSource, resolve_lookup};
 pub use settings::AwsSettings;
 pub use sqs::{SqsHandoff, SqsHandoffConfig};

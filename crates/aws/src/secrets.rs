@@ -24,10 +24,7 @@ use futures_util::future::join_all;
 
 use crate::AwsSettings;
 
-/// The prefix of an SSM Parameter Store reference.
-pub const SSM_PREFIX: &str = "ssm:";
-/// The prefix of a Secrets Manager reference.
-pub const SECRETS_MANAGER_PREFIX: &str = "secretsmanager:";
+pub use edgepush_core::config::{SECRETS_MANAGER_PREFIX, SSM_PREFIX};
 
 /// What a configuration value says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -392,18 +389,6 @@ pub async fn resolve_lookup(
     SecretSource::from_config(&config)
         .resolve_values(&values)
         .await
-}
-
-/// [`resolve_lookup`] over every process environment variable whose name
-/// starts with `prefix` (e.g. `EDGEPUSH_`), with the AWS settings from the
-/// process environment: what the functions' `main.rs` call once.
-pub async fn resolve_process_env(prefix: &str) -> Result<HashMap<String, String>, SecretError> {
-    let names: Vec<String> = std::env::vars_os()
-        .filter_map(|(name, _)| name.into_string().ok())
-        .filter(|name| name.starts_with(prefix))
-        .collect();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    resolve_lookup(|name| std::env::var(name).ok(), &names).await
 }
 
 #[cfg(test)]

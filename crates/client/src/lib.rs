@@ -81,21 +81,27 @@
 //! - [`event`] holds [`Event`], [`TopicEvent`], [`DisconnectReason`].
 //! - [`topics`] holds [`TopicSubscription`] and the per-topic positions.
 //! - [`error`] holds [`ClientError`].
-//! - the task (private): the reconnect loop; its module doc has the table of
+//! - `client` (private): [`Client`], [`ClientHandle`], [`ClientControl`],
+//!   the application's side.
+//! - `task` (private): the reconnect loop; its module doc has the table of
 //!   which ending moves to the next node.
+//! - `shared` (private): what the task and the handle share, and [`Stats`].
+//! - `node` (private): one node's address and its upgrade request.
 
 mod client;
 pub mod config;
 pub mod error;
 pub mod event;
 mod node;
+mod shared;
 mod task;
 pub mod topics;
 
-pub use client::{Client, ClientControl, ClientHandle, Stats};
+pub use client::{Client, ClientControl, ClientHandle};
 pub use config::{AckPolicy, Backoff, ClientConfig, Jitter, TokenSource};
 pub use edgepush_core::protocol::MsgFrame;
 pub use edgepush_core::{Seq, TopicName};
 pub use error::ClientError;
 pub use event::{DisconnectReason, Event, TopicEvent};
+pub use shared::Stats;
 pub use topics::TopicSubscription;

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edgepush_core::protocol::{
-    CLOSE_BAD_FRAME, CLOSE_BAD_TOKEN, CLOSE_DRAINING, CLOSE_NORMAL, ClientFrame, MsgFrame,
-    ServerFrame,
+    CLOSE_BAD_FRAME, CLOSE_BAD_TOKEN, CLOSE_DRAINING, CLOSE_GOING_AWAY, CLOSE_NO_STATUS,
+    CLOSE_NORMAL, ClientFrame, MsgFrame, ServerFrame,
 };
 use edgepush_core::{ConnId, Seq, TopicName};
 use futures_util::{SinkExt, StreamExt};
@@ -33,19 +33,16 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use crate::client::{Command, Counters, Shared};
+use crate::client::Command;
 use crate::config::{AckPolicy, Backoff, ClientConfig, TokenSource};
 use crate::error::ClientError;
 use crate::event::{DisconnectReason, Event, TopicEvent};
 use crate::node::Node;
+use crate::shared::{Counters, Shared};
 use crate::topics::TopicSeq;
 
 type Ws = WebSocketStream<TcpStream>;
 
-/// Close code "going away" (the node's idle timeout, a shutdown).
-const CLOSE_GOING_AWAY: u16 = 1001;
-/// The close code reported when a close frame carried none.
-const CLOSE_NO_CODE: u16 = 1005;
 /// How long a goodbye (last ack, close frame) may take.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The longest wait before a subscription refused as `unavailable` is sent
@@ -771,7 +768,7 @@ fn moves_on(code: u16) -> bool {
 fn close_parts(frame: Option<CloseFrame>) -> (u16, String) {
     match frame {
         Some(frame) => (u16::from(frame.code), frame.reason.as_str().to_owned()),
-        None => (CLOSE_NO_CODE, String::new()),
+        None => (CLOSE_NO_STATUS, String::new()),
     }
 }
 

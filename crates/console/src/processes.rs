@@ -1,4 +1,4 @@
-//! Edge nodes as child processes of dev mode (`edge-node serve`), so a
+//! Edge nodes as child processes of dev mode (`edgepush-dev serve`, the same wiring as `edge-node serve`), so a
 //! node can be killed from a terminal (`kill -9 <pid>`) while the demo
 //! console shows its clients moving to the other node without losing
 //! anything.
@@ -32,7 +32,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// How to run the nodes.
 #[derive(Debug, Clone)]
 pub struct NodeProcessConfig {
-    /// The `edge-node` binary.
+    /// The binary whose `serve` subcommand runs one edge node (dev mode's own).
     pub binary: PathBuf,
     /// `EDGEPUSH_REDIS_URL` of every node.
     pub redis_url: String,

@@ -3,6 +3,16 @@
 //! Functions and the edge node are written against these traits only. Each
 //! real backend lives in a crate of its own (so a function links only the
 //! drivers it uses); [`crate::memory`] holds the in-memory backends.
+//!
+//! # Contracts
+//!
+//! The store ports' docs list, under "Contract", every rule their callers
+//! rely on. Each rule is a check in that port's contract suite
+//! (`edgepush_testkit::contract`, in `crates/testkit`), and every backend
+//! runs the suite: the in-memory ones in `crates/testkit/tests/memory.rs`,
+//! MongoDB in `crates/mongo/tests/contract.rs`, Redis and Redis Cluster in
+//! `crates/redis/tests/contract.rs`. A rule added here gets its check there;
+//! a new port gets a suite (see the `contract` module's docs for how).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -41,22 +51,55 @@ pub struct StreamPosition {
 
 /// The durable message log, one sequence per user (MongoDB in production).
 ///
-/// Contract:
-/// - [`append`](Self::append) returns only once the backend has acknowledged
-///   the write of every recipient's copy; each copy gets the recipient's next
-///   sequence number, strictly increasing and without gaps.
-/// - Appending again with the same `(source, idempotency_key)` stores nothing
-///   new and returns the copies stored the first time (also under
-///   concurrency: every concurrent duplicate returns the same copies).
-/// - A failed append may have stored some recipients' copies; retrying with
-///   the same idempotency key completes it without duplicates.
-/// - [`read_after`](Self::read_after) answers in seq order; a page shorter
-///   than `limit` means the log has nothing more after it (callers stop
-///   there), so a backend that cannot read a stored copy fails instead of
-///   skipping it.
-/// - [`ack`](Self::ack) never moves the acked seq backwards, and never past
-///   the user's [`StreamPosition::last_seq`]: no client can acknowledge (and
-///   so hide from the user's other devices) what was never stored.
+/// Contract (suite: `edgepush_testkit::contract::message_store`; each rule
+/// is named after its check):
+/// - *Seqs start at 1 per user* (`seqs_start_at_one_per_user`): the first
+///   copy stored for a user has seq 1. [`append`](Self::append) answers one
+///   copy per recipient in the order of `to`; the copies of one append share
+///   one message id and keep the caller's payload text byte for byte.
+/// - *Without gaps* (`seqs_increase_without_gaps`): each copy gets its
+///   recipient's next seq, strictly increasing without gaps, and reads back
+///   exactly as `append` returned it.
+/// - *Also when writers race* (`racing_appends_get_every_seq_once`): appends
+///   from several handles (processes) at once still hand out each seq once.
+/// - *Durable before answering*: `append` returns only once the backend has
+///   acknowledged the write of every recipient's copy (not observable from
+///   outside the backend, so not in the suite).
+/// - *Idempotent* (`an_idempotent_retry_returns_the_first_copies`):
+///   appending again with the same `(source, idempotency_key)` stores
+///   nothing new and returns the copies stored the first time; the key is
+///   scoped by `source`, and another key is another message.
+/// - *Also when duplicates race* (`racing_duplicates_return_the_same_copies`):
+///   every concurrent duplicate returns the same copies, one per recipient.
+/// - *Retries complete partial appends*: a failed append may have stored
+///   some recipients' copies; retrying with the same idempotency key
+///   completes it without duplicates (backend-specific crash tests).
+/// - *A short page is the end of the log*
+///   (`a_short_page_means_the_end_of_the_log`):
+///   [`read_after`](Self::read_after) answers in seq order with exactly
+///   `limit` copies while more follow; a page shorter than `limit` means the
+///   log has nothing more after it, and callers (replay, gap fill) stop
+///   there. So a backend that cannot read a stored copy fails the read
+///   instead of skipping it.
+/// - *Nothing outside the log* (`read_after_outside_the_log_is_empty`):
+///   `limit` 0, `after` at or past the last seq (up to `u64::MAX`) or a user
+///   with nothing stored read nothing; a read never returns another user's
+///   copies.
+/// - *Acks only move forward* (`acks_only_move_forward`): [`ack`](Self::ack)
+///   never moves the acked seq backwards and answers the acked seq after
+///   the call.
+/// - *Acks are clipped to the log* (`acks_are_clipped_to_the_last_stored_seq`):
+///   an ack never moves the acked seq past [`StreamPosition::last_seq`], and
+///   an ack with nothing stored records nothing: no client can acknowledge
+///   (and so hide from the user's other devices) what was never stored.
+/// - *Positions follow appends* (`position_follows_appends_and_acks`):
+///   [`position`](Self::position) is `(0, 0)` for a user with nothing
+///   stored and reports a copy's seq as `last_seq` once its append returned
+///   (a replay reads up to it), on every handle.
+/// - *Ping* (`ping_answers`): [`ping`](Self::ping) succeeds while the
+///   backend answers.
+/// - *Outages*: a backend that cannot be reached or times out answers
+///   [`StoreError::Unavailable`] (backend-specific outage tests).
 #[async_trait]
 pub trait MessageStore: Send + Sync + 'static {
     /// Stores one copy of `msg` per recipient; see the trait's contract.
@@ -100,9 +143,30 @@ pub enum RouteError {
 
 /// Where a user's connections are: user -> { connection -> node } (Redis).
 ///
-/// Contract: routes are hints. A route may outlive its connection (a node
-/// crashed); readers must check the node's liveness in [`NodeDirectory`] and
-/// treat a push answered "gone" as a stale route to remove.
+/// Routes are hints. A route may outlive its connection (a node crashed);
+/// readers must check the node's liveness in [`NodeDirectory`] and treat a
+/// push answered "gone" as a stale route to remove.
+///
+/// Contract (suite: `edgepush_testkit::contract::route_store`):
+/// - *Read back as written* (`added_routes_are_read_back`): routes added by
+///   [`add_route`](Self::add_route) or [`add_routes`](Self::add_routes) are
+///   listed by [`routes_of`](Self::routes_of), each once, with the node
+///   holding the connection.
+/// - *Many users in one call* (`routes_of_answers_every_user_asked_in_order`):
+///   `routes_of` answers one entry per user asked, in the order asked (a
+///   user without routes gets an empty list, a user asked twice is answered
+///   twice), in one round trip.
+/// - *Moves* (`a_re_added_connection_points_to_its_new_node`): adding a
+///   connection again with another node moves it there.
+/// - *Removal* (`remove_routes_forgets_only_the_given_routes`):
+///   [`remove_routes`](Self::remove_routes) forgets exactly the routes
+///   named, of any number of users; routes that do not exist are ignored.
+/// - *Bulk* (`thousands_of_routes_are_added_and_removed_in_one_call`):
+///   thousands of routes (re-registration after a route store loss) are
+///   written and removed in one call each.
+/// - *Concurrent writers* (`routes_added_concurrently_all_land`).
+/// - *Ping* (`ping_answers`); *outages* answer [`RouteError::Unavailable`]
+///   (backend-specific outage tests).
 #[async_trait]
 pub trait RouteStore: Send + Sync + 'static {
     /// Records that `conn` of `user` is held by `node`.
@@ -145,9 +209,25 @@ pub enum Heartbeat {
 /// Which edge nodes are alive and where their push API listens (Redis keys
 /// with a short TTL, refreshed by each node's heartbeat).
 ///
-/// Contract: a node that stops calling [`heartbeat`](Self::heartbeat) is
-/// reported dead once `ttl` has passed, without anyone touching its users'
-/// routes.
+/// Contract (suite: `edgepush_testkit::contract::node_directory`):
+/// - *Heartbeats report re-creation*
+///   (`the_first_heartbeat_creates_and_later_ones_refresh`): a node's first
+///   [`heartbeat`](Self::heartbeat) answers [`Heartbeat::Recreated`], later
+///   ones [`Heartbeat::Refreshed`] while the entry lives; a heartbeat with
+///   another push URL moves the node there.
+/// - *Liveness of the nodes asked*
+///   (`live_nodes_reports_the_live_nodes_among_those_asked`):
+///   [`live_nodes`](Self::live_nodes) gives the push URL of every live node
+///   among those asked, nothing for the others.
+/// - *Silence is death* (`a_silent_node_is_dead_once_its_ttl_passed`): a
+///   node that stops heartbeating is reported dead once `ttl` has passed,
+///   without anyone touching its users' routes; its next heartbeat answers
+///   [`Heartbeat::Recreated`] (as after a route store loss), so the node
+///   registers its routes again.
+/// - *Removal* (`remove_node_marks_it_dead_now`):
+///   [`remove_node`](Self::remove_node) reports the node dead at once, and
+///   is harmless when repeated.
+/// - *Outages* answer [`RouteError::Unavailable`] (backend-specific tests).
 #[async_trait]
 pub trait NodeDirectory: Send + Sync + 'static {
     /// Marks `node` alive for `ttl`, reachable at `push_url`.

@@ -25,6 +25,14 @@ pub const CLOSE_DRAINING: u16 = 1012;
 pub const CLOSE_BAD_FRAME: u16 = 1008;
 /// Close code: the connection was closed through the push API (`DELETE`).
 pub const CLOSE_NORMAL: u16 = 1000;
+/// Close code: the server goes away (idle timeout).
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code: an unexpected condition on the server (the message store
+/// failed or did not answer in time); the client resumes later.
+pub const CLOSE_INTERNAL: u16 = 1011;
+/// The code a client reports for a close frame that carried none (RFC 6455
+/// "no status received"; never sent).
+pub const CLOSE_NO_STATUS: u16 = 1005;
 
 /// A frame from a client.
 #[derive(Debug, Clone, Serialize)]

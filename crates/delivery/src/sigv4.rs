@@ -24,6 +24,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{
+    PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings,
+};
+use aws_smithy_runtime_api::client::identity::Identity;
 use hmac::{Hmac, Mac};
 use http::header::{AUTHORIZATION, HOST, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Uri};
@@ -44,15 +49,6 @@ pub const MAX_SKEW: Duration = Duration::from_secs(5 * 60);
 pub const X_AMZ_DATE: &str = "x-amz-date";
 /// The `x-amz-content-sha256` header.
 pub const X_AMZ_CONTENT_SHA256: &str = "x-amz-content-sha256";
-
-/// Headers [`sign`] never signs: they are computed by signing itself or
-/// rewritten by clients and proxies on the way (the same list as `aws-sigv4`).
-const UNSIGNED_HEADERS: [&str; 4] = [
-    "authorization",
-    "user-agent",
-    "x-amzn-trace-id",
-    "transfer-encoding",
-];
 
 /// Everything but the unreserved characters of RFC 3986 is encoded.
 const ENCODE_SET: &AsciiSet = &NON_ALPHANUMERIC
@@ -231,6 +227,10 @@ pub fn sign(
 }
 
 /// [`sign`] with any service name (tests sign for a wrong one).
+///
+/// The signature is made by `aws-sigv4`, the signer of the AWS SDK itself;
+/// [`verify`] checks it with the canonicalisation below, which the tests
+/// hold to `aws-sigv4`'s byte for byte.
 pub(crate) fn sign_for_service(
     cred: &PushCredential,
     service: &str,
@@ -240,71 +240,81 @@ pub(crate) fn sign_for_service(
     body: &[u8],
     now: SystemTime,
 ) -> Result<(), SignError> {
-    let secs = now
-        .duration_since(UNIX_EPOCH)
-        .map_err(|_| SignError::Clock)?
-        .as_secs();
-    let amz_date = format_amz_date(secs);
-    let payload_hash = hex::encode(Sha256::digest(body));
+    let mut settings = SigningSettings::default();
+    // Sent, so that a node can check the body against it before hashing.
+    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    sign_with(cred, service, method, uri, headers, body, now, settings).map(|_| ())
+}
 
+/// Signs with `aws-sigv4` and `settings`; returns the signature. Tests call
+/// it with the SDK's own settings to sign as the SDK does.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sign_with(
+    cred: &PushCredential,
+    service: &str,
+    method: &Method,
+    uri: &Uri,
+    headers: &mut HeaderMap,
+    body: &[u8],
+    now: SystemTime,
+    settings: SigningSettings,
+) -> Result<String, SignError> {
+    now.duration_since(UNIX_EPOCH)
+        .map_err(|_| SignError::Clock)?;
     if !headers.contains_key(HOST) {
         let host = host_for(uri).ok_or(SignError::NoHost)?;
         let value = HeaderValue::from_str(&host).map_err(|_| SignError::NoHost)?;
         headers.insert(HOST, value);
     }
     headers.remove(AUTHORIZATION);
-    headers.insert(
-        HeaderName::from_static(X_AMZ_DATE),
-        HeaderValue::from_str(&amz_date).map_err(|_| SignError::Clock)?,
-    );
-    headers.insert(
-        HeaderName::from_static(X_AMZ_CONTENT_SHA256),
-        HeaderValue::from_str(&payload_hash)
-            .map_err(|_| SignError::BadHeaderValue("payload hash"))?,
-    );
 
-    let mut names: Vec<&str> = headers
-        .keys()
-        .map(HeaderName::as_str)
-        .filter(|name| !UNSIGNED_HEADERS.contains(name))
-        .collect();
-    names.sort_unstable();
-    names.dedup();
-    let signed_headers = names.join(";");
-
-    let mut canonical_headers = String::new();
-    for name in &names {
-        let value = joined_header_values(headers, name)
-            .ok_or(SignError::BadHeaderValue("header value is not UTF-8"))?;
-        push_header_line(&mut canonical_headers, name, &value);
+    let identity: Identity = Credentials::new(
+        cred.access_key_id.as_str(),
+        cred.secret_access_key.as_str(),
+        None,
+        None,
+        "edgepush-push-credential",
+    )
+    .into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(&cred.region)
+        .name(service)
+        .time(now)
+        .settings(settings)
+        .build()
+        .map_err(|_| SignError::BadHeaderValue("access key id or region"))?
+        .into();
+    let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(headers.len());
+    for (name, value) in headers.iter() {
+        let value = value
+            .to_str()
+            .map_err(|_| SignError::BadHeaderValue("header value is not UTF-8"))?;
+        pairs.push((name.as_str(), value));
     }
-    let creq = canonical_request(
-        method,
-        uri.path(),
-        uri.query(),
-        &canonical_headers,
-        &signed_headers,
-        &payload_hash,
-    );
-    let scope = Scope {
-        date: &amz_date[..8],
-        region: &cred.region,
-        service,
-    };
-    let mac = signature_mac(&cred.secret_access_key, &scope, &amz_date, &creq);
-    let signature = hex::encode(mac.finalize().into_bytes());
-
-    let authorization = format!(
-        "{ALGORITHM} Credential={}/{}, SignedHeaders={signed_headers}, Signature={signature}",
-        cred.access_key_id,
-        scope.as_string(),
-    );
-    headers.insert(
-        AUTHORIZATION,
-        HeaderValue::from_str(&authorization)
-            .map_err(|_| SignError::BadHeaderValue("access key id or region"))?,
-    );
-    Ok(())
+    let target = uri.to_string();
+    let signable = SignableRequest::new(
+        method.as_str(),
+        target,
+        pairs.into_iter(),
+        SignableBody::Bytes(body),
+    )
+    .map_err(|_| SignError::BadHeaderValue("request"))?;
+    let (instructions, signature) = aws_sigv4::http_request::sign(signable, &params)
+        .map_err(|_| SignError::BadHeaderValue("request"))?
+        .into_parts();
+    let mut added: Vec<(HeaderName, HeaderValue)> = Vec::new();
+    for (name, value) in instructions.headers() {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| SignError::BadHeaderValue("signature header"))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| SignError::BadHeaderValue("access key id or region"))?;
+        added.push((name, value));
+    }
+    for (name, value) in added {
+        headers.insert(name, value);
+    }
+    Ok(signature)
 }
 
 /// Checks everything of a request's signature that does not need its body:
@@ -723,75 +733,30 @@ fn host_for(uri: &Uri) -> Option<String> {
     }
 }
 
+/// The `x-amz-date` format.
+const AMZ_DATE: &[time::format_description::BorrowedFormatItem<'static>] =
+    time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+
 /// `YYYYMMDDTHHMMSSZ` for `secs` since the Unix epoch.
+#[cfg(test)]
 fn format_amz_date(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    i64::try_from(secs)
+        .ok()
+        .and_then(|secs| time::OffsetDateTime::from_unix_timestamp(secs).ok())
+        .and_then(|t| t.format(AMZ_DATE).ok())
+        .unwrap_or_default()
 }
 
-/// Seconds since the Unix epoch of a `YYYYMMDDTHHMMSSZ` date.
+/// Seconds since the Unix epoch of a `YYYYMMDDTHHMMSSZ` date (a real
+/// calendar date, from 1970 on).
 fn parse_amz_date(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+    // `time` also accepts fewer digits and a leap second: the header has
+    // exactly sixteen ASCII characters.
+    if s.len() != 16 || !s.is_ascii() {
         return None;
     }
-    let num = |range: std::ops::Range<usize>| -> Option<u64> {
-        let digits = s.get(range)?;
-        if !digits.bytes().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        digits.parse().ok()
-    };
-    let (y, mo, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
-    let (h, mi, se) = (num(9..11)?, num(11..13)?, num(13..15)?);
-    if !(1970..=9999).contains(&y)
-        || !(1..=12).contains(&mo)
-        || !(1..=31).contains(&d)
-        || h > 23
-        || mi > 59
-        || se > 60
-    {
-        return None;
-    }
-    let days = days_from_civil(y as i64, mo as u32, d as u32);
-    // Reject dates such as February 30 that roll over into the next month.
-    if civil_from_days(days) != (y as i64, mo as u32, d as u32) {
-        return None;
-    }
-    Some(days as u64 * 86_400 + h * 3600 + mi * 60 + se)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
-/// algorithm).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date of a day count since 1970-01-01.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    let t = time::PrimitiveDateTime::parse(s, AMZ_DATE).ok()?;
+    u64::try_from(t.assume_utc().unix_timestamp()).ok()
 }
 
 #[cfg(test)]

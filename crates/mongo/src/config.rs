@@ -4,6 +4,16 @@
 use std::fmt;
 use std::time::Duration;
 
+use edgepush_core::config::{ConfigError, Vars};
+
+/// Names of the variables read by [`MongoConfig::from_lookup`].
+pub mod env {
+    /// The connection string.
+    pub const MONGODB_URI: &str = "EDGEPUSH_MONGODB_URI";
+    /// The database, when not [`DEFAULT_DATABASE`](super::DEFAULT_DATABASE).
+    pub const MONGODB_DATABASE: &str = "EDGEPUSH_MONGODB_DATABASE";
+}
+
 /// Default database name.
 pub const DEFAULT_DATABASE: &str = "edgepush";
 /// Default time a message is kept for replay.
@@ -63,6 +73,42 @@ impl MongoConfig {
     }
 }
 
+impl MongoConfig {
+    /// The deployment's configuration: [`env::MONGODB_URI`] (required, a
+    /// `mongodb://` or `mongodb+srv://` URI) and [`env::MONGODB_DATABASE`]
+    /// (optional); every other field at its default.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Self::from_vars(&Vars::new(lookup))?.ok_or(ConfigError::Missing(env::MONGODB_URI))
+    }
+
+    /// Like [`from_lookup`](Self::from_lookup) for components where MongoDB
+    /// is optional: `None` when [`env::MONGODB_URI`] is unset.
+    pub fn from_lookup_optional(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<Self>, ConfigError> {
+        Self::from_vars(&Vars::new(lookup))
+    }
+
+    fn from_vars<F: Fn(&str) -> Option<String>>(
+        vars: &Vars<F>,
+    ) -> Result<Option<Self>, ConfigError> {
+        let Some(uri) = vars.get(env::MONGODB_URI) else {
+            return Ok(None);
+        };
+        if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
+            return Err(ConfigError::invalid(
+                env::MONGODB_URI,
+                "expected a mongodb:// or mongodb+srv:// URI",
+            ));
+        }
+        let mut config = Self::new(uri);
+        if let Some(database) = vars.get(env::MONGODB_DATABASE) {
+            config.database = database;
+        }
+        Ok(Some(config))
+    }
+}
+
 impl fmt::Debug for MongoConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MongoConfig")
@@ -103,6 +149,31 @@ mod tests {
         assert_eq!(c.server_selection_timeout, Duration::from_secs(2));
         assert_eq!(c.connect_timeout, Duration::from_secs(2));
         assert_eq!(c.append_concurrency, 32);
+    }
+
+    #[test]
+    fn from_lookup_reads_the_uri_and_the_database() {
+        use edgepush_core::config::lookup_from_pairs as lookup;
+        let c = MongoConfig::from_lookup(lookup(&[
+            (env::MONGODB_URI, "mongodb://h:1"),
+            (env::MONGODB_DATABASE, " "),
+        ]))
+        .expect("valid");
+        assert_eq!(c, MongoConfig::new("mongodb://h:1"));
+        let c = MongoConfig::from_lookup(lookup(&[
+            (env::MONGODB_URI, "mongodb://h:1"),
+            (env::MONGODB_DATABASE, "other"),
+        ]))
+        .expect("valid");
+        assert_eq!(c.database, "other");
+        assert_eq!(
+            MongoConfig::from_lookup(lookup(&[])),
+            Err(ConfigError::Missing(env::MONGODB_URI))
+        );
+        assert_eq!(MongoConfig::from_lookup_optional(lookup(&[])), Ok(None));
+        let err =
+            MongoConfig::from_lookup(lookup(&[(env::MONGODB_URI, "http://u:pw@h")])).unwrap_err();
+        assert!(!err.to_string().contains("pw"), "{err}");
     }
 
     #[test]

@@ -29,8 +29,16 @@
 //!
 //! See [`log`] for how seqs stay gap-free and appends idempotent under
 //! concurrent writers and crashes.
+//!
+//! # Tests
+//!
+//! `tests/contract.rs` runs the `MessageStore` contract suite
+//! (`edgepush-testkit`) on a real MongoDB wire server (FerretDB under
+//! `scripts/test`); `tests/message_store.rs` covers what is this adapter's
+//! own: crash repair, retention, malformed documents, failure to connect.
 
 pub mod config;
+mod counters;
 mod error;
 mod locks;
 pub mod log;

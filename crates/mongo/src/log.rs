@@ -44,7 +44,8 @@ use mongodb::bson::{Document, doc};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, Database, IndexModel};
 
-use crate::error::{DuplicateOf, duplicate_of, is_duplicate_key, is_transient_code, store_error};
+use crate::counters::bump_counter;
+use crate::error::{DuplicateOf, duplicate_of, is_transient_code, store_error};
 use crate::locks::KeyLocks;
 use crate::schema::{EntryTemplate, get_seq, seq_to_bson};
 
@@ -337,30 +338,5 @@ impl SeqLog {
             .await
             .map(|_| ())
             .map_err(|e| store_error("pinging MongoDB", e))
-    }
-}
-
-/// `$max`es `field` of `key`'s document in `counters` to `seq`, creating the
-/// document if needed.
-pub(crate) async fn bump_counter(
-    counters: &Collection<Document>,
-    key: &str,
-    field: &str,
-    seq: Seq,
-) -> Result<(), StoreError> {
-    let value = seq_to_bson(seq)
-        .ok_or_else(|| StoreError::Backend(format!("seq {seq} does not fit a BSON int64")))?;
-    let mut tries = 0;
-    loop {
-        match counters
-            .update_one(doc! { "_id": key }, doc! { "$max": { field: value } })
-            .upsert(true)
-            .await
-        {
-            Ok(_) => return Ok(()),
-            // Two first upserts of one log raced; the document exists now.
-            Err(e) if is_duplicate_key(&e) && tries < 3 => tries += 1,
-            Err(e) => return Err(store_error("updating a counter", e)),
-        }
     }
 }

@@ -22,8 +22,8 @@ use mongodb::options::IndexOptions;
 use mongodb::{Collection, IndexModel};
 use tokio_util::sync::CancellationToken;
 
+use crate::counters::bump_counter;
 use crate::error::{code, is_transient, store_error};
-use crate::log::bump_counter;
 use crate::schema::{INDEX_CREATED_AT, INDEX_EXPIRE_AT, INDEX_EXPIRE_TTL, INDEX_TTL, get_seq};
 
 /// How many expired documents one sweep round reads and deletes.

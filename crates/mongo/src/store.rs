@@ -19,8 +19,9 @@ use mongodb::options::ClientOptions;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::config::{MongoConfig, redact_uri};
+use crate::counters::bump_counter;
 use crate::error::store_error;
-use crate::log::{Claimed, SeqLog, bump_counter};
+use crate::log::{Claimed, SeqLog};
 use crate::retention::{self, Expiry, RetentionMode};
 use crate::schema::{
     CopyTemplate, INDEX_IDEMPOTENCY, INDEX_USER_SEQ, MESSAGES, USERS, get_seq, idem_value,
@@ -252,7 +253,12 @@ impl MessageStore for MongoMessageStore {
             .await
             .map_err(|e| store_error("recording an ack", e))?;
         if moved.matched_count == 1 {
-            return Ok(seq);
+            if moved.modified_count == 1 {
+                return Ok(seq);
+            }
+            // Already at or past `seq` (an older or repeated ack): answer
+            // where it stands, as the port promises, not the seq asked for.
+            return Ok(self.position(user).await?.acked_seq);
         }
         // Beyond the last stored seq (or nothing stored): clip to it. A
         // user without a document has nothing stored, so nothing to ack.

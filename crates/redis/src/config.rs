@@ -4,6 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use edgepush_core::config::{ConfigError, Vars};
+
 /// Default key prefix, so several deployments can share one Redis.
 pub const DEFAULT_KEY_PREFIX: &str = "ep";
 /// Default lifetime of a user's route hash after its last registration.
@@ -13,10 +15,13 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default bound on establishing a connection.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Why an `EDGEPUSH_REDIS_CLUSTER`-style flag was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("Redis cluster flag must be one of 1, true, yes, on, 0, false, no, off or empty: {0:?}")]
-pub struct BadClusterFlag(pub String);
+/// Names of the variables read by [`RedisConfig::from_lookup`].
+pub mod env {
+    /// The Redis URL, or the comma-separated seed URLs of a cluster.
+    pub const REDIS_URL: &str = "EDGEPUSH_REDIS_URL";
+    /// `1`/`true`/`yes`/`on` when [`REDIS_URL`] names a Redis Cluster.
+    pub const REDIS_CLUSTER: &str = "EDGEPUSH_REDIS_CLUSTER";
+}
 
 /// How to reach Redis and how to lay out and bound the work done there.
 #[derive(Clone, PartialEq, Eq)]
@@ -81,18 +86,29 @@ impl RedisConfig {
         }
     }
 
-    /// A configuration from the deployment's settings: the Redis URL(s)
-    /// (`EDGEPUSH_REDIS_URL`) and the optional cluster flag
-    /// (`EDGEPUSH_REDIS_CLUSTER`: `1`/`true`/`yes`/`on` for a cluster,
-    /// `0`/`false`/`no`/`off`, empty or absent for a single server).
-    pub fn from_settings(
-        url: impl Into<String>,
-        cluster_flag: Option<&str>,
-    ) -> Result<Self, BadClusterFlag> {
-        Ok(Self {
-            cluster: parse_cluster_flag(cluster_flag.unwrap_or(""))?,
-            ..Self::new(url)
-        })
+    /// The deployment's configuration: [`env::REDIS_URL`] (required; a
+    /// `redis://`, `rediss://` or `unix://` URL, or in cluster mode
+    /// comma-separated seeds) and [`env::REDIS_CLUSTER`] (a flag, off when
+    /// unset); every other field at its default.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let vars = Vars::new(lookup);
+        let config = Self {
+            cluster: vars.flag(env::REDIS_CLUSTER)?,
+            ..Self::new(vars.required(env::REDIS_URL)?)
+        };
+        let schemes = ["redis://", "rediss://", "redis+unix://", "unix://"];
+        if config.urls().is_empty()
+            || !config
+                .urls()
+                .iter()
+                .all(|url| schemes.iter().any(|scheme| url.starts_with(scheme)))
+        {
+            return Err(ConfigError::invalid(
+                env::REDIS_URL,
+                "expected redis://, rediss:// or unix:// URLs",
+            ));
+        }
+        Ok(config)
     }
 
     /// The URLs in [`url`](Self::url): one for a single server, the seeds of
@@ -118,15 +134,6 @@ impl RedisConfig {
             .map(redact_url)
             .collect::<Vec<_>>()
             .join(",")
-    }
-}
-
-/// Reads a cluster flag such as `EDGEPUSH_REDIS_CLUSTER`.
-pub fn parse_cluster_flag(value: &str) -> Result<bool, BadClusterFlag> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "" | "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(BadClusterFlag(value.to_owned())),
     }
 }
 
@@ -161,6 +168,8 @@ pub(crate) fn redact_url(url: &str) -> String {
 mod tests {
     use super::*;
 
+    use edgepush_core::config::lookup_from_pairs as lookup;
+
     #[test]
     fn defaults() {
         let c = RedisConfig::new("redis://127.0.0.1:6379");
@@ -182,26 +191,54 @@ mod tests {
         assert!(!shown.contains("pw"), "{shown}");
         assert!(shown.contains("redis://a:1,redis://***@b:2"), "{shown}");
         // Stray commas and blanks are ignored.
-        let c = RedisConfig::from_settings(" redis://a:1 ,, redis://b:2,", Some("1"))
-            .expect("valid flag");
+        let c = RedisConfig::from_lookup(lookup(&[
+            (env::REDIS_URL, " redis://a:1 ,, redis://b:2,"),
+            (env::REDIS_CLUSTER, "1"),
+        ]))
+        .expect("valid flag");
         assert_eq!(c.urls(), vec!["redis://a:1", "redis://b:2"]);
     }
 
     #[test]
-    fn cluster_flag_parsing() {
+    fn from_lookup_reads_the_url_and_the_cluster_flag() {
         for yes in ["1", "true", "TRUE", " yes ", "on"] {
-            assert_eq!(parse_cluster_flag(yes), Ok(true), "{yes:?}");
+            let c = RedisConfig::from_lookup(lookup(&[
+                (env::REDIS_URL, "redis://h:6379"),
+                (env::REDIS_CLUSTER, yes),
+            ]));
+            assert!(c.expect("valid").cluster, "{yes:?}");
         }
         for no in ["", "0", "false", "No", "off"] {
-            assert_eq!(parse_cluster_flag(no), Ok(false), "{no:?}");
+            let c = RedisConfig::from_lookup(lookup(&[
+                (env::REDIS_URL, "redis://h:6379"),
+                (env::REDIS_CLUSTER, no),
+            ]));
+            assert_eq!(c, Ok(RedisConfig::new("redis://h:6379")), "{no:?}");
         }
+        assert!(matches!(
+            RedisConfig::from_lookup(lookup(&[
+                (env::REDIS_URL, "redis://h:6379"),
+                (env::REDIS_CLUSTER, "cluster"),
+            ])),
+            Err(ConfigError::Invalid {
+                name: env::REDIS_CLUSTER,
+                ..
+            })
+        ));
         assert_eq!(
-            parse_cluster_flag("cluster"),
-            Err(BadClusterFlag("cluster".into()))
+            RedisConfig::from_lookup(lookup(&[(env::REDIS_URL, "  ")])),
+            Err(ConfigError::Missing(env::REDIS_URL))
         );
-        let c = RedisConfig::from_settings("redis://h:6379", None).expect("no flag");
-        assert_eq!(c, RedisConfig::new("redis://h:6379"));
-        assert!(RedisConfig::from_settings("redis://h:6379", Some("2")).is_err());
+        let err =
+            RedisConfig::from_lookup(lookup(&[(env::REDIS_URL, "http://:pw@h")])).unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::Invalid {
+                name: env::REDIS_URL,
+                ..
+            }
+        ));
+        assert!(!err.to_string().contains("pw"), "{err}");
     }
 
     #[test]

@@ -46,7 +46,7 @@
 //! # Redis Cluster
 //!
 //! With [`RedisConfig::cluster`] set (`EDGEPUSH_REDIS_CLUSTER=1`, see
-//! [`RedisConfig::from_settings`]) the store talks to a Redis Cluster
+//! [`RedisConfig::from_lookup`]) the store talks to a Redis Cluster
 //! (ElastiCache in cluster mode) through the `redis` crate's cluster client,
 //! which follows the slot map and its redirects. That client routes a whole
 //! pipeline by its first key and refuses one whose keys span slots, so the
@@ -63,6 +63,13 @@
 //! while Redis is unreachable; the connection is re-established by the next
 //! operations once Redis is back.
 //!
+//! # Tests
+//!
+//! `tests/contract.rs` runs the `RouteStore` and `NodeDirectory` contract
+//! suites (`edgepush-testkit`) on a real Redis and a real Redis Cluster;
+//! `tests/redis_store.rs` and `tests/redis_cluster.rs` cover what is this
+//! adapter's own: key layout and TTLs, lost and corrupt keys, slots, outages.
+//!
 //! [`Heartbeat::Recreated`]: edgepush_core::ports::Heartbeat::Recreated
 
 pub mod config;
@@ -72,6 +79,6 @@ pub mod presence;
 mod store;
 pub mod topic_routes;
 
-pub use config::{BadClusterFlag, RedisConfig};
+pub use config::RedisConfig;
 pub use connection::RedisConnection;
 pub use store::{ROUTE_CHUNK, RedisRouteStore};

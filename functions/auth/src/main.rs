@@ -1,48 +1,27 @@
-//! The `auth` Lambda binary: reads the verifier config from the environment
-//! once per cold start, then serves invocations with [`dispatch`]: the
-//! `{"token"}` contract and API Gateway authorizer events alike.
+//! The `auth` Lambda binary: the shared start-up path
+//! ([`edgepush_startup::start`]), the verifier configuration read once per
+//! cold start, then invocations served with [`dispatch`]: the `{"token"}`
+//! contract and API Gateway authorizer events alike.
 //!
 //! Any `EDGEPUSH_*` value may be `ssm:/name`, `secretsmanager:<id>` or
-//! `secretsmanager:<id>#<key>`, resolved once here (see
-//! [`edgepush_aws::secrets`]); with only literal values nothing calls AWS.
+//! `secretsmanager:<id>#<key>`, resolved once at start; with only literal
+//! values nothing calls AWS.
 
 use std::sync::Arc;
 
 use edgepush_auth::{AuthConfig, JwtVerifier};
 use edgepush_auth_fn::dispatch;
+use edgepush_startup::{LogFailure as _, LogStyle};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    // JSON lines without colours or timestamps: CloudWatch adds the time.
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_ansi(false)
-        .without_time()
-        .with_target(false)
-        .with_current_span(false)
-        .init();
-
-    let env = edgepush_aws::resolve_process_env("EDGEPUSH_")
-        .await
-        .inspect_err(|error| tracing::error!(error = %error, "configuration not resolved"))?;
-
+    let env = edgepush_startup::start(LogStyle::Lambda).await?;
     // A bad config fails the cold start loudly instead of refusing every
     // token later.
-    let verifier = match AuthConfig::from_lookup(|k| env.get(k).cloned()).and_then(|config| {
-        tracing::info!(config = ?config, "auth function starting");
-        JwtVerifier::new(config)
-    }) {
-        Ok(verifier) => Arc::new(verifier),
-        Err(e) => {
-            tracing::error!(error = %e, "invalid auth configuration");
-            return Err(e.into());
-        }
-    };
+    let config = AuthConfig::from_lookup(env.lookup()).log_failure("invalid auth configuration")?;
+    tracing::info!(config = ?config, "auth function starting");
+    let verifier = Arc::new(JwtVerifier::new(config).log_failure("invalid auth configuration")?);
 
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
         let verifier = Arc::clone(&verifier);

@@ -15,7 +15,7 @@ use crate::{ApiKeys, CollectError};
 
 /// The start of the idempotency keys collect chooses for submissions that
 /// came without one.
-pub const AUTO_KEY_PREFIX: &str = "auto-";
+pub(crate) const AUTO_KEY_PREFIX: &str = "auto-";
 
 /// The one path of the collect API.
 pub const MESSAGES_PATH: &str = "/v1/messages";

@@ -7,11 +7,14 @@
 //! (publish to topics, broadcast, presence reads) is [`topics`].
 //!
 //! The logic is one HTTP-shaped function over trait objects,
-//! [`Collector::handle`], mounted twice:
+//! [`Collector::handle`], served by one axum router ([`router()`]) in every
+//! place it runs:
 //!
-//! - [`lambda::handler`]: API Gateway HTTP API (payload v2) and Lambda
-//!   function URLs.
-//! - [`dev::router`]: an axum router for dev mode and local testing.
+//! - dev mode and local tests: the router on a local listener;
+//! - the Lambda function: the same router behind `lambda_http`
+//!   ([`lambda`]: API Gateway HTTP API payload v2 and Lambda function URLs);
+//! - `collect serve` ([`server`]): the router as a long-running HTTP server
+//!   with `/healthz` and `/readyz` (docker compose, ECS, Kubernetes).
 //!
 //! # Layout
 //!
@@ -21,20 +24,30 @@
 //!   idempotency keys.
 //! - [`CollectError`]: every refusal, mapped to a response in one place.
 //! - [`config`]: the typed configuration of the binary.
+//! - [`router()`]: the HTTP face; [`lambda`]: the Lambda face; [`server`]:
+//!   the long-running face.
+//! - `start` (feature `aws`, default): [`connect`], the collector of a
+//!   deployment (MongoDB and the chosen hand-off). Without the feature (dev
+//!   mode) no AWS SDK is compiled.
 
 pub mod api_keys;
 mod collector;
 pub mod config;
-pub mod dev;
 mod error;
 pub mod lambda;
+pub mod router;
+pub mod server;
+#[cfg(feature = "aws")]
+mod start;
 pub mod topics;
 
 pub use api_keys::{ApiKeys, ApiKeysError};
 pub use collector::{CollectRequest, CollectResponse, Collector, Limits, MESSAGES_PATH};
 pub use config::{Config, ConfigError};
 pub use error::CollectError;
-pub use lambda::handler;
+pub use router::router;
+#[cfg(feature = "aws")]
+pub use start::{ConnectError, connect};
 pub use topics::Topics;
 
 #[cfg(test)]

@@ -1,118 +1,46 @@
-//! The collect Lambda function's entry point: wires configuration, logging
-//! and clients, then serves HTTP API / function URL invocations with
-//! [`edgepush_collect::handler`].
+//! The collect Lambda function's entry point: the shared start-up path
+//! ([`edgepush_startup::start`]), the typed configuration, the collector
+//! ([`edgepush_collect::connect`]), then HTTP API / function URL
+//! invocations through `lambda_http` ([`edgepush_collect::lambda::run`]).
 //!
 //! Environment: `EDGEPUSH_API_KEYS`, `EDGEPUSH_MONGODB_URI`,
-//! `EDGEPUSH_MONGODB_DATABASE` (optional), `EDGEPUSH_REDIS_URL`,
-//! `EDGEPUSH_PUSH_ACCESS_KEY_ID`, `EDGEPUSH_PUSH_SECRET_ACCESS_KEY`,
-//! `EDGEPUSH_PUSH_REGION` (default `us-east-1`), `RUST_LOG` (default `info`).
-//! Any `EDGEPUSH_*` value may be `ssm:/name`, `secretsmanager:<id>` or
-//! `secretsmanager:<id>#<key>`, resolved once here (see
-//! [`edgepush_aws::secrets`]).
+//! `EDGEPUSH_MONGODB_DATABASE` (optional), `EDGEPUSH_REDIS_URL` (and
+//! `EDGEPUSH_REDIS_CLUSTER`), `EDGEPUSH_PUSH_ACCESS_KEY_ID`,
+//! `EDGEPUSH_PUSH_SECRET_ACCESS_KEY`, `EDGEPUSH_PUSH_REGION` (default
+//! `us-east-1`), `RUST_LOG` (default `info`). Any `EDGEPUSH_*` value may be
+//! `ssm:/name`, `secretsmanager:<id>` or `secretsmanager:<id>#<key>`,
+//! resolved once at start.
 //!
 //! The hand-off ([`HandoffChoice`]): `EDGEPUSH_HANDOFF=sqs` with
-//! `EDGEPUSH_QUEUE_URL` sends stored messages to that SQS queue
-//! ([`SqsHandoff`]); `direct` (the default without a queue URL) runs
-//! dispatch in this process ([`DirectHandoff`]).
+//! `EDGEPUSH_QUEUE_URL` sends stored messages to that SQS queue; `direct`
+//! (the default without a queue URL) runs dispatch in this process.
+//!
+//! `collect serve` serves the same API as a long-running HTTP server instead
+//! ([`edgepush_collect::server`], on `EDGEPUSH_COLLECT_ADDR`) until SIGTERM
+//! or SIGINT, for deployments without Lambda.
 
 use std::sync::Arc;
 
-use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
-use edgepush_aws::{AwsSettings, HandoffChoice, SqsHandoff};
-use edgepush_collect::{Collector, Config, Topics, handler};
-use edgepush_core::Handoff;
-use edgepush_dispatch::{DirectHandoff, Dispatcher};
-use edgepush_mongo::{MongoConfig, MongoMessageStore, MongoTopicStore};
-use edgepush_redis::{RedisConfig, RedisRouteStore};
-use lambda_runtime::{Error, LambdaEvent, service_fn};
-use tracing_subscriber::EnvFilter;
+use edgepush_aws::{AwsSettings, HandoffChoice};
+use edgepush_collect::{Config, server};
+use edgepush_startup::{LogFailure as _, LogStyle};
+use lambda_http::Error;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    init_tracing();
-    let env = edgepush_aws::resolve_process_env("EDGEPUSH_")
-        .await
-        .inspect_err(|error| tracing::error!(error = %error, "configuration not resolved"))?;
-    let lookup = |name: &str| env.get(name).cloned();
-    let config = Config::from_lookup(lookup)
-        .inspect_err(|error| tracing::error!(error = %error, "invalid configuration"))?;
-    let handoff = HandoffChoice::from_lookup(lookup)
-        .inspect_err(|error| tracing::error!(error = %error, "invalid configuration"))?;
+    let serve = edgepush_startup::long_running("collect", "serve", std::env::args().skip(1))?;
+    let env = edgepush_startup::start(LogStyle::of_function(serve)).await?;
+    let config = Config::from_lookup(env.lookup()).log_failure("invalid configuration")?;
+    let handoff = HandoffChoice::from_lookup(env.lookup()).log_failure("invalid configuration")?;
     tracing::info!(?config, ?handoff, "starting collect");
 
-    let cluster = lookup("EDGEPUSH_REDIS_CLUSTER");
-    let collector = build_collector(config, handoff, cluster.as_deref())
+    let aws = AwsSettings::from_lookup(env.lookup()).load().await;
+    let collector = edgepush_collect::connect(&config, &handoff, &aws)
         .await
-        .inspect_err(|error| tracing::error!(error = %error, "startup failed"))?;
-    let collector = &collector;
-    lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {
-            handler(collector, event).await
-        },
-    ))
-    .await
-}
-
-/// Connects MongoDB and builds the chosen hand-off.
-async fn build_collector(
-    config: Config,
-    choice: HandoffChoice,
-    redis_cluster: Option<&str>,
-) -> Result<Collector, Error> {
-    let mut mongo = MongoConfig::new(config.mongodb_uri.clone());
-    if let Some(database) = config.mongodb_database.clone() {
-        mongo.database = database;
+        .log_failure("startup failed")?;
+    if serve {
+        let shutdown = edgepush_startup::shutdown_signal();
+        return Ok(server::serve(Arc::new(collector), env.lookup(), shutdown).await?);
     }
-    let store = MongoMessageStore::connect(mongo.clone()).await?;
-    let topic_store = MongoTopicStore::on(store.database(), mongo).await?;
-    // Presence reads, and the in-process dispatch when there is one.
-    let routes = Arc::new(
-        RedisRouteStore::connect(RedisConfig::from_settings(
-            config.dispatch.redis_url.clone(),
-            redis_cluster,
-        )?)
-        .await?,
-    );
-
-    let handoff: Arc<dyn Handoff> = match choice {
-        HandoffChoice::Sqs(sqs) => {
-            // The SDK's default chain: the function's role, its region.
-            let sdk = AwsSettings::from_lookup(|name| std::env::var(name).ok())
-                .load()
-                .await;
-            Arc::new(SqsHandoff::from_sdk_config(&sdk, sqs))
-        }
-        HandoffChoice::Direct => {
-            let dispatcher = Dispatcher {
-                routes: routes.clone(),
-                nodes: routes.clone(),
-                pusher: Arc::new(config.dispatch.push.http_pusher()?),
-                retry: edgepush_dispatch::RetryPolicy::default(),
-                topic_routes: routes.clone(),
-            };
-            Arc::new(DirectHandoff(Arc::new(dispatcher)))
-        }
-    };
-    let topics = Topics {
-        store: Arc::new(topic_store),
-        namespaces: config.namespaces.clone(),
-        presence: routes.clone(),
-        nodes: routes,
-    };
-    Ok(Collector::new(Arc::new(store), handoff, config.api_keys).with_topics(topics))
-}
-
-/// JSON logs without colours or timestamps (CloudWatch adds its own),
-/// filtered by `RUST_LOG`.
-fn init_tracing() {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_ansi(false)
-        .without_time()
-        .with_target(false)
-        .with_current_span(false)
-        .init();
+    edgepush_collect::lambda::run(Arc::new(collector)).await
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
 use bytes::Bytes;
 use edgepush_core::memory::MemoryMessageStore;
@@ -16,10 +16,11 @@ use edgepush_core::{
     StreamPosition, UserId,
 };
 use http::Method;
+use lambda_http::request::LambdaRequest;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::Value;
 
-use crate::{ApiKeys, CollectRequest, CollectResponse, Collector, Limits, handler};
+use crate::{ApiKeys, CollectRequest, CollectResponse, Collector, Limits};
 
 pub(crate) const KEYS: &str = "billing:test-key-billing,ops:test-key-ops";
 pub(crate) const KEY: &str = "test-key-billing";
@@ -104,19 +105,19 @@ impl MessageStore for FailingStore {
 struct Fixture {
     store: Arc<MemoryMessageStore>,
     handoff: Arc<RecordingHandoff>,
-    collector: Collector,
+    collector: Arc<Collector>,
 }
 
 fn fixture_with(handoff: RecordingHandoff) -> Fixture {
     let store = Arc::new(MemoryMessageStore::new());
     let handoff = Arc::new(handoff);
-    let collector = Collector {
+    let collector = Arc::new(Collector {
         store: store.clone(),
         handoff: handoff.clone(),
         api_keys: KEYS.parse().unwrap(),
         limits: Limits::default(),
         topics: None,
-    };
+    });
     Fixture {
         store,
         handoff,
@@ -517,17 +518,29 @@ async fn a_failed_handoff_after_storing_says_retry_is_safe() {
     assert_eq!(f.store.len(), 1, "a retry stores nothing twice");
 }
 
-// --- Lambda adapter -------------------------------------------------------
+// --- Lambda face (lambda_http + the router) --------------------------------
 
-fn event(fixture: &str) -> LambdaEvent<ApiGatewayV2httpRequest> {
+fn fixture_request(fixture: &str) -> ApiGatewayV2httpRequest {
     let path = format!("{}/tests/fixtures/{fixture}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let request: ApiGatewayV2httpRequest =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
-    LambdaEvent::new(request, Context::default())
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-fn text_body(response: &aws_lambda_events::apigw::ApiGatewayV2httpResponse) -> Value {
+/// Invokes the function's handler as the Lambda runtime does, with the
+/// event as API Gateway sends it.
+async fn invoke(f: &Fixture, request: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
+    let app = crate::lambda::app(f.collector.clone());
+    let event = LambdaEvent::new(LambdaRequest::ApiGatewayV2(request), Context::default());
+    let answer = match crate::lambda::handler(app, event).await {
+        Ok(answer) => answer,
+        Err(e) => panic!("the invocation failed: {e}"),
+    };
+    // What the Lambda runtime sends back to API Gateway.
+    let json = serde_json::to_value(&answer).expect("the answer serialises");
+    serde_json::from_value(json).expect("an HTTP API response")
+}
+
+fn text_body(response: &ApiGatewayV2httpResponse) -> Value {
     match &response.body {
         Some(Body::Text(text)) => serde_json::from_str(text).unwrap(),
         other => panic!("expected a text body, got {other:?}"),
@@ -537,9 +550,7 @@ fn text_body(response: &aws_lambda_events::apigw::ApiGatewayV2httpResponse) -> V
 #[tokio::test]
 async fn lambda_http_api_event_is_accepted() {
     let f = fixture();
-    let response = handler(&f.collector, event("http-api-submit.json"))
-        .await
-        .unwrap();
+    let response = invoke(&f, fixture_request("http-api-submit.json")).await;
     assert_eq!(response.status_code, 202);
     assert!(!response.is_base64_encoded);
     assert_eq!(response.headers["content-type"], "application/json");
@@ -558,9 +569,7 @@ async fn lambda_http_api_event_is_accepted() {
     );
 
     // The fixture carries an idempotency key: replaying the event is safe.
-    let again = handler(&f.collector, event("http-api-submit.json"))
-        .await
-        .unwrap();
+    let again = invoke(&f, fixture_request("http-api-submit.json")).await;
     assert_eq!(text_body(&again), body);
     assert_eq!(f.store.len(), 2);
 }
@@ -568,9 +577,7 @@ async fn lambda_http_api_event_is_accepted() {
 #[tokio::test]
 async fn lambda_function_url_event_with_base64_body_is_accepted() {
     let f = fixture();
-    let response = handler(&f.collector, event("function-url-submit-base64.json"))
-        .await
-        .unwrap();
+    let response = invoke(&f, fixture_request("function-url-submit-base64.json")).await;
     assert_eq!(response.status_code, 202, "{:?}", response.body);
     assert_eq!(text_body(&response)["messages"][0]["user_id"], "carol");
     let handed = f.handoff.handed();
@@ -581,9 +588,7 @@ async fn lambda_function_url_event_with_base64_body_is_accepted() {
 #[tokio::test]
 async fn lambda_named_stage_without_key_is_401() {
     let f = fixture();
-    let response = handler(&f.collector, event("http-api-named-stage-no-auth.json"))
-        .await
-        .unwrap();
+    let response = invoke(&f, fixture_request("http-api-named-stage-no-auth.json")).await;
     assert_eq!(
         response.status_code, 401,
         "the stage prefix is stripped, not a 404"
@@ -596,9 +601,7 @@ async fn lambda_named_stage_without_key_is_401() {
 #[tokio::test]
 async fn lambda_get_is_405() {
     let f = fixture();
-    let response = handler(&f.collector, event("http-api-get-messages.json"))
-        .await
-        .unwrap();
+    let response = invoke(&f, fixture_request("http-api-get-messages.json")).await;
     assert_eq!(response.status_code, 405);
     assert_eq!(response.headers["allow"], "POST");
     assert_eq!(text_body(&response)["error"]["code"], "method_not_allowed");
@@ -609,7 +612,7 @@ async fn lambda_header_names_are_case_insensitive() {
     let f = fixture();
     // This fixture spells the header `Authorization`: were it missed, the
     // answer would be 401.
-    let mut event = event("http-api-get-messages.json");
+    let mut request = fixture_request("http-api-get-messages.json");
     assert!(
         std::fs::read_to_string(format!(
             "{}/tests/fixtures/http-api-get-messages.json",
@@ -618,9 +621,9 @@ async fn lambda_header_names_are_case_insensitive() {
         .unwrap()
         .contains("\"Authorization\"")
     );
-    event.payload.request_context.http.method = Method::POST;
-    event.payload.body = Some(r#"{"to":["dave"],"data":1}"#.into());
-    let response = handler(&f.collector, event).await.unwrap();
+    request.request_context.http.method = Method::POST;
+    request.body = Some(r#"{"to":["dave"],"data":1}"#.into());
+    let response = invoke(&f, request).await;
     assert_eq!(response.status_code, 202, "{:?}", response.body);
     assert_eq!(f.store.len(), 1);
 }
@@ -628,12 +631,21 @@ async fn lambda_header_names_are_case_insensitive() {
 #[tokio::test]
 async fn lambda_bad_base64_is_400() {
     let f = fixture();
-    let mut event = event("function-url-submit-base64.json");
-    event.payload.body = Some("%%% not base64 %%%".into());
-    let response = handler(&f.collector, event).await.unwrap();
+    let mut request = fixture_request("function-url-submit-base64.json");
+    request.body = Some("%%% not base64 %%%".into());
+    let response = invoke(&f, request).await;
     assert_eq!(response.status_code, 400);
     assert_eq!(text_body(&response)["error"]["code"], "bad_request");
     assert_eq!(f.store.len(), 0);
+}
+
+#[tokio::test]
+async fn lambda_query_strings_and_the_default_stage_reach_the_api() {
+    let f = fixture();
+    let mut request = fixture_request("http-api-submit.json");
+    request.raw_query_string = Some("trace=1&x=%2F".into());
+    let response = invoke(&f, request).await;
+    assert_eq!(response.status_code, 202, "{:?}", response.body);
 }
 
 // --- dev router -----------------------------------------------------------
@@ -642,7 +654,7 @@ async fn lambda_bad_base64_is_400() {
 async fn dev_router_serves_the_same_api() -> anyhow::Result<()> {
     let f = fixture();
     let store = f.store.clone();
-    let app = crate::dev::router(Arc::new(f.collector));
+    let app = crate::router(f.collector.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(async move { axum::serve(listener, app).await });

@@ -10,20 +10,20 @@
 //! | `AWS_REGION` | set by Lambda: names the management endpoint behind a custom domain |
 
 use std::fmt;
-use std::time::Duration;
 
 use edgepush_auth::AuthConfig;
+pub use edgepush_core::config::ConfigError;
+use edgepush_core::config::Vars;
+use edgepush_mongo::MongoConfig;
+use edgepush_redis::RedisConfig;
 
 use crate::handler::{DEFAULT_NODE_TTL, MIN_NODE_TTL, Settings};
 
-/// Names of the variables read by [`Config::from_lookup`].
+/// Names of the variables read by [`Config::from_lookup`] (besides
+/// [`edgepush_redis::config::env`] and [`edgepush_mongo::config::env`]).
 pub mod env {
-    /// Redis URL.
-    pub const REDIS_URL: &str = "EDGEPUSH_REDIS_URL";
-    /// MongoDB URI (acks).
-    pub const MONGODB_URI: &str = "EDGEPUSH_MONGODB_URI";
-    /// MongoDB database.
-    pub const MONGODB_DATABASE: &str = "EDGEPUSH_MONGODB_DATABASE";
+    pub use edgepush_mongo::config::env::{MONGODB_DATABASE, MONGODB_URI};
+    pub use edgepush_redis::config::env::{REDIS_CLUSTER, REDIS_URL};
     /// Virtual node TTL, seconds.
     pub const NODE_TTL_SECS: &str = "EDGEPUSH_APIGW_NODE_TTL_SECS";
     /// The region, set by Lambda.
@@ -37,52 +37,15 @@ pub mod env {
     ];
 }
 
-/// A configuration value is missing or unusable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    /// A required variable is unset or empty.
-    #[error("{0} is not set")]
-    Missing(&'static str),
-    /// A variable is set to something unusable.
-    #[error("{name} is invalid: {reason}")]
-    Invalid {
-        /// The variable.
-        name: &'static str,
-        /// Why (never the value: it may be a secret).
-        reason: String,
-    },
-    /// The `EDGEPUSH_JWT_*` variables are inconsistent.
-    #[error("token verification: {0}")]
-    Auth(#[from] edgepush_auth::ConfigError),
-}
-
-/// Where acks are recorded.
-#[derive(Clone, PartialEq, Eq)]
-pub struct MongoTarget {
-    /// The URI; may hold a password, so `Debug` hides it.
-    pub uri: String,
-    /// The database, when not the store's default.
-    pub database: Option<String>,
-}
-
-impl fmt::Debug for MongoTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MongoTarget")
-            .field("uri", &"<redacted>")
-            .field("database", &self.database)
-            .finish()
-    }
-}
-
 /// Everything the connections binary needs to start.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Routes, virtual nodes and owners live here. May hold a password.
-    pub redis_url: String,
+    /// Routes, virtual nodes and owners live here.
+    pub redis: RedisConfig,
     /// In-process token verification, when configured.
     pub auth: Option<AuthConfig>,
     /// The message store for acks, when configured.
-    pub mongo: Option<MongoTarget>,
+    pub mongo: Option<MongoConfig>,
     /// Handler tunables.
     pub settings: Settings,
 }
@@ -90,7 +53,7 @@ pub struct Config {
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
-            .field("redis_url", &"<redacted>")
+            .field("redis", &self.redis)
             .field("auth", &self.auth.as_ref().map(|a| a.key.algorithm_name()))
             .field("mongo", &self.mongo)
             .field("settings", &self.settings)
@@ -99,58 +62,33 @@ impl fmt::Debug for Config {
 }
 
 impl Config {
-    /// Reads the configuration through `lookup`, usually
-    /// `|name| std::env::var(name).ok()`. Blank values count as unset.
+    /// Reads the configuration through `lookup` (a resolved environment, or
+    /// a map in tests). Blank values count as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| {
-            lookup(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        let redis_url = get(env::REDIS_URL).ok_or(ConfigError::Missing(env::REDIS_URL))?;
-        if !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
-            return Err(ConfigError::Invalid {
-                name: env::REDIS_URL,
-                reason: "expected a redis:// or rediss:// URL".into(),
-            });
-        }
-        let auth = if env::JWT_KEY_VARS.iter().any(|name| get(name).is_some()) {
+        let vars = Vars::new(&lookup);
+        let redis = RedisConfig::from_lookup(&lookup)?;
+        let auth = if env::JWT_KEY_VARS.iter().any(|name| vars.is_set(name)) {
             Some(AuthConfig::from_lookup(&lookup)?)
         } else {
             None
         };
-        let mongo = get(env::MONGODB_URI).map(|uri| MongoTarget {
-            uri,
-            database: get(env::MONGODB_DATABASE),
-        });
-        let node_ttl = match get(env::NODE_TTL_SECS) {
-            None => DEFAULT_NODE_TTL,
-            Some(v) => {
-                let ttl = v.parse::<u64>().map(Duration::from_secs).map_err(|e| {
-                    ConfigError::Invalid {
-                        name: env::NODE_TTL_SECS,
-                        reason: e.to_string(),
-                    }
-                })?;
-                if ttl < MIN_NODE_TTL {
-                    return Err(ConfigError::Invalid {
-                        name: env::NODE_TTL_SECS,
-                        reason: format!(
-                            "must be at least {} (API Gateway's connection lifetime)",
-                            MIN_NODE_TTL.as_secs()
-                        ),
-                    });
-                }
-                ttl
-            }
-        };
+        let node_ttl = vars.secs(env::NODE_TTL_SECS, DEFAULT_NODE_TTL)?;
+        if node_ttl < MIN_NODE_TTL {
+            return Err(ConfigError::invalid(
+                env::NODE_TTL_SECS,
+                format!(
+                    "must be at least {} (API Gateway's connection lifetime)",
+                    MIN_NODE_TTL.as_secs()
+                ),
+            ));
+        }
         Ok(Self {
-            redis_url,
+            redis,
             auth,
-            mongo,
+            mongo: MongoConfig::from_lookup_optional(&lookup)?,
             settings: Settings {
                 node_ttl,
-                region: get(env::AWS_REGION),
+                region: vars.get(env::AWS_REGION),
                 ..Settings::default()
             },
         })
@@ -159,6 +97,8 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     use edgepush_core::config::lookup_from_pairs as lookup;
@@ -211,7 +151,10 @@ mod tests {
                 (env::REDIS_URL, "redis://h"),
                 ("EDGEPUSH_JWT_SECRET", "short")
             ])),
-            Err(ConfigError::Auth(_))
+            Err(ConfigError::Invalid {
+                name: "EDGEPUSH_JWT_*",
+                ..
+            })
         ));
     }
 }

@@ -29,10 +29,12 @@
 //! - [`owners`]: connection -> user for connections admitted without an
 //!   authorizer ([`RedisConnectionOwners`]).
 //! - [`config`]: the binary's typed configuration.
+//! - `start`: [`connect`], the handlers' dependencies for a configuration.
 
 pub mod config;
 pub mod handler;
 pub mod owners;
+mod start;
 
 pub use config::{Config, ConfigError};
 pub use handler::{
@@ -40,3 +42,4 @@ pub use handler::{
     management_endpoint, virtual_node_id,
 };
 pub use owners::{ConnectionOwners, DEFAULT_OWNER_TTL, RedisConnectionOwners};
+pub use start::{ConnectError, connect};

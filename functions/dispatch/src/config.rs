@@ -4,13 +4,17 @@
 
 use std::fmt;
 
+pub use edgepush_core::config::ConfigError;
+use edgepush_core::config::Vars;
 use edgepush_delivery::sigv4::PushCredential;
 use edgepush_delivery::{BuildError, HttpPusher, PushClientConfig};
+use edgepush_redis::RedisConfig;
 
-/// Names of the environment variables read by [`Config::from_lookup`].
+/// Names of the environment variables read by [`Config::from_lookup`]
+/// (besides [`edgepush_redis::config::env`]: `EDGEPUSH_REDIS_URL`,
+/// `EDGEPUSH_REDIS_CLUSTER`).
 pub mod env {
-    /// Redis URL of the route store and node directory.
-    pub const REDIS_URL: &str = "EDGEPUSH_REDIS_URL";
+    pub use edgepush_redis::config::env::{REDIS_CLUSTER, REDIS_URL};
     /// Access key id of the internal credential that signs pushes.
     pub const PUSH_ACCESS_KEY_ID: &str = "EDGEPUSH_PUSH_ACCESS_KEY_ID";
     /// Secret of the internal credential that signs pushes.
@@ -21,22 +25,6 @@ pub mod env {
 
 /// The SigV4 region used when [`env::PUSH_REGION`] is not set.
 pub const DEFAULT_PUSH_REGION: &str = "us-east-1";
-
-/// A configuration value is missing or unusable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    /// A required variable is unset or empty.
-    #[error("{0} is not set")]
-    Missing(&'static str),
-    /// A variable is set to something unusable.
-    #[error("{name} is invalid: {reason}")]
-    Invalid {
-        /// The variable.
-        name: &'static str,
-        /// Why it was refused (never the value itself: it may be a secret).
-        reason: String,
-    },
-}
 
 /// How dispatch signs its pushes to edge nodes (the internal SigV4
 /// credential the nodes verify).
@@ -61,92 +49,51 @@ impl fmt::Debug for PushConfig {
 }
 
 impl PushConfig {
-    /// The HTTP push client, signing with this credential.
-    pub fn http_pusher(&self) -> Result<HttpPusher, BuildError> {
-        let credential = PushCredential::new(
+    /// The credential itself.
+    pub fn credential(&self) -> PushCredential {
+        PushCredential::new(
             self.access_key_id.clone(),
             self.secret_access_key.clone(),
             self.region.clone(),
-        );
-        HttpPusher::new(PushClientConfig::new(credential))
+        )
+    }
+
+    /// The HTTP push client of edge nodes, signing with this credential.
+    pub fn http_pusher(&self) -> Result<HttpPusher, BuildError> {
+        HttpPusher::new(PushClientConfig::new(self.credential()))
     }
 
     /// Reads the push credential from `lookup` (see [`env`]).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let vars = Vars::new(lookup);
         Ok(Self {
-            access_key_id: required(&lookup, env::PUSH_ACCESS_KEY_ID)?,
-            secret_access_key: required(&lookup, env::PUSH_SECRET_ACCESS_KEY)?,
-            region: optional(&lookup, env::PUSH_REGION)
+            access_key_id: vars.required(env::PUSH_ACCESS_KEY_ID)?,
+            secret_access_key: vars.required(env::PUSH_SECRET_ACCESS_KEY)?,
+            region: vars
+                .get(env::PUSH_REGION)
                 .unwrap_or_else(|| DEFAULT_PUSH_REGION.to_owned()),
         })
     }
 }
 
-/// Everything the dispatch binary needs to start.
-#[derive(Clone, PartialEq, Eq)]
+/// Everything a dispatcher needs to start (the dispatch binary's, and
+/// collect's when it dispatches in-process).
+#[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Config {
-    /// Where routes and node liveness live. May carry a password, so the
-    /// `Debug` output hides the URL's user info.
-    pub redis_url: String,
+    /// Where routes and node liveness live (its `Debug` hides passwords).
+    pub redis: RedisConfig,
     /// How pushes are signed.
     pub push: PushConfig,
 }
 
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("redis_url", &redact_userinfo(&self.redis_url))
-            .field("push", &self.push)
-            .finish()
-    }
-}
-
 impl Config {
-    /// Reads the configuration from `lookup`, usually
-    /// `|name| std::env::var(name).ok()`. Empty values count as unset.
+    /// Reads the configuration from `lookup` (a resolved environment, or a
+    /// map in tests). Blank values count as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let redis_url = required(&lookup, env::REDIS_URL)?;
-        if !(redis_url.starts_with("redis://")
-            || redis_url.starts_with("rediss://")
-            || redis_url.starts_with("redis+unix://")
-            || redis_url.starts_with("unix://"))
-        {
-            return Err(ConfigError::Invalid {
-                name: env::REDIS_URL,
-                reason: "expected a redis://, rediss:// or unix:// URL".into(),
-            });
-        }
         Ok(Self {
-            redis_url,
+            redis: RedisConfig::from_lookup(&lookup)?,
             push: PushConfig::from_lookup(&lookup)?,
         })
-    }
-}
-
-/// The value of `name`, trimmed, if it is set and not empty.
-pub(crate) fn optional(lookup: impl Fn(&str) -> Option<String>, name: &str) -> Option<String> {
-    lookup(name)
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
-}
-
-/// The value of `name`, or [`ConfigError::Missing`].
-fn required(
-    lookup: impl Fn(&str) -> Option<String>,
-    name: &'static str,
-) -> Result<String, ConfigError> {
-    optional(lookup, name).ok_or(ConfigError::Missing(name))
-}
-
-/// `scheme://user:pass@host/..` -> `scheme://***@host/..`, for logs.
-pub fn redact_userinfo(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***{}", &rest[at..]),
-        None => url.to_owned(),
     }
 }
 
@@ -164,7 +111,8 @@ mod tests {
             (env::PUSH_SECRET_ACCESS_KEY, "s3cret"),
         ]))
         .unwrap();
-        assert_eq!(cfg.redis_url, "redis://127.0.0.1:6379");
+        assert_eq!(cfg.redis.url, "redis://127.0.0.1:6379");
+        assert!(!cfg.redis.cluster);
         assert_eq!(cfg.push.access_key_id, "AKID");
         assert_eq!(cfg.push.region, DEFAULT_PUSH_REGION);
     }

@@ -23,16 +23,35 @@
 //! - [`lambda`]: the Lambda event and handler.
 //! - [`sqs`]: the handler of SQS batches (partial batch failures), and
 //!   [`EventSource`], which of the two handlers `main.rs` serves.
-//! - [`config`]: the typed configuration of the binary, read once at start.
+//! - [`apigw`]: [`ManagedEdgePusher`], which posts batches for API Gateway
+//!   connections one connection at a time; `apigw_sdk`: the SDK poster it
+//!   uses in production.
+//! - [`config`]: the typed configuration, read once at start.
+//! - [`start`]: [`connect`], the dispatcher of a deployment, built the same
+//!   way by the dispatch binary and by collect's in-process hand-off.
+//! - [`consumer`]: `dispatch consume`, the long-running SQS consumer that
+//!   runs [`sqs_handler`] outside Lambda (docker compose, ECS, Kubernetes).
+//!
+//! Feature `aws` (default): the SDK poster, the SQS handler, the consumer
+//! and [`connect`]. Without it (dev mode) no AWS SDK is compiled.
 
 pub mod apigw;
+#[cfg(feature = "aws")]
+mod apigw_sdk;
 pub mod config;
+#[cfg(feature = "aws")]
+pub mod consumer;
 mod dispatcher;
 mod handoff;
 pub mod lambda;
+#[cfg(feature = "aws")]
 pub mod sqs;
+#[cfg(feature = "aws")]
+pub mod start;
 
-pub use apigw::{ConnectionPoster, ManagedEdgePusher, PostToConnectionError, SdkConnectionPoster};
+pub use apigw::{ConnectionPoster, ManagedEdgePusher, PostToConnectionError};
+#[cfg(feature = "aws")]
+pub use apigw_sdk::SdkConnectionPoster;
 pub use config::{Config, ConfigError, PushConfig};
 pub use dispatcher::{
     DispatchReport, Dispatcher, NodeBatch, Plan, RetryPolicy, TopicDispatchReport, is_retryable,
@@ -40,7 +59,10 @@ pub use dispatcher::{
 };
 pub use handoff::DirectHandoff;
 pub use lambda::{DispatchEvent, handler};
+#[cfg(feature = "aws")]
 pub use sqs::{EventSource, sqs_handler};
+#[cfg(feature = "aws")]
+pub use start::{ConnectError, connect};
 
 #[cfg(test)]
 mod tests;

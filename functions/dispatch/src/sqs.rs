@@ -23,6 +23,7 @@
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use edgepush_aws::body::Body;
+use edgepush_core::config::{ConfigError, Vars};
 use edgepush_core::{StoredMessage, TopicMessage};
 use lambda_runtime::LambdaEvent;
 
@@ -46,24 +47,18 @@ pub enum EventSource {
     Direct,
 }
 
-/// `EDGEPUSH_DISPATCH_EVENT` is neither `sqs` nor `direct`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("EDGEPUSH_DISPATCH_EVENT must be `sqs` or `direct`, not {0:?}")]
-pub struct UnknownEventSource(pub String);
-
 impl EventSource {
-    /// Reads [`env::DISPATCH_EVENT`] through `lookup`; unset or empty means
+    /// Reads [`env::DISPATCH_EVENT`] through `lookup`; unset or blank means
     /// [`EventSource::Sqs`].
-    pub fn from_lookup(
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, UnknownEventSource> {
-        let value = lookup(env::DISPATCH_EVENT)
-            .map(|v| v.trim().to_ascii_lowercase())
-            .unwrap_or_default();
-        match value.as_str() {
-            "" | "sqs" => Ok(EventSource::Sqs),
-            "direct" => Ok(EventSource::Direct),
-            _ => Err(UnknownEventSource(value)),
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let value = Vars::new(lookup).get(env::DISPATCH_EVENT);
+        match value.map(|v| v.to_ascii_lowercase()).as_deref() {
+            None | Some("sqs") => Ok(EventSource::Sqs),
+            Some("direct") => Ok(EventSource::Direct),
+            Some(_) => Err(ConfigError::invalid(
+                env::DISPATCH_EVENT,
+                "must be `sqs` or `direct`",
+            )),
         }
     }
 }
@@ -176,7 +171,10 @@ mod tests {
         assert_eq!(with(Some("direct")), Ok(EventSource::Direct));
         assert_eq!(
             with(Some("kinesis")),
-            Err(UnknownEventSource("kinesis".into()))
+            Err(ConfigError::invalid(
+                env::DISPATCH_EVENT,
+                "must be `sqs` or `direct`"
+            ))
         );
     }
 }

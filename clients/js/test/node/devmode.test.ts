@@ -1,5 +1,5 @@
 /**
- * The client against a real dev mode (`edge-node dev`): resume after a
+ * The client against a real dev mode (`edgepush-dev`): resume after a
  * reconnect, acks and stored positions surviving a restart of the client,
  * 1012 moving to the other node, a SIGKILLed node, a refused token; topics
  * (subscribe, replay after a reconnect, a refusal) and broadcast.

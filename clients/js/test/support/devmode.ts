@@ -1,5 +1,5 @@
 /**
- * A real dev mode process (`edge-node dev`) for the Node.js and browser
+ * A real dev mode process (`edgepush-dev`) for the Node.js and browser
  * tests: free ports, the banner parsed for the console URL, and, with
  * `nodeProcesses`, its two edge nodes as child processes on the Redis and
  * MongoDB server that scripts/test started (EDGEPUSH_TEST_REDIS_URL,
@@ -50,10 +50,10 @@ export function uniqueUser(prefix: string): string {
   return `${prefix}-${process.pid}-${Date.now().toString(36)}-${Math.floor(Math.random() * 1e6).toString(36)}`;
 }
 
-export function edgeNodeBinary(): string {
-  const binary = process.env.EDGEPUSH_EDGE_NODE_BIN ?? join(repoRoot, 'target', 'debug', 'edge-node');
+export function devModeBinary(): string {
+  const binary = process.env.EDGEPUSH_DEV_BIN ?? join(repoRoot, 'target', 'debug', 'edgepush-dev');
   if (!existsSync(binary)) {
-    throw new Error(`no edge-node binary at ${binary}: run \`cargo build -p edge-node\` or set EDGEPUSH_EDGE_NODE_BIN (scripts/test does both)`);
+    throw new Error(`no edgepush-dev binary at ${binary}: run \`cargo build -p edgepush-dev\` or set EDGEPUSH_DEV_BIN (scripts/test does both)`);
   }
   return binary;
 }
@@ -62,7 +62,7 @@ export async function startDevMode(options: { nodeProcesses?: boolean } = {}): P
   const env: NodeJS.ProcessEnv = { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info' };
   delete env.REDIS_URL;
   delete env.MONGODB_URI;
-  const args = ['dev', '--collect-addr', '127.0.0.1:0', '--ws-port', '0', '--push-port', '0'];
+  const args = ['--collect-addr', '127.0.0.1:0', '--ws-port', '0', '--push-port', '0'];
   if (options.nodeProcesses) {
     const redis = process.env.EDGEPUSH_TEST_REDIS_URL;
     const mongo = process.env.EDGEPUSH_TEST_MONGODB_URI;
@@ -73,7 +73,7 @@ export async function startDevMode(options: { nodeProcesses?: boolean } = {}): P
     env.MONGODB_URI = mongo;
     args.push('--node-processes');
   }
-  const child = spawn(edgeNodeBinary(), args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(devModeBinary(), args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   let exited: string | undefined;
   const keep = (chunk: Buffer) => {

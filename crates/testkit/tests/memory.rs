@@ -1,0 +1,32 @@
+//! The in-memory backends of `edgepush_core::memory` against the contract
+//! suites of their ports (dev mode and unit tests rely on them keeping the
+//! same rules as the real backends).
+
+use std::sync::Arc;
+
+use edgepush_core::memory::{MemoryMessageStore, MemoryRouteStore};
+use edgepush_testkit::contract::{Backend, message_store, node_directory, route_store};
+
+#[tokio::test]
+async fn memory_message_store_keeps_the_contract() -> anyhow::Result<()> {
+    let store = Arc::new(MemoryMessageStore::new());
+    message_store::check(Backend::single(store))
+        .await
+        .into_result()
+}
+
+#[tokio::test]
+async fn memory_route_store_keeps_the_contract() -> anyhow::Result<()> {
+    let routes = Arc::new(MemoryRouteStore::new());
+    route_store::check(Backend::single(routes))
+        .await
+        .into_result()
+}
+
+#[tokio::test]
+async fn memory_node_directory_keeps_the_contract() -> anyhow::Result<()> {
+    let nodes = Arc::new(MemoryRouteStore::new());
+    node_directory::check(Backend::single(nodes))
+        .await
+        .into_result()
+}
