@@ -211,7 +211,7 @@ pub(crate) async fn admit(
     }
     let mut registering: Vec<TopicName> = server.topics.iter().map(|(t, _)| t.clone()).collect();
     registering.push(TopicName::broadcast());
-    let registered = match state.registrar.ensure(state, registering).await {
+    let registered = match state.registrar.ensure(&state.topics, registering).await {
         Ok(()) => {
             state
                 .deps

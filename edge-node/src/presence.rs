@@ -26,16 +26,38 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use edgepush_core::ports::{PresenceWrite, TopicPresenceWrite};
 use edgepush_core::protocol::{PresenceEvent, TopicPushItem};
-use edgepush_core::{ConnId, TopicName, UserId};
+use edgepush_core::{ConnId, PresenceStore, TopicName, UserId};
+use edgepush_fanout::TopicDispatcher;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::NodeConfig;
+use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::state::NodeState;
+use crate::topics::TopicIndex;
+
+/// What the presence writer works with, borrowed from the node's state
+/// (which holds the [`PresenceTracker`], so this module sits below it).
+pub(crate) struct PresenceParts<'a> {
+    /// The changes waiting for the next write.
+    pub(crate) tracker: &'a PresenceTracker,
+    /// Which presence is kept (users, namespaces, join/leave events).
+    pub(crate) config: &'a NodeConfig,
+    /// The live connections (the refresh of user presence).
+    pub(crate) hub: &'a Hub,
+    /// The local subscribers of each topic (counts per user).
+    pub(crate) topics: &'a TopicIndex,
+    /// Where presence is written.
+    pub(crate) store: &'a dyn PresenceStore,
+    /// Sends join/leave events to the nodes with subscribers.
+    pub(crate) fanout: &'a TopicDispatcher,
+    /// Counters for `/metrics`.
+    pub(crate) metrics: &'a Metrics,
+}
 
 /// Changes since the last write.
 #[derive(Debug, Default)]
@@ -96,8 +118,8 @@ impl PresenceTracker {
 }
 
 /// Writes what changed, and sends the events; see the module docs.
-pub(crate) async fn flush(state: &NodeState) {
-    let pending = state.presence.take();
+pub(crate) async fn flush(state: &PresenceParts<'_>) {
+    let pending = state.tracker.take();
     if pending.conns.is_empty() && pending.topics.is_empty() {
         return;
     }
@@ -159,16 +181,11 @@ pub(crate) async fn flush(state: &NodeState) {
 
 /// Writes `write`, counting it; a failure is logged (the next refresh of
 /// the entries repairs the store).
-pub(crate) async fn write_presence(state: &NodeState, write: &PresenceWrite) {
+pub(crate) async fn write_presence(state: &PresenceParts<'_>, write: &PresenceWrite) {
     if write.is_empty() {
         return;
     }
-    match state
-        .deps
-        .presence
-        .write(&state.config.node_id, write)
-        .await
-    {
+    match state.store.write(&state.config.node_id, write).await {
         Ok(()) => Metrics::inc(&state.metrics.presence_writes),
         Err(e) => {
             Metrics::inc(&state.metrics.errors);
@@ -179,7 +196,7 @@ pub(crate) async fn write_presence(state: &NodeState, write: &PresenceWrite) {
 
 /// The presence entries of hub and topic index shard `shard`, written
 /// again so they outlive their TTL (the heartbeat's rotation).
-pub(crate) async fn refresh_shard(state: &NodeState, shard: usize) {
+pub(crate) async fn refresh_shard(state: &PresenceParts<'_>, shard: usize) {
     let mut write = PresenceWrite::default();
     if state.config.user_presence {
         let mut conns = Vec::new();
@@ -201,7 +218,7 @@ pub(crate) async fn refresh_shard(state: &NodeState, shard: usize) {
 }
 
 /// Writes every interval until `stop`, then once more.
-pub(crate) async fn run(state: Arc<NodeState>, stop: CancellationToken) {
+pub(crate) async fn run(state: PresenceParts<'_>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(state.config.presence_interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     tick.tick().await;

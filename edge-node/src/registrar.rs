@@ -22,14 +22,31 @@
 //! tried again with the next batch.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
-use edgepush_core::{RouteError, TopicName};
+use edgepush_core::{NodeId, RouteError, TopicName, TopicRoutes};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::state::NodeState;
+use crate::topics::TopicIndex;
+
+/// What the registrar's task works with, borrowed from the node's state
+/// (which holds the [`Registrar`], so this module sits below it).
+pub(crate) struct RegistrarParts<'a> {
+    /// The requests' receiving end.
+    pub(crate) registrar: &'a Registrar,
+    /// Which topics have local subscribers, and which are registered.
+    pub(crate) topics: &'a TopicIndex,
+    /// The live connections (a topic's subscribers are among them).
+    pub(crate) hub: &'a Hub,
+    /// This node.
+    pub(crate) node: &'a NodeId,
+    /// Where memberships are written.
+    pub(crate) routes: &'a dyn TopicRoutes,
+    /// Counters for `/metrics`.
+    pub(crate) metrics: &'a Metrics,
+}
 
 /// A request to the registrar.
 enum Request {
@@ -59,12 +76,12 @@ impl Registrar {
     /// Waits until each of `topics` is registered (at once when all are).
     pub(crate) async fn ensure(
         &self,
-        state: &NodeState,
+        index: &TopicIndex,
         topics: Vec<TopicName>,
     ) -> Result<(), RouteError> {
         let missing: Vec<TopicName> = topics
             .into_iter()
-            .filter(|t| !state.topics.is_registered(t))
+            .filter(|t| !index.is_registered(t))
             .collect();
         if missing.is_empty() {
             return Ok(());
@@ -108,7 +125,7 @@ impl Registrar {
 const BATCH: usize = 4096;
 
 /// The registrar's task: handles requests until `stop`.
-pub(crate) async fn run(state: Arc<NodeState>, stop: CancellationToken) {
+pub(crate) async fn run(state: RegistrarParts<'_>, stop: CancellationToken) {
     let Some(mut rx) = state
         .registrar
         .rx
@@ -134,7 +151,11 @@ pub(crate) async fn run(state: Arc<NodeState>, stop: CancellationToken) {
 }
 
 /// Handles one batch of requests; see the module docs.
-async fn handle(state: &NodeState, batch: Vec<Request>, failed_removals: &mut HashSet<TopicName>) {
+async fn handle(
+    state: &RegistrarParts<'_>,
+    batch: Vec<Request>,
+    failed_removals: &mut HashSet<TopicName>,
+) {
     let mut add: Vec<TopicName> = Vec::new();
     let mut added: HashSet<TopicName> = HashSet::new();
     let mut waiters = Vec::new();
@@ -156,7 +177,7 @@ async fn handle(state: &NodeState, batch: Vec<Request>, failed_removals: &mut Ha
                 waiters.push(reply);
             }
             Request::Release(topic) => {
-                if state.topics.drop_if_empty(&topic, &state.hub) {
+                if state.topics.drop_if_empty(&topic, state.hub) {
                     remove.push(topic);
                 }
             }
@@ -168,7 +189,7 @@ async fn handle(state: &NodeState, batch: Vec<Request>, failed_removals: &mut Ha
                 }
             }
             Request::ReregisterAll(reply) => {
-                for topic in state.topics.all_topics(&state.hub, true) {
+                for topic in state.topics.all_topics(state.hub, true) {
                     push_add(topic, &mut add);
                 }
                 reregister.push(reply);
@@ -178,8 +199,8 @@ async fn handle(state: &NodeState, batch: Vec<Request>, failed_removals: &mut Ha
     // A topic both added and removed in one batch: its entry was dropped
     // (no subscriber) before an ensure of it came, so the add wins.
     remove.retain(|t| !added.contains(t));
-    let node = &state.config.node_id;
-    let routes = &state.deps.topic_routes;
+    let node = state.node;
+    let routes = state.routes;
     let added_result = if add.is_empty() {
         Ok(())
     } else {

@@ -73,7 +73,7 @@ impl RouteRefresh {
         let mut topics = Vec::new();
         for &shard in &shards {
             state.topics.registered_in(shard, &mut topics);
-            crate::presence::refresh_shard(state, shard).await;
+            crate::presence::refresh_shard(&state.presence_parts(), shard).await;
         }
         state.registrar.refresh(topics);
         state

@@ -360,7 +360,11 @@ async fn start_topic(
     if join {
         state.join_topic(topic, conn_id, conn);
     }
-    if let Err(e) = state.registrar.ensure(state, vec![topic.clone()]).await {
+    if let Err(e) = state
+        .registrar
+        .ensure(&state.topics, vec![topic.clone()])
+        .await
+    {
         tracing::warn!(topic = %topic, error = %e, "could not register a topic membership");
         return Ok(Answer::Refused(
             "unavailable",

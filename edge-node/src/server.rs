@@ -118,7 +118,10 @@ pub async fn run(
     // The registrar runs before the first beat: a beat that finds the
     // liveness entry missing re-registers topic memberships through it.
     let stop_background = CancellationToken::new();
-    let registrar_task = tokio::spawn(registrar::run(state.clone(), stop_background.clone()));
+    let registrar_task = tokio::spawn({
+        let (state, stop) = (state.clone(), stop_background.clone());
+        async move { registrar::run(state.registrar_parts(), stop).await }
+    });
     registration::beat(&state).await;
 
     let heartbeat = tokio::spawn(registration::heartbeat_loop(
@@ -147,7 +150,10 @@ pub async fn run(
             .await;
         }
     });
-    let presence_writer = tokio::spawn(presence::run(state.clone(), stop_acks.clone()));
+    let presence_writer = tokio::spawn({
+        let (state, stop) = (state.clone(), stop_acks.clone());
+        async move { presence::run(state.presence_parts(), stop).await }
+    });
 
     let connections = TaskTracker::new();
     tokio::pin!(shutdown);

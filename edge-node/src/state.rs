@@ -23,8 +23,8 @@ use crate::acks::AckWriter;
 use crate::config::NodeConfig;
 use crate::hub::{Conn, Hub};
 use crate::metrics::Metrics;
-use crate::presence::PresenceTracker;
-use crate::registrar::Registrar;
+use crate::presence::{PresenceParts, PresenceTracker};
+use crate::registrar::{Registrar, RegistrarParts};
 use crate::topics::TopicIndex;
 
 /// The stores and verifier a node runs on (ports, so tests and dev mode can
@@ -127,6 +127,31 @@ impl NodeState {
             next_conn: AtomicU64::new(0),
             config,
             deps,
+        }
+    }
+
+    /// What the presence writer works with.
+    pub(crate) fn presence_parts(&self) -> PresenceParts<'_> {
+        PresenceParts {
+            tracker: &self.presence,
+            config: &self.config,
+            hub: &self.hub,
+            topics: &self.topics,
+            store: &*self.deps.presence,
+            fanout: &self.fanout,
+            metrics: &self.metrics,
+        }
+    }
+
+    /// What the registrar's task works with.
+    pub(crate) fn registrar_parts(&self) -> RegistrarParts<'_> {
+        RegistrarParts {
+            registrar: &self.registrar,
+            topics: &self.topics,
+            hub: &self.hub,
+            node: &self.config.node_id,
+            routes: &*self.deps.topic_routes,
+            metrics: &self.metrics,
         }
     }
 

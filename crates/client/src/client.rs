@@ -15,7 +15,7 @@ use crate::config::ClientConfig;
 use crate::error::ClientError;
 use crate::event::Event;
 use crate::node::Node;
-use crate::shared::{Shared, Stats};
+use crate::shared::{Command, Shared, Stats};
 use crate::task::Runner;
 use crate::topics::{TopicBook, TopicSubscription};
 
@@ -154,17 +154,6 @@ impl Drop for ClientHandle {
     fn drop(&mut self) {
         self.control.shared.cancel.cancel();
     }
-}
-
-/// What the handle asks of the client's task.
-#[derive(Debug)]
-pub(crate) enum Command {
-    /// Subscribe to a topic.
-    Subscribe(TopicName, Option<Seq>, Option<String>),
-    /// Unsubscribe from a topic.
-    Unsubscribe(TopicName),
-    /// Publish to a topic.
-    Publish(TopicName, Box<RawValue>, Option<String>),
 }
 
 /// Stats, last seq, topics and close of a client, for tasks other than the

@@ -1,11 +1,12 @@
 //! What a client's task and its handle share: the counters behind
 //! [`Stats`], the last seq received and the last one the application took,
-//! and the topic book.
+//! the topic book, and the commands the handle sends the task.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use edgepush_core::Seq;
+use edgepush_core::{Seq, TopicName};
+use serde_json::value::RawValue;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -126,4 +127,15 @@ impl Shared {
         }
         self.taken_notify.notify_one();
     }
+}
+
+/// What the handle asks of the client's task.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Subscribe to a topic.
+    Subscribe(TopicName, Option<Seq>, Option<String>),
+    /// Unsubscribe from a topic.
+    Unsubscribe(TopicName),
+    /// Publish to a topic.
+    Publish(TopicName, Box<RawValue>, Option<String>),
 }

@@ -33,12 +33,11 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use crate::client::Command;
 use crate::config::{AckPolicy, Backoff, ClientConfig, TokenSource};
 use crate::error::ClientError;
 use crate::event::{DisconnectReason, Event, TopicEvent};
 use crate::node::Node;
-use crate::shared::{Counters, Shared};
+use crate::shared::{Command, Counters, Shared};
 use crate::topics::TopicSeq;
 
 type Ws = WebSocketStream<TcpStream>;

@@ -11,7 +11,7 @@
 //!
 //! - [`config`]: lookups that typed configurations are parsed through.
 //! - [`id`]: validated identifiers ([`UserId`], [`ConnId`], [`NodeId`],
-//!   [`MessageId`]).
+//!   [`MessageId`]) and [`Seq`].
 //! - [`message`]: messages before ([`NewMessage`]) and after
 //!   ([`StoredMessage`]) MongoDB has them.
 //! - [`topic`]: topic names ([`TopicName`]), namespaces and their options,

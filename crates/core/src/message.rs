@@ -5,11 +5,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+pub use crate::id::Seq;
 use crate::id::{MessageId, UserId};
 use crate::topic::TopicName;
-
-/// A per-user sequence number: strictly increasing from 1, without gaps.
-pub type Seq = u64;
 
 /// What collect asks the message store to keep: one message for one or more
 /// recipients.

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::message::Seq;
+use crate::id::Seq;
 
 /// Longest topic name accepted, in bytes.
 pub const MAX_TOPIC_LEN: usize = 128;

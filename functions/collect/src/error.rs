@@ -9,7 +9,7 @@ use edgepush_core::protocol::ErrorBody;
 use edgepush_core::{HandoffError, RouteError, StoreError};
 use http::Method;
 
-use crate::CollectResponse;
+use crate::request::{CollectRequest, CollectResponse};
 
 /// Why a request was not accepted. `Display` is the detailed, loggable text;
 /// the HTTP answer is built by [`CollectResponse::from`].
@@ -165,4 +165,17 @@ impl From<CollectError> for CollectResponse {
         }
         response
     }
+}
+
+/// `413` for a body over [`Limits::max_body_bytes`](crate::Limits::max_body_bytes).
+pub(crate) fn check_size(
+    request: &CollectRequest,
+    limits: &edgepush_core::submit::Limits,
+) -> Result<(), CollectError> {
+    if request.body.len() > limits.max_body_bytes {
+        return Err(CollectError::TooLarge {
+            max: limits.max_body_bytes,
+        });
+    }
+    Ok(())
 }

@@ -18,8 +18,11 @@
 //!
 //! # Layout
 //!
-//! - [`Collector`], [`Limits`], [`CollectRequest`], [`CollectResponse`]: the
-//!   core.
+//! - `request`: [`CollectRequest`], [`CollectResponse`], the HTTP-shaped
+//!   values every face converts from and to.
+//! - [`Collector`], [`Limits`]: the core (`collector`), which serves
+//!   `/v1/messages` and hands the topic paths to [`topics`].
+//! - [`topics`]: the topic side ([`Topics`]): publish, broadcast, presence.
 //! - [`ApiKeys`]: who may call, and the source name that scopes their
 //!   idempotency keys.
 //! - [`CollectError`]: every refusal, mapped to a response in one place.
@@ -35,6 +38,7 @@ mod collector;
 pub mod config;
 mod error;
 pub mod lambda;
+mod request;
 pub mod router;
 pub mod server;
 #[cfg(feature = "aws")]
@@ -42,9 +46,10 @@ mod start;
 pub mod topics;
 
 pub use api_keys::{ApiKeys, ApiKeysError};
-pub use collector::{CollectRequest, CollectResponse, Collector, Limits, MESSAGES_PATH};
+pub use collector::{Collector, Limits, MESSAGES_PATH};
 pub use config::{Config, ConfigError};
 pub use error::CollectError;
+pub use request::{CollectRequest, CollectResponse};
 pub use router::router;
 #[cfg(feature = "aws")]
 pub use start::{ConnectError, connect};

@@ -20,16 +20,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use edgepush_core::publish::{Publication, check_topic};
+use edgepush_core::submit::Limits;
 use edgepush_core::{
-    MessageId, Namespaces, NewTopicMessage, NodeDirectory, PresenceStore, TopicMessage, TopicName,
-    TopicStore, UserId, presence,
+    Handoff, MessageId, Namespaces, NewTopicMessage, NodeDirectory, PresenceStore, TopicMessage,
+    TopicName, TopicStore, UserId, presence,
 };
 use http::Method;
 use percent_encoding::percent_decode_str;
 use serde::Serialize;
 
-use crate::collector::{AUTO_KEY_PREFIX, Trace};
-use crate::{CollectError, CollectRequest, CollectResponse, Collector};
+use crate::error::{CollectError, check_size};
+use crate::request::{AUTO_KEY_PREFIX, CollectRequest, CollectResponse, Trace};
 
 /// Most users one `GET /v1/presence` reads.
 pub const MAX_PRESENCE_USERS: usize = 100;
@@ -137,48 +138,41 @@ fn query_param(query: &str, name: &str) -> Option<String> {
     })
 }
 
-impl Collector {
-    /// Serves a request of the topic side.
-    pub(crate) async fn topic_request<'a>(
-        &'a self,
+impl Topics {
+    /// Serves a request of the topic side for `source` (the caller's
+    /// method and API key are checked).
+    pub(crate) async fn serve<'a>(
+        &self,
         route: Route,
         request: &CollectRequest,
+        source: &'a str,
+        limits: &Limits,
+        handoff: &dyn Handoff,
         trace: &mut Trace<'a>,
     ) -> Result<CollectResponse, CollectError> {
-        if request.method != route.method() {
-            return Err(CollectError::MethodNotAllowed(
-                request.method.to_string(),
-                route.method(),
-            ));
-        }
-        let source = self.authenticate(request.authorization.as_deref())?;
-        trace.source = Some(source);
-        let topics = self
-            .topics
-            .as_ref()
-            .ok_or(CollectError::TopicsNotConfigured)?;
+        let topics = self;
         match route {
             Route::PublishOne(topic) => {
-                self.check_size(request)?;
+                check_size(request, limits)?;
                 let publication =
-                    Publication::parse_one(&topic, &request.body, &self.limits, &topics.namespaces)
+                    Publication::parse_one(&topic, &request.body, limits, &topics.namespaces)
                         .map_err(CollectError::BadRequest)?;
-                let stored = self.publish(topics, source, publication, trace).await?;
+                let stored = self.publish(source, publication, handoff, trace).await?;
                 Ok(CollectResponse::json(202, &TopicAccepted::from(&stored[0])))
             }
             Route::Broadcast => {
-                self.check_size(request)?;
-                let publication = Publication::parse_broadcast(&request.body, &self.limits)
+                check_size(request, limits)?;
+                let publication = Publication::parse_broadcast(&request.body, limits)
                     .map_err(CollectError::BadRequest)?;
-                let stored = self.publish(topics, source, publication, trace).await?;
+                let stored = self.publish(source, publication, handoff, trace).await?;
                 Ok(CollectResponse::json(202, &TopicAccepted::from(&stored[0])))
             }
             Route::PublishMany => {
-                self.check_size(request)?;
+                check_size(request, limits)?;
                 let publication =
-                    Publication::parse_many(&request.body, &self.limits, &topics.namespaces)
+                    Publication::parse_many(&request.body, limits, &topics.namespaces)
                         .map_err(CollectError::BadRequest)?;
-                let stored = self.publish(topics, source, publication, trace).await?;
+                let stored = self.publish(source, publication, handoff, trace).await?;
                 let messages: Vec<TopicAccepted> = stored.iter().map(TopicAccepted::from).collect();
                 Ok(CollectResponse::json(
                     202,
@@ -259,27 +253,18 @@ impl Collector {
         }
     }
 
-    /// `413` for a body over the limit.
-    fn check_size(&self, request: &CollectRequest) -> Result<(), CollectError> {
-        if request.body.len() > self.limits.max_body_bytes {
-            return Err(CollectError::TooLarge {
-                max: self.limits.max_body_bytes,
-            });
-        }
-        Ok(())
-    }
-
     /// Stores `publication` and hands it off, as [`Collector::handle`]
     /// documents for messages; returns one copy per topic, in order.
-    async fn publish<'a>(
-        &'a self,
-        topics: &Topics,
+    async fn publish(
+        &self,
         source: &str,
         publication: Publication,
-        trace: &mut Trace<'a>,
+        handoff: &dyn Handoff,
+        trace: &mut Trace<'_>,
     ) -> Result<Vec<TopicMessage>, CollectError> {
+        let topics = self;
         trace.recipients = Some(publication.topics.len());
-        self.handoff.ready().await.map_err(CollectError::NotReady)?;
+        handoff.ready().await.map_err(CollectError::NotReady)?;
         let key = publication
             .idempotency_key
             .unwrap_or_else(|| format!("{AUTO_KEY_PREFIX}{}", MessageId::random()));
@@ -318,7 +303,7 @@ impl Collector {
                 key,
             ));
         }
-        self.handoff
+        handoff
             .hand_off_topics(&stored)
             .await
             .map_err(|e| CollectError::HandoffFailed(e, key))?;
