@@ -406,18 +406,45 @@ pub trait TokenVerifier: Send + Sync + 'static {
 /// The durable per-topic log (MongoDB in production): the topic
 /// counterpart of [`MessageStore`].
 ///
-/// Contract:
-/// - [`publish`](Self::publish) returns only once the backend has
-///   acknowledged the write of every topic's copy; each copy gets its
-///   topic's next sequence number, strictly increasing and without gaps.
-/// - Publishing again with the same `(source, idempotency_key)` stores
-///   nothing new and returns the copies stored the first time (also under
-///   concurrency); a failed publish may have stored some topics' copies,
-///   and retrying with the same key completes it without duplicates.
-/// - [`read_after`](Self::read_after) answers in seq order; a page shorter
-///   than `limit` means nothing more is stored after it.
-/// - [`last_seq`](Self::last_seq) never runs ahead of what is stored, and
-///   never goes back (retention deletes old copies, not the counter).
+/// Contract (suite: `edgepush_testkit::contract::topic_store`; each rule
+/// is named after its check):
+/// - *Each topic its own gap-free seq* (`each_topic_gets_its_next_seq`):
+///   each copy of a [`publish`](Self::publish) gets its topic's next
+///   sequence number, from 1, strictly increasing without gaps, whatever
+///   other topics hold; the copies come in the order of the publication's
+///   topics, share one message id and keep the caller's payload text.
+/// - *Also when writers race* (`concurrent_publishes_get_gap_free_seqs`):
+///   publishes from several handles (processes) at once still hand out
+///   each seq once.
+/// - *Durable before answering*: `publish` returns only once the backend
+///   has acknowledged the write of every topic's copy (not observable from
+///   outside the backend, so not in the suite).
+/// - *Idempotent* (`an_idempotent_retry_returns_the_first_copies`):
+///   publishing again with the same `(source, idempotency_key)` stores
+///   nothing new and returns the copies stored the first time; the key is
+///   scoped by `source`, and another key is another message.
+/// - *Also when duplicates race* (`racing_duplicates_return_the_same_copies`):
+///   every concurrent duplicate returns the same copies, one per topic.
+/// - *Retries complete partial publishes*: a failed publish may have stored
+///   some topics' copies; retrying with the same key completes it without
+///   duplicates (backend-specific crash tests).
+/// - *A short page is the end of the log*
+///   (`a_short_page_means_the_end_of_the_log`):
+///   [`read_after`](Self::read_after) answers in seq order with exactly
+///   `limit` copies while more follow; a page shorter than `limit` means
+///   nothing more is stored after it (replay and gap fill stop there).
+/// - *Nothing outside the log* (`read_after_outside_the_log_is_empty`):
+///   `limit` 0, `after` at or past the last seq (up to `u64::MAX`) or a
+///   topic with nothing stored read nothing; a read never returns another
+///   topic's copies.
+/// - *The last seq follows publishes* (`last_seq_follows_publishes`):
+///   [`last_seq`](Self::last_seq) is 0 for a topic with nothing stored and
+///   the seq of the last copy once its publish returned, on every handle;
+///   it never runs ahead of what is stored and never goes back (retention
+///   deletes old copies, not the counter: backend-specific retention tests).
+/// - *Ping* (`ping_answers`): [`ping`](Self::ping) succeeds while the
+///   backend answers; *outages* answer [`StoreError::Unavailable`]
+///   (backend-specific outage tests).
 #[async_trait]
 pub trait TopicStore: Send + Sync + 'static {
     /// Stores one copy of `msg` per topic; see the trait's contract.
@@ -440,14 +467,30 @@ pub trait TopicStore: Send + Sync + 'static {
 
 /// Which nodes have subscribers of a topic: topic -> { node } (Redis).
 ///
-/// Contract:
-/// - [`add_topics`](Self::add_topics) makes `node` a member of each topic
-///   for the store's route TTL; a node keeps its membership fresh by adding
-///   again before that. [`nodes_of`](Self::nodes_of) answers only fresh
-///   members, one list per topic, in one round trip.
-/// - Memberships are hints, like routes: a member may have died (readers
-///   check [`NodeDirectory`]), and a member may have no subscriber left (the
-///   node answers a push with the topic as absent).
+/// Memberships are hints, like routes: a member may have died (readers
+/// check [`NodeDirectory`]), and a member may have no subscriber left (the
+/// node answers a push with the topic as absent).
+///
+/// Contract (suite: `edgepush_testkit::contract::topic_routes`):
+/// - *Read back as written* (`added_memberships_are_read_back`):
+///   [`add_topics`](Self::add_topics) makes `node` a member of each topic;
+///   [`nodes_of`](Self::nodes_of) lists every member once, also when a node
+///   added a topic again.
+/// - *Many topics in one call* (`nodes_of_answers_every_topic_asked_in_order`):
+///   `nodes_of` answers one list per topic asked, in the order asked (empty
+///   for a topic without members, twice for a topic asked twice), in one
+///   round trip.
+/// - *Removal* (`remove_topics_forgets_only_the_given_memberships`):
+///   [`remove_topics`](Self::remove_topics) forgets the named node's
+///   membership of the named topics and nothing else; memberships that do
+///   not exist are ignored.
+/// - *Bulk* (`thousands_of_memberships_are_added_and_removed_in_one_call`):
+///   a node's whole index (re-registration after a route store loss) is
+///   written and removed in one call each.
+/// - *Concurrent writers* (`memberships_added_concurrently_all_land`).
+/// - *Freshness*: a membership lasts the store's route TTL after its last
+///   add, and `nodes_of` answers only fresh members; a node adds again
+///   before that (backend-specific expiry tests).
 #[async_trait]
 pub trait TopicRoutes: Send + Sync + 'static {
     /// Records that `node` has at least one subscriber of each of `topics`.
@@ -525,15 +568,37 @@ impl PresenceWrite {
 /// Who is online and who is subscribed (Redis), written by the nodes that
 /// hold the connections and read by the collect API.
 ///
-/// Contract:
-/// - Entries carry the node that wrote them; they are hints like routes:
-///   readers drop entries of nodes that are not live ([`NodeDirectory`]),
-///   so a crashed node's connections leave presence within its liveness
-///   TTL, and may [`forget`](Self::forget) them.
-/// - Entries live for the store's route TTL after their last write; a node
-///   writes its live entries again before that.
-/// - Every read is bounded: by the user's connections, by the number of
-///   nodes, or by the page size asked for.
+/// Entries carry the node that wrote them; they are hints like routes:
+/// readers drop entries of nodes that are not live ([`NodeDirectory`]), so
+/// a crashed node's connections leave presence within its liveness TTL,
+/// and may [`forget`](Self::forget) them.
+///
+/// Contract (suite: `edgepush_testkit::contract::presence_store`):
+/// - *Connections read back per user*
+///   (`written_connections_are_read_back_per_user`):
+///   [`user_connections`](Self::user_connections) answers one list per user
+///   asked, in order: every connection written as opened for that user, by
+///   any node, with its node and opening time; empty for a user with none.
+/// - *Closes leave presence* (`a_closed_connection_leaves_presence`): a
+///   connection written as closed (`None`) is no longer listed; the user's
+///   other connections are.
+/// - *Topic shares per node* (`topic_shares_are_per_node`):
+///   [`topic_nodes`](Self::topic_nodes) lists each node's last written
+///   share of the topic; a share written as `None` is gone, and no other
+///   topic's share is listed.
+/// - *Member pages list every entry* (`member_pages_list_every_entry`):
+///   [`topic_members`](Self::topic_members) pages, followed from cursor 0
+///   until the cursor comes back 0, list every (user, node) entry (maybe
+///   more than once) with its count as last written; a count written as 0
+///   takes the entry out.
+/// - *Forget* (`forget_removes_only_the_named_entries`):
+///   [`forget`](Self::forget) removes the named (user, node) entries and the
+///   named nodes' shares of the topic, and nothing else.
+/// - *Freshness*: entries live for the store's route TTL after their last
+///   write; a node writes its live entries again before that
+///   (backend-specific expiry tests).
+/// - *Bounded reads*: every read is bounded by the user's connections, by
+///   the number of nodes, or by the page size asked for.
 #[async_trait]
 pub trait PresenceStore: Send + Sync + 'static {
     /// Writes `node`'s changes.

@@ -1,5 +1,6 @@
-//! The Redis route store against the `RouteStore` and `NodeDirectory`
-//! contract suites (`edgepush_testkit::contract`), on one real Redis
+//! The Redis route store against the `RouteStore`, `NodeDirectory`,
+//! `TopicRoutes` and `PresenceStore` contract suites
+//! (`edgepush_testkit::contract`), on one real Redis
 //! (`EDGEPUSH_TEST_REDIS_URL`, under a key prefix of each test's own) and on
 //! a private three-primary Redis Cluster, where every rule's keys spread
 //! over the primaries' slots. Each handle the suites ask for is a store
@@ -8,9 +9,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use edgepush_core::{NodeDirectory, RouteStore};
+use edgepush_core::{NodeDirectory, PresenceStore, RouteStore, TopicRoutes};
 use edgepush_redis::{RedisConfig, RedisRouteStore};
-use edgepush_testkit::contract::{self, Backend, node_directory, route_store};
+use edgepush_testkit::contract::{
+    self, Backend, node_directory, presence_store, route_store, topic_routes,
+};
 use edgepush_testkit::{RedisCluster, delete_prefix, redis_url, unique_prefix};
 
 /// Handles on `config`, seen as port `P`.
@@ -29,6 +32,14 @@ fn routes(store: Arc<RedisRouteStore>) -> Arc<dyn RouteStore> {
 }
 
 fn nodes(store: Arc<RedisRouteStore>) -> Arc<dyn NodeDirectory> {
+    store
+}
+
+fn memberships(store: Arc<RedisRouteStore>) -> Arc<dyn TopicRoutes> {
+    store
+}
+
+fn presence(store: Arc<RedisRouteStore>) -> Arc<dyn PresenceStore> {
     store
 }
 
@@ -58,8 +69,25 @@ async fn redis_node_directory_keeps_the_contract() -> anyhow::Result<()> {
     report.into_result()
 }
 
+#[tokio::test]
+async fn redis_topic_routes_keep_the_contract() -> anyhow::Result<()> {
+    let config = shared_config("contract-topics")?;
+    let report = topic_routes::check(backend(config.clone(), memberships)).await;
+    delete_prefix(&config.url, &config.key_prefix).await?;
+    report.into_result()
+}
+
+#[tokio::test]
+async fn redis_presence_keeps_the_contract() -> anyhow::Result<()> {
+    let config = shared_config("contract-presence")?;
+    let report = presence_store::check(backend(config.clone(), presence)).await;
+    delete_prefix(&config.url, &config.key_prefix).await?;
+    report.into_result()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_cluster_keeps_the_route_store_and_node_directory_contracts() -> anyhow::Result<()> {
+async fn redis_cluster_keeps_the_route_store_node_directory_topic_and_presence_contracts()
+-> anyhow::Result<()> {
     let cluster = RedisCluster::start().await?;
     let config = RedisConfig {
         key_prefix: unique_prefix("contract-cluster"),
@@ -68,6 +96,8 @@ async fn redis_cluster_keeps_the_route_store_and_node_directory_contracts() -> a
     };
     contract::all([
         route_store::check(backend(config.clone(), routes)).await,
-        node_directory::check(backend(config, nodes)).await,
+        node_directory::check(backend(config.clone(), nodes)).await,
+        topic_routes::check(backend(config.clone(), memberships)).await,
+        presence_store::check(backend(config, presence)).await,
     ])
 }

@@ -10,8 +10,10 @@
 //! # Layout
 //!
 //! - [`contract`]: the suites ([`contract::message_store`],
-//!   [`contract::route_store`], [`contract::node_directory`]), how to run
-//!   one and how to add one for a new port.
+//!   [`contract::route_store`], [`contract::node_directory`],
+//!   [`contract::topic_store`], [`contract::topic_routes`],
+//!   [`contract::presence_store`]), how to run one and how to add one for a
+//!   new port.
 //! - [`ids`]: ids from literals, routes as plain names.
 //! - [`env`]: `EDGEPUSH_TEST_REDIS_URL` / `_MONGODB_URI` / `_AWS_ENDPOINT`,
 //!   [`unique`] names, free ports, [`program`]s to run, [`rss_kib`].

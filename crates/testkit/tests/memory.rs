@@ -4,8 +4,12 @@
 
 use std::sync::Arc;
 
-use edgepush_core::memory::{MemoryMessageStore, MemoryRouteStore};
-use edgepush_testkit::contract::{Backend, message_store, node_directory, route_store};
+use edgepush_core::memory::{
+    MemoryMessageStore, MemoryPresence, MemoryRouteStore, MemoryTopicRoutes, MemoryTopicStore,
+};
+use edgepush_testkit::contract::{
+    Backend, message_store, node_directory, presence_store, route_store, topic_routes, topic_store,
+};
 
 #[tokio::test]
 async fn memory_message_store_keeps_the_contract() -> anyhow::Result<()> {
@@ -27,6 +31,30 @@ async fn memory_route_store_keeps_the_contract() -> anyhow::Result<()> {
 async fn memory_node_directory_keeps_the_contract() -> anyhow::Result<()> {
     let nodes = Arc::new(MemoryRouteStore::new());
     node_directory::check(Backend::single(nodes))
+        .await
+        .into_result()
+}
+
+#[tokio::test]
+async fn memory_topic_store_keeps_the_contract() -> anyhow::Result<()> {
+    let store = Arc::new(MemoryTopicStore::new());
+    topic_store::check(Backend::single(store))
+        .await
+        .into_result()
+}
+
+#[tokio::test]
+async fn memory_topic_routes_keep_the_contract() -> anyhow::Result<()> {
+    let routes = Arc::new(MemoryTopicRoutes::default());
+    topic_routes::check(Backend::single(routes))
+        .await
+        .into_result()
+}
+
+#[tokio::test]
+async fn memory_presence_keeps_the_contract() -> anyhow::Result<()> {
+    let presence = Arc::new(MemoryPresence::new());
+    presence_store::check(Backend::single(presence))
         .await
         .into_result()
 }

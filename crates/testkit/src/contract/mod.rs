@@ -10,6 +10,9 @@
 //! | [`message_store`] | in-memory (`crates/testkit/tests/memory.rs`), MongoDB wire (`crates/mongo/tests/contract.rs`) |
 //! | [`route_store`] | in-memory, Redis and Redis Cluster (`crates/redis/tests/contract.rs`) |
 //! | [`node_directory`] | in-memory, Redis and Redis Cluster (`crates/redis/tests/contract.rs`) |
+//! | [`topic_store`] | in-memory, MongoDB wire (`crates/mongo/tests/contract.rs`) |
+//! | [`topic_routes`] | in-memory, Redis and Redis Cluster (`crates/redis/tests/contract.rs`) |
+//! | [`presence_store`] | in-memory, Redis and Redis Cluster (`crates/redis/tests/contract.rs`) |
 //!
 //! What is peculiar to one backend (outages, crash repair, Redis Cluster
 //! slot grouping, FerretDB quirks, malformed stored documents) stays in that
@@ -72,7 +75,10 @@ use futures_util::future::BoxFuture;
 
 pub mod message_store;
 pub mod node_directory;
+pub mod presence_store;
 pub mod route_store;
+pub mod topic_routes;
+pub mod topic_store;
 
 #[cfg(test)]
 mod broken;
@@ -268,7 +274,9 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{message_store, node_directory, route_store};
+    use super::{
+        message_store, node_directory, presence_store, route_store, topic_routes, topic_store,
+    };
 
     /// The trait docs state every rule, named after its check, so that a
     /// rule added here is documented where callers read.
@@ -279,7 +287,10 @@ mod tests {
             .iter()
             .map(|r| r.name)
             .chain(route_store::RULES.iter().map(|r| r.name))
-            .chain(node_directory::RULES.iter().map(|r| r.name));
+            .chain(node_directory::RULES.iter().map(|r| r.name))
+            .chain(topic_store::RULES.iter().map(|r| r.name))
+            .chain(topic_routes::RULES.iter().map(|r| r.name))
+            .chain(presence_store::RULES.iter().map(|r| r.name));
         for name in names {
             assert!(
                 docs.contains(&format!("(`{name}`)")),
