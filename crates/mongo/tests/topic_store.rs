@@ -191,15 +191,14 @@ async fn retention_is_per_namespace_and_seqs_continue() -> anyhow::Result<()> {
     store.publish(&short).await?;
     store.publish(&long).await?;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    match store.retention_mode() {
-        RetentionMode::Sweeper => {
-            assert_eq!(store.sweep_expired().await?, 1, "only the expired one");
-        }
-        RetentionMode::TtlIndex => {
-            // The server's TTL monitor runs once a minute; the sweep does
-            // the same work at once.
-            store.sweep_expired().await?;
-        }
+    // The server's TTL monitor (TtlIndex) runs once a minute; the sweep does
+    // the same work at once. Under a Sweeper, the store's own background
+    // sweep (its first round starts with the store, whenever the loaded
+    // machine schedules it) may have deleted the copy already: what is
+    // checked is what is left, not who deleted it.
+    let swept = store.sweep_expired().await?;
+    if store.retention_mode() == RetentionMode::Sweeper {
+        assert!(swept <= 1, "only the expired one may go: {swept} deleted");
     }
     assert!(store.read_after(&topic("brief:x"), 0, 10).await?.is_empty());
     assert_eq!(store.read_after(&topic("kept"), 0, 10).await?.len(), 1);
