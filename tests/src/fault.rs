@@ -417,35 +417,44 @@ pub async fn post_until_accepted(
     body: &Value,
     traffic: &Traffic,
 ) -> anyhow::Result<Vec<Accepted>> {
+    let answer =
+        post_to_until_accepted(collect, edgepush_collect::MESSAGES_PATH, body, traffic).await?;
+    let parsed: SubmitResponse =
+        serde_json::from_value(answer.clone()).with_context(|| format!("202 body {answer}"))?;
+    Ok(parsed.messages)
+}
+
+/// [`post_until_accepted`] to any path of the collect API (topic
+/// publishes, broadcasts); returns the `202`'s body.
+pub async fn post_to_until_accepted(
+    collect: &Collect,
+    path: &str,
+    body: &Value,
+    traffic: &Traffic,
+) -> anyhow::Result<Value> {
     let limit = stall();
     let mut pause = Duration::from_millis(50);
     let mut seen = (traffic.accepted(), Instant::now());
     loop {
         let started = Instant::now();
-        let result = collect.post(body).await;
-        let ended = Instant::now();
-        let status = result.as_ref().ok().map(|(s, _)| *s);
-        lock(&traffic.responses).push(Response {
-            started,
-            ended,
-            status,
-        });
+        let result = collect.post_to(path, body).await;
+        traffic.note(started, result.as_ref().ok().map(|(s, _)| *s));
         let last = match result {
             Ok((202, answer)) => {
-                let parsed: SubmitResponse = serde_json::from_value(answer.clone())
-                    .with_context(|| format!("202 body {answer}"))?;
-                traffic.accepted_posts.fetch_add(1, Ordering::AcqRel);
-                return Ok(parsed.messages);
+                traffic.accepted_one();
+                return Ok(answer);
             }
             Ok((503, answer)) => format!("503 {answer}"),
-            Ok((other, answer)) => bail!("collect answered {other}: {answer}"),
+            Ok((other, answer)) => bail!("collect answered {other} to {path}: {answer}"),
             Err(e) => format!("{e:#}"),
         };
         let accepted = traffic.accepted();
         if accepted != seen.0 {
             seen = (accepted, Instant::now());
         } else if seen.1.elapsed() >= limit {
-            bail!("not accepted, and no post accepted at all for {limit:?}; last answer: {last}");
+            bail!(
+                "not accepted, and no post of the test accepted at all for {limit:?}; last answer: {last}"
+            );
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(1));

@@ -3,15 +3,14 @@
 //! publisher that retries like the collect API asks, and the verdict per
 //! device and topic (the same [`Tally`] as the user-message fault tests).
 
-use std::time::Duration;
-
 use anyhow::{Context as _, bail};
 use edgepush_client::{ClientConfig, TokenSource, TopicName, TopicSubscription};
 use futures_util::{StreamExt as _, TryStreamExt as _, stream};
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
-use crate::fault::{Device, GRACE, Ledger, TOKEN_TTL, Tally, Traffic, client_config, lock};
+use crate::fault::{
+    Device, GRACE, Ledger, TOKEN_TTL, Tally, Traffic, client_config, lock, post_to_until_accepted,
+};
 use crate::wait::{Check, stall, until};
 use crate::{Collect, NodeProcess, mint_with};
 
@@ -32,39 +31,13 @@ pub async fn publish_until_accepted(
 ) -> anyhow::Result<(u64, String)> {
     let path = format!("/v1/topics/{topic}/messages");
     let body = json!({ "data": topic_data(topic, k), "idempotency_key": format!("{topic}-{k}") });
-    let limit = stall();
-    let mut pause = Duration::from_millis(50);
-    let mut seen = (traffic.accepted(), Instant::now());
-    loop {
-        let started = Instant::now();
-        let result = collect.post_to(&path, &body).await;
-        let status = result.as_ref().ok().map(|(s, _)| *s);
-        traffic.note(started, status);
-        let last = match result {
-            Ok((202, answer)) => {
-                let seq = answer.get("seq").and_then(Value::as_u64);
-                let id = answer.get("id").and_then(Value::as_str);
-                let (Some(seq), Some(id)) = (seq, id) else {
-                    bail!("a 202 without seq and id: {answer}");
-                };
-                traffic.accepted_one();
-                return Ok((seq, id.to_owned()));
-            }
-            Ok((503, answer)) => format!("503 {answer}"),
-            Ok((other, answer)) => bail!("collect answered {other}: {answer}"),
-            Err(e) => format!("{e:#}"),
-        };
-        let accepted = traffic.accepted();
-        if accepted != seen.0 {
-            seen = (accepted, Instant::now());
-        } else if seen.1.elapsed() >= limit {
-            bail!(
-                "not accepted, and no publish accepted at all for {limit:?}; last answer: {last}"
-            );
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(1));
-    }
+    let answer = post_to_until_accepted(collect, &path, &body, traffic).await?;
+    let seq = answer.get("seq").and_then(Value::as_u64);
+    let id = answer.get("id").and_then(Value::as_str);
+    let (Some(seq), Some(id)) = (seq, id) else {
+        bail!("a 202 without seq and id: {answer}");
+    };
+    Ok((seq, id.to_owned()))
 }
 
 /// Publishes messages `first..=last` to `topic`, `concurrency` at a time,
