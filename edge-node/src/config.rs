@@ -298,7 +298,8 @@ pub struct ServeConfig {
     /// Routes and liveness (`EDGEPUSH_REDIS_URL`, `EDGEPUSH_REDIS_CLUSTER`);
     /// its route TTL is the node's.
     pub redis: RedisConfig,
-    /// Messages (`EDGEPUSH_MONGODB_URI`, `EDGEPUSH_MONGODB_DATABASE`).
+    /// Messages and topic messages (`EDGEPUSH_MONGODB_URI`,
+    /// `EDGEPUSH_MONGODB_DATABASE`).
     pub mongo: MongoConfig,
 }
 
