@@ -135,10 +135,10 @@ impl Collect {
             dispatcher,
             store,
             topic_store,
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(30))
-                .build()
-                .context("http client")?,
+            // No total timeout: collect runs in this process, so an answer
+            // comes as soon as the store answers; a fixed budget here failed
+            // a test on a loaded machine while collect was still working.
+            http: reqwest::Client::builder().build().context("http client")?,
             server,
         })
     }

@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use common::TEST_ROUTE_TTL;
@@ -249,19 +249,12 @@ async fn a_prefix_with_braces_is_refused() -> Result<()> {
 #[tokio::test]
 async fn connect_to_a_closed_port_is_unavailable() -> Result<()> {
     let port = free_port()?;
-    let started = Instant::now();
     let result =
         RedisRouteStore::connect(RedisConfig::new(format!("redis://127.0.0.1:{port}"))).await;
     match result {
         Err(RouteError::Unavailable(msg)) => assert!(msg.contains("connect"), "{msg}"),
         other => panic!("expected Unavailable, got {other:?}"),
     }
-    // Not a timing assertion: a guard against the 30 s hangs this replaces.
-    assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "connect took {:?}",
-        started.elapsed()
-    );
     Ok(())
 }
 
