@@ -15,6 +15,8 @@
 //! - [`message`]: messages before ([`NewMessage`]) and after
 //!   ([`StoredMessage`]) MongoDB has them.
 //! - [`protocol`]: WebSocket frames, the collect API body, the push batch body.
+//! - [`managed`]: the frames only clients of the managed edge (API Gateway)
+//!   exchange: `resume`, `ping`, `resumed`, `pong`, `close`.
 //! - [`ports`]: the traits [`RouteStore`], [`NodeDirectory`], [`MessageStore`],
 //!   [`Pusher`], [`Handoff`], [`TokenVerifier`] and their error types.
 //! - [`memory`]: in-memory backends of the store ports.
@@ -22,6 +24,7 @@
 pub mod bearer;
 pub mod config;
 pub mod id;
+pub mod managed;
 pub mod memory;
 pub mod message;
 pub mod ports;

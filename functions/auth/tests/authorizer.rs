@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use edgepush_auth::{AuthConfig, Claims, JwtVerifier, mint_hs256};
-use edgepush_auth_fn::authorizer::{USER_ID_CONTEXT_KEY, request_token};
+use edgepush_auth_fn::authorizer::{EXP_CONTEXT_KEY, USER_ID_CONTEXT_KEY, request_token};
 use edgepush_auth_fn::{AuthAnswer, AuthEvent, dispatch};
 use edgepush_core::{AuthError, Identity, TokenVerifier};
 use lambda_runtime::{Context, LambdaEvent};
@@ -102,11 +102,12 @@ fn the_fixture_is_a_request_authorizer_event() {
 }
 
 #[test]
-fn the_context_key_is_the_one_connections_reads() {
+fn the_context_keys_are_the_ones_connections_reads() {
     assert_eq!(
         USER_ID_CONTEXT_KEY,
         edgepush_connections::AUTHORIZER_USER_ID_KEY
     );
+    assert_eq!(EXP_CONTEXT_KEY, edgepush_connections::AUTHORIZER_EXP_KEY);
 }
 
 #[tokio::test]
@@ -114,7 +115,16 @@ async fn query_token_is_allowed_with_the_user_in_the_context() {
     let answer = call(with_query_token(&token_for("alice"))).await;
     assert_eq!(statement(&answer)["Effect"], "Allow", "{answer}");
     assert_eq!(answer["principalId"], "alice");
-    assert_eq!(answer["context"], json!({"userId": "alice"}));
+    let context = answer["context"].as_object().expect("a context object");
+    assert_eq!(context.len(), 2, "{answer}");
+    assert_eq!(context["userId"], "alice");
+    // The token's exp, so connections closes the connection then.
+    let exp = context["exp"].as_u64().expect("exp is a number");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    assert!(exp > now && exp <= now + 300, "exp {exp}, now {now}");
 }
 
 #[tokio::test]

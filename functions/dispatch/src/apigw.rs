@@ -82,7 +82,8 @@ pub enum PostToConnectionError {
 }
 
 /// Posts data to one connection of an API Gateway WebSocket API (the
-/// management API's `PostToConnection`). A port, so tests can record posts.
+/// management API's `PostToConnection`), or closes it. A port, so tests can
+/// record posts.
 #[async_trait]
 pub trait ConnectionPoster: Send + Sync + 'static {
     /// Sends `data` to `connection` through the management API at
@@ -92,6 +93,16 @@ pub trait ConnectionPoster: Send + Sync + 'static {
         endpoint: &str,
         connection: &ConnId,
         data: Bytes,
+    ) -> Result<(), PostToConnectionError>;
+
+    /// Closes `connection` (the management API's `DeleteConnection`);
+    /// [`PostToConnectionError::Gone`] when it is gone already. The
+    /// connections function uses it to end connections whose token
+    /// expired.
+    async fn delete_connection(
+        &self,
+        endpoint: &str,
+        connection: &ConnId,
     ) -> Result<(), PostToConnectionError>;
 }
 

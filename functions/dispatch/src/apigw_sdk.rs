@@ -152,18 +152,51 @@ impl ConnectionPoster for SdkConnectionPoster {
         match result {
             Ok(_) => Ok(()),
             Err(err) => {
-                if err
+                let gone = err
                     .as_service_error()
-                    .is_some_and(|e| e.is_gone_exception())
-                {
-                    return Err(PostToConnectionError::Gone);
-                }
-                Err(PostToConnectionError::Failed {
-                    status: err.raw_response().map(|r| r.status().as_u16()),
-                    reason: DisplayErrorContext(&err).to_string(),
-                })
+                    .is_some_and(|e| e.is_gone_exception());
+                let status = err.raw_response().map(|r| r.status().as_u16());
+                Err(sdk_failure(gone, status, &err))
             }
         }
+    }
+
+    async fn delete_connection(
+        &self,
+        endpoint: &str,
+        connection: &ConnId,
+    ) -> Result<(), PostToConnectionError> {
+        let result = self
+            .client(endpoint)
+            .delete_connection()
+            .connection_id(connection.as_str())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) => {
+                let gone = err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_gone_exception());
+                let status = err.raw_response().map(|r| r.status().as_u16());
+                Err(sdk_failure(gone, status, &err))
+            }
+        }
+    }
+}
+
+/// A failed management API call as a [`PostToConnectionError`].
+fn sdk_failure(
+    gone: bool,
+    status: Option<u16>,
+    err: &(dyn std::error::Error + 'static),
+) -> PostToConnectionError {
+    if gone {
+        return PostToConnectionError::Gone;
+    }
+    PostToConnectionError::Failed {
+        status,
+        reason: DisplayErrorContext(err).to_string(),
     }
 }
 

@@ -181,6 +181,18 @@ impl ConnectionPoster for RecordingPoster {
         }
         Ok(())
     }
+
+    async fn delete_connection(
+        &self,
+        _endpoint: &str,
+        _connection: &ConnId,
+    ) -> Result<(), PostToConnectionError> {
+        // Dispatch never closes connections.
+        Err(PostToConnectionError::Failed {
+            status: None,
+            reason: "dispatch must not close connections".into(),
+        })
+    }
 }
 
 fn dispatcher(
