@@ -212,6 +212,7 @@ module "edge_nodes" {
   nlb_security_group_id  = module.network.nlb_security_group_id
   edge_security_group_id = module.network.edge_security_group_id
   internal               = var.edge_internal
+  deletion_protection    = var.edge_deletion_protection
   container_image        = var.edge_node_image
   cpu_architecture       = var.edge_cpu_architecture
   cpu                    = var.edge_cpu

@@ -351,6 +351,12 @@ variable "edge_tcp_listener_ports" {
   default     = [80]
 }
 
+variable "edge_deletion_protection" {
+  description = "Protect the edge nodes' NLB from deletion; set false (and apply) before `terraform destroy`."
+  type        = bool
+  default     = true
+}
+
 variable "edge_internal" {
   description = "Internal NLB instead of internet-facing."
   type        = bool

@@ -12,11 +12,6 @@ terraform {
       source  = "hashicorp/aws"
       version = "~> 5.40"
     }
-    # Generates the secrets nobody supplied (JWT secret, push secret, API key).
-    random = {
-      source  = "hashicorp/random"
-      version = "~> 3.6"
-    }
   }
 }
 

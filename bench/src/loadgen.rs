@@ -129,6 +129,9 @@ pub struct SwarmConfig {
     /// Centrifugo: the channel every connection subscribes to; `None` gives
     /// each connection a channel named after its user.
     pub channel: Option<String>,
+    /// edgepush: a topic every connection's token subscribes it to (the
+    /// `topics` claim); `None`: the user's own stream (and broadcast) only.
+    pub topic: Option<String>,
     /// Source addresses to bind before connecting; `None` lets the kernel
     /// pick (one address: at most ~28,000 connections per destination).
     pub sources: Option<Sources>,
@@ -159,6 +162,7 @@ impl SwarmConfig {
             users: Users::PerConnection { prefix: "u".into() },
             first_user: 0,
             channel: None,
+            topic: None,
             sources: None,
             rate: 2_000,
             max_pending: 256,
@@ -632,7 +636,15 @@ async fn open(shared: &Shared, i: usize, slot: &Slot) -> Result<Ws, OpenError> {
     let user = cfg.user_of(i);
     let mut request = url.as_str().into_client_request()?;
     if cfg.protocol == Protocol::Edgepush {
-        let token = crate::tokens::edgepush(&cfg.secret, &user, cfg.token_ttl);
+        let token = match &cfg.topic {
+            Some(topic) => crate::tokens::edgepush_with_topics(
+                &cfg.secret,
+                &user,
+                std::slice::from_ref(topic),
+                cfg.token_ttl,
+            ),
+            None => crate::tokens::edgepush(&cfg.secret, &user, cfg.token_ttl),
+        };
         let value = HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(|e| OpenError::Refused(format!("token header: {e}")))?;
         request.headers_mut().insert("authorization", value);

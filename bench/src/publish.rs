@@ -11,6 +11,10 @@
 //!   gap to the node).
 //! - [`Target::BatchUnicast`]: the batch push API with one item per
 //!   (user, connection): what dispatch sends when many users get a message.
+//! - [`Target::Topic`]: an edge node's topic push API (`POST /@topics`):
+//!   one item per message, fanned out by the node to every local
+//!   subscriber of the topic (what dispatch sends for a topic publish).
+//!   Seqs increase by one per message, so requests go one at a time.
 //! - [`Target::Centrifugo`]: Centrifugo's `/api/publish` to one channel.
 //! - [`Target::CentrifugoBroadcast`]: Centrifugo's `/api/broadcast`, one
 //!   publication into each of many channels (its unicast to many users).
@@ -19,8 +23,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use edgepush_core::protocol::PushItem;
-use edgepush_core::{ConnId, MessageId, Pusher, StoredMessage, UserId};
+use edgepush_core::protocol::{PushItem, TopicPushItem};
+use edgepush_core::{ConnId, MessageId, Pusher, StoredMessage, TopicMessage, TopicName, UserId};
 use edgepush_delivery::sigv4::PushCredential;
 use edgepush_delivery::{HttpPusher, PushClientConfig};
 use futures_util::StreamExt;
@@ -62,6 +66,16 @@ pub enum Target {
         pairs: Vec<(String, String, u64)>,
         /// Items per request.
         chunk: usize,
+    },
+    /// An edge node's topic push API: each message to every subscriber of
+    /// `topic` on the node.
+    Topic {
+        /// The node's push URL.
+        push_url: String,
+        /// The topic.
+        topic: String,
+        /// The seq of the first message (the topic's next seq).
+        first_seq: u64,
     },
     /// Centrifugo's HTTP API at `base` (`http://127.0.0.1:8000`), one channel.
     Centrifugo {
@@ -121,6 +135,9 @@ pub enum PublishError {
     /// An id is not valid.
     #[error("invalid id: {0}")]
     Id(#[from] edgepush_core::IdError),
+    /// A topic name is not valid.
+    #[error("invalid topic: {0}")]
+    Topic(String),
 }
 
 /// What a publishing run did.
@@ -201,6 +218,10 @@ impl Publisher {
                     }),
                 )
             }
+            Target::Topic { topic, .. } => {
+                TopicName::new(topic).map_err(|e| PublishError::Topic(e.to_string()))?;
+                (Some(()), None)
+            }
             _ => (None, None),
         };
         let pusher = match pusher {
@@ -224,7 +245,7 @@ impl Publisher {
     /// `start + k / rate`.
     pub async fn run(&self, cfg: &PublishConfig) -> PublishReport {
         let concurrency = match self.target {
-            Target::Batch { .. } | Target::BatchUnicast { .. } => 1,
+            Target::Batch { .. } | Target::BatchUnicast { .. } | Target::Topic { .. } => 1,
             _ => cfg.concurrency.max(1),
         };
         let started = Instant::now();
@@ -351,6 +372,26 @@ impl Publisher {
                 };
                 let report = pusher
                     .push(push_url, std::slice::from_ref(&item))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(report.delivered)
+            }
+            Target::Topic {
+                push_url,
+                topic,
+                first_seq,
+            } => {
+                let (pusher, data) = (self.pusher.as_ref().ok_or("no pusher")?, raw(data)?);
+                let seq = first_seq + k;
+                let message = TopicMessage {
+                    topic: TopicName::new(topic).map_err(|e| e.to_string())?,
+                    seq,
+                    id: MessageId::new(format!("bench-{seq}")).map_err(|e| e.to_string())?,
+                    data,
+                    created_at_ms: edgepush_core::message::now_ms(),
+                };
+                let report = pusher
+                    .push_topics(push_url, &[TopicPushItem::message(&message)])
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok(report.delivered)

@@ -11,6 +11,14 @@ pub fn edgepush(secret: &[u8], user: &str, ttl: Duration) -> String {
     mint_hs256(secret, &Claims::new(user, ttl))
 }
 
+/// An edgepush connection token for `user` whose `topics` claim subscribes
+/// the connection to `topics` at connect.
+pub fn edgepush_with_topics(secret: &[u8], user: &str, topics: &[String], ttl: Duration) -> String {
+    let mut claims = Claims::new(user, ttl);
+    claims.topics = topics.to_vec();
+    mint_hs256(secret, &claims)
+}
+
 /// Centrifugo's connection-token claims: `channels` subscribes the
 /// connection on the server side, so no subscribe command is needed.
 #[derive(Serialize)]

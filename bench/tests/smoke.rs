@@ -32,14 +32,22 @@ async fn every_connection_gets_exactly_its_messages() -> anyhow::Result<()> {
             .await
             .context("redis")?,
     );
-    let messages = Arc::new(edgepush_tests::message_store(&env.mongodb_uri, &env.database).await?);
+    let messages = edgepush_tests::message_store(&env.mongodb_uri, &env.database).await?;
+    let topics =
+        edgepush_mongo::MongoTopicStore::on(messages.database(), messages.config().clone()).await?;
     let auth = AuthMode::Local(AuthConfig::hs256(JWT_SECRET.as_bytes().to_vec()));
     let config = NodeConfig::for_local(&unique("bench-node"), auth, push_credential());
     let deps = NodeDeps {
         routes: routes.clone(),
-        nodes: routes,
-        messages,
+        nodes: routes.clone(),
+        messages: Arc::new(messages),
         verifier: edge_node::verifier_for(&config.auth)?,
+        topics: Arc::new(topics),
+        topic_routes: routes.clone(),
+        presence: routes,
+        pusher: Arc::new(edgepush_delivery::HttpPusher::new(
+            edgepush_delivery::PushClientConfig::new(push_credential()),
+        )?),
     };
     let ws = TcpListener::bind("127.0.0.1:0").await?;
     let push = TcpListener::bind("127.0.0.1:0").await?;

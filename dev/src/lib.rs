@@ -17,13 +17,18 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use edgepush_auth::{AuthConfig, Claims, mint_hs256};
-use edgepush_collect::{ApiKeys, Collector, Limits};
-use edgepush_core::memory::{MemoryMessageStore, MemoryRouteStore};
-use edgepush_core::{MessageStore, NodeDirectory, RouteStore};
+use edgepush_collect::{ApiKeys, Collector, Limits, Topics};
+use edgepush_core::memory::{
+    MemoryMessageStore, MemoryPresence, MemoryRouteStore, MemoryTopicRoutes, MemoryTopicStore,
+};
+use edgepush_core::topic::{ClientPublish, NamespaceOptions};
+use edgepush_core::{
+    MessageStore, Namespaces, NodeDirectory, PresenceStore, RouteStore, TopicRoutes, TopicStore,
+};
 use edgepush_delivery::sigv4::PushCredential;
 use edgepush_delivery::{HttpPusher, PushClientConfig};
 use edgepush_dispatch::{DirectHandoff, Dispatcher};
-use edgepush_mongo::{MongoConfig, MongoMessageStore};
+use edgepush_mongo::{MongoConfig, MongoMessageStore, MongoTopicStore};
 use edgepush_redis::{RedisConfig, RedisRouteStore};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -75,6 +80,31 @@ impl Default for DevConfig {
             node_processes: None,
         }
     }
+}
+
+/// The Redis (or in-memory) side of dev mode's stores.
+struct RouteStores {
+    routes: Arc<dyn RouteStore>,
+    nodes: Arc<dyn NodeDirectory>,
+    topic_routes: Arc<dyn TopicRoutes>,
+    presence: Arc<dyn PresenceStore>,
+}
+
+/// Dev mode's topic namespaces: the default one, and `chat` with presence,
+/// join/leave events and client publishes by subscribers, to try them all.
+pub fn dev_namespaces() -> Namespaces {
+    Namespaces::new([
+        (String::new(), NamespaceOptions::default()),
+        (
+            "chat".to_owned(),
+            NamespaceOptions {
+                presence: true,
+                join_leave: true,
+                client_publish: ClientPublish::Subscribers,
+                ..NamespaceOptions::default()
+            },
+        ),
+    ])
 }
 
 /// A token dev mode accepts, for `user`, valid for `ttl`.
@@ -158,36 +188,55 @@ impl DevSystem {
 
 /// Starts dev mode.
 pub async fn start(cfg: DevConfig) -> anyhow::Result<DevSystem> {
-    let (routes, nodes, route_kind): (Arc<dyn RouteStore>, Arc<dyn NodeDirectory>, &str) =
-        match &cfg.redis_url {
-            Some(url) => {
-                let store = Arc::new(
-                    RedisRouteStore::connect(RedisConfig::new(url.clone()))
-                        .await
-                        .context("connecting to Redis")?,
-                );
-                (store.clone(), store, "Redis")
-            }
-            None => {
-                let store = Arc::new(MemoryRouteStore::new());
-                (store.clone(), store, "in-memory routes")
-            }
-        };
-    let (messages, message_kind): (Arc<dyn MessageStore>, &str) = match &cfg.mongodb_uri {
-        Some(uri) => {
-            let mut mongo = MongoConfig::new(uri.clone());
-            mongo.database = cfg.mongodb_database.clone();
+    let (routes, route_kind) = match &cfg.redis_url {
+        Some(url) => {
+            let store = Arc::new(
+                RedisRouteStore::connect(RedisConfig::new(url.clone()))
+                    .await
+                    .context("connecting to Redis")?,
+            );
             (
-                Arc::new(
-                    MongoMessageStore::connect(mongo)
-                        .await
-                        .context("connecting to MongoDB")?,
-                ),
-                "MongoDB",
+                RouteStores {
+                    routes: store.clone(),
+                    nodes: store.clone(),
+                    topic_routes: store.clone(),
+                    presence: store,
+                },
+                "Redis",
             )
         }
-        None => (Arc::new(MemoryMessageStore::new()), "in-memory messages"),
+        None => {
+            let store = Arc::new(MemoryRouteStore::new());
+            (
+                RouteStores {
+                    routes: store.clone(),
+                    nodes: store,
+                    topic_routes: Arc::new(MemoryTopicRoutes::default()),
+                    presence: Arc::new(MemoryPresence::new()),
+                },
+                "in-memory routes",
+            )
+        }
     };
+    let (messages, topics, message_kind): (Arc<dyn MessageStore>, Arc<dyn TopicStore>, &str) =
+        match &cfg.mongodb_uri {
+            Some(uri) => {
+                let mut mongo = MongoConfig::new(uri.clone());
+                mongo.database = cfg.mongodb_database.clone();
+                let messages = MongoMessageStore::connect(mongo.clone())
+                    .await
+                    .context("connecting to MongoDB")?;
+                let topics = MongoTopicStore::on(messages.database(), mongo)
+                    .await
+                    .context("opening the topic store")?;
+                (Arc::new(messages), Arc::new(topics), "MongoDB")
+            }
+            None => (
+                Arc::new(MemoryMessageStore::new()),
+                Arc::new(MemoryTopicStore::new()),
+                "in-memory messages",
+            ),
+        };
     let stores: &'static str = match (route_kind, message_kind) {
         ("Redis", "MongoDB") => "Redis + MongoDB",
         ("Redis", _) => "Redis + in-memory messages",
@@ -197,11 +246,18 @@ pub async fn start(cfg: DevConfig) -> anyhow::Result<DevSystem> {
 
     let credential = PushCredential::new(DEV_PUSH_ACCESS_KEY_ID, DEV_PUSH_SECRET, "us-east-1");
     let auth = AuthMode::Local(AuthConfig::hs256(DEV_JWT_SECRET.as_bytes().to_vec()));
+    let pusher = Arc::new(
+        HttpPusher::new(PushClientConfig::new(credential.clone())).context("push client")?,
+    );
     let deps = NodeDeps {
-        routes: routes.clone(),
-        nodes: nodes.clone(),
+        routes: routes.routes.clone(),
+        nodes: routes.nodes.clone(),
         messages: messages.clone(),
         verifier: edge_node::verifier_for(&auth)?,
+        topics: topics.clone(),
+        topic_routes: routes.topic_routes.clone(),
+        presence: routes.presence.clone(),
+        pusher: pusher.clone(),
     };
 
     let stop = CancellationToken::new();
@@ -227,6 +283,7 @@ pub async fn start(cfg: DevConfig) -> anyhow::Result<DevSystem> {
                 jwt_secret: DEV_JWT_SECRET.into(),
                 ports: cfg.ws_ports.into_iter().zip(cfg.push_ports).collect(),
                 restart_after: Duration::from_secs(1),
+                env: vec![(Namespaces::ENV.to_owned(), dev_namespaces().to_json())],
             },
             stop.clone(),
         )
@@ -257,8 +314,10 @@ pub async fn start(cfg: DevConfig) -> anyhow::Result<DevSystem> {
             push_url: format!("http://{}", push.local_addr()?),
             pid: None,
         });
-        let node_cfg =
-            NodeConfig::for_local(&format!("dev-{}", i + 1), auth.clone(), credential.clone());
+        let node_cfg = NodeConfig {
+            namespaces: dev_namespaces(),
+            ..NodeConfig::for_local(&format!("dev-{}", i + 1), auth.clone(), credential.clone())
+        };
         let deps = deps.clone();
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
@@ -268,19 +327,24 @@ pub async fn start(cfg: DevConfig) -> anyhow::Result<DevSystem> {
         }));
     }
 
-    let pusher =
-        Arc::new(HttpPusher::new(PushClientConfig::new(credential)).context("push client")?);
     let dispatcher = Arc::new(Dispatcher {
-        routes,
-        nodes,
+        routes: routes.routes,
+        nodes: routes.nodes.clone(),
         pusher,
         retry: edgepush_dispatch::RetryPolicy::default(),
+        topic_routes: routes.topic_routes,
     });
     let collector = Arc::new(Collector {
         store: messages,
         handoff: Arc::new(DirectHandoff(dispatcher)),
         api_keys: ApiKeys::single("dev", &cfg.api_key),
         limits: Limits::default(),
+        topics: Some(Topics {
+            store: topics,
+            namespaces: dev_namespaces(),
+            presence: routes.presence,
+            nodes: routes.nodes.clone(),
+        }),
     });
     let listener = TcpListener::bind(cfg.collect_addr)
         .await
@@ -291,7 +355,7 @@ pub async fn start(cfg: DevConfig) -> anyhow::Result<DevSystem> {
         api_key: cfg.api_key.clone(),
         jwt_secret: DEV_JWT_SECRET.as_bytes().to_vec(),
         token_ttl: Duration::from_secs(3600),
-        topics: false,
+        topics: true,
     };
     let app = edgepush_console::router(console).merge(edgepush_collect::router(collector));
     let stop_collect = stop.clone();

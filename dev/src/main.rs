@@ -101,7 +101,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Serve) => {
             edgepush_startup::init_tracing(LogStyle::Server, &env);
             let config = edge_node::ServeConfig::from_lookup(env.lookup())?;
-            edge_node::serve(config, edge_node::shutdown::signal()).await?;
+            edge_node::serve(config, edgepush_startup::shutdown_signal()).await?;
             Ok(())
         }
         Some(Command::Token { user, ttl_secs }) => {
@@ -141,7 +141,7 @@ async fn main() -> anyhow::Result<()> {
             {
                 println!("{}", running.banner());
             }
-            edge_node::shutdown::signal().await;
+            edgepush_startup::shutdown_signal().await;
             running.stop().await
         }
     }

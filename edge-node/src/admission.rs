@@ -12,11 +12,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use edgepush_core::{AuthError, ConnId, Identity, Seq};
+use edgepush_core::protocol::encode_error;
+use edgepush_core::topic::{TopicPattern, parse_resume};
+use edgepush_core::{AuthError, ConnId, Identity, Seq, TopicName};
 
 use crate::handshake::UpgradeRequest;
 use crate::hub::{CapExceeded, Caps, Conn, ConnInit};
 use crate::metrics::Metrics;
+use crate::session::ServerSide;
 use crate::state::NodeState;
 
 /// A refusal answered before the upgrade.
@@ -102,6 +105,8 @@ pub(crate) struct Admitted {
     pub identity: Identity,
     /// The `after` it asked for; `None` starts from the user's acked seq.
     pub after: Option<Seq>,
+    /// Its server-side subscriptions (joined and registered).
+    pub server: ServerSide,
 }
 
 /// Admits the client of `req`, or says why not.
@@ -154,6 +159,17 @@ pub(crate) async fn admit(
             )
         })?),
     };
+    let resume = match req.query_resume.as_deref() {
+        None => Vec::new(),
+        Some(raw) => parse_resume(raw).map_err(|e| {
+            Refusal::new(
+                400,
+                "Bad Request",
+                "bad_request",
+                format!("resume must be topic~seq entries separated by commas: {e}"),
+            )
+        })?,
+    };
     let token = req
         .token()
         .ok_or_else(|| Refusal::from_auth(&AuthError::Missing))?;
@@ -163,6 +179,12 @@ pub(crate) async fn admit(
         .verify(token)
         .await
         .map_err(|e| Refusal::from_auth(&e))?;
+    if identity.topic.is_some() {
+        return Err(Refusal::from_auth(&AuthError::Invalid(
+            "a subscribe token cannot open a connection".into(),
+        )));
+    }
+    let mut server = server_side(state, &identity, resume);
 
     let conn_id = state.next_conn_id();
     let caps = Caps {
@@ -182,13 +204,31 @@ pub(crate) async fn admit(
             Metrics::inc(&state.metrics.connections_refused);
             Refusal::from_cap(cap)
         })?;
-    if let Err(e) = state
-        .deps
-        .routes
-        .add_route(&identity.user_id, &conn_id, &state.config.node_id)
-        .await
-    {
+    // The token's topics join the index before their memberships (and the
+    // route) are registered: from then on every message reaches the queue.
+    for (topic, _) in &server.topics {
+        state.join_topic(topic, &conn_id, &conn);
+    }
+    let mut registering: Vec<TopicName> = server.topics.iter().map(|(t, _)| t.clone()).collect();
+    registering.push(TopicName::broadcast());
+    let registered = match state.registrar.ensure(&state.topics, registering).await {
+        Ok(()) => {
+            state
+                .deps
+                .routes
+                .add_route(&identity.user_id, &conn_id, &state.config.node_id)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = registered {
+        for (topic, _) in server.topics.drain(..) {
+            state.leave_topic(&topic, &conn_id, &conn.user_id);
+        }
         state.hub.remove(&conn_id);
+        if state.hub.len() == 0 {
+            state.registrar.release(TopicName::broadcast());
+        }
         Metrics::inc(&state.metrics.errors);
         tracing::warn!(error = %e, "route store unavailable at connect");
         return Err(Refusal::unavailable(
@@ -201,5 +241,77 @@ pub(crate) async fn admit(
         conn,
         identity,
         after,
+        server,
     })
+}
+
+/// The server-side subscriptions of a connection: the token's topics that
+/// are valid and in configured namespaces (up to the subscription cap), the
+/// positions its `resume` list gives them and the broadcast topic, its
+/// subscribe patterns, and an error frame for each thing that could not be
+/// taken (the connection is admitted all the same).
+fn server_side(
+    state: &NodeState,
+    identity: &Identity,
+    resume: Vec<(TopicName, Seq)>,
+) -> ServerSide {
+    let mut out = ServerSide::default();
+    let max = state.config.max_subscriptions;
+    let namespaces = &state.config.namespaces;
+    for raw in &identity.topics {
+        let topic = match TopicName::new(raw) {
+            Ok(topic) => topic,
+            Err(e) => {
+                out.notices
+                    .push(encode_error("connect", raw, "bad_topic", &e.to_string()));
+                continue;
+            }
+        };
+        if namespaces.options(&topic).is_none() {
+            let message = format!("the namespace {:?} is not configured", topic.namespace());
+            out.notices
+                .push(encode_error("connect", raw, "unknown_namespace", &message));
+            continue;
+        }
+        if out.topics.iter().any(|(t, _)| *t == topic) {
+            continue;
+        }
+        if out.topics.len() >= max {
+            let message = format!("a connection may hold at most {max} subscriptions");
+            out.notices.push(encode_error(
+                "connect",
+                raw,
+                "too_many_subscriptions",
+                &message,
+            ));
+            continue;
+        }
+        out.topics.push((topic, None));
+    }
+    for (topic, seq) in resume {
+        if topic.is_broadcast() {
+            out.broadcast_after = Some(seq);
+        } else if let Some(slot) = out.topics.iter_mut().find(|(t, _)| *t == topic) {
+            slot.1 = Some(seq);
+        } else {
+            out.notices.push(encode_error(
+                "connect",
+                topic.as_str(),
+                "not_subscribed",
+                "resume names a topic the token does not subscribe to; send a subscribe frame for it",
+            ));
+        }
+    }
+    for raw in &identity.subscribe {
+        match TopicPattern::new(raw.as_str()) {
+            Ok(pattern) => out.patterns.push(pattern),
+            Err(e) => out.notices.push(encode_error(
+                "connect",
+                raw,
+                "bad_topic",
+                &format!("the token's subscribe pattern is not valid: {e}"),
+            )),
+        }
+    }
+    out
 }

@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use edgepush_auth::AuthConfig;
-use edgepush_core::NodeId;
 pub use edgepush_core::config::ConfigError;
 use edgepush_core::config::Vars;
+use edgepush_core::{Namespaces, NodeId};
 use edgepush_delivery::sigv4::PushCredential;
 use edgepush_mongo::MongoConfig;
 use edgepush_redis::RedisConfig;
@@ -26,6 +26,10 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1_000_000;
 pub const DEFAULT_MAX_CONNECTIONS_PER_USER: usize = 64;
 /// Default of [`NodeConfig::push_concurrency`].
 pub const DEFAULT_PUSH_CONCURRENCY: usize = 64;
+/// Default of [`NodeConfig::max_subscriptions`].
+pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 128;
+/// Default of [`NodeConfig::presence_interval`].
+pub const DEFAULT_PRESENCE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How the node verifies client tokens.
 #[derive(Debug, Clone)]
@@ -106,6 +110,19 @@ pub struct NodeConfig {
     pub push_concurrency: usize,
     /// Bound on reading a push request's head, and then its body.
     pub push_read_timeout: Duration,
+    /// The topic namespaces and their options (`EDGEPUSH_TOPIC_NAMESPACES`,
+    /// `EDGEPUSH_TOPIC_RETENTION_SECS`): a topic elsewhere is refused.
+    pub namespaces: Namespaces,
+    /// Most topic subscriptions of one connection (token and client ones;
+    /// broadcast not counted): bounds a connection's memory and start work.
+    pub max_subscriptions: usize,
+    /// How often presence changes are written, and join/leave events sent:
+    /// everything that changed within one interval is one write, and at most
+    /// one event per topic.
+    pub presence_interval: Duration,
+    /// Whether the node writes who is online (one presence entry per
+    /// connection, written with the coalesced presence writes).
+    pub user_presence: bool,
 }
 
 impl NodeConfig {
@@ -137,6 +154,10 @@ impl NodeConfig {
             max_connections_per_user: DEFAULT_MAX_CONNECTIONS_PER_USER,
             push_concurrency: DEFAULT_PUSH_CONCURRENCY,
             push_read_timeout: Duration::from_secs(10),
+            namespaces: Namespaces::default(),
+            max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
+            presence_interval: DEFAULT_PRESENCE_INTERVAL,
+            user_presence: true,
         }
     }
 
@@ -198,6 +219,13 @@ impl NodeConfig {
             )?,
             push_concurrency: vars.parse("EDGEPUSH_PUSH_CONCURRENCY", DEFAULT_PUSH_CONCURRENCY)?,
             push_read_timeout: ms("EDGEPUSH_PUSH_READ_TIMEOUT_MS", 10_000)?,
+            namespaces: Namespaces::from_lookup(&lookup)
+                .map_err(|e| ConfigError::invalid(Namespaces::ENV, e))?,
+            max_subscriptions: vars
+                .parse("EDGEPUSH_MAX_SUBSCRIPTIONS", DEFAULT_MAX_SUBSCRIPTIONS)?,
+            presence_interval: vars
+                .millis("EDGEPUSH_PRESENCE_INTERVAL_MS", DEFAULT_PRESENCE_INTERVAL)?,
+            user_presence: vars.parse("EDGEPUSH_USER_PRESENCE", true)?,
         }
         .validated()
     }
@@ -236,6 +264,7 @@ impl NodeConfig {
             ("EDGEPUSH_ACK_INTERVAL_MS", self.ack_interval),
             ("EDGEPUSH_STORE_TIMEOUT_MS", self.store_timeout),
             ("EDGEPUSH_PUSH_READ_TIMEOUT_MS", self.push_read_timeout),
+            ("EDGEPUSH_PRESENCE_INTERVAL_MS", self.presence_interval),
         ];
         for (name, value) in nonzero {
             if value.is_zero() {
@@ -269,7 +298,8 @@ pub struct ServeConfig {
     /// Routes and liveness (`EDGEPUSH_REDIS_URL`, `EDGEPUSH_REDIS_CLUSTER`);
     /// its route TTL is the node's.
     pub redis: RedisConfig,
-    /// Messages (`EDGEPUSH_MONGODB_URI`, `EDGEPUSH_MONGODB_DATABASE`).
+    /// Messages and topic messages (`EDGEPUSH_MONGODB_URI`,
+    /// `EDGEPUSH_MONGODB_DATABASE`).
     pub mongo: MongoConfig,
 }
 
@@ -310,6 +340,31 @@ mod tests {
         assert_eq!(cfg.send_queue, 16);
         assert_eq!(cfg.ws_addr.port(), 9001);
         assert!(matches!(cfg.auth, AuthMode::Local(_)));
+        assert_eq!(cfg.max_subscriptions, DEFAULT_MAX_SUBSCRIPTIONS);
+        assert!(cfg.user_presence);
+    }
+
+    #[test]
+    fn reads_topic_settings() {
+        let mut pairs = BASE.to_vec();
+        pairs.push((
+            "EDGEPUSH_TOPIC_NAMESPACES",
+            r#"{"chat": {"presence": true}}"#,
+        ));
+        pairs.push(("EDGEPUSH_MAX_SUBSCRIPTIONS", "4"));
+        pairs.push(("EDGEPUSH_USER_PRESENCE", "false"));
+        let cfg = NodeConfig::from_lookup(lookup(&pairs)).unwrap();
+        let chat = edgepush_core::TopicName::new("chat:1").unwrap();
+        assert!(cfg.namespaces.options(&chat).is_some_and(|o| o.presence));
+        assert_eq!(cfg.max_subscriptions, 4);
+        assert!(!cfg.user_presence);
+        let mut pairs = BASE.to_vec();
+        pairs.push(("EDGEPUSH_TOPIC_NAMESPACES", "{nope"));
+        let err = NodeConfig::from_lookup(lookup(&pairs)).unwrap_err();
+        assert!(
+            err.to_string().contains("EDGEPUSH_TOPIC_NAMESPACES"),
+            "{err}"
+        );
     }
 
     #[test]

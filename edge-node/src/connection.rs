@@ -67,6 +67,7 @@ pub(crate) async fn serve(state: Arc<NodeState>, mut stream: TcpStream, peer: So
         conn,
         identity,
         after,
+        server,
     } = match Box::pin(admission::admit(&state, &req, peer)).await {
         Ok(admitted) => admitted,
         Err(refusal) => {
@@ -86,11 +87,17 @@ pub(crate) async fn serve(state: Arc<NodeState>, mut stream: TcpStream, peer: So
     // keeps them out of the connection task's state for its whole life.
     drop(req);
     if handshake::write_switching(&mut stream, &key).await.is_err() {
+        for (topic, _) in &server.topics {
+            state.leave_topic(topic, &conn_id, &conn.user_id);
+        }
         finish(&state, &conn_id, &conn).await;
         return;
     }
     state.metrics.connections.fetch_add(1, Ordering::Relaxed);
     Metrics::inc(&state.metrics.connections_total);
+    state
+        .presence
+        .opened(&conn_id, &conn.user_id, edgepush_core::message::now_ms());
     tracing::debug!(%peer, conn = %conn_id, user = %conn.user_id, ?after, "connected");
 
     let mut ws =
@@ -102,8 +109,10 @@ pub(crate) async fn serve(state: Arc<NodeState>, mut stream: TcpStream, peer: So
         conn.clone(),
         &identity,
         after,
+        server,
     );
     let end = session.run(&mut ws).await;
+    session.leave_all();
     drop(session);
     if let End::Close(_, WRITE_TIMED_OUT) = end {
         // Queue overflows are counted by the hub when they happen.
@@ -117,6 +126,7 @@ pub(crate) async fn serve(state: Arc<NodeState>, mut stream: TcpStream, peer: So
         let _ = timeout(CLOSE_TIMEOUT, ws.close(Some(frame))).await;
     }
     state.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+    state.presence.closed(&conn_id, &conn.user_id);
     finish(&state, &conn_id, &conn).await;
     tracing::debug!(conn = %conn_id, ?end, "closed");
 }
@@ -136,10 +146,16 @@ async fn refuse(stream: &mut TcpStream, refusal: &Refusal) {
 
 /// Forgets a connection: out of the hub, and out of the route store unless
 /// the node is draining (then the drain removes every route in one go).
+/// The node's broadcast membership goes with its last connection.
 async fn finish(state: &NodeState, conn_id: &ConnId, conn: &Conn) {
     state.hub.remove(conn_id);
     if state.is_draining() {
         return;
+    }
+    if state.hub.len() == 0 {
+        state
+            .registrar
+            .release(edgepush_core::TopicName::broadcast());
     }
     let route = [(conn.user_id.clone(), conn_id.clone())];
     if let Err(e) = state.deps.routes.remove_routes(&route).await {

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use edgepush_core::protocol::CLOSE_TOO_SLOW;
-use edgepush_core::{ConnId, Seq, UserId};
+use edgepush_core::{ConnId, Seq, TopicName, UserId};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -36,13 +36,17 @@ const SHARDS: usize = 64;
 /// One shard of the connection map.
 type Shard = Mutex<HashMap<ConnId, Arc<Conn>>>;
 
-/// One frame on its way to a connection: the user's seq (0 for frames that
-/// carry none) and the serialised frame, sharing its bytes with every other
-/// recipient.
+/// One frame on its way to a connection: its stream (the user's, or a
+/// topic's), its seq in that stream (0 for frames that carry none: raw
+/// posts, presence events) and the serialised frame, sharing its bytes
+/// with every other recipient. Cloning it allocates nothing: the topic
+/// name and the frame are reference counted.
 #[derive(Debug, Clone)]
 pub(crate) struct Outbound {
     /// The message's seq, so the connection can drop duplicates.
     pub seq: Seq,
+    /// The topic of a topic frame; `None` for the user's own stream.
+    pub topic: Option<TopicName>,
     /// The frame.
     pub frame: Message,
 }
@@ -311,6 +315,12 @@ impl Hub {
         if user.is_some_and(|u| u != conn.user_id.as_str()) {
             return Delivery::Gone;
         }
+        self.deliver_to(&conn, out)
+    }
+
+    /// Queues `out` for `conn` without waiting (a topic fan-out holds the
+    /// subscriber's handle already).
+    pub(crate) fn deliver_to(&self, conn: &Conn, out: Outbound) -> Delivery {
         let mut state = conn.state();
         if state.close.is_some() {
             return Delivery::TooSlow;
@@ -359,6 +369,30 @@ impl Hub {
         for conn in self.all() {
             conn.resync();
         }
+    }
+
+    /// Calls `f` with every connection, one shard at a time (the broadcast
+    /// fan-out); returns how many there were.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&Conn)) -> usize {
+        let mut count = 0;
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            for conn in shard.values() {
+                f(conn);
+                count += 1;
+            }
+        }
+        count
+    }
+
+    /// The connections of shard `shard` with their ids and open times (the
+    /// presence refresh).
+    pub(crate) fn conns_in(&self, shard: usize, out: &mut Vec<(ConnId, Arc<Conn>)>) {
+        let Some(shard) = self.shards.get(shard) else {
+            return;
+        };
+        let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+        out.extend(shard.iter().map(|(c, conn)| (c.clone(), conn.clone())));
     }
 
     fn all(&self) -> Vec<Arc<Conn>> {
@@ -421,6 +455,7 @@ mod tests {
     fn out(seq: Seq) -> Outbound {
         Outbound {
             seq,
+            topic: None,
             frame: Message::Text("{}".into()),
         }
     }

@@ -6,6 +6,13 @@
 //! through. On connect it replays what the client missed from the message
 //! store (MongoDB); on shutdown it drains.
 //!
+//! Topics: a connection subscribes (from its token, or with a `subscribe`
+//! frame), the node registers itself as a member of the topic in the route
+//! store, receives one item per topic message, and fans it out to its local
+//! subscribers with one serialised frame; each subscription is replayed and
+//! gap-filled from the topic store like the user's stream. Presence (who is
+//! online, who is subscribed) is written, coalesced, to the presence store.
+//!
 //! Dev mode (the whole system in one process) lives in its own crate,
 //! `edgepush-dev`, on top of this library.
 //!
@@ -21,24 +28,31 @@
 //!   verified (asynchronously) before the upgrade, and the raw answers.
 //! - `hub`: the node's map of live connections, with bounded queues and the
 //!   connection caps.
+//! - `topics`: the topic index (local subscribers per topic) and the topic
+//!   fan-out.
 //! - `acks`: client acks coalesced into one store write per user per
 //!   interval.
+//! - `registrar`: the node's topic memberships in the route store.
+//! - `presence`: presence changes, coalesced into one write per interval,
+//!   and join/leave events.
 //! - `state`: what the parts share ([`NodeDeps`], the node's state).
 //! - `admission`: everything that can refuse a client before the upgrade
 //!   (path, method, token, caps, route store), mapped to HTTP answers.
-//! - `replay`: a session's store reads (position, replay pages, gap fill),
-//!   bounded by permits and a timeout.
+//! - `replay`: the session's store jobs (where a stream starts, replay
+//!   pages, gap fills, client publishes), bounded by permits and a timeout.
 //! - `session`: one client's session, like mini-redis's `Handler`: the
 //!   struct that owns the connection's state and the one loop that writes
-//!   queued and replayed frames in seq order, reads acks and pings.
+//!   queued and replayed frames in seq order per stream (the user's,
+//!   broadcast, each topic), reads acks, subscribe, unsubscribe and publish
+//!   frames, pings.
 //! - `connection`: one accepted socket: handshake, admission, `101`, the
 //!   session, the close frame, forgetting the route.
 //! - `push_api`: the API Gateway Management API compatible push API,
 //!   the batch endpoint, health and metrics.
 //! - `registration`: heartbeat, route re-registration and route refresh.
 //! - [`server`]: [`server::run`]: listeners, accept loop, graceful drain;
-//!   [`server::serve`]: the same on Redis and MongoDB from a [`ServeConfig`].
-//! - [`shutdown`]: the signals that start a drain.
+//!   [`server::serve`]: the same on Redis and MongoDB from a [`ServeConfig`]
+//!   (the binary drains on [`edgepush_startup::shutdown_signal`]).
 //! - [`verifier_for`] (here): the token verifier an [`AuthMode`] asks for.
 //!
 //! Close codes are the named constants of [`edgepush_core::protocol`];
@@ -48,18 +62,20 @@
 pub mod config;
 pub mod metrics;
 pub mod server;
-pub mod shutdown;
 
 mod acks;
 mod admission;
 mod connection;
 mod handshake;
 mod hub;
+mod presence;
 mod push_api;
+mod registrar;
 mod registration;
 mod replay;
 mod session;
 mod state;
+mod topics;
 
 pub use config::{AuthMode, NodeConfig, ServeConfig};
 pub use server::{run, serve};

@@ -40,6 +40,6 @@ async fn serve() -> anyhow::Result<()> {
         .await
         .context("resolving ssm:/secretsmanager: configuration values")?;
     let config = ServeConfig::from_lookup(env.lookup()).context("configuration")?;
-    edge_node::serve(config, edge_node::shutdown::signal()).await?;
+    edge_node::serve(config, edgepush_startup::shutdown_signal()).await?;
     Ok(())
 }

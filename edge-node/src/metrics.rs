@@ -47,6 +47,23 @@ pub struct Metrics {
     pub connections_refused: AtomicU64,
     /// Routes written again to keep them alive in the route store.
     pub routes_refreshed: AtomicU64,
+    /// Topic items received by the push API (one per topic message, or
+    /// presence event, and node: never one per subscriber).
+    pub topic_items: AtomicU64,
+    /// Topic frames queued to local subscribers.
+    pub topic_deliveries: AtomicU64,
+    /// Topic memberships written to the route store.
+    pub topic_registrations: AtomicU64,
+    /// Subscriptions started (token, broadcast and client ones).
+    pub subscriptions_total: AtomicU64,
+    /// Subscriptions and publishes refused with an error frame.
+    pub topic_refusals: AtomicU64,
+    /// Client publishes stored.
+    pub client_publishes: AtomicU64,
+    /// Presence writes to the presence store.
+    pub presence_writes: AtomicU64,
+    /// Presence events sent (one per topic and interval at most).
+    pub presence_events: AtomicU64,
 }
 
 impl Metrics {
@@ -67,7 +84,7 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
             let _ = writeln!(out, "{name}{{node=\"{node}\"}} {value}");
         }
-        let counters: [(&str, &str, &AtomicU64); 16] = [
+        let counters: [(&str, &str, &AtomicU64); 24] = [
             (
                 "edgepush_connections_total",
                 "Client connections accepted.",
@@ -147,6 +164,46 @@ impl Metrics {
                 "edgepush_routes_refreshed_total",
                 "Routes of live connections written again before they expire.",
                 &self.routes_refreshed,
+            ),
+            (
+                "edgepush_topic_items_total",
+                "Topic items received (one per message and node, whatever the subscribers).",
+                &self.topic_items,
+            ),
+            (
+                "edgepush_topic_deliveries_total",
+                "Topic frames queued to local subscribers.",
+                &self.topic_deliveries,
+            ),
+            (
+                "edgepush_topic_registrations_total",
+                "Topic memberships written to the route store.",
+                &self.topic_registrations,
+            ),
+            (
+                "edgepush_subscriptions_total",
+                "Topic subscriptions started.",
+                &self.subscriptions_total,
+            ),
+            (
+                "edgepush_topic_refusals_total",
+                "Subscriptions and publishes refused with an error frame.",
+                &self.topic_refusals,
+            ),
+            (
+                "edgepush_client_publishes_total",
+                "Client publishes stored.",
+                &self.client_publishes,
+            ),
+            (
+                "edgepush_presence_writes_total",
+                "Presence writes (coalesced per interval).",
+                &self.presence_writes,
+            ),
+            (
+                "edgepush_presence_events_total",
+                "Presence events sent (at most one per topic and interval).",
+                &self.presence_events,
             ),
         ];
         for (name, help, value) in counters {

@@ -10,7 +10,8 @@
 //! | `POST <stage>/@connections/{id}` (raw body, at most 128 KiB) | `200`; `410` + `x-amzn-errortype: GoneException` when the connection is not here; `413` above 128 KiB |
 //! | `GET <stage>/@connections/{id}` | `200 {"connectedAt","lastActiveAt","identity":{"sourceIp","userAgent"}}` |
 //! | `DELETE <stage>/@connections/{id}` | `204`, the socket is closed with 1000 |
-//! | `POST <stage>/@batch` (JSON [`PushBatch`]) | `200` JSON [`PushBatchResult`] |
+//! | `POST <stage>/@batch` (JSON [`PushBatch`](edgepush_core::protocol::PushBatch)) | `200` JSON [`PushBatchResult`] |
+//! | `POST <stage>/@topics` (JSON [`TopicPushBatch`](edgepush_core::protocol::TopicPushBatch)) | `200` JSON [`TopicPushResult`]: the frame of each item is made once and queued to every local subscriber of its topic |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics` | unsigned |
 //!
 //! Every push request must carry a valid SigV4 signature (service
@@ -36,8 +37,10 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use edgepush_core::protocol::{self, ErrorBody, PushBatchRef, PushBatchResult};
-use edgepush_core::{ConnId, MessageId};
+use edgepush_core::protocol::{
+    self, ErrorBody, PushBatchRef, PushBatchResult, TopicPushBatchRef, TopicPushResult,
+};
+use edgepush_core::{ConnId, MessageId, TopicName};
 use edgepush_delivery::sigv4;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -187,6 +190,7 @@ impl IntoResponse for ApiError {
 enum Target<'a> {
     Connection(&'a str),
     Batch,
+    Topics,
     Health,
     Ready,
     Metrics,
@@ -201,6 +205,9 @@ fn route(path: &str) -> Option<Target<'_>> {
     }
     if path.ends_with("/@batch") {
         return Some(Target::Batch);
+    }
+    if path.ends_with("/@topics") {
+        return Some(Target::Topics);
     }
     let at = path.find("/@connections/")?;
     let id = &path[at + "/@connections/".len()..];
@@ -237,15 +244,21 @@ async fn dispatch(api: &Api, req: Request) -> Result<Response, ApiError> {
             return Ok((status, if ready { "ready\n" } else { "not ready\n" }).into_response());
         }
         Target::Metrics => {
-            let text = state.metrics.render(state.config.node_id.as_str());
+            let mut text = state.metrics.render(state.config.node_id.as_str());
+            // Gauges of the topic index, read when scraped.
+            text.push_str(&format!(
+                "# HELP edgepush_subscriptions Topic subscriptions of local connections (broadcast not counted).\n# TYPE edgepush_subscriptions gauge\nedgepush_subscriptions{{node=\"{}\"}} {}\n",
+                state.config.node_id,
+                state.topics.subscriptions()
+            ));
             return Ok(
                 ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
             );
         }
-        Target::Connection(_) | Target::Batch => {}
+        Target::Connection(_) | Target::Batch | Target::Topics => {}
     }
     let limit = match target {
-        Target::Batch => MAX_BATCH_BYTES,
+        Target::Batch | Target::Topics => MAX_BATCH_BYTES,
         _ => MAX_POST_BYTES,
     };
     // Refuse an unsigned or stale request before reading its body.
@@ -268,7 +281,8 @@ async fn dispatch(api: &Api, req: Request) -> Result<Response, ApiError> {
 
     match (target, &parts.method) {
         (Target::Batch, &Method::POST) => batch(state, &body),
-        (Target::Batch, _) => Err(ApiError::MethodNotAllowed),
+        (Target::Topics, &Method::POST) => topics(state, &body),
+        (Target::Batch | Target::Topics, _) => Err(ApiError::MethodNotAllowed),
         (Target::Connection(raw), method) => {
             let decoded = percent_decode_str(raw).decode_utf8_lossy();
             let conn = ConnId::new(&*decoded).map_err(|_| ApiError::Gone(decoded.to_string()))?;
@@ -291,10 +305,15 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
 
 fn post(state: &NodeState, conn: &ConnId, body: bytes::Bytes) -> Result<Response, ApiError> {
     let frame = text_frame(body);
-    match state
-        .hub
-        .deliver(conn.as_str(), None, Outbound { seq: 0, frame })
-    {
+    match state.hub.deliver(
+        conn.as_str(),
+        None,
+        Outbound {
+            seq: 0,
+            topic: None,
+            frame,
+        },
+    ) {
         Delivery::Queued => {
             Metrics::inc(&state.metrics.deliveries);
             Ok(StatusCode::OK.into_response())
@@ -345,6 +364,7 @@ fn batch(state: &NodeState, body: &[u8]) -> Result<Response, ApiError> {
         for conn in &item.connection_ids {
             let out = Outbound {
                 seq: m.seq,
+                topic: None,
                 frame: frame.clone(),
             };
             match state.hub.deliver(conn, Some(m.user_id), out) {
@@ -366,6 +386,72 @@ fn batch(state: &NodeState, body: &[u8]) -> Result<Response, ApiError> {
         .metrics
         .push_gone
         .fetch_add(result.gone.len() as u64, Ordering::Relaxed);
+    Ok((StatusCode::OK, axum::Json(result)).into_response())
+}
+
+/// A topic push: each item's frame is made once, only when the topic has
+/// subscribers here, and queued to each of them (a reference-counted
+/// clone); topics without any are reported `absent`.
+fn topics(state: &NodeState, body: &[u8]) -> Result<Response, ApiError> {
+    let batch: TopicPushBatchRef<'_> = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("topic batch body: {e}")))?;
+    // Validate the whole batch first: a bad item refuses it before anything
+    // is queued.
+    for item in &batch.items {
+        TopicName::validate_internal(item.topic)
+            .map_err(|e| ApiError::BadRequest(format!("topic: {e}")))?;
+        match (&item.message, &item.presence) {
+            (Some(m), None) => {
+                MessageId::validate(m.id)
+                    .map_err(|e| ApiError::BadRequest(format!("message id: {e}")))?;
+                if m.seq == 0 {
+                    return Err(ApiError::BadRequest(
+                        "a topic message's seq starts at 1".into(),
+                    ));
+                }
+            }
+            (None, Some(_)) => {}
+            _ => {
+                return Err(ApiError::BadRequest(
+                    "each item carries exactly one of message and presence".into(),
+                ));
+            }
+        }
+    }
+    let metrics = &state.metrics;
+    let mut result = TopicPushResult::default();
+    for item in &batch.items {
+        Metrics::inc(&metrics.topic_items);
+        let seq = item.message.as_ref().map_or(0, |m| m.seq);
+        // Serialised once, and only when the topic has subscribers here.
+        let encode = || match (&item.message, &item.presence) {
+            (Some(m), _) => protocol::encode_topic_msg_unchecked(item.topic, m.seq, m.id, m.data),
+            (None, Some(event)) => protocol::encode_presence(item.topic, event),
+            (None, None) => bytes::Bytes::new(),
+        };
+        let fanned = state
+            .topics
+            .fan_out(&state.hub, item.topic, seq, |topic| Outbound {
+                seq,
+                topic: Some(topic.clone()),
+                frame: text_frame(encode()),
+            });
+        match fanned {
+            Some(done) => {
+                result.delivered += done.delivered;
+            }
+            None => {
+                if let Ok(topic) = TopicName::parse_internal(item.topic)
+                    && !result.absent.contains(&topic)
+                {
+                    result.absent.push(topic);
+                }
+            }
+        }
+    }
+    metrics
+        .topic_deliveries
+        .fetch_add(result.delivered, Ordering::Relaxed);
     Ok((StatusCode::OK, axum::Json(result)).into_response())
 }
 
@@ -403,6 +489,7 @@ mod tests {
             Some(Target::Connection("a%3D"))
         ));
         assert!(matches!(route("/prod/@batch"), Some(Target::Batch)));
+        assert!(matches!(route("/prod/@topics"), Some(Target::Topics)));
         assert!(matches!(route("/@batch"), Some(Target::Batch)));
         assert!(route("/@connections/").is_none());
         assert!(route("/@connections/a/b").is_none());

@@ -7,7 +7,10 @@
 //!   every beat it writes again the routes of the hub shards that are due,
 //!   so that each route is written once per third of the route TTL, spread
 //!   over time. At a million connections and the default TTL of a day that
-//!   is about 35 route writes a second, in pipelines of up to 1,000.
+//!   is about 35 route writes a second, in pipelines of up to 1,000. The
+//!   same rotation writes again the topic memberships (through the
+//!   registrar) and the presence entries of the topic index shard with the
+//!   same number.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -67,6 +70,12 @@ impl RouteRefresh {
             tracing::warn!(error = %e, routes = routes.len(), "refreshing routes failed; retrying next beat");
             return;
         }
+        let mut topics = Vec::new();
+        for &shard in &shards {
+            state.topics.registered_in(shard, &mut topics);
+            crate::presence::refresh_shard(&state.presence_parts(), shard).await;
+        }
+        state.registrar.refresh(topics);
         state
             .metrics
             .routes_refreshed
@@ -129,10 +138,20 @@ pub(crate) async fn beat(state: &NodeState) {
                 tracing::warn!(error = %e, "re-registering routes failed; retrying next beat");
                 return;
             }
+            if let Err(e) = state.registrar.reregister_all().await {
+                Metrics::inc(&state.metrics.heartbeat_failures);
+                state.heartbeat_ok.store(false, Ordering::Release);
+                tracing::warn!(error = %e, "re-registering topic memberships failed; retrying next beat");
+                return;
+            }
             Metrics::inc(&state.metrics.reregistrations);
-            tracing::info!(routes = routes.len(), "re-registered routes");
-            // While the routes were gone, dispatch saw these users offline:
-            // every connection catches up from the message store.
+            tracing::info!(
+                routes = routes.len(),
+                "re-registered routes and topic memberships"
+            );
+            // While the routes were gone, dispatch saw these users offline
+            // and these topics without subscribers here: every connection
+            // catches up from the stores.
             state.hub.resync_all();
         }
     }

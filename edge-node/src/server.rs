@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use edgepush_core::protocol::CLOSE_DRAINING;
+use edgepush_delivery::{HttpPusher, PushClientConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -19,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::NodeConfig;
 use crate::metrics::Metrics;
 use crate::state::{NodeDeps, NodeState};
-use crate::{acks, connection, push_api, registration};
+use crate::{acks, connection, presence, push_api, registrar, registration};
 
 /// The node failed to start or run.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,13 @@ pub enum ServerError {
     /// The token verifier's keys or URL are unusable.
     #[error("token verification: {0}")]
     Auth(#[from] edgepush_auth::ConfigError),
+    /// No push credential to sign pushes to other nodes with (presence
+    /// events, client publishes).
+    #[error("a push credential is required")]
+    NoPushCredential,
+    /// The push client to other nodes could not be built.
+    #[error("push client: {0}")]
+    PushClient(#[from] edgepush_delivery::BuildError),
 }
 
 /// Runs one node on Redis and MongoDB as `config` says, until `shutdown`
@@ -55,12 +63,25 @@ pub async fn serve(
 ) -> Result<(), ServerError> {
     let crate::ServeConfig { node, redis, mongo } = config;
     let routes = Arc::new(edgepush_redis::RedisRouteStore::connect(redis).await?);
-    let messages = Arc::new(edgepush_mongo::MongoMessageStore::connect(mongo).await?);
+    let messages = edgepush_mongo::MongoMessageStore::connect(mongo.clone()).await?;
+    let topics = edgepush_mongo::MongoTopicStore::on(messages.database(), mongo).await?;
+    // Presence events and client publishes go to other nodes signed with
+    // the push credential every node verifies.
+    let credential = node
+        .push_credentials
+        .first()
+        .cloned()
+        .ok_or(ServerError::NoPushCredential)?;
+    let pusher = HttpPusher::new(PushClientConfig::new(credential))?;
     let deps = NodeDeps {
         routes: routes.clone(),
-        nodes: routes,
-        messages,
+        nodes: routes.clone(),
+        messages: Arc::new(messages),
         verifier: crate::verifier_for(&node.auth)?,
+        topics: Arc::new(topics),
+        topic_routes: routes.clone(),
+        presence: routes,
+        pusher: Arc::new(pusher),
     };
     let bind = |addr| async move {
         TcpListener::bind(addr)
@@ -94,9 +115,15 @@ pub async fn run(
         push_url = %state.push_url,
         "edge node starting"
     );
+    // The registrar runs before the first beat: a beat that finds the
+    // liveness entry missing re-registers topic memberships through it.
+    let stop_background = CancellationToken::new();
+    let registrar_task = tokio::spawn({
+        let (state, stop) = (state.clone(), stop_background.clone());
+        async move { registrar::run(state.registrar_parts(), stop).await }
+    });
     registration::beat(&state).await;
 
-    let stop_background = CancellationToken::new();
     let heartbeat = tokio::spawn(registration::heartbeat_loop(
         state.clone(),
         stop_background.clone(),
@@ -122,6 +149,10 @@ pub async fn run(
             )
             .await;
         }
+    });
+    let presence_writer = tokio::spawn({
+        let (state, stop) = (state.clone(), stop_acks.clone());
+        async move { presence::run(state.presence_parts(), stop).await }
     });
 
     let connections = TaskTracker::new();
@@ -149,9 +180,11 @@ pub async fn run(
     drain(&state, &connections).await;
     stop_acks.cancel();
     let _ = ack_writer.await;
+    let _ = presence_writer.await;
     stop_background.cancel();
     let _ = heartbeat.await;
     let _ = push_server.await;
+    let _ = registrar_task.await;
     tracing::info!(node = %state.config.node_id, "edge node stopped");
     Ok(())
 }
@@ -173,6 +206,32 @@ async fn drain(state: &Arc<NodeState>, connections: &TaskTracker) {
     }
     let node = &state.config.node_id;
     let bounded = Duration::from_secs(5);
+    // Every subscriber is gone: the memberships go too (dispatch stops
+    // sending topic items here).
+    let topics = state.topics.all_topics(&state.hub, false);
+    let mut memberships = Vec::new();
+    for shard in 0..crate::topics::TopicIndex::SHARDS {
+        state.topics.registered_in(shard, &mut memberships);
+    }
+    memberships.extend(topics);
+    memberships.sort();
+    memberships.dedup();
+    if !memberships.is_empty() {
+        match tokio::time::timeout(
+            bounded,
+            state.deps.topic_routes.remove_topics(node, &memberships),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not remove topic memberships; they are ignored with the node's liveness")
+            }
+            Err(_) => tracing::warn!(
+                "removing topic memberships timed out; they are ignored with the node's liveness"
+            ),
+        }
+    }
     match tokio::time::timeout(bounded, state.deps.routes.remove_routes(&routes)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {

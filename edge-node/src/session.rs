@@ -1,37 +1,50 @@
 //! One client's session, from the `hello` frame to the end: the loop that
-//! writes what the client is owed, in seq order and once, and reads what the
-//! client sends.
+//! writes what the client is owed, per stream in seq order and once, and
+//! reads what the client sends.
+//!
+//! A connection carries several streams: the user's own messages, the
+//! broadcast topic (every connection is subscribed), the topics of its
+//! token, and the topics it subscribed to itself. Each stream has its own
+//! position (the last seq written); frames of different streams share the
+//! connection's one queue.
 //!
 //! [`Session::run`] is a single `select!` over four things, so that nothing
 //! the session waits for can stop it from hearing the others:
 //!
 //! - the connection's queue in the hub (frames pushed by dispatch, a resync
 //!   after route loss, a close asked by the hub);
-//! - a store read in flight (see [`crate::replay`]): the stream position at
-//!   the start, replay pages, gap fills;
-//! - the client's socket (acks, close, a vanished peer);
+//! - the store job in flight (see [`crate::replay`]): where a stream
+//!   starts, replay pages, gap fills, a client publish; one at a time, the
+//!   others wait in order;
+//! - the client's socket (acks, subscribe, unsubscribe, publish, close, a
+//!   vanished peer);
 //! - the ping timer (pings, idle timeout, token expiry).
 //!
-//! While a store read is in flight the session leaves queued frames in the
+//! While a store job is in flight the session leaves queued frames in the
 //! queue, and still reads the socket and pings: a client that leaves during
 //! a slow replay ends the session at once (its queued read is cancelled
 //! before it reaches the store), and a client that stays hears pings, so
 //! neither side mistakes a slow store for a dead peer.
 //!
-//! Ordering: the session remembers the last seq it wrote (`last`). A queued
-//! frame at or below it is a duplicate and is dropped; a frame beyond
+//! Ordering: per stream, the session remembers the last seq it wrote. A
+//! queued frame at or below it is a duplicate and is dropped; a frame beyond
 //! `last + 1` waits while the gap is read from the store. So the client sees
-//! every seq once, in order, however pushes race.
+//! every seq of every stream once, in order, however pushes race.
+//!
+//! Topic requests never close the connection: a refused subscription or
+//! publish gets an `error` frame naming why, and the session goes on.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use edgepush_core::protocol::{self, ClientFrame};
-use edgepush_core::{ConnId, Identity, Seq, StoredMessage};
+use edgepush_core::topic::{ClientPublish, TopicPattern};
+use edgepush_core::{ConnId, Identity, Seq, TopicName};
 use futures_util::{SinkExt, StreamExt};
+use serde_json::value::RawValue;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior, timeout};
 use tokio_tungstenite::WebSocketStream;
@@ -39,7 +52,7 @@ use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 use crate::hub::{Conn, Outbound, Wake};
 use crate::metrics::Metrics;
-use crate::replay::{Read, StoreRead};
+use crate::replay::{Read, Start, StoreRead, Target};
 use crate::state::NodeState;
 
 /// The client's WebSocket.
@@ -52,6 +65,9 @@ const BURST: usize = 64;
 /// Close reason when a burst of writes outlived the write timeout (the
 /// queue-overflow path says "too slow"); both count as slow clients.
 pub(crate) const WRITE_TIMED_OUT: &str = "too slow: writes timed out";
+
+/// Longest idempotency key of a client publish, as the collect API's.
+const MAX_IDEMPOTENCY_KEY: usize = 128;
 
 /// Why a session ended, and the close frame to send if any.
 #[derive(Debug, Clone, Copy)]
@@ -111,18 +127,52 @@ impl<'w> Burst<'w> {
     }
 }
 
-/// The `msg` frame of a stored message.
-pub(crate) fn frame_of(m: &StoredMessage) -> Message {
-    text_frame(protocol::encode_msg(m.seq, &m.id, &m.data))
-}
-
 /// A text frame of JSON bytes (binary if they were somehow not UTF-8).
 pub(crate) fn text_frame(bytes: bytes::Bytes) -> Message {
-    // encode_msg writes JSON text from validated strings: always UTF-8.
+    // The encoders write JSON text from validated strings: always UTF-8.
     match Utf8Bytes::try_from(bytes.clone()) {
         Ok(text) => Message::Text(text),
         Err(_) => Message::Binary(bytes),
     }
+}
+
+/// One stream's position.
+#[derive(Debug, Default, Clone, Copy)]
+struct Stream {
+    /// The highest seq written to the client. Meaningful once `started`.
+    last: Seq,
+    /// Whether the start of the stream is known (its first store job
+    /// answered): before, nothing of it is written.
+    started: bool,
+    /// A resync came before the start: catch up again once started.
+    resync_after_start: bool,
+}
+
+/// What the job in flight is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JobKind {
+    /// Where a stream starts (then its replay).
+    Start,
+    /// A catch-up or gap fill of a started stream.
+    CatchUp,
+    /// A client publish.
+    Publish,
+}
+
+/// The server-side subscriptions a connection starts with, from its token
+/// and its `resume` list (decided by the admission).
+#[derive(Debug, Default)]
+pub(crate) struct ServerSide {
+    /// The token's topics, joined and registered, each with the position
+    /// the client resumes after (`None`: the latest).
+    pub topics: Vec<(TopicName, Option<Seq>)>,
+    /// Where the broadcast stream resumes (`None`: the latest).
+    pub broadcast_after: Option<Seq>,
+    /// The token's subscribe patterns.
+    pub patterns: Vec<TopicPattern>,
+    /// Error frames to send right after `hello` (bad topics or patterns of
+    /// the token, resume entries that name no server-side topic).
+    pub notices: Vec<String>,
 }
 
 /// One client's session; see the module docs.
@@ -135,41 +185,67 @@ pub(crate) struct Session {
     conn: Arc<Conn>,
     /// The token's `exp`: the session closes with 4001 past it.
     expires_at: Option<u64>,
-    /// The highest seq written to the client. Meaningful once `started`.
-    last: Seq,
-    /// Whether the start of the stream is known (the first store read
-    /// answered): before, nothing is written and acks are ignored.
-    started: bool,
-    /// Frames taken from the queue and not written yet: a gap in front of
-    /// them is being read from the store.
+    /// The user's own stream.
+    user: Stream,
+    /// The broadcast stream.
+    broadcast: Stream,
+    /// Topic subscriptions (token and client ones).
+    topics: HashMap<TopicName, Stream>,
+    /// Topics the client may subscribe to without a subscribe token.
+    patterns: Vec<TopicPattern>,
+    /// Frames taken from the queue and not written yet: a gap or a stream
+    /// start in front of them is being read from the store.
     held: VecDeque<Outbound>,
-    /// The store read in flight, if any.
-    read: Option<StoreRead>,
-    /// A resync arrived while a read was in flight: catch up again after it.
-    resync_pending: bool,
+    /// The store job in flight, if any, and what it is.
+    read: Option<(StoreRead, JobKind)>,
+    /// Store jobs waiting for the one in flight, in order.
+    jobs: VecDeque<(Target, Start, JobKind)>,
+    /// Error frames to send after `hello`.
+    notices: Vec<String>,
 }
 
 impl Session {
-    /// A session for an admitted connection that asked to start after
-    /// `after` (`None`: after the user's acked seq).
+    /// A session for an admitted connection that asked to start its own
+    /// stream after `after` (`None`: after the user's acked seq), with the
+    /// server-side subscriptions `server`.
     pub(crate) fn new(
         state: Arc<NodeState>,
         conn_id: ConnId,
         conn: Arc<Conn>,
         identity: &Identity,
         after: Option<Seq>,
+        server: ServerSide,
     ) -> Self {
-        let read = Some(StoreRead::start(&state, &conn.user_id, after));
+        let mut jobs = VecDeque::with_capacity(2 + server.topics.len());
+        let new = |after| Start::New {
+            after,
+            token: None,
+            join: false,
+        };
+        jobs.push_back((Target::User, new(after), JobKind::Start));
+        jobs.push_back((
+            Target::Topic(TopicName::broadcast()),
+            new(server.broadcast_after),
+            JobKind::Start,
+        ));
+        let mut topics = HashMap::with_capacity(server.topics.len());
+        for (topic, after) in server.topics {
+            topics.insert(topic.clone(), Stream::default());
+            jobs.push_back((Target::Topic(topic), new(after), JobKind::Start));
+        }
         Self {
             state,
             conn_id,
             conn,
             expires_at: identity.expires_at,
-            last: 0,
-            started: false,
+            user: Stream::default(),
+            broadcast: Stream::default(),
+            topics,
+            patterns: server.patterns,
             held: VecDeque::new(),
-            read,
-            resync_pending: false,
+            read: None,
+            jobs,
+            notices: server.notices,
         }
     }
 
@@ -185,6 +261,11 @@ impl Session {
         if let Err(end) = timed(write_timeout, ws.send(Message::Text(hello.into()))).await {
             return end;
         }
+        for notice in std::mem::take(&mut self.notices) {
+            if let Err(end) = self.send_text(ws, notice).await {
+                return end;
+            }
+        }
         let mut ping = tokio::time::interval(ping_interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         ping.tick().await;
@@ -193,9 +274,10 @@ impl Session {
         let conn = self.conn.clone();
 
         loop {
+            self.next_job();
             let reading = self.read.is_some();
             // Queued frames are taken only when nothing is held back and no
-            // read is in flight; closes and resyncs are always heard.
+            // job is in flight; closes and resyncs are always heard.
             let take_frames = !reading && self.held.is_empty();
             tokio::select! {
                 wake = conn.next(&mut burst, BURST, take_frames) => {
@@ -217,7 +299,7 @@ impl Session {
                         }
                     }
                 }
-                done = async { self.read.as_mut().expect("guarded by `reading`").next().await }, if reading => {
+                done = async { self.read.as_mut().expect("guarded by `reading`").0.next().await }, if reading => {
                     Metrics::inc(&self.state.metrics.store_reads);
                     if let Err(end) = self.on_read(ws, done).await {
                         return end;
@@ -226,7 +308,7 @@ impl Session {
                 incoming = ws.next() => {
                     last_heard = Instant::now();
                     conn.last_active_ms.store(edgepush_core::message::now_ms() as u64, Ordering::Relaxed);
-                    if let Some(end) = self.on_incoming(incoming) {
+                    if let Err(end) = self.on_incoming(ws, incoming).await {
                         return end;
                     }
                 }
@@ -243,6 +325,7 @@ impl Session {
                     }
                 }
             }
+            self.next_job();
             if self.read.is_none()
                 && let Err(end) = self.write_held(ws).await
             {
@@ -251,61 +334,189 @@ impl Session {
         }
     }
 
-    /// Catch up from the store (pushes may have missed this connection while
-    /// its route was gone), now or after the read in flight.
-    fn resync(&mut self) {
-        if self.read.is_some() || !self.started {
-            self.resync_pending = true;
-        } else {
-            self.read = Some(StoreRead::resume(
-                &self.state,
-                &self.conn.user_id,
-                self.last,
-            ));
+    /// Leaves every topic (the connection is closing): out of the topic
+    /// index, presence told, memberships released when the node has no
+    /// subscriber left.
+    pub(crate) fn leave_all(&mut self) {
+        let topics: Vec<TopicName> = self.topics.keys().cloned().collect();
+        for topic in topics {
+            self.leave(&topic);
         }
     }
 
-    /// What the store answered.
+    /// Starts the next waiting job when none is in flight.
+    fn next_job(&mut self) {
+        if self.read.is_some() {
+            return;
+        }
+        if let Some((target, start, kind)) = self.jobs.pop_front() {
+            let read = StoreRead::new(&self.state, &self.conn_id, &self.conn, target, start);
+            self.read = Some((read, kind));
+        } else if self.jobs.capacity() > 8 {
+            self.jobs = VecDeque::new();
+        }
+    }
+
+    /// The stream of `target`, if the connection has it.
+    fn stream(&mut self, target: &Target) -> Option<&mut Stream> {
+        match target {
+            Target::User => Some(&mut self.user),
+            Target::Topic(t) if t.is_broadcast() => Some(&mut self.broadcast),
+            Target::Topic(t) => self.topics.get_mut(t),
+        }
+    }
+
+    /// The stream a queued frame belongs to.
+    fn stream_of(&mut self, topic: &Option<TopicName>) -> Option<&mut Stream> {
+        match topic {
+            None => Some(&mut self.user),
+            Some(t) if t.is_broadcast() => Some(&mut self.broadcast),
+            Some(t) => self.topics.get_mut(t),
+        }
+    }
+
+    /// Catch up from the store (pushes may have missed this connection while
+    /// its routes were gone): every started stream after the jobs in line,
+    /// every other one right after its start.
+    fn resync(&mut self) {
+        let mut targets = vec![Target::User, Target::Topic(TopicName::broadcast())];
+        targets.extend(self.topics.keys().cloned().map(Target::Topic));
+        for target in targets {
+            let Some(stream) = self.stream(&target) else {
+                continue;
+            };
+            if stream.started {
+                let last = stream.last;
+                self.jobs
+                    .push_back((target, Start::Resume { last }, JobKind::CatchUp));
+            } else {
+                stream.resync_after_start = true;
+            }
+        }
+    }
+
+    /// What the store job answered.
     async fn on_read(&mut self, ws: &mut Ws, done: Read) -> Result<(), End> {
-        let state = &self.state;
-        let messages = match done {
+        let Some((read, kind)) = self.read.as_ref() else {
+            return Ok(());
+        };
+        let target = read.target.clone();
+        let kind = *kind;
+        match done {
             Read::Failed(e) => {
-                Metrics::inc(&state.metrics.errors);
+                self.read = None;
+                Metrics::inc(&self.state.metrics.errors);
+                let client_start = kind == JobKind::Start
+                    && matches!(&target, Target::Topic(t) if !t.is_broadcast());
+                if client_start {
+                    // A subscription that could not start: refused, and the
+                    // connection goes on.
+                    tracing::warn!(user = %self.conn.user_id, error = %e, "a topic subscription could not start");
+                    return self
+                        .refuse(
+                            ws,
+                            &target,
+                            kind,
+                            "unavailable",
+                            "the message store is unavailable; subscribe again later",
+                        )
+                        .await;
+                }
                 tracing::warn!(user = %self.conn.user_id, error = %e, "store read failed; closing so the client resumes later");
-                return Err(End::Close(
+                Err(End::Close(
                     protocol::CLOSE_INTERNAL,
                     "message store unavailable; reconnect",
-                ));
+                ))
             }
-            Read::Started { start } => {
-                // A resume keeps its place; only the first read sets it.
-                if !self.started {
-                    self.last = start;
-                    self.started = true;
+            Read::Started { start, latest } => {
+                let Some(stream) = self.stream(&target) else {
+                    return Ok(());
+                };
+                // A catch-up keeps its place; only the first start sets it.
+                if stream.started {
+                    return Ok(());
                 }
-                return Ok(());
+                stream.last = start;
+                stream.started = true;
+                let again = std::mem::take(&mut stream.resync_after_start);
+                if again {
+                    self.jobs.push_back((
+                        target.clone(),
+                        Start::Resume { last: start },
+                        JobKind::CatchUp,
+                    ));
+                }
+                if let Target::Topic(topic) = &target {
+                    Metrics::inc(&self.state.metrics.subscriptions_total);
+                    self.send_text(ws, protocol::encode_subscribed(topic, latest))
+                        .await?;
+                }
+                Ok(())
             }
-            Read::Page(messages) => messages,
+            Read::Page(frames) => {
+                let Some(stream) = self.stream(&target) else {
+                    return Ok(());
+                };
+                let mut last = stream.last;
+                let mut burst = Burst::new(ws, self.state.config.write_timeout);
+                for (seq, frame) in frames {
+                    if seq > last {
+                        burst.feed(text_frame(frame)).await?;
+                        last = seq;
+                    }
+                }
+                if let Some(stream) = self.stream(&target) {
+                    stream.last = last;
+                }
+                burst.flush(&self.state.metrics).await?;
+                if let Some((read, _)) = self.read.as_mut() {
+                    read.advance(last);
+                }
+                Ok(())
+            }
             Read::Done => {
                 self.read = None;
-                if std::mem::take(&mut self.resync_pending) {
-                    self.read = Some(StoreRead::resume(state, &self.conn.user_id, self.last));
-                }
-                return Ok(());
+                Ok(())
             }
+            Read::Refused { code, message } => {
+                self.read = None;
+                self.refuse(ws, &target, kind, code, &message).await
+            }
+            Read::Published(m) => {
+                self.read = None;
+                Metrics::inc(&self.state.metrics.client_publishes);
+                self.send_text(ws, protocol::encode_published(&m)).await
+            }
+        }
+    }
+
+    /// A topic job was refused: an error frame, and a subscription that
+    /// could not start is undone.
+    async fn refuse(
+        &mut self,
+        ws: &mut Ws,
+        target: &Target,
+        kind: JobKind,
+        code: &str,
+        message: &str,
+    ) -> Result<(), End> {
+        let Target::Topic(topic) = target else {
+            return Ok(());
         };
-        let mut burst = Burst::new(ws, state.config.write_timeout);
-        for m in &messages {
-            if m.seq > self.last {
-                burst.feed(frame_of(m)).await?;
-                self.last = m.seq;
-            }
+        let op = if kind == JobKind::Publish {
+            "publish"
+        } else {
+            "subscribe"
+        };
+        if kind == JobKind::Start && self.topics.remove(topic).is_some() {
+            self.forget(topic);
         }
-        burst.flush(&state.metrics).await?;
-        if let Some(read) = self.read.as_mut() {
-            read.advance(self.last);
-        }
-        Ok(())
+        Metrics::inc(&self.state.metrics.topic_refusals);
+        self.send_text(
+            ws,
+            protocol::encode_error(op, topic.as_str(), code, message),
+        )
+        .await
     }
 
     /// Writes the held frames in one burst with one flush: drops seqs the
@@ -315,29 +526,53 @@ impl Session {
             return Ok(());
         }
         let mut burst = Burst::new(ws, self.state.config.write_timeout);
+        /// What to do with the frame in front.
+        enum Next {
+            Drop,
+            Gap(Seq),
+            Write,
+        }
         while let Some(out) = self.held.front() {
-            if out.seq != 0 {
-                if out.seq <= self.last {
-                    self.held.pop_front();
-                    continue;
+            let (seq, topic) = (out.seq, out.topic.clone());
+            let next = match self.stream_of(&topic) {
+                // Not (or no longer) subscribed.
+                None => Next::Drop,
+                // Cannot happen: a stream starts before its frames are
+                // written (its start job runs first). Dropped, not held
+                // forever, if it ever did.
+                Some(stream) if !stream.started => Next::Drop,
+                // A frame outside the seq (a presence event, a raw post).
+                Some(_) if seq == 0 => Next::Write,
+                Some(stream) if seq <= stream.last => Next::Drop,
+                Some(stream) if seq > stream.last + 1 => Next::Gap(stream.last),
+                Some(stream) => {
+                    stream.last = seq;
+                    Next::Write
                 }
-                if out.seq > self.last + 1 {
+            };
+            match next {
+                Next::Drop => {
+                    self.held.pop_front();
+                }
+                Next::Gap(last) => {
                     // An earlier seq went astray or is still in flight: read
                     // the gap; the held frames go out after it.
-                    self.read = Some(StoreRead::gap(
-                        &self.state,
-                        &self.conn.user_id,
-                        self.last,
-                        out.seq - 1,
-                    ));
+                    let target = topic.map_or(Target::User, Target::Topic);
+                    let gap = Start::Gap {
+                        last,
+                        upto: seq - 1,
+                    };
+                    let read = StoreRead::new(&self.state, &self.conn_id, &self.conn, target, gap);
+                    self.read = Some((read, JobKind::CatchUp));
                     break;
                 }
-                self.last = out.seq;
+                Next::Write => {
+                    let Some(out) = self.held.pop_front() else {
+                        break;
+                    };
+                    burst.feed(out.frame).await?;
+                }
             }
-            let Some(out) = self.held.pop_front() else {
-                break;
-            };
-            burst.feed(out.frame).await?;
         }
         burst.flush(&self.state.metrics).await?;
         if self.held.is_empty() && self.held.capacity() > BURST {
@@ -346,46 +581,231 @@ impl Session {
         Ok(())
     }
 
+    /// Sends one text frame now.
+    async fn send_text(&mut self, ws: &mut Ws, text: String) -> Result<(), End> {
+        timed(
+            self.state.config.write_timeout,
+            ws.send(Message::Text(text.into())),
+        )
+        .await
+    }
+
     /// A frame (or the end) from the client.
-    fn on_incoming(
+    async fn on_incoming(
         &mut self,
+        ws: &mut Ws,
         incoming: Option<Result<Message, tungstenite::Error>>,
-    ) -> Option<End> {
+    ) -> Result<(), End> {
         let metrics = &self.state.metrics;
         match incoming {
-            None => Some(End::Lost),
+            None => Err(End::Lost),
             Some(Err(tungstenite::Error::Capacity(_))) => {
                 Metrics::inc(&metrics.errors);
-                Some(End::Close(protocol::CLOSE_TOO_BIG, "frame too big"))
+                Err(End::Close(protocol::CLOSE_TOO_BIG, "frame too big"))
             }
-            Some(Err(_)) => Some(End::Lost),
+            Some(Err(_)) => Err(End::Lost),
             Some(Ok(Message::Text(text))) => match ClientFrame::parse(&text) {
                 Ok(ClientFrame::Ack { seq }) => {
                     Metrics::inc(&metrics.acks);
                     // Only what this connection was sent counts: the ack can
                     // never pass what is stored.
-                    if self.started {
+                    if self.user.started {
                         self.state
                             .acks
-                            .record(&self.conn.user_id, seq.min(self.last));
+                            .record(&self.conn.user_id, seq.min(self.user.last));
                     }
-                    None
+                    Ok(())
                 }
+                Ok(ClientFrame::Subscribe {
+                    topic,
+                    after,
+                    token,
+                }) => match self.subscribe(&topic, after, token) {
+                    Ok(()) => Ok(()),
+                    Err((code, message)) => {
+                        self.refuse_now(ws, "subscribe", &topic, code, &message)
+                            .await
+                    }
+                },
+                Ok(ClientFrame::Unsubscribe { topic }) => self.unsubscribe(ws, &topic).await,
+                Ok(ClientFrame::Publish {
+                    topic,
+                    data,
+                    idempotency_key,
+                }) => match self.publish(&topic, data, idempotency_key) {
+                    Ok(()) => Ok(()),
+                    Err((code, message)) => {
+                        self.refuse_now(ws, "publish", &topic, code, &message).await
+                    }
+                },
                 Err(_) => {
                     Metrics::inc(&metrics.errors);
-                    Some(End::Close(protocol::CLOSE_BAD_FRAME, "unknown frame"))
+                    Err(End::Close(protocol::CLOSE_BAD_FRAME, "unknown frame"))
                 }
             },
             Some(Ok(Message::Binary(_))) => {
                 Metrics::inc(&metrics.errors);
-                Some(End::Close(
+                Err(End::Close(
                     protocol::CLOSE_BAD_FRAME,
                     "binary frames are not accepted",
                 ))
             }
-            Some(Ok(Message::Close(_))) => Some(End::Lost),
+            Some(Ok(Message::Close(_))) => Err(End::Lost),
             // Pings are answered by tungstenite; pongs and raw frames carry nothing.
-            Some(Ok(_)) => None,
+            Some(Ok(_)) => Ok(()),
         }
+    }
+
+    /// An error frame for a request refused before any store work.
+    async fn refuse_now(
+        &mut self,
+        ws: &mut Ws,
+        op: &str,
+        topic: &str,
+        code: &str,
+        message: &str,
+    ) -> Result<(), End> {
+        Metrics::inc(&self.state.metrics.topic_refusals);
+        // Only the first 200 bytes of the topic as sent are echoed.
+        let shown: String = topic.chars().take(200).collect();
+        self.send_text(ws, protocol::encode_error(op, &shown, code, message))
+            .await
+    }
+
+    /// A client subscription: checked here, started by a store job.
+    fn subscribe(
+        &mut self,
+        raw: &str,
+        after: Option<Seq>,
+        token: Option<String>,
+    ) -> Result<(), (&'static str, String)> {
+        let topic = TopicName::new(raw).map_err(|e| ("bad_topic", e.to_string()))?;
+        if self.state.config.namespaces.options(&topic).is_none() {
+            return Err((
+                "unknown_namespace",
+                format!("the namespace {:?} is not configured", topic.namespace()),
+            ));
+        }
+        if self.topics.contains_key(&topic) {
+            return Err((
+                "already_subscribed",
+                "this connection is subscribed to the topic already".into(),
+            ));
+        }
+        let max = self.state.config.max_subscriptions;
+        if self.topics.len() >= max {
+            return Err((
+                "too_many_subscriptions",
+                format!("a connection may hold at most {max} subscriptions"),
+            ));
+        }
+        let granted = self.patterns.iter().any(|p| p.matches(&topic));
+        let token = match (granted, token) {
+            (true, _) => None,
+            (false, Some(token)) => Some(token),
+            (false, None) => {
+                return Err((
+                    "forbidden",
+                    "the connection token does not allow this topic; send a subscribe token".into(),
+                ));
+            }
+        };
+        self.topics.insert(topic.clone(), Stream::default());
+        self.jobs.push_back((
+            Target::Topic(topic),
+            Start::New {
+                after,
+                token,
+                join: true,
+            },
+            JobKind::Start,
+        ));
+        Ok(())
+    }
+
+    /// A client unsubscription: answered at once.
+    async fn unsubscribe(&mut self, ws: &mut Ws, raw: &str) -> Result<(), End> {
+        let topic = match TopicName::new(raw) {
+            Ok(topic) => topic,
+            Err(e) => {
+                return self
+                    .refuse_now(ws, "unsubscribe", raw, "bad_topic", &e.to_string())
+                    .await;
+            }
+        };
+        if self.topics.remove(&topic).is_none() {
+            return self
+                .refuse_now(
+                    ws,
+                    "unsubscribe",
+                    raw,
+                    "not_subscribed",
+                    "this connection is not subscribed to the topic",
+                )
+                .await;
+        }
+        self.forget(&topic);
+        self.send_text(ws, protocol::encode_unsubscribed(&topic))
+            .await
+    }
+
+    /// A client publish: checked here, stored and fanned out by a store job.
+    fn publish(
+        &mut self,
+        raw: &str,
+        data: Box<RawValue>,
+        idempotency_key: Option<String>,
+    ) -> Result<(), (&'static str, String)> {
+        let topic = TopicName::new(raw).map_err(|e| ("bad_topic", e.to_string()))?;
+        let Some(options) = self.state.config.namespaces.options(&topic) else {
+            return Err((
+                "unknown_namespace",
+                format!("the namespace {:?} is not configured", topic.namespace()),
+            ));
+        };
+        let subscribed = self.topics.get(&topic).is_some_and(|s| s.started);
+        if options.client_publish != ClientPublish::Subscribers || !subscribed {
+            return Err((
+                "forbidden",
+                "clients may publish only to topics they are subscribed to, in namespaces that allow it".into(),
+            ));
+        }
+        if let Some(key) = &idempotency_key
+            && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY)
+        {
+            return Err((
+                "bad_request",
+                format!("idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY} bytes"),
+            ));
+        }
+        self.jobs.push_back((
+            Target::Topic(topic),
+            Start::Publish {
+                data,
+                idempotency_key,
+            },
+            JobKind::Publish,
+        ));
+        Ok(())
+    }
+
+    /// Drops everything of `topic` in this session (its stream is gone
+    /// already): its job in flight and waiting, its held frames, its place
+    /// in the topic index.
+    fn forget(&mut self, topic: &TopicName) {
+        let target = Target::Topic(topic.clone());
+        if self.read.as_ref().is_some_and(|(r, _)| r.target == target) {
+            self.read = None;
+        }
+        self.jobs.retain(|(t, _, _)| *t != target);
+        self.held.retain(|o| o.topic.as_ref() != Some(topic));
+        self.leave(topic);
+    }
+
+    /// Out of the topic index (if it joined), presence told, membership
+    /// released when it was the node's last subscriber.
+    fn leave(&self, topic: &TopicName) {
+        self.state
+            .leave_topic(topic, &self.conn_id, &self.conn.user_id);
     }
 }

@@ -14,7 +14,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, bail, ensure};
@@ -28,6 +27,7 @@ use edgepush_core::protocol::ServerFrame;
 use edgepush_delivery::sigv4::PushCredential;
 use edgepush_mongo::{MongoConfig, MongoMessageStore};
 use edgepush_redis::{RedisConfig, RedisRouteStore};
+use edgepush_testkit::{TestDatabase, redis_url, unique, unique_prefix};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -49,34 +49,6 @@ const MAX_POST: usize = 128 * 1024;
 /// stalling it (not a timing assertion).
 const WAIT: Duration = Duration::from_secs(20);
 
-fn redis_url() -> String {
-    match std::env::var("EDGEPUSH_TEST_REDIS_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => panic!("set EDGEPUSH_TEST_REDIS_URL, or run scripts/test"),
-    }
-}
-
-fn mongodb_uri() -> String {
-    match std::env::var("EDGEPUSH_TEST_MONGODB_URI") {
-        Ok(uri) if !uri.is_empty() => uri,
-        _ => panic!("set EDGEPUSH_TEST_MONGODB_URI, or run scripts/test"),
-    }
-}
-
-/// A name no other test (or run) uses.
-fn unique(test: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
-    format!(
-        "{test}_{}_{nanos:08x}_{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 type Client = WebSocketStream<TcpStream>;
 
 /// A node running in this process on the real stores.
@@ -85,28 +57,38 @@ struct Node {
     push_addr: SocketAddr,
     stop: CancellationToken,
     task: JoinHandle<()>,
-    database: String,
+    database: TestDatabase,
 }
 
 impl Node {
     async fn start(test: &str) -> Result<Self> {
-        let name = unique(test);
         let redis = RedisConfig {
-            key_prefix: format!("eptest:{name}"),
+            key_prefix: unique_prefix(test),
             route_ttl: Duration::from_secs(600),
-            ..RedisConfig::new(redis_url())
+            ..RedisConfig::new(redis_url()?)
         };
         let routes = Arc::new(RedisRouteStore::connect(redis).await?);
-        let database = format!("ept_{name}");
-        let mut mongo = MongoConfig::new(mongodb_uri());
-        mongo.database = database.clone();
-        let messages = Arc::new(MongoMessageStore::connect(mongo).await?);
+        let database = TestDatabase::shared()?;
+        let mut mongo = MongoConfig::new(database.uri());
+        mongo.database = database.name().to_owned();
+        let messages = MongoMessageStore::connect(mongo.clone()).await?;
+        let topics = edgepush_mongo::MongoTopicStore::on(messages.database(), mongo).await?;
         let auth = AuthConfig::hs256(JWT_SECRET.to_vec());
         let deps = NodeDeps {
             routes: routes.clone(),
-            nodes: routes,
-            messages,
+            nodes: routes.clone(),
+            messages: Arc::new(messages),
             verifier: Arc::new(JwtVerifier::new(auth.clone())?),
+            topics: Arc::new(topics),
+            topic_routes: routes.clone(),
+            presence: routes,
+            pusher: Arc::new(edgepush_delivery::HttpPusher::new(
+                edgepush_delivery::PushClientConfig::new(PushCredential::new(
+                    PUSH_KEY_ID,
+                    PUSH_SECRET,
+                    REGION,
+                )),
+            )?),
         };
         let config = NodeConfig::for_local(
             "push-api-test",
@@ -183,9 +165,7 @@ impl Node {
         tokio::time::timeout(WAIT, self.task)
             .await
             .context("the node did not stop")??;
-        let client = mongodb::Client::with_uri_str(mongodb_uri()).await?;
-        client.database(&self.database).drop().await?;
-        Ok(())
+        self.database.cleanup().await
     }
 }
 
@@ -198,6 +178,8 @@ async fn next_data(ws: &mut Client) -> Result<Message> {
             .context("the socket ended without a close frame")??;
         match frame {
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+            // Every connection is subscribed to the broadcast topic first.
+            Message::Text(t) if t.as_str().starts_with(r#"{"type":"subscribed""#) => continue,
             other => return Ok(other),
         }
     }
@@ -456,23 +438,7 @@ async fn a_wrong_secret_is_refused_with_403() -> Result<()> {
 
 /// The `aws` executable: `EDGEPUSH_AWS_CLI`, else `aws` on `PATH`.
 fn aws_cli() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("EDGEPUSH_AWS_CLI").filter(|v| !v.is_empty()) {
-        let path = PathBuf::from(path);
-        ensure!(
-            path.is_file(),
-            "EDGEPUSH_AWS_CLI={} is not a file",
-            path.display()
-        );
-        return Ok(path);
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("aws"))
-        .find(|candidate| candidate.is_file())
-        .context(
-            "the AWS CLI is not installed: `pip install awscli` (or set EDGEPUSH_AWS_CLI), \
-             or run scripts/test, which installs it",
-        )
+    edgepush_testkit::program("EDGEPUSH_AWS_CLI", "aws", "`pip install awscli`")
 }
 
 #[tokio::test]

@@ -9,6 +9,8 @@ current_step="setup"
 state_dir=""
 server_pids=()
 server_names=()
+# Functions run first on exit (e.g. stop_docker, scripts/lib/docker.sh).
+cleanup_hooks=()
 script_name=${script_name:-$(basename "$0")}
 
 # --------------------------------------------------------------------------
@@ -18,6 +20,9 @@ script_name=${script_name:-$(basename "$0")}
 cleanup() {
     local rc=$? i
     trap - EXIT INT TERM
+    for i in "${!cleanup_hooks[@]}"; do
+        "${cleanup_hooks[$i]}" || true
+    done
     for i in "${!server_pids[@]}"; do
         stop_pid "${server_pids[$i]}" "${server_names[$i]}"
     done

@@ -143,8 +143,24 @@ impl WsClient {
                 client.user_id = user_id.to_string();
                 Ok(Ok(client))
             }
-            ServerFrame::Msg(m) => bail!("expected hello first, got msg seq {}", m.seq),
+            other => bail!("expected hello first, got {other:?}"),
         }
+    }
+
+    /// The next server frame within `timeout` (`None` when none came).
+    pub async fn frame(&mut self, timeout: Duration) -> anyhow::Result<Option<ServerFrame>> {
+        match tokio::time::timeout(timeout, self.next_frame()).await {
+            Err(_) => Ok(None),
+            Ok(frame) => frame.map(Some),
+        }
+    }
+
+    /// Sends a client frame.
+    pub async fn send_frame(
+        &mut self,
+        frame: &edgepush_core::protocol::ClientFrame,
+    ) -> anyhow::Result<()> {
+        self.send_raw(Message::text(frame.to_text())).await
     }
 
     /// The next server frame; an error when the connection closes or a
@@ -174,12 +190,19 @@ impl WsClient {
     }
 
     /// The next `msg` frame within `timeout`, `None` when none came.
+    /// `subscribed` frames (every connection gets one for the broadcast
+    /// topic) are passed over.
     pub async fn next_msg(&mut self, timeout: Duration) -> anyhow::Result<Option<MsgFrame>> {
-        match tokio::time::timeout(timeout, self.next_frame()).await {
-            Err(_) => Ok(None),
-            Ok(Ok(ServerFrame::Msg(m))) => Ok(Some(m)),
-            Ok(Ok(ServerFrame::Hello { .. })) => bail!("a second hello frame"),
-            Ok(Err(e)) => Err(e),
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.next_frame()).await {
+                Err(_) => return Ok(None),
+                Ok(Ok(ServerFrame::Msg(m))) => return Ok(Some(m)),
+                Ok(Ok(ServerFrame::Subscribed { .. })) => {}
+                Ok(Ok(ServerFrame::Hello { .. })) => bail!("a second hello frame"),
+                Ok(Ok(other)) => bail!("expected a msg frame, got {other:?}"),
+                Ok(Err(e)) => return Err(e),
+            }
         }
     }
 

@@ -8,12 +8,13 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context as _, bail};
 use async_trait::async_trait;
-use edgepush_collect::{ApiKeys, Collector};
+use edgepush_collect::{ApiKeys, Collector, Topics};
+use edgepush_core::Namespaces;
 use edgepush_core::protocol::{Accepted, SubmitResponse};
-use edgepush_core::{Handoff, HandoffError, StoredMessage};
+use edgepush_core::{Handoff, HandoffError, StoredMessage, TopicMessage};
 use edgepush_delivery::{HttpPusher, PushClientConfig};
-use edgepush_dispatch::{DirectHandoff, DispatchReport, Dispatcher};
-use edgepush_mongo::MongoMessageStore;
+use edgepush_dispatch::{DirectHandoff, DispatchReport, Dispatcher, TopicDispatchReport};
+use edgepush_mongo::{MongoMessageStore, MongoTopicStore};
 use edgepush_redis::{RedisConfig, RedisRouteStore};
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -36,6 +37,8 @@ pub struct CollectOptions {
     pub mongodb_uri: String,
     /// The message store's database.
     pub database: String,
+    /// The topic namespaces (the nodes of the test must have the same).
+    pub namespaces: Namespaces,
 }
 
 impl From<&TestEnv> for CollectOptions {
@@ -44,6 +47,7 @@ impl From<&TestEnv> for CollectOptions {
             redis_url: env.redis_url.clone(),
             mongodb_uri: env.mongodb_uri.clone(),
             database: env.database.clone(),
+            namespaces: env.namespaces.clone(),
         }
     }
 }
@@ -56,6 +60,8 @@ pub struct Collect {
     pub dispatcher: Arc<Dispatcher>,
     /// The collector's own message store.
     pub store: Arc<MongoMessageStore>,
+    /// Its topic store.
+    pub topic_store: Arc<MongoTopicStore>,
     http: reqwest::Client,
     server: JoinHandle<()>,
 }
@@ -90,15 +96,30 @@ impl Collect {
         );
         let dispatcher = Arc::new(Dispatcher {
             routes: routes.clone(),
-            nodes: routes,
+            nodes: routes.clone(),
             pusher,
             retry: edgepush_dispatch::RetryPolicy::default(),
+            topic_routes: routes.clone(),
         });
-        let collector = Arc::new(Collector::new(
-            store.clone(),
-            handoff(dispatcher.clone()),
-            ApiKeys::single(SOURCE, API_KEY),
-        ));
+        let topic_store = Arc::new(
+            MongoTopicStore::on(store.database(), store.config().clone())
+                .await
+                .context("collect: topic store")?,
+        );
+        let topics = Topics {
+            store: topic_store.clone(),
+            namespaces: options.namespaces.clone(),
+            presence: routes,
+            nodes: dispatcher.nodes.clone(),
+        };
+        let collector = Arc::new(
+            Collector::new(
+                store.clone(),
+                handoff(dispatcher.clone()),
+                ApiKeys::single(SOURCE, API_KEY),
+            )
+            .with_topics(topics),
+        );
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .context("collect: binding 127.0.0.1:0")?;
@@ -113,10 +134,11 @@ impl Collect {
             addr,
             dispatcher,
             store,
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(30))
-                .build()
-                .context("http client")?,
+            topic_store,
+            // No total timeout: collect runs in this process, so an answer
+            // comes as soon as the store answers; a fixed budget here failed
+            // a test on a loaded machine while collect was still working.
+            http: reqwest::Client::builder().build().context("http client")?,
             server,
         })
     }
@@ -129,6 +151,58 @@ impl Collect {
     /// POSTs `body` with the test API key: (status, JSON answer).
     pub async fn post(&self, body: &Value) -> anyhow::Result<(u16, Value)> {
         self.post_raw(body.to_string(), Some(API_KEY)).await
+    }
+
+    /// `http://127.0.0.1:<port>` and `path`.
+    pub fn url_of(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// POSTs `body` to `path` with the test API key: (status, JSON answer).
+    pub async fn post_to(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        let response = self
+            .http
+            .post(self.url_of(path))
+            .bearer_auth(API_KEY)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .with_context(|| format!("POST {path}"))?;
+        let status = response.status().as_u16();
+        let text = response.text().await.context("reading collect's answer")?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    /// GETs `path` (with its query) with the test API key: (status, JSON).
+    pub async fn get(&self, path: &str) -> anyhow::Result<(u16, Value)> {
+        let response = self
+            .http
+            .get(self.url_of(path))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .with_context(|| format!("GET {path}"))?;
+        let status = response.status().as_u16();
+        let text = response.text().await.context("reading collect's answer")?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    /// Publishes `data` to `topic` with `key` and expects `202`: the seq.
+    pub async fn publish(&self, topic: &str, data: Value, key: &str) -> anyhow::Result<u64> {
+        let path = format!("/v1/topics/{topic}/messages");
+        let (status, body) = self
+            .post_to(
+                &path,
+                &serde_json::json!({ "data": data, "idempotency_key": key }),
+            )
+            .await?;
+        if status != 202 {
+            bail!("publish to {topic} answered {status} (expected 202): {body}");
+        }
+        body.get("seq")
+            .and_then(Value::as_u64)
+            .with_context(|| format!("a 202 without a seq: {body}"))
     }
 
     /// POSTs raw bytes with `api_key` as bearer (none when `None`): (status,
@@ -178,6 +252,7 @@ impl Drop for Collect {
 pub struct ReportingHandoff {
     direct: DirectHandoff,
     reports: Mutex<Vec<DispatchReport>>,
+    topic_reports: Mutex<Vec<TopicDispatchReport>>,
 }
 
 impl ReportingHandoff {
@@ -186,6 +261,7 @@ impl ReportingHandoff {
         Self {
             direct: DirectHandoff(dispatcher),
             reports: Mutex::new(Vec::new()),
+            topic_reports: Mutex::new(Vec::new()),
         }
     }
 
@@ -197,6 +273,14 @@ impl ReportingHandoff {
     /// The latest report.
     pub fn last(&self) -> Option<DispatchReport> {
         self.reports().pop()
+    }
+
+    /// Every topic dispatch report so far, oldest first.
+    pub fn topic_reports(&self) -> Vec<TopicDispatchReport> {
+        self.topic_reports
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -218,6 +302,25 @@ impl Handoff for ReportingHandoff {
         if undelivered > 0 {
             return Err(HandoffError::Unavailable(format!(
                 "{undelivered} messages could not be pushed to a live node"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn hand_off_topics(&self, messages: &[TopicMessage]) -> Result<(), HandoffError> {
+        let report = self
+            .direct
+            .0
+            .dispatch_topics(messages)
+            .await
+            .map_err(|e| HandoffError::Unavailable(e.to_string()))?;
+        let undelivered = report.undelivered.len();
+        if let Ok(mut reports) = self.topic_reports.lock() {
+            reports.push(report);
+        }
+        if undelivered > 0 {
+            return Err(HandoffError::Unavailable(format!(
+                "{undelivered} topic messages could not be pushed to a live node"
             )));
         }
         Ok(())

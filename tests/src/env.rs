@@ -1,50 +1,8 @@
-//! The environment the tests run in: the shared servers' addresses (which
-//! must be given: a test without them fails, it never passes silently), and
-//! unique names so tests running in parallel never see each other's data.
+//! Where one end-to-end test's system keeps its state. The shared servers'
+//! addresses, unique names and the policy for a missing server (the test
+//! fails) are [`edgepush_testkit::env`]'s.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-
-use anyhow::bail;
-
-/// The shared Redis of the test run.
-pub const ENV_REDIS_URL: &str = "EDGEPUSH_TEST_REDIS_URL";
-/// The shared MongoDB (or FerretDB) of the test run.
-pub const ENV_MONGODB_URI: &str = "EDGEPUSH_TEST_MONGODB_URI";
-
-fn required(name: &str, example: &str) -> anyhow::Result<String> {
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
-        _ => bail!("{name} is not set: set it (for example {name}={example}), or run scripts/test"),
-    }
-}
-
-/// The shared Redis URL, from `EDGEPUSH_TEST_REDIS_URL`; an error saying
-/// how to set it when it is missing.
-pub fn redis_url() -> anyhow::Result<String> {
-    required(ENV_REDIS_URL, "redis://127.0.0.1:6390")
-}
-
-/// The shared MongoDB URI, from `EDGEPUSH_TEST_MONGODB_URI`; an error saying
-/// how to set it when it is missing.
-pub fn mongodb_uri() -> anyhow::Result<String> {
-    required(ENV_MONGODB_URI, "mongodb://127.0.0.1:27090")
-}
-
-/// A name no other test (of this run or another) uses: `tag`, the process
-/// id, a counter and random bits. Only characters valid in user, node and
-/// connection ids (`[A-Za-z0-9-]`), at most `tag.len() + 26` bytes.
-pub fn unique(tag: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let bits: u32 = rand::random();
-    format!("{tag}-{:x}-{n}-{bits:08x}", std::process::id())
-}
-
-/// A MongoDB database name no other test uses (letters, digits and `_`,
-/// short enough for every server).
-pub fn unique_db() -> String {
-    unique("ept").replace('-', "_")
-}
+use edgepush_testkit::{mongodb_uri, redis_url, unique_db};
 
 /// Where one test's system keeps its state: the shared Redis and MongoDB,
 /// and a database of the test's own (nodes and collect of one test share it).
@@ -56,6 +14,8 @@ pub struct TestEnv {
     pub mongodb_uri: String,
     /// The test's own database on it.
     pub database: String,
+    /// The topic namespaces of the test's nodes and collect API.
+    pub namespaces: edgepush_core::Namespaces,
 }
 
 impl TestEnv {
@@ -65,6 +25,7 @@ impl TestEnv {
             redis_url: redis_url()?,
             mongodb_uri: mongodb_uri()?,
             database: unique_db(),
+            namespaces: edgepush_core::Namespaces::default(),
         })
     }
 
@@ -87,8 +48,19 @@ impl TestEnv {
     /// Drops the test's database (best effort: a failing cleanup must not
     /// hide the test's own result).
     pub async fn cleanup(&self) {
-        if let Err(e) = crate::inspect::drop_database(&self.mongodb_uri, &self.database).await {
+        if let Err(e) = edgepush_testkit::drop_database(&self.mongodb_uri, &self.database).await {
             tracing::warn!(database = %self.database, error = %e, "could not drop the test database");
         }
+    }
+
+    /// Runs `test` in a fresh [`shared`](Self::shared) environment and
+    /// cleans up after it, whatever its result:
+    /// `TestEnv::run(async |env| { ... }).await` or
+    /// `TestEnv::run(the_test_body).await`.
+    pub async fn run(test: impl AsyncFnOnce(&TestEnv) -> anyhow::Result<()>) -> anyhow::Result<()> {
+        let env = Self::shared()?;
+        let result = test(&env).await;
+        env.cleanup().await;
+        result
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail, ensure};
 use edgepush_client::{
     Backoff, Client, ClientConfig, ClientControl, ClientHandle, Event, Jitter, MsgFrame,
-    TokenSource,
+    TokenSource, TopicEvent, TopicName,
 };
 use edgepush_core::protocol::{Accepted, SubmitResponse};
 use futures_util::{StreamExt as _, TryStreamExt as _, stream};
@@ -44,8 +44,14 @@ pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// What one client's event stream brought.
 #[derive(Debug, Default)]
 pub struct Received {
-    /// Every message the client passed to the application, in order.
+    /// Every message of the user's stream the client passed to the
+    /// application, in order.
     pub msgs: Vec<MsgFrame>,
+    /// Every topic message it passed on, per topic, in order.
+    pub topic_msgs: HashMap<TopicName, Vec<MsgFrame>>,
+    /// Every other topic event (subscribed, refused, presence, ...), in
+    /// order.
+    pub topic_events: Vec<TopicEvent>,
     /// (node URL, connection id) of every connection, in order.
     pub connections: Vec<(String, String)>,
     /// Why connections ended.
@@ -200,6 +206,7 @@ async fn first_connection(handle: &mut ClientHandle) -> anyhow::Result<(String, 
                 Event::Connected { conn_id, node } => return Ok((node, conn_id.to_string())),
                 Event::Fatal(e) => bail!("the client stopped: {e}"),
                 Event::Message(m) => bail!("a message (seq {}) before any connection", m.seq),
+                Event::Topic(e) => bail!("a topic event before any connection: {e:?}"),
                 Event::Disconnected { .. } => {}
             }
         }
@@ -216,6 +223,12 @@ async fn read_events(mut handle: ClientHandle, received: Arc<Mutex<Received>>) {
         let mut r = lock(&received);
         match event {
             Event::Message(m) => r.msgs.push(m),
+            Event::Topic(TopicEvent::Message(m)) => {
+                if let Some(topic) = m.topic.clone() {
+                    r.topic_msgs.entry(topic).or_default().push(m);
+                }
+            }
+            Event::Topic(other) => r.topic_events.push(other),
             Event::Connected { conn_id, node } => r.connections.push((node, conn_id.to_string())),
             Event::Disconnected { reason } => r.disconnects.push(reason.to_string()),
             Event::Fatal(e) => r.fatal = Some(e.to_string()),
@@ -305,6 +318,21 @@ impl Ledger {
         lock(&self.accepted).get(user).map_or(0, BTreeMap::len)
     }
 
+    /// Records that `seq` of stream `key` (a topic) was accepted as `id`,
+    /// tagged `tag`. A seq accepted before under another id is an error.
+    pub fn record_one(&self, key: &str, seq: u64, id: &str, tag: u64) -> anyhow::Result<()> {
+        let mut accepted = lock(&self.accepted);
+        let mine = accepted.entry(key.to_owned()).or_default();
+        if let Some((known, known_tag)) = mine.get(&seq) {
+            ensure!(
+                known == id && *known_tag == tag,
+                "seq {seq} of {key} accepted twice: as {known} (tag {known_tag}) and {id} (tag {tag})"
+            );
+        }
+        mine.insert(seq, (id.to_owned(), tag));
+        Ok(())
+    }
+
     /// How many messages (recipient copies) were accepted in all.
     pub fn total(&self) -> u64 {
         lock(&self.accepted).values().map(|m| m.len() as u64).sum()
@@ -335,6 +363,21 @@ impl Traffic {
     /// Posts accepted so far.
     pub fn accepted(&self) -> u64 {
         self.accepted_posts.load(Ordering::Acquire)
+    }
+
+    /// Records one answer (`None`: no HTTP answer) of a post sent at
+    /// `started`.
+    pub fn note(&self, started: Instant, status: Option<u16>) {
+        lock(&self.responses).push(Response {
+            started,
+            ended: Instant::now(),
+            status,
+        });
+    }
+
+    /// Counts one accepted post.
+    pub fn accepted_one(&self) {
+        self.accepted_posts.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Answers with `status`.
@@ -374,35 +417,44 @@ pub async fn post_until_accepted(
     body: &Value,
     traffic: &Traffic,
 ) -> anyhow::Result<Vec<Accepted>> {
+    let answer =
+        post_to_until_accepted(collect, edgepush_collect::MESSAGES_PATH, body, traffic).await?;
+    let parsed: SubmitResponse =
+        serde_json::from_value(answer.clone()).with_context(|| format!("202 body {answer}"))?;
+    Ok(parsed.messages)
+}
+
+/// [`post_until_accepted`] to any path of the collect API (topic
+/// publishes, broadcasts); returns the `202`'s body.
+pub async fn post_to_until_accepted(
+    collect: &Collect,
+    path: &str,
+    body: &Value,
+    traffic: &Traffic,
+) -> anyhow::Result<Value> {
     let limit = stall();
     let mut pause = Duration::from_millis(50);
     let mut seen = (traffic.accepted(), Instant::now());
     loop {
         let started = Instant::now();
-        let result = collect.post(body).await;
-        let ended = Instant::now();
-        let status = result.as_ref().ok().map(|(s, _)| *s);
-        lock(&traffic.responses).push(Response {
-            started,
-            ended,
-            status,
-        });
+        let result = collect.post_to(path, body).await;
+        traffic.note(started, result.as_ref().ok().map(|(s, _)| *s));
         let last = match result {
             Ok((202, answer)) => {
-                let parsed: SubmitResponse = serde_json::from_value(answer.clone())
-                    .with_context(|| format!("202 body {answer}"))?;
-                traffic.accepted_posts.fetch_add(1, Ordering::AcqRel);
-                return Ok(parsed.messages);
+                traffic.accepted_one();
+                return Ok(answer);
             }
             Ok((503, answer)) => format!("503 {answer}"),
-            Ok((other, answer)) => bail!("collect answered {other}: {answer}"),
+            Ok((other, answer)) => bail!("collect answered {other} to {path}: {answer}"),
             Err(e) => format!("{e:#}"),
         };
         let accepted = traffic.accepted();
         if accepted != seen.0 {
             seen = (accepted, Instant::now());
         } else if seen.1.elapsed() >= limit {
-            bail!("not accepted, and no post accepted at all for {limit:?}; last answer: {last}");
+            bail!(
+                "not accepted, and no post of the test accepted at all for {limit:?}; last answer: {last}"
+            );
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(1));
@@ -490,7 +542,26 @@ impl Tally {
         ledger: &Ledger,
         expected_data: &dyn Fn(&str, u64) -> Value,
     ) {
-        let mine = ledger.of(user);
+        self.add_stream(
+            user,
+            got,
+            duplicates_dropped,
+            &ledger.of(user),
+            expected_data,
+        );
+    }
+
+    /// Compares what one stream (`label`: a user, or a device's topic) got
+    /// with what was accepted for it (`mine`).
+    pub fn add_stream(
+        &mut self,
+        label: &str,
+        got: &[MsgFrame],
+        duplicates_dropped: u64,
+        mine: &Accepts,
+        expected_data: &dyn Fn(&str, u64) -> Value,
+    ) {
+        let user = label;
         self.accepted += mine.len() as u64;
         self.delivered += got.len() as u64;
         self.duplicates_dropped += duplicates_dropped;

@@ -72,12 +72,3 @@ pub async fn message_store(uri: &str, database: &str) -> anyhow::Result<MongoMes
         .await
         .with_context(|| format!("connecting a message store to {uri} database {database}"))
 }
-
-/// Drops `database` on the server at `uri`.
-pub async fn drop_database(uri: &str, database: &str) -> anyhow::Result<()> {
-    let mut options = mongodb::options::ClientOptions::parse(uri).await?;
-    options.server_selection_timeout = Some(std::time::Duration::from_secs(2));
-    let client = mongodb::Client::with_options(options)?;
-    client.database(database).drop().await?;
-    Ok(())
-}

@@ -16,8 +16,9 @@ use anyhow::{Context as _, anyhow, bail};
 use tokio::time::Instant;
 
 use crate::env::TestEnv;
-use crate::servers::{TempDir, free_port, tail};
 use crate::tokens::{JWT_SECRET, PUSH_ACCESS_KEY_ID, PUSH_REGION, PUSH_SECRET};
+use edgepush_testkit::free_port;
+use edgepush_testkit::servers::{TempDir, tail};
 
 /// How long a node may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -112,7 +113,10 @@ impl NodeOptions {
             node_id: crate::unique("node"),
             heartbeat_ms: 500,
             node_ttl_ms: 3000,
-            env: Vec::new(),
+            env: vec![(
+                edgepush_core::Namespaces::ENV.to_owned(),
+                env.namespaces.to_json(),
+            )],
             host: IpAddr::from([127, 0, 0, 1]),
             wrap: Vec::new(),
         }

@@ -28,6 +28,36 @@ pub fn mint(user: &str, ttl: Duration) -> String {
     mint_hs256(JWT_SECRET.as_bytes(), &Claims::new(user, ttl))
 }
 
+/// A valid token for `user` whose connections are subscribed to `topics` at
+/// connect and may subscribe to topics matching `subscribe` themselves.
+pub fn mint_with(user: &str, ttl: Duration, topics: &[&str], subscribe: &[&str]) -> String {
+    let claims = Claims {
+        topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+        subscribe: subscribe.iter().map(|t| (*t).to_owned()).collect(),
+        ..Claims::new(user, ttl)
+    };
+    mint_hs256(JWT_SECRET.as_bytes(), &claims)
+}
+
+/// A subscribe token: `user` may subscribe to `topic`.
+pub fn subscribe_token(user: &str, topic: &str, ttl: Duration) -> String {
+    mint_hs256(
+        JWT_SECRET.as_bytes(),
+        &Claims::subscribe_token(user, topic, ttl),
+    )
+}
+
+/// A subscribe token for `user` and `topic` that expired an hour ago.
+pub fn expired_subscribe_token(user: &str, topic: &str) -> String {
+    let now = unix_now();
+    let claims = Claims {
+        exp: now.saturating_sub(3600),
+        iat: now.saturating_sub(7200),
+        ..Claims::subscribe_token(user, topic, Duration::ZERO)
+    };
+    mint_hs256(JWT_SECRET.as_bytes(), &claims)
+}
+
 /// A token for `user` that expired an hour ago (far beyond any leeway).
 pub fn expired(user: &str) -> String {
     let now = unix_now();

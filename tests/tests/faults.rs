@@ -42,7 +42,7 @@ use edgepush_tests::fault::{
 };
 use edgepush_tests::{
     Check, Collect, MongoServer, NodeOptions, NodeProcess, RedisProbe, RedisServer, TestEnv,
-    TokenIn, WsClient, mint, stall, unique, until,
+    TokenIn, WsClient, mint, rss_kib, stall, unique, until,
 };
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
@@ -60,10 +60,7 @@ const HOUR: Duration = Duration::from_secs(3600);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_crash_loses_nothing() -> anyhow::Result<()> {
-    let env = TestEnv::shared()?;
-    let result = node_crash(&env).await;
-    env.cleanup().await;
-    result
+    TestEnv::run(node_crash).await
 }
 
 async fn node_crash(env: &TestEnv) -> anyhow::Result<()> {
@@ -482,7 +479,7 @@ async fn raw_connect(addr: SocketAddr, url: &str, token: &str) -> anyhow::Result
     match tokio::time::timeout(stall(), ws.next()).await {
         Ok(Some(Ok(Message::Text(text)))) => match ServerFrame::parse(text.as_str())? {
             ServerFrame::Hello { .. } => Ok(ws),
-            ServerFrame::Msg(m) => bail!("a msg (seq {}) before hello", m.seq),
+            other => bail!("{other:?} before hello"),
         },
         other => bail!("no hello: {other:?}"),
     }
@@ -507,18 +504,6 @@ impl std::fmt::Display for StallEnd {
     }
 }
 
-/// VmRSS of `pid`, in KiB.
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
 /// The data of message `k` of the stalled-client stream: `k` up to
 /// [`BIG_TAG`] is a small message to everyone, above it a big one to the
 /// stalled user only.
@@ -539,10 +524,7 @@ const BIG_PAD: usize = 60 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_client_does_not_hold_up_the_others() -> anyhow::Result<()> {
-    let env = TestEnv::shared()?;
-    let result = stalled_client(&env).await;
-    env.cleanup().await;
-    result
+    TestEnv::run(stalled_client).await
 }
 
 async fn stalled_client(env: &TestEnv) -> anyhow::Result<()> {
@@ -639,7 +621,8 @@ async fn stalled_client(env: &TestEnv) -> anyhow::Result<()> {
             }
             Ok(Some(Ok(Message::Text(text)))) => match ServerFrame::parse(text.as_str())? {
                 ServerFrame::Msg(m) => prefix.push(m),
-                ServerFrame::Hello { .. } => bail!("a second hello"),
+                ServerFrame::Subscribed { .. } => {}
+                other => bail!("unexpected {other:?}"),
             },
             Ok(Some(Ok(_))) => {}
         }
@@ -704,10 +687,7 @@ async fn stalled_client(env: &TestEnv) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_duplicates_store_one_message() -> anyhow::Result<()> {
-    let env = TestEnv::shared()?;
-    let result = concurrent_duplicates(&env).await;
-    env.cleanup().await;
-    result
+    TestEnv::run(concurrent_duplicates).await
 }
 
 async fn concurrent_duplicates(env: &TestEnv) -> anyhow::Result<()> {

@@ -23,7 +23,7 @@ use edgepush_core::protocol::MsgFrame;
 use edgepush_core::{MessageStore as _, UserId};
 use edgepush_tests::{
     Check, Collect, NodeOptions, NodeProcess, ReportingHandoff, TestEnv, TokenIn, WsClient, mint,
-    raw_probe, stall, unique, until, upgrade_probe,
+    raw_probe, rss_kib, stall, unique, until, upgrade_probe,
 };
 use futures_util::{StreamExt as _, TryStreamExt as _, stream};
 use serde_json::{Value, json};
@@ -60,10 +60,7 @@ async fn metric_reaches(node: &NodeProcess, name: &str, at_least: f64) -> anyhow
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bogus_after_and_huge_acks_cannot_blank_the_stream() -> anyhow::Result<()> {
-    let env = TestEnv::shared()?;
-    let result = bogus_after(&env).await;
-    env.cleanup().await;
-    result
+    TestEnv::run(bogus_after).await
 }
 
 async fn bogus_after(env: &TestEnv) -> anyhow::Result<()> {
@@ -138,24 +135,9 @@ async fn bogus_after(env: &TestEnv) -> anyhow::Result<()> {
 
 // 2 -----------------------------------------------------------------------
 
-/// VmRSS of `pid`, in KiB.
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ack_flood_costs_bounded_memory_and_store_writes() -> anyhow::Result<()> {
-    let env = TestEnv::shared()?;
-    let result = ack_flood(&env).await;
-    env.cleanup().await;
-    result
+    TestEnv::run(ack_flood).await
 }
 
 async fn ack_flood(env: &TestEnv) -> anyhow::Result<()> {
@@ -226,10 +208,7 @@ async fn ack_flood(env: &TestEnv) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_largest_message_to_the_most_recipients_arrives_live() -> anyhow::Result<()> {
-    let env = TestEnv::shared()?;
-    let result = largest_fan_out(&env).await;
-    env.cleanup().await;
-    result
+    TestEnv::run(largest_fan_out).await
 }
 
 async fn largest_fan_out(env: &TestEnv) -> anyhow::Result<()> {
@@ -293,10 +272,7 @@ async fn largest_fan_out(env: &TestEnv) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_caps_refuse_before_the_upgrade() -> anyhow::Result<()> {
-    let env = TestEnv::shared()?;
-    let result = caps(&env).await;
-    env.cleanup().await;
-    result
+    TestEnv::run(caps).await
 }
 
 async fn caps(env: &TestEnv) -> anyhow::Result<()> {
@@ -373,10 +349,7 @@ async fn caps(env: &TestEnv) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_handshakes_get_defined_answers() -> anyhow::Result<()> {
-    let env = TestEnv::shared()?;
-    let result = handshakes(&env).await;
-    env.cleanup().await;
-    result
+    TestEnv::run(handshakes).await
 }
 
 async fn handshakes(env: &TestEnv) -> anyhow::Result<()> {

@@ -225,6 +225,12 @@ fn main() -> anyhow::Result<()> {
             nodes: routes,
             messages: Arc::new(MemoryMessageStore::new()),
             verifier: edge_node::verifier_for(&config.auth)?,
+            topics: Arc::new(edgepush_core::memory::MemoryTopicStore::new()),
+            topic_routes: Arc::new(edgepush_core::memory::MemoryTopicRoutes::default()),
+            presence: Arc::new(edgepush_core::memory::MemoryPresence::new()),
+            pusher: Arc::new(edgepush_delivery::HttpPusher::new(
+                edgepush_delivery::PushClientConfig::new(credential.clone()),
+            )?),
         };
         let stopped = stop.clone();
         tokio::spawn(async move {

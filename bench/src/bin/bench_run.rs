@@ -17,8 +17,13 @@
 //!    node's batch push API and end to end through collect (MongoDB,
 //!    dispatch, Redis), Centrifugo through `/api/publish`; plus the end to
 //!    end sustained rate through collect;
-//! 4. allocations: `alloc-count`;
-//! 5. many processes: `--big` connections over several node and generator
+//! 4. topic: one topic (edgepush) / channel (Centrifugo) with N
+//!    subscribers on one node, N distinct users: deliveries per server CPU
+//!    second at full speed, then publish-to-receive latency at a steady
+//!    rate; edgepush through the node's topic push API (`/@topics`, what
+//!    dispatch sends), Centrifugo through `/api/publish`;
+//! 5. allocations: `alloc-count`;
+//! 6. many processes: `--big` connections over several node and generator
 //!    processes.
 
 use std::io::{BufRead, BufReader, Write as _};
@@ -94,6 +99,9 @@ struct Args {
     /// Seconds of the latency scenario.
     #[arg(long, default_value_t = 10.0)]
     latency_secs: f64,
+    /// Subscribers of the one topic (channel) of the topic scenario.
+    #[arg(long, default_value_t = 19_000)]
+    topic_connections: usize,
     /// Messages of the end-to-end sustained-rate run through collect.
     #[arg(long, default_value_t = 2000)]
     e2e_messages: u64,
@@ -109,7 +117,7 @@ struct Args {
     /// New connections per second.
     #[arg(long, default_value_t = 2000)]
     rate: u32,
-    /// Only these scenarios (memory, fanout, latency, alloc, big); all when empty.
+    /// Only these scenarios (memory, fanout, latency, topic, alloc, big); all when empty.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -128,6 +136,7 @@ fn main() -> anyhow::Result<()> {
         args.latency_connections = 100;
         args.latency_secs = 3.0;
         args.e2e_messages = 100;
+        args.topic_connections = 500;
         if args.big > 0 {
             args.big = 2000;
             args.big_per_process = 1000;
@@ -288,6 +297,13 @@ impl Runner {
         if self.wants("latency") {
             self.latency_batch_and_centrifugo().await?;
             self.latency_e2e().await?;
+            self.write()?;
+        }
+        if self.wants("topic") {
+            self.topic(Protocol::Edgepush).await?;
+            if has_cf {
+                self.topic(Protocol::Centrifugo).await?;
+            }
             self.write()?;
         }
         if self.wants("alloc") {
@@ -629,6 +645,133 @@ impl Runner {
             swarm.close(Duration::from_secs(20)).await;
             self.write()?;
         }
+        server.stop();
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------
+    // Topic: one topic / channel, N subscribers (distinct users).
+
+    async fn topic(&mut self, protocol: Protocol) -> anyhow::Result<()> {
+        let system = system_name(protocol);
+        eprintln!("== topic: {system}");
+        let server = self.start(protocol, "topic").await?;
+        let credential = PushCredential::new(PUSH_KEY, PUSH_SECRET, "us-east-1");
+        let n = self.args.topic_connections;
+        let topic = format!("bench-topic-{}", self.run_id);
+        let mut cfg = self.swarm_config(&server, protocol);
+        cfg.users = Users::PerConnection {
+            prefix: format!("t{}x", self.run_id),
+        };
+        match protocol {
+            Protocol::Edgepush => cfg.topic = Some(topic.clone()),
+            Protocol::Centrifugo => cfg.channel = Some(topic.clone()),
+        }
+        let mut swarm = Swarm::new(cfg).await?;
+        swarm.grow(n).await;
+        let held = swarm.connected();
+        let report = swarm.report();
+        if report.failed > 0 {
+            eprintln!(
+                "   {} connections failed: {:?}",
+                report.failed, report.first_error
+            );
+        }
+        // The subscriptions start right after each connection's hello.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let m = self.args.fanout_messages;
+        let target = |first_seq: u64| match protocol {
+            Protocol::Edgepush => Target::Topic {
+                push_url: server.http_url.clone(),
+                topic: topic.clone(),
+                first_seq,
+            },
+            Protocol::Centrifugo => Target::Centrifugo {
+                base: server.http_url.clone(),
+                api_key: CF_API_KEY.into(),
+                channel: topic.clone(),
+            },
+        };
+        let (fan_path, steady_path) = match protocol {
+            Protocol::Edgepush => (
+                "topic push API (/@topics), 1 item, N subscribers",
+                "/@topics -> 1 topic, N subscribers (N users)",
+            ),
+            Protocol::Centrifugo => (
+                "/api/publish, 1 channel, N subscribers",
+                "/api/publish -> Redis -> 1 channel, N subscribers (N users)",
+            ),
+        };
+
+        // Throughput: `m` messages as fast as the server takes them.
+        swarm.latency().reset();
+        let publisher = Publisher::new(target(1), Some(credential.clone()))?;
+        let before = swarm.received();
+        let (cpu_s0, cpu_l0, t0) = (server.cpu(), self.own_cpu(), Instant::now());
+        let published = publisher
+            .run(&PublishConfig {
+                count: m,
+                payload_bytes: self.args.payload_bytes,
+                ..PublishConfig::default()
+            })
+            .await;
+        let want = before + m * held as u64;
+        let complete = swarm.wait_received(want, Duration::from_secs(180)).await;
+        let elapsed = t0.elapsed().as_secs_f64();
+        let (cpu_s, cpu_l) = (server.cpu() - cpu_s0, self.own_cpu() - cpu_l0);
+        let deliveries = swarm.received() - before;
+        if !complete || published.errors > 0 {
+            eprintln!(
+                "   topic fan-out incomplete: {deliveries}/{} ({:?}; {:?})",
+                want - before,
+                published.first_error,
+                swarm.report().first_drop
+            );
+        }
+        let row = FanoutRow {
+            system: system.into(),
+            mode: "topic".into(),
+            path: fan_path.into(),
+            connections: held,
+            messages: m,
+            deliveries,
+            elapsed_s: elapsed,
+            deliveries_per_s: deliveries as f64 / elapsed.max(1e-9),
+            server_cpu_s: cpu_s,
+            loadgen_cpu_s: cpu_l,
+            deliveries_per_server_cpu_s: deliveries as f64 / cpu_s.max(0.01),
+            latency: swarm.latency().summary(),
+        };
+        eprintln!(
+            "   N={held}: {deliveries} deliveries in {elapsed:.2}s = {:.0}/s; server CPU {cpu_s:.2}s = {:.0} deliveries per server CPU s",
+            row.deliveries_per_s, row.deliveries_per_server_cpu_s
+        );
+        self.results.fanout.push(row);
+        self.write()?;
+
+        // Latency at a steady rate, continuing the topic's seqs.
+        let publisher = Publisher::new(target(1 + published.sent), Some(credential))?;
+        let mut pids = vec![(system.to_owned(), server.pid)];
+        if protocol == Protocol::Centrifugo {
+            pids.extend(self.store_pids().into_iter().filter(|(n, _)| n == "redis"));
+        }
+        let (published, deliveries, latency, cpu) = self.steady(&swarm, &publisher, &pids).await;
+        eprintln!(
+            "   steady {} msg/s: p50 {} us, p99 {} us, p999 {} us ({deliveries} deliveries)",
+            self.args.latency_rate, latency.p50_us, latency.p99_us, latency.p999_us
+        );
+        self.results.latency.push(LatencyRow {
+            system: system.into(),
+            path: steady_path.into(),
+            connections: held,
+            rate: self.args.latency_rate,
+            messages: published.sent,
+            deliveries,
+            errors: published.errors,
+            latency,
+            cpu_s: cpu,
+        });
+        swarm.close(Duration::from_secs(20)).await;
         server.stop();
         Ok(())
     }

@@ -32,7 +32,7 @@ import { Backoff, type BackoffOptions } from './backoff.js';
 import { Delivery, MessageIterator, SeqTracker } from './delivery.js';
 import { Emitter } from './emitter.js';
 import { EdgepushError, type ErrorCode } from './errors.js';
-import { ackFrame, attemptUrl, checkNodeUrl, CloseCode, type Message, parseFrame, subscribeFrame, unsubscribeFrame } from './protocol.js';
+import { ackFrame, attemptUrl, BROADCAST, checkNodeUrl, CloseCode, type Message, parseFrame, subscribeFrame, unsubscribeFrame } from './protocol.js';
 import { encodePositions, loadPositions, type PositionStorage, type Positions } from './storage.js';
 import { Subscription, type SubscriptionHost, type SubscriptionOptions } from './subscription.js';
 import { readClaims } from './token.js';
@@ -398,7 +398,7 @@ export class EdgepushClient extends Emitter<ClientEvents> implements Subscriptio
     const node = this.nodes[this.nodeIndex % this.nodes.length]!;
     let ws: WebSocketLike;
     try {
-      ws = new this.WS(attemptUrl(node, this.token, this.user.last));
+      ws = new this.WS(attemptUrl(node, this.token, this.user.last, this.resumeList()));
     } catch (error) {
       this.attemptFailed(`could not open ${node}: ${describe(error)}`);
       return;
@@ -455,7 +455,9 @@ export class EdgepushClient extends Emitter<ClientEvents> implements Subscriptio
         this.subs.get(frame.topic)?.onRefused('unsubscribed', 'the node ended the subscription');
         return;
       case 'error': {
-        const sub = frame.topic !== undefined ? this.subs.get(frame.topic) : undefined;
+        // A `connect` error is about the token's topics or `resume`, never
+        // about a subscription object.
+        const sub = frame.topic !== undefined && frame.op !== 'connect' ? this.subs.get(frame.topic) : undefined;
         if (sub) sub.onRefused(frame.code, frame.message);
         else this.report('node_error', `${frame.code}: ${frame.message}`);
         return;
@@ -484,6 +486,27 @@ export class EdgepushClient extends Emitter<ClientEvents> implements Subscriptio
     for (const sub of this.subs.values()) {
       if (sub.active) void this.sendSubscribe(sub, this.generation);
     }
+  }
+
+  /**
+   * Where the topics the node subscribes the connection to itself (token
+   * topics, broadcast: those without a `Subscription` object) resume: the
+   * last seq received from them in this client, and the stored position of
+   * broadcast (stored positions of other topics may belong to
+   * subscriptions the page has not made again yet, which the node would
+   * refuse; a token topic's stored position seeds its tracker instead, so
+   * a message missed while the page was away shows as a gap and the
+   * reconnect resumes it). Without `resume` the node starts these topics at
+   * their latest seq, and every reconnect would see a gap again.
+   */
+  private resumeList(): Array<[string, number]> {
+    const out = new Map<string, number>();
+    const broadcast = this.topicHandledSeqs[BROADCAST];
+    if (broadcast !== undefined) out.set(BROADCAST, broadcast);
+    for (const [topic, tracker] of this.loose) {
+      if (tracker.last !== undefined && !this.subs.has(topic)) out.set(topic, tracker.last);
+    }
+    return [...out];
   }
 
   private onMsg(ws: WebSocketLike, message: Message): void {

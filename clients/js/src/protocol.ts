@@ -26,6 +26,9 @@ export const CloseCode = {
   TooSlow: 4008,
 } as const;
 
+/** The broadcast topic: every connection is subscribed to it (by the node, not by a `subscribe` frame). */
+export const BROADCAST = '$broadcast';
+
 /** A message of the user's stream (no `topic`) or of a topic. */
 export interface Message {
   /** Per user (or per topic) sequence number: starts at 1, strictly increasing, no gaps. */
@@ -44,7 +47,8 @@ export type ServerFrame =
   | { type: 'msg'; message: Message }
   | { type: 'subscribed'; topic: string; seq: number }
   | { type: 'unsubscribed'; topic: string }
-  | { type: 'error'; topic?: string; code: string; message: string }
+  /** `op`: what was refused (`subscribe`, `unsubscribe`, `publish`, `connect` for the token's topics or `resume`). */
+  | { type: 'error'; op?: string; topic?: string; code: string; message: string }
   /** A frame outside the protocol's types: one a business system posted through the push API. */
   | { type: 'other'; text: string }
   /** A protocol frame with missing or wrong fields. */
@@ -92,6 +96,7 @@ export function parseFrame(text: string): ServerFrame {
       const message = typeof nested.message === 'string' ? nested.message : code;
       const error: ServerFrame = { type: 'error', code, message };
       if (typeof frame.topic === 'string') error.topic = frame.topic;
+      if (typeof frame.op === 'string') error.op = frame.op;
       return error;
     }
     default:
@@ -137,11 +142,22 @@ export function checkNodeUrl(url: string): URL {
   return parsed;
 }
 
-/** The URL of one attempt: the node URL with `token` and, when known, `after`. */
-export function attemptUrl(node: string, token: string | undefined, after: number | undefined): string {
+/**
+ * The URL of one attempt: the node URL with `token`, `after` when known, and
+ * `resume` (`topic~seq,...`) for the topics the node subscribes the
+ * connection to itself (token topics, broadcast) whose position is known.
+ */
+export function attemptUrl(
+  node: string,
+  token: string | undefined,
+  after: number | undefined,
+  resume: ReadonlyArray<readonly [string, number]> = [],
+): string {
   const url = new URL(node);
   if (token !== undefined) url.searchParams.set('token', token);
   if (after !== undefined) url.searchParams.set('after', String(after));
   else url.searchParams.delete('after');
+  if (resume.length > 0) url.searchParams.set('resume', resume.map(([topic, seq]) => `${topic}~${seq}`).join(','));
+  else url.searchParams.delete('resume');
   return url.toString();
 }

@@ -26,6 +26,18 @@ pub struct Claims {
     pub aud: Option<String>,
     /// Issued at, seconds since the Unix epoch (informational).
     pub iat: u64,
+    /// Topics the connection is subscribed to at connect (connection
+    /// tokens only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topics: Vec<String>,
+    /// Topic patterns (`*` for any run of characters) the client may
+    /// subscribe to with a `subscribe` frame (connection tokens only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscribe: Vec<String>,
+    /// The one topic a *subscribe token* lets `sub` subscribe to. A token
+    /// with this claim cannot open a connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
 }
 
 impl Claims {
@@ -39,6 +51,21 @@ impl Claims {
             iss: None,
             aud: None,
             iat: now,
+            topics: Vec::new(),
+            subscribe: Vec::new(),
+            topic: None,
+        }
+    }
+
+    /// A subscribe token's claims: `sub` may subscribe to `topic`, for `ttl`.
+    pub fn subscribe_token(
+        sub: impl Into<String>,
+        topic: impl Into<String>,
+        ttl: Duration,
+    ) -> Self {
+        Self {
+            topic: Some(topic.into()),
+            ..Self::new(sub, ttl)
         }
     }
 }

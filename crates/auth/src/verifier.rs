@@ -186,6 +186,32 @@ struct RawClaims {
     sub: Option<serde_json::Value>,
     #[serde(default)]
     exp: Option<serde_json::Value>,
+    #[serde(default)]
+    topics: Option<serde_json::Value>,
+    #[serde(default)]
+    subscribe: Option<serde_json::Value>,
+    #[serde(default)]
+    topic: Option<serde_json::Value>,
+}
+
+/// A claim that must be a list of strings when present (the edge node
+/// validates each entry, and answers a bad one with an error frame).
+fn string_list(claim: Option<serde_json::Value>, name: &str) -> Result<Vec<String>, AuthError> {
+    match claim {
+        None | Some(serde_json::Value::Null) => Ok(Vec::new()),
+        Some(serde_json::Value::Array(items)) => items
+            .into_iter()
+            .map(|item| match item {
+                serde_json::Value::String(s) => Ok(s),
+                _ => Err(AuthError::Invalid(format!(
+                    "{name} claim is not a list of strings"
+                ))),
+            })
+            .collect(),
+        Some(_) => Err(AuthError::Invalid(format!(
+            "{name} claim is not a list of strings"
+        ))),
+    }
 }
 
 fn identity(claims: RawClaims) -> Result<Identity, AuthError> {
@@ -201,9 +227,17 @@ fn identity(claims: RawClaims) -> Result<Identity, AuthError> {
         v.as_u64()
             .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
     });
+    let topic = match claims.topic {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(_) => return Err(invalid("topic claim is not a string")),
+    };
     Ok(Identity {
         user_id,
         expires_at,
+        topics: string_list(claims.topics, "topics")?,
+        subscribe: string_list(claims.subscribe, "subscribe")?,
+        topic,
     })
 }
 

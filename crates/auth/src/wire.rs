@@ -65,6 +65,12 @@ pub enum AuthResponse {
         user_id: UserId,
         /// The `exp` claim, seconds since the Unix epoch.
         expires_at: Option<u64>,
+        /// The `topics` claim (server-side subscriptions), if any.
+        topics: Vec<String>,
+        /// The `subscribe` claim (topic patterns), if any.
+        subscribe: Vec<String>,
+        /// The `topic` claim of a subscribe token.
+        topic: Option<String>,
     },
     /// The token was refused.
     Refused(ErrorBody),
@@ -77,9 +83,15 @@ impl AuthResponse {
             Self::Allowed {
                 user_id,
                 expires_at,
+                topics,
+                subscribe,
+                topic,
             } => Ok(Identity {
                 user_id,
                 expires_at,
+                topics,
+                subscribe,
+                topic,
             }),
             Self::Refused(ErrorBody { code, message }) => Err(match code {
                 ErrorCode::Missing => AuthError::Missing,
@@ -98,6 +110,9 @@ impl From<Result<Identity, AuthError>> for AuthResponse {
             Ok(identity) => Self::Allowed {
                 user_id: identity.user_id,
                 expires_at: identity.expires_at,
+                topics: identity.topics,
+                subscribe: identity.subscribe,
+                topic: identity.topic,
             },
             Err(e) => {
                 let code = match &e {
@@ -128,6 +143,12 @@ struct WireResponse {
     user_id: Option<UserId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     expires_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    topics: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    subscribe: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    topic: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     error: Option<ErrorBody>,
 }
@@ -138,16 +159,25 @@ impl From<AuthResponse> for WireResponse {
             AuthResponse::Allowed {
                 user_id,
                 expires_at,
+                topics,
+                subscribe,
+                topic,
             } => Self {
                 ok: true,
                 user_id: Some(user_id),
                 expires_at,
+                topics,
+                subscribe,
+                topic,
                 error: None,
             },
             AuthResponse::Refused(error) => Self {
                 ok: false,
                 user_id: None,
                 expires_at: None,
+                topics: Vec::new(),
+                subscribe: Vec::new(),
+                topic: None,
                 error: Some(error),
             },
         }
@@ -162,6 +192,9 @@ impl TryFrom<WireResponse> for AuthResponse {
             (true, Some(user_id), _) => Ok(Self::Allowed {
                 user_id,
                 expires_at: w.expires_at,
+                topics: w.topics,
+                subscribe: w.subscribe,
+                topic: w.topic,
             }),
             (true, None, _) => Err("ok response without user_id"),
             (false, _, Some(error)) => Ok(Self::Refused(error)),
@@ -176,14 +209,26 @@ mod tests {
 
     #[test]
     fn responses_have_the_documented_shape() {
-        let ok = AuthResponse::from(Ok(Identity {
-            user_id: UserId::new("alice").expect("valid id"),
-            expires_at: Some(1_700_000_000),
-        }));
+        let ok = AuthResponse::from(Ok(Identity::new(
+            UserId::new("alice").expect("valid id"),
+            Some(1_700_000_000),
+        )));
         assert_eq!(
             serde_json::to_value(&ok).expect("serialises"),
             serde_json::json!({"ok": true, "user_id": "alice", "expires_at": 1_700_000_000u64})
         );
+        let with_topics = Identity {
+            topics: vec!["news".into()],
+            subscribe: vec!["chat:*".into()],
+            ..Identity::new(UserId::new("bob").expect("valid id"), Some(1))
+        };
+        let json = serde_json::to_value(AuthResponse::from(Ok(with_topics.clone()))).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({"ok": true, "user_id": "bob", "expires_at": 1, "topics": ["news"], "subscribe": ["chat:*"]})
+        );
+        let back: AuthResponse = serde_json::from_value(json).expect("parses");
+        assert_eq!(back.into_result(), Ok(with_topics));
         let refused = AuthResponse::from(Err(AuthError::NotYetValid));
         assert_eq!(
             serde_json::to_value(&refused).expect("serialises"),

@@ -39,6 +39,9 @@ fn claims(sub: &str) -> Claims {
         iss: None,
         aud: None,
         iat: now,
+        topics: Vec::new(),
+        subscribe: Vec::new(),
+        topic: None,
     }
 }
 
@@ -114,6 +117,55 @@ fn valid_hs256_token_is_accepted() {
         .expect("valid token");
     assert_eq!(identity.user_id.as_str(), "alice");
     assert_eq!(identity.expires_at, Some(c.exp));
+}
+
+#[test]
+fn topic_claims_are_read() {
+    let c = Claims {
+        topics: vec!["news".into(), "chat:room-1".into()],
+        subscribe: vec!["chat:*".into()],
+        ..claims("alice")
+    };
+    let identity = hs256_verifier()
+        .verify(&mint_hs256(SECRET, &c))
+        .expect("valid token");
+    assert_eq!(identity.topics, ["news", "chat:room-1"]);
+    assert_eq!(identity.subscribe, ["chat:*"]);
+    assert_eq!(identity.topic, None);
+
+    let sub = Claims::subscribe_token("alice", "chat:secret", Duration::from_secs(60));
+    let identity = hs256_verifier()
+        .verify(&mint_hs256(SECRET, &sub))
+        .expect("valid subscribe token");
+    assert_eq!(identity.topic.as_deref(), Some("chat:secret"));
+
+    let now = now();
+    for (bad, needle) in [
+        (
+            serde_json::json!({"sub": "a", "exp": now + 60, "topics": "news"}),
+            "topics",
+        ),
+        (
+            serde_json::json!({"sub": "a", "exp": now + 60, "topics": [1]}),
+            "topics",
+        ),
+        (
+            serde_json::json!({"sub": "a", "exp": now + 60, "subscribe": {"a": 1}}),
+            "subscribe",
+        ),
+        (
+            serde_json::json!({"sub": "a", "exp": now + 60, "topic": ["x"]}),
+            "topic",
+        ),
+    ] {
+        let token = sign(
+            Algorithm::HS256,
+            None,
+            &EncodingKey::from_secret(SECRET),
+            &bad,
+        );
+        assert_invalid(hs256_verifier().verify(&token), needle);
+    }
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
-use edgepush_core::{Handoff, HandoffError, StoredMessage};
+use edgepush_core::{Handoff, HandoffError, StoredMessage, TopicMessage};
 use futures_util::StreamExt;
 use futures_util::stream;
 
@@ -179,18 +179,10 @@ fn batches(bodies: Vec<String>, max_bytes: usize) -> Vec<Vec<String>> {
     out
 }
 
-#[async_trait]
-impl Handoff for SqsHandoff {
-    async fn hand_off(&self, messages: &[StoredMessage]) -> Result<(), HandoffError> {
-        if messages.is_empty() {
-            return Ok(());
-        }
-        let bodies = body::encode(
-            messages,
-            self.config.max_messages_per_body,
-            self.config.max_body_bytes,
-        )
-        .map_err(|e| HandoffError::Unavailable(e.to_string()))?;
+impl SqsHandoff {
+    /// Sends `bodies` (of `messages` messages in all), up to ten per call,
+    /// several calls at once; `Ok` once SQS accepted every one.
+    async fn send_bodies(&self, bodies: Vec<String>, messages: usize) -> Result<(), HandoffError> {
         let calls = batches(bodies, self.config.max_body_bytes);
         let count = calls.len();
         let mut results = stream::iter(calls)
@@ -204,11 +196,40 @@ impl Handoff for SqsHandoff {
         }
         tracing::debug!(
             queue_url = %self.config.queue_url,
-            messages = messages.len(),
+            messages,
             calls = count,
             "handed off to SQS"
         );
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Handoff for SqsHandoff {
+    async fn hand_off(&self, messages: &[StoredMessage]) -> Result<(), HandoffError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let bodies = body::encode(
+            messages,
+            self.config.max_messages_per_body,
+            self.config.max_body_bytes,
+        )
+        .map_err(|e| HandoffError::Unavailable(e.to_string()))?;
+        self.send_bodies(bodies, messages.len()).await
+    }
+
+    async fn hand_off_topics(&self, messages: &[TopicMessage]) -> Result<(), HandoffError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let bodies = body::encode_topics(
+            messages,
+            self.config.max_messages_per_body,
+            self.config.max_body_bytes,
+        )
+        .map_err(|e| HandoffError::Unavailable(e.to_string()))?;
+        self.send_bodies(bodies, messages.len()).await
     }
 
     async fn ready(&self) -> Result<(), HandoffError> {

@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use aws_sdk_sqs::Client;
 use edgepush_aws::{SqsHandoff, SqsHandoffConfig, body};
 use edgepush_core::{Handoff, HandoffError, MessageId, StoredMessage, UserId};
+use edgepush_testkit::wait::{Progress, stall};
 use serde_json::value::RawValue;
 
 fn stored(user: &str, seq: u64) -> StoredMessage {
@@ -35,8 +36,9 @@ async fn new_queue(client: &Client) -> anyhow::Result<String> {
     out.queue_url().map(str::to_owned).context("no queue URL")
 }
 
-/// Receives until `want` stored messages came (or 30 s passed); returns
-/// them and how many SQS messages carried them. Deletes what it receives.
+/// Receives until `want` stored messages came (giving up when none has come
+/// for the stall period, see `edgepush_testkit::wait`); returns them and how
+/// many SQS messages carried them. Deletes what it receives.
 async fn receive(
     client: &Client,
     queue_url: &str,
@@ -44,8 +46,9 @@ async fn receive(
 ) -> anyhow::Result<(Vec<StoredMessage>, usize)> {
     let mut got = Vec::new();
     let mut sqs_messages = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while got.len() < want && tokio::time::Instant::now() < deadline {
+    let mut progress = Progress::new(stall());
+    while got.len() < want {
+        progress.observe(&format!("{want} stored messages on the queue"), got.len())?;
         let out = client
             .receive_message()
             .queue_url(queue_url)
@@ -58,7 +61,10 @@ async fn receive(
             sqs_messages += 1;
             let text = m.body().context("message without a body")?;
             assert!(text.len() <= body::MAX_BODY_BYTES);
-            got.extend(body::decode(text).context("body is not stored messages")?);
+            match body::decode(text).context("body is not stored messages")? {
+                body::Body::Messages(messages) => got.extend(messages),
+                body::Body::Topics(t) => anyhow::bail!("unexpected topic body of {}", t.len()),
+            }
             if let Some(handle) = m.receipt_handle() {
                 client
                     .delete_message()

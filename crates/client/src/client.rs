@@ -5,8 +5,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use edgepush_core::Seq;
+use edgepush_core::{Seq, TopicName};
 use futures_util::Stream;
+use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -14,8 +15,9 @@ use crate::config::ClientConfig;
 use crate::error::ClientError;
 use crate::event::Event;
 use crate::node::Node;
-use crate::shared::{Shared, Stats};
+use crate::shared::{Command, Shared, Stats};
 use crate::task::Runner;
+use crate::topics::{TopicBook, TopicSubscription};
 
 /// Entry point: `Client::connect(config)`.
 #[derive(Debug)]
@@ -36,14 +38,24 @@ impl Client {
             .map(|url| Node::parse(url))
             .collect::<Result<Vec<_>, _>>()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| ClientError::NoRuntime)?;
+        for sub in &config.topics {
+            TopicName::new(&sub.topic).map_err(|e| ClientError::BadTopic {
+                topic: sub.topic.clone(),
+                reason: e.to_string(),
+            })?;
+        }
         let (tx, rx) = mpsc::channel(config.event_buffer.max(1));
-        let shared = Arc::new(Shared::default());
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::with_book(TopicBook::new(
+            &config.topics,
+            &config.resume,
+        )));
         // A random first node spreads a fleet of clients over the nodes.
         let start = match config.first_node {
             Some(index) => index % nodes.len(),
             None => rand::random_range(0..nodes.len()),
         };
-        let runner = Runner::new(&config, nodes, start, Arc::clone(&shared), tx);
+        let runner = Runner::new(&config, nodes, start, Arc::clone(&shared), tx, command_rx);
         runtime.spawn(
             runner
                 .run()
@@ -51,7 +63,7 @@ impl Client {
         );
         Ok(ClientHandle {
             rx,
-            control: ClientControl { shared },
+            control: ClientControl { shared, commands },
         })
     }
 }
@@ -94,6 +106,35 @@ impl ClientHandle {
     pub fn control(&self) -> ClientControl {
         self.control.clone()
     }
+
+    /// Subscribes to `sub.topic` (now if connected, else on the next
+    /// connection), and again on every reconnect after the last seq seen.
+    pub fn subscribe(&self, sub: TopicSubscription) -> Result<(), ClientError> {
+        self.control.subscribe(sub)
+    }
+
+    /// Unsubscribes from `topic`; its position is forgotten.
+    pub fn unsubscribe(&self, topic: &str) -> Result<(), ClientError> {
+        self.control.unsubscribe(topic)
+    }
+
+    /// Publishes `data` (JSON text) to `topic` from this client, where the
+    /// topic's namespace allows it; the answer comes as
+    /// [`TopicEvent::Published`](crate::TopicEvent::Published) or
+    /// [`TopicEvent::Refused`](crate::TopicEvent::Refused).
+    pub fn publish(
+        &self,
+        topic: &str,
+        data: &str,
+        idempotency_key: Option<String>,
+    ) -> Result<(), ClientError> {
+        self.control.publish(topic, data, idempotency_key)
+    }
+
+    /// The last seq received of `topic`.
+    pub fn topic_position(&self, topic: &str) -> Option<Seq> {
+        self.control.topic_position(topic)
+    }
 }
 
 impl Stream for ClientHandle {
@@ -115,11 +156,12 @@ impl Drop for ClientHandle {
     }
 }
 
-/// Stats, last seq and close of a client, for tasks other than the one
-/// reading its events.
+/// Stats, last seq, topics and close of a client, for tasks other than the
+/// one reading its events.
 #[derive(Debug, Clone)]
 pub struct ClientControl {
     shared: Arc<Shared>,
+    commands: mpsc::UnboundedSender<Command>,
 }
 
 impl ClientControl {
@@ -137,4 +179,54 @@ impl ClientControl {
     pub fn close(&self) {
         self.shared.cancel.cancel();
     }
+
+    /// See [`ClientHandle::subscribe`].
+    pub fn subscribe(&self, sub: TopicSubscription) -> Result<(), ClientError> {
+        let topic = topic_of(&sub.topic)?;
+        self.send(Command::Subscribe(topic, sub.after, sub.token))
+    }
+
+    /// See [`ClientHandle::unsubscribe`].
+    pub fn unsubscribe(&self, topic: &str) -> Result<(), ClientError> {
+        self.send(Command::Unsubscribe(topic_of(topic)?))
+    }
+
+    /// See [`ClientHandle::publish`].
+    pub fn publish(
+        &self,
+        topic: &str,
+        data: &str,
+        idempotency_key: Option<String>,
+    ) -> Result<(), ClientError> {
+        let data = RawValue::from_string(data.to_owned()).map_err(|e| ClientError::BadTopic {
+            topic: topic.to_owned(),
+            reason: format!("the data is not JSON: {e}"),
+        })?;
+        self.send(Command::Publish(topic_of(topic)?, data, idempotency_key))
+    }
+
+    /// See [`ClientHandle::topic_position`].
+    pub fn topic_position(&self, topic: &str) -> Option<Seq> {
+        let topic = TopicName::parse_internal(topic).ok()?;
+        self.shared.book().position(&topic)
+    }
+
+    /// Every topic of the client with its last seq received.
+    pub fn topic_positions(&self) -> Vec<(TopicName, Option<Seq>)> {
+        self.shared.book().positions()
+    }
+
+    fn send(&self, command: Command) -> Result<(), ClientError> {
+        self.commands
+            .send(command)
+            .map_err(|_| ClientError::Stopped)
+    }
+}
+
+/// A topic name a client may use.
+fn topic_of(topic: &str) -> Result<TopicName, ClientError> {
+    TopicName::new(topic).map_err(|e| ClientError::BadTopic {
+        topic: topic.to_owned(),
+        reason: e.to_string(),
+    })
 }

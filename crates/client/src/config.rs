@@ -10,7 +10,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use edgepush_core::Seq;
+use edgepush_core::{Seq, TopicName};
+
+use crate::topics::TopicSubscription;
 
 /// Where the bearer token of each connection attempt comes from.
 #[derive(Clone)]
@@ -203,6 +205,14 @@ pub struct ClientConfig {
     /// socket, and a node eventually closes it with 4008 (too slow); the
     /// client then resumes where it was.
     pub event_buffer: usize,
+    /// Topics the client subscribes to itself, on every connection (more
+    /// can be added with [`ClientHandle::subscribe`](crate::ClientHandle::subscribe)).
+    pub topics: Vec<TopicSubscription>,
+    /// Where the server's subscriptions (the token's topics, and
+    /// `$broadcast`) resume on the first connection: the last seq the
+    /// application has of each (from its own storage). Later connections
+    /// resume after the last seq the client has seen.
+    pub resume: Vec<(TopicName, Seq)>,
 }
 
 impl ClientConfig {
@@ -224,6 +234,8 @@ impl ClientConfig {
             idle_timeout: Some(Duration::from_secs(60)),
             first_node: None,
             event_buffer: 256,
+            topics: Vec::new(),
+            resume: Vec::new(),
         }
     }
 }

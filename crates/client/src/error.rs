@@ -24,6 +24,17 @@ pub enum ClientError {
     /// tokio runtime, so there is nowhere to run the client's task.
     #[error("Client::connect must be called from inside a tokio runtime")]
     NoRuntime,
+    /// A topic name (or a publish's data) a node would refuse.
+    #[error("bad topic {topic:?}: {reason}")]
+    BadTopic {
+        /// The topic as given.
+        topic: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The client has stopped; nothing can be asked of it any more.
+    #[error("the client has stopped")]
+    Stopped,
     /// A node refused the (static) token: HTTP 401 at the upgrade, close
     /// code 4001, or a token that cannot be sent in a header at all.
     #[error("token refused by {node}: {detail}")]

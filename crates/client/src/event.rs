@@ -3,15 +3,19 @@
 use std::fmt;
 
 use edgepush_core::protocol::MsgFrame;
-use edgepush_core::{ConnId, Seq};
+use edgepush_core::{ConnId, MessageId, Seq, TopicName, UserId};
 
 use crate::error::ClientError;
 
 /// One item of the client's event stream.
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// A new message, in seq order, each seq at most once.
+    /// A new message of the user's own stream, in seq order, each seq at
+    /// most once.
     Message(MsgFrame),
+    /// Something about a topic: a message (per topic in seq order, each seq
+    /// at most once), a subscription in place or refused, a presence event.
+    Topic(TopicEvent),
     /// A connection is up: the node answered with its `hello` frame.
     Connected {
         /// The node's id for this connection (its push API connection id).
@@ -27,6 +31,58 @@ pub enum Event {
     },
     /// The client has stopped for good; the stream ends after this.
     Fatal(ClientError),
+}
+
+/// What happened to a topic.
+#[derive(Debug, Clone)]
+pub enum TopicEvent {
+    /// A subscription is in place: the server's (token topics, broadcast)
+    /// or one the client asked for. `seq` is the topic's latest seq when it
+    /// started.
+    Subscribed {
+        /// The topic.
+        topic: TopicName,
+        /// Its latest seq then.
+        seq: Seq,
+    },
+    /// A message of a topic (`msg.topic` is set).
+    Message(MsgFrame),
+    /// A subscription ended at the client's request.
+    Unsubscribed {
+        /// The topic.
+        topic: TopicName,
+    },
+    /// A request was refused. A refused subscription is dropped, except
+    /// one refused as `unavailable`, which the client sends again.
+    Refused {
+        /// `subscribe`, `unsubscribe`, `publish` or `connect`.
+        op: String,
+        /// The topic as named.
+        topic: String,
+        /// The node's code (`forbidden`, `bad_token`, `unknown_namespace`,
+        /// `bad_topic`, `too_many_subscriptions`, `unavailable`, ...).
+        code: String,
+        /// The node's explanation.
+        message: String,
+    },
+    /// A publish of this client is stored.
+    Published {
+        /// The topic.
+        topic: TopicName,
+        /// Its seq there.
+        seq: Seq,
+        /// The message id.
+        id: MessageId,
+    },
+    /// Users joined or left a topic.
+    Presence {
+        /// The topic.
+        topic: TopicName,
+        /// Users whose first subscription came.
+        joined: Vec<UserId>,
+        /// Users whose last subscription went.
+        left: Vec<UserId>,
+    },
 }
 
 /// Why a connection ended.
@@ -51,8 +107,9 @@ pub enum DisconnectReason {
         /// What was wrong.
         detail: String,
     },
-    /// A message skipped seqs; the client reconnects with `after = last` so
-    /// the node replays what is missing.
+    /// A message skipped seqs (of the user's stream, or of a topic); the
+    /// client reconnects with `after = last` so the node replays what is
+    /// missing.
     Gap {
         /// The last seq the client had.
         last: Seq,

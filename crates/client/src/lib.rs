@@ -19,7 +19,13 @@
 //!   full jitter ([`Backoff`]) reset by a connection that worked;
 //! - **stops** with [`Event::Fatal`] when a static token is refused (HTTP
 //!   401 or close 4001); a [`TokenSource::Fresh`] token is fetched anew and
-//!   retried instead.
+//!   retried instead;
+//! - **keeps topics**: per topic the last seq seen, duplicates dropped and
+//!   gaps detected like the user's stream; on every reconnect the server's
+//!   subscriptions (the token's topics, `$broadcast`) resume with
+//!   `?resume=topic~seq,...` and the client's own ones are sent again as
+//!   `subscribe` frames with `after` ([`ClientHandle::subscribe`],
+//!   [`ClientConfig::topics`], [`Event::Topic`]).
 //!
 //! Malformed frames never panic: they are counted in [`Stats::malformed`]
 //! and the client reconnects.
@@ -50,6 +56,7 @@
 //!     while let Some(event) = client.recv().await {
 //!         match event {
 //!             Event::Message(msg) => println!("#{} {}: {}", msg.seq, msg.id, msg.data),
+//!             Event::Topic(event) => println!("topic: {event:?}"),
 //!             Event::Connected { conn_id, node } => println!("connected to {node} as {conn_id}"),
 //!             Event::Disconnected { reason } => println!("disconnected: {reason}"),
 //!             Event::Fatal(err) => return Err(err.into()),
@@ -71,7 +78,8 @@
 //!
 //! - [`config`] holds [`ClientConfig`], [`TokenSource`], [`AckPolicy`],
 //!   [`Backoff`].
-//! - [`event`] holds [`Event`], [`DisconnectReason`].
+//! - [`event`] holds [`Event`], [`TopicEvent`], [`DisconnectReason`].
+//! - [`topics`] holds [`TopicSubscription`] and the per-topic positions.
 //! - [`error`] holds [`ClientError`].
 //! - `client` (private): [`Client`], [`ClientHandle`], [`ClientControl`],
 //!   the application's side.
@@ -87,11 +95,13 @@ pub mod event;
 mod node;
 mod shared;
 mod task;
+pub mod topics;
 
 pub use client::{Client, ClientControl, ClientHandle};
 pub use config::{AckPolicy, Backoff, ClientConfig, Jitter, TokenSource};
-pub use edgepush_core::Seq;
 pub use edgepush_core::protocol::MsgFrame;
+pub use edgepush_core::{Seq, TopicName};
 pub use error::ClientError;
-pub use event::{DisconnectReason, Event};
+pub use event::{DisconnectReason, Event, TopicEvent};
 pub use shared::Stats;
+pub use topics::TopicSubscription;

@@ -2,10 +2,21 @@
 //! attempt.
 
 use edgepush_core::Seq;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
 
 use crate::error::ClientError;
+
+/// What a query value keeps unescaped: letters, digits and `- . _ ~`, and
+/// the separators of a resume list (`,` `~`); `+ = / : @ $` and the rest are
+/// escaped.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b',');
 
 /// One configured endpoint.
 #[derive(Debug, Clone)]
@@ -59,22 +70,37 @@ impl Node {
         (&self.host, self.port)
     }
 
-    /// The URL of one attempt: the endpoint plus `after=<seq>` when known.
-    pub(crate) fn url_after(&self, after: Option<Seq>) -> String {
-        match after {
-            None => self.url.clone(),
-            Some(after) => {
-                let sep = if self.url.contains('?') { '&' } else { '?' };
-                format!("{}{sep}after={after}", self.url)
-            }
+    /// The URL of one attempt: the endpoint plus `after=<seq>` and
+    /// `resume=<topic~seq,...>` (percent-encoded) when known.
+    pub(crate) fn url_for(&self, after: Option<Seq>, resume: Option<&str>) -> String {
+        let mut url = self.url.clone();
+        let mut sep = if url.contains('?') { '&' } else { '?' };
+        if let Some(after) = after {
+            url.push_str(&format!("{sep}after={after}"));
+            sep = '&';
         }
+        if let Some(resume) = resume {
+            let encoded = utf8_percent_encode(resume, QUERY_VALUE);
+            url.push_str(&format!("{sep}resume={encoded}"));
+        }
+        url
     }
 
     /// The upgrade request of one attempt. The error is for people: the
     /// URL or the token cannot be put in a request.
     pub(crate) fn request(&self, after: Option<Seq>, token: &str) -> Result<Request, String> {
+        self.request_with(after, None, token)
+    }
+
+    /// [`request`](Self::request) with a `resume` list.
+    pub(crate) fn request_with(
+        &self,
+        after: Option<Seq>,
+        resume: Option<&str>,
+        token: &str,
+    ) -> Result<Request, String> {
         let mut request = self
-            .url_after(after)
+            .url_for(after, resume)
             .into_client_request()
             .map_err(|e| e.to_string())?;
         let value = http::HeaderValue::from_str(&format!("Bearer {token}"))
@@ -93,11 +119,22 @@ mod tests {
     #[test]
     fn after_is_appended_to_the_query() {
         let node = Node::parse("ws://127.0.0.1:9/ws").unwrap();
-        assert_eq!(node.url_after(None), "ws://127.0.0.1:9/ws");
-        assert_eq!(node.url_after(Some(7)), "ws://127.0.0.1:9/ws?after=7");
+        assert_eq!(node.url_for(None, None), "ws://127.0.0.1:9/ws");
+        assert_eq!(node.url_for(Some(7), None), "ws://127.0.0.1:9/ws?after=7");
         let node = Node::parse("ws://h/ws?x=1").unwrap();
-        assert_eq!(node.url_after(Some(7)), "ws://h/ws?x=1&after=7");
+        assert_eq!(node.url_for(Some(7), None), "ws://h/ws?x=1&after=7");
         assert_eq!(node.addr(), ("h", 80));
+    }
+
+    #[test]
+    fn resume_lists_are_escaped() {
+        let node = Node::parse("ws://h:1/ws").unwrap();
+        assert_eq!(
+            node.url_for(Some(3), Some("a+b=c/d~1,$broadcast~2")),
+            "ws://h:1/ws?after=3&resume=a%2Bb%3Dc%2Fd~1,%24broadcast~2"
+        );
+        assert_eq!(node.url_for(None, Some("x~1")), "ws://h:1/ws?resume=x~1");
+        assert!(node.request_with(None, Some("x:y~1"), "t").is_ok());
     }
 
     #[test]

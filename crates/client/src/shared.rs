@@ -1,12 +1,16 @@
 //! What a client's task and its handle share: the counters behind
-//! [`Stats`], the last seq received and the last one the application took.
+//! [`Stats`], the last seq received and the last one the application took,
+//! the topic book, and the commands the handle sends the task.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use edgepush_core::Seq;
+use edgepush_core::{Seq, TopicName};
+use serde_json::value::RawValue;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+use crate::topics::TopicBook;
 
 /// Counters of a client's life, read with [`ClientHandle::stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -28,6 +32,11 @@ pub struct Stats {
     pub connect_failures: u64,
     /// Ack frames sent.
     pub acks_sent: u64,
+    /// New topic messages passed to the application.
+    pub topic_messages: u64,
+    /// Topic messages dropped because their seq was not above the topic's
+    /// last one seen.
+    pub topic_duplicates_dropped: u64,
 }
 
 /// The atomics behind [`Stats`].
@@ -40,6 +49,8 @@ pub(crate) struct Counters {
     pub(crate) malformed: AtomicU64,
     pub(crate) connect_failures: AtomicU64,
     pub(crate) acks_sent: AtomicU64,
+    pub(crate) topic_messages: AtomicU64,
+    pub(crate) topic_duplicates_dropped: AtomicU64,
 }
 
 impl Counters {
@@ -58,6 +69,8 @@ impl Counters {
             malformed: get(&self.malformed),
             connect_failures: get(&self.connect_failures),
             acks_sent: get(&self.acks_sent),
+            topic_messages: get(&self.topic_messages),
+            topic_duplicates_dropped: get(&self.topic_duplicates_dropped),
         }
     }
 }
@@ -75,15 +88,30 @@ pub(crate) struct Shared {
     pub(crate) taken_notify: Notify,
     /// Stops the task.
     pub(crate) cancel: CancellationToken,
+    /// Every topic of the client and its last seq; the task keeps it.
+    pub(crate) book: Mutex<TopicBook>,
 }
 
 impl Shared {
+    /// Fresh state around the client's topic book.
+    pub(crate) fn with_book(book: TopicBook) -> Self {
+        Self {
+            book: Mutex::new(book),
+            ..Self::default()
+        }
+    }
+
     pub(crate) fn set_last_seq(&self, seq: Seq) {
         *self.last_seq.lock().unwrap_or_else(PoisonError::into_inner) = Some(seq);
     }
 
     pub(crate) fn last_seq(&self) -> Option<Seq> {
         *self.last_seq.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The topic book, locked.
+    pub(crate) fn book(&self) -> std::sync::MutexGuard<'_, TopicBook> {
+        self.book.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The highest seq taken by the application, and the count taken.
@@ -99,4 +127,15 @@ impl Shared {
         }
         self.taken_notify.notify_one();
     }
+}
+
+/// What the handle asks of the client's task.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Subscribe to a topic.
+    Subscribe(TopicName, Option<Seq>, Option<String>),
+    /// Unsubscribe from a topic.
+    Unsubscribe(TopicName),
+    /// Publish to a topic.
+    Publish(TopicName, Box<RawValue>, Option<String>),
 }

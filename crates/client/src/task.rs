@@ -22,7 +22,7 @@ use edgepush_core::protocol::{
     CLOSE_BAD_FRAME, CLOSE_BAD_TOKEN, CLOSE_DRAINING, CLOSE_GOING_AWAY, CLOSE_NO_STATUS,
     CLOSE_NORMAL, ClientFrame, MsgFrame, ServerFrame,
 };
-use edgepush_core::{ConnId, Seq};
+use edgepush_core::{ConnId, Seq, TopicName};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -35,14 +35,18 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::config::{AckPolicy, Backoff, ClientConfig, TokenSource};
 use crate::error::ClientError;
-use crate::event::{DisconnectReason, Event};
+use crate::event::{DisconnectReason, Event, TopicEvent};
 use crate::node::Node;
-use crate::shared::{Counters, Shared};
+use crate::shared::{Command, Counters, Shared};
+use crate::topics::TopicSeq;
 
 type Ws = WebSocketStream<TcpStream>;
 
 /// How long a goodbye (last ack, close frame) may take.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest wait before a subscription refused as `unavailable` is sent
+/// again (the wait is random up to it).
+const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(2);
 /// Most bytes of an HTTP error body quoted in an error.
 const MAX_DETAIL: usize = 300;
 
@@ -111,6 +115,10 @@ pub(crate) struct Runner {
     taken_at_ack: u64,
     /// The node of the next attempt.
     next_node: usize,
+    /// Subscribe, unsubscribe and publish asked by the handle.
+    commands: mpsc::UnboundedReceiver<Command>,
+    /// Subscriptions refused as `unavailable`, to send again at a time.
+    resubscribe: Vec<(TopicName, Instant)>,
 }
 
 impl Runner {
@@ -120,6 +128,7 @@ impl Runner {
         start: usize,
         shared: Arc<Shared>,
         tx: mpsc::Sender<Event>,
+        commands: mpsc::UnboundedReceiver<Command>,
     ) -> Self {
         if let Some(after) = config.after {
             shared.set_last_seq(after);
@@ -137,6 +146,8 @@ impl Runner {
             acked: None,
             taken_at_ack: 0,
             next_node: start,
+            commands,
+            resubscribe: Vec::new(),
         }
     }
 
@@ -186,7 +197,8 @@ impl Runner {
             return Outcome::Stop;
         };
         let token = self.token.token();
-        let request = match node.request(self.last, &token) {
+        let resume = self.shared.book().resume();
+        let request = match node.request_with(self.last, resume.as_deref(), &token) {
             Ok(request) => request,
             Err(detail) => return self.refused(&node, detail),
         };
@@ -313,10 +325,28 @@ impl Runner {
         if let Err(detail) = self.maybe_ack(ws, &mut ack_deadline).await {
             return lost(detail);
         }
+        // Commands made while no connection was up, then the client's own
+        // subscriptions, each after its last seq.
+        while let Ok(command) = self.commands.try_recv() {
+            self.apply(command);
+        }
+        self.resubscribe.clear();
+        let own = self.shared.book().own();
+        for (topic, after, token) in own {
+            let frame = ClientFrame::Subscribe {
+                topic: topic.to_string(),
+                after,
+                token,
+            };
+            if let Err(e) = ws.send(Message::text(frame.to_text())).await {
+                return lost(e.to_string());
+            }
+        }
         loop {
             // A deadline for disabled timers; never reached (the branch is
             // switched off), but `sleep_until` needs some instant.
             let far = Instant::now() + Duration::from_secs(3600);
+            let resubscribe_at = self.next_resubscribe();
             tokio::select! {
                 biased;
                 _ = shared.cancel.cancelled() => {
@@ -339,12 +369,36 @@ impl Runner {
                     close_with(ws, CLOSE_GOING_AWAY, "idle").await;
                     return Ended::Reason { reason: DisconnectReason::IdleTimeout, move_on: true };
                 }
+                command = self.commands.recv() => {
+                    let Some(command) = command else { continue };
+                    if let Some(frame) = self.apply(command)
+                        && let Err(e) = ws.send(Message::text(frame.to_text())).await
+                    {
+                        return lost(e.to_string());
+                    }
+                }
+                _ = sleep_until(resubscribe_at.unwrap_or(far)), if resubscribe_at.is_some() => {
+                    if let Err(detail) = self.resubscribe_due(ws).await {
+                        return lost(detail);
+                    }
+                }
                 frame = ws.next() => {
                     idle_deadline = idle_timeout.map(|d| Instant::now() + d);
                     match frame {
                         None => return lost("connection ended without a close frame".to_owned()),
                         Some(Err(err)) => return lost(err.to_string()),
                         Some(Ok(Message::Text(text))) => match ServerFrame::parse(text.as_str()) {
+                            Ok(ServerFrame::Msg(msg)) if msg.topic.is_some() => match self.on_topic_msg(msg, delivered).await {
+                                Flow::Continue => {}
+                                Flow::Gap { last, got } => {
+                                    close_with(ws, CLOSE_NORMAL, "gap").await;
+                                    return Ended::Reason {
+                                        reason: DisconnectReason::Gap { last, got },
+                                        move_on: false,
+                                    };
+                                }
+                                Flow::Stop => return self.stop(ws).await,
+                            },
                             Ok(ServerFrame::Msg(msg)) => match self.on_msg(msg, delivered).await {
                                 Flow::Continue => {}
                                 Flow::Gap { last, got } => {
@@ -358,6 +412,11 @@ impl Runner {
                             },
                             Ok(ServerFrame::Hello { .. }) => {
                                 return self.malformed(ws, "a second hello".to_owned()).await;
+                            }
+                            Ok(other) => {
+                                if !self.on_topic_frame(other).await {
+                                    return self.stop(ws).await;
+                                }
                             }
                             Err(err) => return self.malformed(ws, err.to_string()).await,
                         },
@@ -408,6 +467,144 @@ impl Runner {
         } else {
             Flow::Stop
         }
+    }
+
+    /// A topic `msg` frame: drop it, pass it on, or report a gap.
+    async fn on_topic_msg(&mut self, msg: MsgFrame, delivered: &mut bool) -> Flow {
+        let Some(topic) = msg.topic.clone() else {
+            return Flow::Continue;
+        };
+        let verdict = self.shared.book().on_msg(&topic, msg.seq);
+        match verdict {
+            TopicSeq::Duplicate => {
+                Counters::inc(&self.shared.counters.topic_duplicates_dropped);
+                Flow::Continue
+            }
+            TopicSeq::Unknown => Flow::Continue,
+            TopicSeq::Gap { last } => {
+                Counters::inc(&self.shared.counters.gaps);
+                tracing::warn!(topic = %topic, seq = msg.seq, last, "gap in a topic's seqs; reconnecting to get a replay");
+                Flow::Gap { last, got: msg.seq }
+            }
+            TopicSeq::Next => {
+                Counters::inc(&self.shared.counters.topic_messages);
+                *delivered = true;
+                if self.emit(Event::Topic(TopicEvent::Message(msg))).await {
+                    Flow::Continue
+                } else {
+                    Flow::Stop
+                }
+            }
+        }
+    }
+
+    /// Any other topic frame; false when the client must stop.
+    async fn on_topic_frame(&mut self, frame: ServerFrame) -> bool {
+        let event = match frame {
+            ServerFrame::Subscribed { topic, seq } => {
+                self.shared.book().subscribed(&topic, seq);
+                TopicEvent::Subscribed { topic, seq }
+            }
+            ServerFrame::Unsubscribed { topic } => TopicEvent::Unsubscribed { topic },
+            ServerFrame::Published { topic, seq, id } => TopicEvent::Published { topic, seq, id },
+            ServerFrame::Presence {
+                topic,
+                joined,
+                left,
+            } => TopicEvent::Presence {
+                topic,
+                joined,
+                left,
+            },
+            ServerFrame::Error {
+                op,
+                topic,
+                code,
+                message,
+            } => {
+                if matches!(op.as_str(), "subscribe" | "connect")
+                    && let Ok(name) = TopicName::new(&topic)
+                {
+                    if code == "unavailable" {
+                        // Sent again after a while (and on every reconnect).
+                        let wait = RESUBSCRIBE_AFTER.mul_f64(rand::random::<f64>());
+                        self.resubscribe.push((name, Instant::now() + wait));
+                    } else if code != "already_subscribed" {
+                        self.shared.book().remove(&name);
+                    }
+                }
+                TopicEvent::Refused {
+                    op,
+                    topic,
+                    code,
+                    message,
+                }
+            }
+            // Handled by the caller.
+            ServerFrame::Hello { .. } | ServerFrame::Msg(_) => return true,
+        };
+        self.emit(Event::Topic(event)).await
+    }
+
+    /// Applies a command of the handle to the book; the frame to send now
+    /// if connected.
+    fn apply(&mut self, command: Command) -> Option<ClientFrame> {
+        match command {
+            Command::Subscribe(topic, after, token) => {
+                if !self
+                    .shared
+                    .book()
+                    .add_own(topic.clone(), after, token.clone())
+                {
+                    return None;
+                }
+                Some(ClientFrame::Subscribe {
+                    topic: topic.to_string(),
+                    after,
+                    token,
+                })
+            }
+            Command::Unsubscribe(topic) => {
+                self.shared.book().remove(&topic);
+                self.resubscribe.retain(|(t, _)| *t != topic);
+                Some(ClientFrame::Unsubscribe {
+                    topic: topic.to_string(),
+                })
+            }
+            Command::Publish(topic, data, idempotency_key) => Some(ClientFrame::Publish {
+                topic: topic.to_string(),
+                data,
+                idempotency_key,
+            }),
+        }
+    }
+
+    /// When the next refused-as-unavailable subscription is due again.
+    fn next_resubscribe(&self) -> Option<Instant> {
+        self.resubscribe.iter().map(|(_, at)| *at).min()
+    }
+
+    /// Sends the subscriptions that are due again, after their last seq.
+    async fn resubscribe_due(&mut self, ws: &mut Ws) -> Result<(), String> {
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.resubscribe)
+            .into_iter()
+            .partition(|(_, at)| *at <= now);
+        self.resubscribe = later;
+        let own = self.shared.book().own();
+        for (topic, _) in due {
+            if let Some((_, after, token)) = own.iter().find(|(t, _, _)| *t == topic) {
+                let frame = ClientFrame::Subscribe {
+                    topic: topic.to_string(),
+                    after: *after,
+                    token: token.clone(),
+                };
+                ws.send(Message::text(frame.to_text()))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
     }
 
     /// A deliberate end: ack what the application took, close with 1000.
@@ -515,9 +712,9 @@ async fn open(node: &Node, request: Request) -> Result<(Ws, ConnId), OpenError> 
             Some(Ok(Message::Text(text))) => {
                 return match ServerFrame::parse(text.as_str()) {
                     Ok(ServerFrame::Hello { conn_id, .. }) => Ok((ws, conn_id)),
-                    Ok(ServerFrame::Msg(_)) => {
+                    Ok(_) => {
                         close_with(&mut ws, CLOSE_BAD_FRAME, "no hello").await;
-                        Err(OpenError::Malformed("a msg before hello".to_owned()))
+                        Err(OpenError::Malformed("a frame before hello".to_owned()))
                     }
                     Err(err) => {
                         close_with(&mut ws, CLOSE_BAD_FRAME, "malformed frame").await;

@@ -304,6 +304,7 @@ var CloseCode = {
   /** The client was too slow: reconnect, the node replays what was dropped. */
   TooSlow: 4008
 };
+var BROADCAST = "$broadcast";
 function parseFrame(text) {
   let value;
   try {
@@ -344,6 +345,7 @@ function parseFrame(text) {
       const message = typeof nested.message === "string" ? nested.message : code;
       const error = { type: "error", code, message };
       if (typeof frame.topic === "string") error.topic = frame.topic;
+      if (typeof frame.op === "string") error.op = frame.op;
       return error;
     }
     default:
@@ -378,11 +380,13 @@ function checkNodeUrl(url) {
   if (!parsed.host) throw new TypeError(`edgepush: ${JSON.stringify(url)} has no host`);
   return parsed;
 }
-function attemptUrl(node, token, after) {
+function attemptUrl(node, token, after, resume = []) {
   const url = new URL(node);
   if (token !== void 0) url.searchParams.set("token", token);
   if (after !== void 0) url.searchParams.set("after", String(after));
   else url.searchParams.delete("after");
+  if (resume.length > 0) url.searchParams.set("resume", resume.map(([topic, seq]) => `${topic}~${seq}`).join(","));
+  else url.searchParams.delete("resume");
   return url.toString();
 }
 
@@ -777,7 +781,7 @@ var EdgepushClient = class extends Emitter {
     const node = this.nodes[this.nodeIndex % this.nodes.length];
     let ws;
     try {
-      ws = new this.WS(attemptUrl(node, this.token, this.user.last));
+      ws = new this.WS(attemptUrl(node, this.token, this.user.last, this.resumeList()));
     } catch (error) {
       this.attemptFailed(`could not open ${node}: ${describe(error)}`);
       return;
@@ -828,7 +832,7 @@ var EdgepushClient = class extends Emitter {
         this.subs.get(frame.topic)?.onRefused("unsubscribed", "the node ended the subscription");
         return;
       case "error": {
-        const sub = frame.topic !== void 0 ? this.subs.get(frame.topic) : void 0;
+        const sub = frame.topic !== void 0 && frame.op !== "connect" ? this.subs.get(frame.topic) : void 0;
         if (sub) sub.onRefused(frame.code, frame.message);
         else this.report("node_error", `${frame.code}: ${frame.message}`);
         return;
@@ -856,6 +860,26 @@ var EdgepushClient = class extends Emitter {
     for (const sub of this.subs.values()) {
       if (sub.active) void this.sendSubscribe(sub, this.generation);
     }
+  }
+  /**
+   * Where the topics the node subscribes the connection to itself (token
+   * topics, broadcast: those without a `Subscription` object) resume: the
+   * last seq received from them in this client, and the stored position of
+   * broadcast (stored positions of other topics may belong to
+   * subscriptions the page has not made again yet, which the node would
+   * refuse; a token topic's stored position seeds its tracker instead, so
+   * a message missed while the page was away shows as a gap and the
+   * reconnect resumes it). Without `resume` the node starts these topics at
+   * their latest seq, and every reconnect would see a gap again.
+   */
+  resumeList() {
+    const out = /* @__PURE__ */ new Map();
+    const broadcast = this.topicHandledSeqs[BROADCAST];
+    if (broadcast !== void 0) out.set(BROADCAST, broadcast);
+    for (const [topic, tracker] of this.loose) {
+      if (tracker.last !== void 0 && !this.subs.has(topic)) out.set(topic, tracker.last);
+    }
+    return [...out];
   }
   onMsg(ws, message) {
     const topic = message.topic;

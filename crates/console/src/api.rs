@@ -70,7 +70,12 @@ async fn token(
             json!({"error": {"code": "bad_request", "message": format!("user {user:?}: {error}")}});
         return (StatusCode::BAD_REQUEST, Json(body)).into_response();
     }
-    let claims = Claims::new(user, state.config.token_ttl);
+    let mut claims = Claims::new(user, state.config.token_ttl);
+    if state.config.topics {
+        // Dev mode: the page may subscribe to any topic of a configured
+        // namespace (the nodes still refuse the others).
+        claims.subscribe = vec!["*".to_owned()];
+    }
     let exp = claims.exp;
     let token = mint_hs256(&state.config.jwt_secret, &claims);
     Json(json!({"token": token, "user": user, "exp": exp})).into_response()

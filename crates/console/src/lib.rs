@@ -59,7 +59,8 @@ pub struct ConsoleConfig {
     /// Lifetime of the tokens the page gets.
     pub token_ttl: Duration,
     /// Whether the nodes speak the topic frames (`subscribe`): the page
-    /// shows its topic panel only then.
+    /// shows its topic panel only then, and its tokens may subscribe to
+    /// any topic (a `subscribe: ["*"]` claim).
     pub topics: bool,
 }
 

@@ -50,6 +50,8 @@ pub struct NodeProcessConfig {
     pub ports: Vec<(u16, u16)>,
     /// Pause before a node that ended is started again.
     pub restart_after: Duration,
+    /// More variables of every node (e.g. `EDGEPUSH_TOPIC_NAMESPACES`).
+    pub env: Vec<(String, String)>,
 }
 
 /// Why the nodes could not be started.
@@ -199,6 +201,7 @@ impl NodeCommand {
             .env("EDGEPUSH_JWT_SECRET", &c.jwt_secret)
             .env("EDGEPUSH_AUTH_MODE", "local")
             .env("EDGEPUSH_JWT_ALG", "HS256")
+            .envs(c.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             // A dev process that dies must not leave its nodes behind.
             .kill_on_drop(true)
             .spawn()

@@ -39,6 +39,10 @@ async fn nothing() -> anyhow::Result<String> {
 }
 
 async fn console() -> anyhow::Result<String> {
+    console_with(false).await
+}
+
+async fn console_with(topics: bool) -> anyhow::Result<String> {
     let config = ConsoleConfig {
         nodes: vec![
             ConsoleNode {
@@ -57,7 +61,7 @@ async fn console() -> anyhow::Result<String> {
         api_key: "the-key".into(),
         jwt_secret: SECRET.to_vec(),
         token_ttl: Duration::from_secs(60),
-        topics: false,
+        topics,
     };
     serve(router(config)).await
 }
@@ -117,6 +121,10 @@ async fn mints_tokens_the_nodes_accept_and_refuses_bad_users() -> anyhow::Result
     let identity = verifier.verify(token)?;
     ensure!(identity.user_id.as_str() == "alice");
     ensure!(identity.expires_at == answer["exp"].as_u64());
+    ensure!(
+        identity.subscribe.is_empty(),
+        "no topics, no subscribe claim"
+    );
 
     for query in ["", "?user=", "?user=a%20b", "?user=%C3%A9"] {
         let response = reqwest::get(format!("{base}/console/api/token{query}")).await?;
@@ -147,5 +155,25 @@ async fn reports_each_nodes_figures_and_a_node_that_is_down() -> anyhow::Result<
         "{answer}"
     );
     ensure!(nodes[1]["error"].is_string(), "{answer}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_topics_the_config_says_so_and_tokens_may_subscribe_to_any_topic() -> anyhow::Result<()>
+{
+    let base = console_with(true).await?;
+    let config: Value = reqwest::get(format!("{base}/console/api/config"))
+        .await?
+        .json()
+        .await?;
+    ensure!(config["topics"] == true, "{config}");
+    let answer: Value = reqwest::get(format!("{base}/console/api/token?user=alice"))
+        .await?
+        .json()
+        .await?;
+    let token = answer["token"].as_str().context("no token")?;
+    let identity = JwtVerifier::new(AuthConfig::hs256(SECRET.to_vec()))?.verify(token)?;
+    ensure!(identity.subscribe == ["*"], "{:?}", identity.subscribe);
+    ensure!(identity.topics.is_empty() && identity.topic.is_none());
     Ok(())
 }

@@ -9,6 +9,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// A sequence number of a user's stream or a topic: strictly increasing
+/// from 1, without gaps. Here, below both messages and topics, which use it.
+pub type Seq = u64;
+
 /// Longest user id accepted, in bytes.
 pub const MAX_USER_ID_LEN: usize = 128;
 

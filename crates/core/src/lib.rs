@@ -11,15 +11,22 @@
 //!
 //! - [`config`]: lookups that typed configurations are parsed through.
 //! - [`id`]: validated identifiers ([`UserId`], [`ConnId`], [`NodeId`],
-//!   [`MessageId`]).
+//!   [`MessageId`]) and [`Seq`].
 //! - [`message`]: messages before ([`NewMessage`]) and after
 //!   ([`StoredMessage`]) MongoDB has them.
-//! - [`protocol`]: WebSocket frames, the collect API body, the push batch body.
+//! - [`topic`]: topic names ([`TopicName`]), namespaces and their options,
+//!   subscribe patterns, the `resume` list.
+//! - [`protocol`]: WebSocket frames, the collect API body, the push batch
+//!   bodies (user messages and topic messages).
 //! - [`managed`]: the frames only clients of the managed edge (API Gateway)
 //!   exchange: `resume`, `ping`, `resumed`, `pong`, `close`.
 //! - [`ports`]: the traits [`RouteStore`], [`NodeDirectory`], [`MessageStore`],
-//!   [`Pusher`], [`Handoff`], [`TokenVerifier`] and their error types.
-//! - [`memory`]: in-memory backends of the store ports.
+//!   [`TopicStore`], [`TopicRoutes`], [`PresenceStore`], [`Pusher`],
+//!   [`Handoff`], [`TokenVerifier`] and their error types.
+//! - [`memory`]: in-memory backends of the store ports, one file each.
+//! - [`presence`]: presence reads over a [`PresenceStore`] and the node
+//!   directory (dead nodes' entries left out).
+//! - [`publish`]: the collect API's topic publish bodies.
 
 pub mod bearer;
 pub mod config;
@@ -28,13 +35,18 @@ pub mod managed;
 pub mod memory;
 pub mod message;
 pub mod ports;
+pub mod presence;
 pub mod protocol;
+pub mod publish;
 pub mod submit;
+pub mod topic;
 pub mod upgrade;
 
 pub use id::{ConnId, IdError, MessageId, NodeId, UserId};
-pub use message::{NewMessage, Seq, StoredMessage};
+pub use message::{NewMessage, NewTopicMessage, Seq, StoredMessage, TopicMessage};
 pub use ports::{
-    AuthError, Handoff, HandoffError, Identity, MessageStore, NodeDirectory, PushError, PushReport,
-    Pusher, RouteError, RouteStore, StoreError, StreamPosition, TokenVerifier,
+    AuthError, Handoff, HandoffError, Identity, MessageStore, NodeDirectory, PresenceStore,
+    PushError, PushReport, Pusher, RouteError, RouteStore, StoreError, StreamPosition,
+    TokenVerifier, TopicRoutes, TopicStore,
 };
+pub use topic::{Namespaces, TopicName};

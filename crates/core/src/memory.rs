@@ -1,8 +1,22 @@
 //! In-memory backends of the store ports, for unit tests and dev mode.
 //!
 //! They keep the same contracts as the real backends (gap-free sequences,
-//! idempotent appends, liveness that expires) but nothing survives the
-//! process.
+//! idempotent appends, liveness that expires; checked by the contract suites
+//! in `crates/testkit/tests/memory.rs`) but nothing survives the process.
+//! The user message store and the route store are here; the topic backends
+//! each have a file of their own:
+//!
+//! - [`MemoryTopicStore`] (`memory/topic_store.rs`): [`TopicStore`](crate::TopicStore);
+//! - [`MemoryTopicRoutes`] (`memory/topic_routes.rs`): [`TopicRoutes`](crate::TopicRoutes);
+//! - [`MemoryPresence`] (`memory/presence.rs`): [`PresenceStore`](crate::PresenceStore).
+
+mod presence;
+mod topic_routes;
+mod topic_store;
+
+pub use presence::MemoryPresence;
+pub use topic_routes::MemoryTopicRoutes;
+pub use topic_store::MemoryTopicStore;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -271,112 +285,5 @@ impl NodeDirectory for MemoryRouteStore {
         let mut state = self.state.lock().expect("route store lock");
         state.nodes.remove(node);
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use serde_json::value::RawValue;
-
-    use super::*;
-
-    fn user(s: &str) -> UserId {
-        UserId::new(s).unwrap()
-    }
-
-    fn msg(to: &[&str], key: Option<&str>) -> NewMessage {
-        NewMessage {
-            to: to.iter().map(|s| user(s)).collect(),
-            data: Arc::from(RawValue::from_string("{\"x\":1}".into()).unwrap()),
-            source: "test".into(),
-            idempotency_key: key.map(str::to_owned),
-        }
-    }
-
-    #[tokio::test]
-    async fn sequences_are_per_user_and_gap_free() {
-        let store = MemoryMessageStore::new();
-        let a = store.append(&msg(&["alice", "bob"], None)).await.unwrap();
-        let b = store.append(&msg(&["alice"], None)).await.unwrap();
-        assert_eq!(a.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 1]);
-        assert_eq!(b[0].seq, 2);
-        assert_eq!(a[0].id, a[1].id, "one submission, one message id");
-        let read = store.read_after(&user("alice"), 0, 10).await.unwrap();
-        assert_eq!(read.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2]);
-        let read = store.read_after(&user("alice"), 1, 10).await.unwrap();
-        assert_eq!(read.len(), 1);
-    }
-
-    #[tokio::test]
-    async fn idempotent_appends_store_once() {
-        let store = MemoryMessageStore::new();
-        let first = store.append(&msg(&["alice"], Some("k"))).await.unwrap();
-        let again = store.append(&msg(&["alice"], Some("k"))).await.unwrap();
-        assert_eq!(first, again);
-        assert_eq!(store.len(), 1);
-    }
-
-    #[tokio::test]
-    async fn acks_only_move_forward_and_never_past_the_stored_seq() {
-        let store = MemoryMessageStore::new();
-        for _ in 0..6 {
-            store.append(&msg(&["a"], None)).await.unwrap();
-        }
-        assert_eq!(store.ack(&user("a"), 5).await.unwrap(), 5);
-        assert_eq!(store.ack(&user("a"), 3).await.unwrap(), 5);
-        assert_eq!(store.acked(&user("a")).await.unwrap(), 5);
-        assert_eq!(store.ack(&user("a"), u64::MAX).await.unwrap(), 6);
-        let pos = store.position(&user("a")).await.unwrap();
-        assert_eq!((pos.last_seq, pos.acked_seq), (6, 6));
-        assert_eq!(store.ack(&user("b"), 9).await.unwrap(), 0);
-        assert_eq!(store.acked(&user("b")).await.unwrap(), 0);
-    }
-
-    #[tokio::test]
-    async fn liveness_expires_and_reports_recreation() {
-        let routes = MemoryRouteStore::new();
-        let n = NodeId::new("n1").unwrap();
-        let ttl = Duration::from_millis(50);
-        assert_eq!(
-            routes.heartbeat(&n, "http://x", ttl).await.unwrap(),
-            Heartbeat::Recreated
-        );
-        assert_eq!(
-            routes.heartbeat(&n, "http://x", ttl).await.unwrap(),
-            Heartbeat::Refreshed
-        );
-        assert_eq!(
-            routes
-                .live_nodes(std::slice::from_ref(&n))
-                .await
-                .unwrap()
-                .len(),
-            1
-        );
-        tokio::time::sleep(Duration::from_millis(80)).await;
-        assert!(routes.live_nodes(&[n]).await.unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn routes_round_trip() {
-        let routes = MemoryRouteStore::new();
-        let (a, c1, c2) = (
-            user("a"),
-            ConnId::new("c1").unwrap(),
-            ConnId::new("c2").unwrap(),
-        );
-        let n = NodeId::new("n").unwrap();
-        routes.add_route(&a, &c1, &n).await.unwrap();
-        routes
-            .add_routes(&[(a.clone(), c2.clone())], &n)
-            .await
-            .unwrap();
-        let got = routes.routes_of(&[a.clone(), user("b")]).await.unwrap();
-        assert_eq!(got[0].len(), 2);
-        assert!(got[1].is_empty());
-        routes.remove_routes(&[(a.clone(), c1)]).await.unwrap();
-        assert_eq!(routes.routes_of(&[a]).await.unwrap()[0], vec![(c2, n)]);
     }
 }

@@ -5,10 +5,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+pub use crate::id::Seq;
 use crate::id::{MessageId, UserId};
-
-/// A per-user sequence number: strictly increasing from 1, without gaps.
-pub type Seq = u64;
+use crate::topic::TopicName;
 
 /// What collect asks the message store to keep: one message for one or more
 /// recipients.
@@ -67,6 +66,58 @@ impl PartialEq for NewMessage {
             && self.data.get() == other.data.get()
             && self.source == other.source
             && self.idempotency_key == other.idempotency_key
+    }
+}
+
+/// What a publisher asks the topic store to keep: one message for one or
+/// more topics (each gets its own copy, with that topic's next seq).
+#[derive(Debug, Clone)]
+pub struct NewTopicMessage {
+    /// The topics, deduplicated, in the caller's order, each with how long
+    /// its copy stays available for replay (its namespace's retention).
+    pub topics: Vec<(TopicName, std::time::Duration)>,
+    /// The payload, any JSON value, kept as the caller's text.
+    pub data: Arc<RawValue>,
+    /// Who published it (the API key's name, or `client:<user>` for a
+    /// client connection): idempotency keys are scoped by it.
+    pub source: String,
+    /// The caller's idempotency key, if any.
+    pub idempotency_key: Option<String>,
+}
+
+impl NewTopicMessage {
+    /// The message id every copy carries, as [`NewMessage::message_id`].
+    pub fn message_id(&self) -> MessageId {
+        match &self.idempotency_key {
+            Some(key) => MessageId::for_idempotency_key(&self.source, key),
+            None => MessageId::random(),
+        }
+    }
+}
+
+/// One topic's copy of a message, as the topic store holds it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopicMessage {
+    /// The topic.
+    pub topic: TopicName,
+    /// The topic's sequence number for this message: strictly increasing
+    /// from 1, without gaps, per topic.
+    pub seq: Seq,
+    /// The message id, the same for every topic of one publication.
+    pub id: MessageId,
+    /// The payload.
+    pub data: Arc<RawValue>,
+    /// Milliseconds since the Unix epoch when the store accepted it.
+    pub created_at_ms: i64,
+}
+
+impl PartialEq for TopicMessage {
+    fn eq(&self, other: &Self) -> bool {
+        self.topic == other.topic
+            && self.seq == other.seq
+            && self.id == other.id
+            && self.data.get() == other.data.get()
+            && self.created_at_ms == other.created_at_ms
     }
 }
 

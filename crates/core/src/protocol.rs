@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::id::{ConnId, MessageId, UserId};
-use crate::message::{Seq, StoredMessage};
+use crate::message::{Seq, StoredMessage, TopicMessage};
+use crate::topic::TopicName;
 
 /// Close code: the token is bad or has expired.
 pub const CLOSE_BAD_TOKEN: u16 = 4001;
@@ -34,20 +35,175 @@ pub const CLOSE_INTERNAL: u16 = 1011;
 pub const CLOSE_NO_STATUS: u16 = 1005;
 
 /// A frame from a client.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
 pub enum ClientFrame {
     /// Every message up to `seq` has been delivered to the client.
     Ack {
         /// The highest sequence number the client holds.
         seq: Seq,
     },
+    /// Subscribe to a topic (client-side subscription).
+    Subscribe {
+        /// The topic, validated by the node (a bad one gets an error frame).
+        topic: String,
+        /// The last seq of the topic the client holds: the node replays
+        /// every stored message after it. Absent: start at the latest.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<Seq>,
+        /// A subscribe token the business signed for this user and topic,
+        /// when the connection token's patterns do not allow the topic.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+    },
+    /// Stop receiving a topic.
+    Unsubscribe {
+        /// The topic.
+        topic: String,
+    },
+    /// Publish to a topic from the client (only where the topic's namespace
+    /// allows it).
+    Publish {
+        /// The topic.
+        topic: String,
+        /// The payload, any JSON value, stored as sent.
+        data: Box<RawValue>,
+        /// Makes a retry store nothing twice (scoped to the user).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idempotency_key: Option<String>,
+    },
+}
+
+impl PartialEq for ClientFrame {
+    fn eq(&self, other: &Self) -> bool {
+        use ClientFrame::*;
+        match (self, other) {
+            (Ack { seq: a }, Ack { seq: b }) => a == b,
+            (
+                Subscribe {
+                    topic: t1,
+                    after: a1,
+                    token: k1,
+                },
+                Subscribe {
+                    topic: t2,
+                    after: a2,
+                    token: k2,
+                },
+            ) => t1 == t2 && a1 == a2 && k1 == k2,
+            (Unsubscribe { topic: a }, Unsubscribe { topic: b }) => a == b,
+            (
+                Publish {
+                    topic: t1,
+                    data: d1,
+                    idempotency_key: k1,
+                },
+                Publish {
+                    topic: t2,
+                    data: d2,
+                    idempotency_key: k2,
+                },
+            ) => t1 == t2 && d1.get() == d2.get() && k1 == k2,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for ClientFrame {}
+
+/// The `type` of a client frame, read first.
+#[derive(Deserialize)]
+struct FrameType<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+}
+
+/// The bodies of the client frames, each refusing unknown fields. (serde's
+/// internally tagged enums buffer their content, which a [`RawValue`]
+/// cannot be read from: so the tag is read first, then the body.)
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckBody {
+    #[serde(rename = "type")]
+    _kind: serde::de::IgnoredAny,
+    seq: Seq,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscribeBody {
+    #[serde(rename = "type")]
+    _kind: serde::de::IgnoredAny,
+    topic: String,
+    #[serde(default)]
+    after: Option<Seq>,
+    #[serde(default)]
+    token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnsubscribeBody {
+    #[serde(rename = "type")]
+    _kind: serde::de::IgnoredAny,
+    topic: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    #[serde(rename = "type")]
+    _kind: serde::de::IgnoredAny,
+    topic: String,
+    data: Box<RawValue>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
 }
 
 impl ClientFrame {
-    /// Parses a text frame from a client.
+    /// Parses a text frame from a client: a known `type`, its fields and
+    /// nothing else.
     pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
-        serde_json::from_str(text)
+        let FrameType { kind } = serde_json::from_str(text)?;
+        Ok(match &*kind {
+            "ack" => {
+                let b: AckBody = serde_json::from_str(text)?;
+                ClientFrame::Ack { seq: b.seq }
+            }
+            "subscribe" => {
+                let b: SubscribeBody = serde_json::from_str(text)?;
+                ClientFrame::Subscribe {
+                    topic: b.topic,
+                    after: b.after,
+                    token: b.token,
+                }
+            }
+            "unsubscribe" => {
+                let b: UnsubscribeBody = serde_json::from_str(text)?;
+                ClientFrame::Unsubscribe { topic: b.topic }
+            }
+            "publish" => {
+                let b: PublishBody = serde_json::from_str(text)?;
+                ClientFrame::Publish {
+                    topic: b.topic,
+                    data: b.data,
+                    idempotency_key: b.idempotency_key,
+                }
+            }
+            other => {
+                return Err(serde::de::Error::unknown_variant(
+                    other,
+                    &["ack", "subscribe", "unsubscribe", "publish"],
+                ));
+            }
+        })
+    }
+
+    /// The frame as JSON text (what a client sends).
+    pub fn to_text(&self) -> String {
+        // Plain data with string keys: serialising cannot fail; an empty
+        // object (which the node refuses) if it ever did.
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned())
     }
 }
 
@@ -79,6 +235,66 @@ pub fn encode_msg_unchecked(seq: Seq, id: &str, data: &RawValue) -> Bytes {
     buf.freeze()
 }
 
+/// The `msg` frame of a topic message, serialised once per node and shared
+/// by every local subscriber. `topic` and `id` must be validated (topic
+/// names and ids need no JSON escaping).
+pub fn encode_topic_msg_unchecked(topic: &str, seq: Seq, id: &str, data: &RawValue) -> Bytes {
+    let data = data.get();
+    let mut buf = BytesMut::with_capacity(50 + topic.len() + id.len() + data.len() + 20);
+    buf.put_slice(b"{\"type\":\"msg\",\"topic\":\"");
+    buf.put_slice(topic.as_bytes());
+    buf.put_slice(b"\",\"seq\":");
+    let mut digits = [0u8; 20];
+    buf.put_slice(format_u64(seq, &mut digits));
+    buf.put_slice(b",\"id\":\"");
+    buf.put_slice(id.as_bytes());
+    buf.put_slice(b"\",\"data\":");
+    buf.put_slice(data.as_bytes());
+    buf.put_u8(b'}');
+    buf.freeze()
+}
+
+/// The `msg` frame of a stored topic message.
+pub fn encode_topic_msg(m: &TopicMessage) -> Bytes {
+    encode_topic_msg_unchecked(m.topic.as_str(), m.seq, m.id.as_str(), &m.data)
+}
+
+/// `{"type":"subscribed","topic":...,"seq":<latest>}`: the subscription is
+/// in place; `seq` is the latest seq of the topic when it started (the
+/// client's position when it gave no `after`).
+pub fn encode_subscribed(topic: &TopicName, seq: Seq) -> String {
+    serde_json::json!({"type": "subscribed", "topic": topic, "seq": seq}).to_string()
+}
+
+/// `{"type":"unsubscribed","topic":...}`: nothing more of the topic comes.
+pub fn encode_unsubscribed(topic: &TopicName) -> String {
+    serde_json::json!({"type": "unsubscribed", "topic": topic}).to_string()
+}
+
+/// `{"type":"published","topic":...,"seq":N,"id":...}`: a client's publish
+/// is stored.
+pub fn encode_published(m: &TopicMessage) -> String {
+    serde_json::json!({"type": "published", "topic": m.topic, "seq": m.seq, "id": m.id}).to_string()
+}
+
+/// `{"type":"error","op":...,"topic":...,"code":...,"message":...}`: a
+/// request of the client (`op`: `subscribe`, `unsubscribe`, `publish`, or
+/// `connect` for a topic of the token) was refused; the connection goes on.
+pub fn encode_error(op: &str, topic: &str, code: &str, message: &str) -> String {
+    serde_json::json!({"type": "error", "op": op, "topic": topic, "code": code, "message": message})
+        .to_string()
+}
+
+/// `{"type":"presence","topic":...,"joined":[...],"left":[...]}`: users
+/// whose first subscription of the topic (on a node) came, or whose last
+/// went, during the last interval.
+pub fn encode_presence(topic: &str, event: &PresenceEvent) -> Bytes {
+    Bytes::from(
+        serde_json::json!({"type": "presence", "topic": topic, "joined": event.joined, "left": event.left})
+            .to_string(),
+    )
+}
+
 /// Writes `n` in decimal into `buf` without allocating; returns the digits.
 fn format_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
@@ -96,7 +312,10 @@ fn format_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 /// A `msg` frame as a client reads it.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct MsgFrame {
-    /// The user's sequence number of the message.
+    /// The topic, for a topic message; absent for the user's own stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<TopicName>,
+    /// The message's sequence number: the user's, or the topic's.
     pub seq: Seq,
     /// The message id.
     pub id: MessageId,
@@ -115,8 +334,51 @@ pub enum ServerFrame {
         /// The user the token named.
         user_id: UserId,
     },
-    /// A message for the user.
+    /// A message for the user, or of a topic (`topic` set).
     Msg(MsgFrame),
+    /// A subscription is in place.
+    Subscribed {
+        /// The topic.
+        topic: TopicName,
+        /// Its latest seq when the subscription started.
+        seq: Seq,
+    },
+    /// A subscription ended at the client's request.
+    Unsubscribed {
+        /// The topic.
+        topic: TopicName,
+    },
+    /// A client's publish is stored.
+    Published {
+        /// The topic.
+        topic: TopicName,
+        /// Its seq in the topic.
+        seq: Seq,
+        /// The message id.
+        id: MessageId,
+    },
+    /// A request was refused; the connection goes on.
+    Error {
+        /// What was asked: `subscribe`, `unsubscribe`, `publish`, `connect`.
+        op: String,
+        /// The topic named (as sent).
+        topic: String,
+        /// Why: `bad_topic`, `unknown_namespace`, `forbidden`, `bad_token`,
+        /// `too_many_subscriptions`, `not_subscribed`, `unavailable`,
+        /// `bad_request`.
+        code: String,
+        /// For people.
+        message: String,
+    },
+    /// Users joined or left a topic.
+    Presence {
+        /// The topic.
+        topic: TopicName,
+        /// Users whose first subscription came.
+        joined: Vec<UserId>,
+        /// Users whose last subscription went.
+        left: Vec<UserId>,
+    },
 }
 
 impl ServerFrame {
@@ -251,6 +513,140 @@ pub struct StoredMessageRef<'a> {
     pub created_at_ms: i64,
 }
 
+/// Users who joined or left a topic during one interval (on one node).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceEvent {
+    /// Users whose first subscription of the topic came.
+    #[serde(default)]
+    pub joined: Vec<UserId>,
+    /// Users whose last subscription of the topic went.
+    #[serde(default)]
+    pub left: Vec<UserId>,
+}
+
+impl PresenceEvent {
+    /// Whether nobody joined or left.
+    pub fn is_empty(&self) -> bool {
+        self.joined.is_empty() && self.left.is_empty()
+    }
+}
+
+/// One entry of a topic push (`POST .../@topics`): a stored topic message,
+/// or a presence event, for every subscriber of the topic on the node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopicPushItem {
+    /// The topic.
+    pub topic: TopicName,
+    /// A stored message of the topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<TopicPushMessage>,
+    /// A presence event of the topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence: Option<PresenceEvent>,
+}
+
+impl TopicPushItem {
+    /// The item of a stored message.
+    pub fn message(m: &TopicMessage) -> Self {
+        Self {
+            topic: m.topic.clone(),
+            message: Some(TopicPushMessage {
+                seq: m.seq,
+                id: m.id.clone(),
+                data: m.data.clone(),
+                created_at_ms: m.created_at_ms,
+            }),
+            presence: None,
+        }
+    }
+
+    /// The item of a presence event.
+    pub fn presence(topic: TopicName, event: PresenceEvent) -> Self {
+        Self {
+            topic,
+            message: None,
+            presence: Some(event),
+        }
+    }
+}
+
+/// A stored topic message in a [`TopicPushItem`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopicPushMessage {
+    /// The topic's seq.
+    pub seq: Seq,
+    /// The message id.
+    pub id: MessageId,
+    /// The payload.
+    pub data: std::sync::Arc<RawValue>,
+    /// When it was stored.
+    #[serde(default)]
+    pub created_at_ms: i64,
+}
+
+impl PartialEq for TopicPushMessage {
+    fn eq(&self, other: &Self) -> bool {
+        self.seq == other.seq
+            && self.id == other.id
+            && self.data.get() == other.data.get()
+            && self.created_at_ms == other.created_at_ms
+    }
+}
+
+/// The body of `POST .../@topics` on an edge node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopicPushBatch {
+    /// The items, in order.
+    pub items: Vec<TopicPushItem>,
+}
+
+/// A topic push read without copying (the node's fan-out path): names, ids
+/// and payloads borrow from the request body.
+#[derive(Debug, Deserialize)]
+pub struct TopicPushBatchRef<'a> {
+    /// The items, in order.
+    #[serde(borrow)]
+    pub items: Vec<TopicPushItemRef<'a>>,
+}
+
+/// One entry of a [`TopicPushBatchRef`].
+#[derive(Debug, Deserialize)]
+pub struct TopicPushItemRef<'a> {
+    /// The topic (unvalidated; validate with [`TopicName::validate_internal`]).
+    pub topic: &'a str,
+    /// A stored message.
+    #[serde(default, borrow)]
+    pub message: Option<TopicPushMessageRef<'a>>,
+    /// A presence event.
+    #[serde(default)]
+    pub presence: Option<PresenceEvent>,
+}
+
+/// A [`TopicPushMessage`] borrowed from a request body.
+#[derive(Debug, Deserialize)]
+pub struct TopicPushMessageRef<'a> {
+    /// The topic's seq.
+    pub seq: Seq,
+    /// The message id; validate with [`MessageId::validate`].
+    pub id: &'a str,
+    /// The payload.
+    #[serde(borrow)]
+    pub data: &'a RawValue,
+    /// When it was stored.
+    #[serde(default)]
+    pub created_at_ms: i64,
+}
+
+/// The answer to a topic push.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicPushResult {
+    /// Frames queued to local subscribers.
+    pub delivered: u64,
+    /// Topics of the push that have no subscriber on the node (any more).
+    #[serde(default)]
+    pub absent: Vec<TopicName>,
+}
+
 /// The answer to a push batch.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushBatchResult {
@@ -335,6 +731,93 @@ mod tests {
     }
 
     #[test]
+    fn topic_frames_round_trip() {
+        let m = TopicMessage {
+            topic: TopicName::new("chat:room-1").unwrap(),
+            seq: 9,
+            id: MessageId::new("m9").unwrap(),
+            data: std::sync::Arc::from(RawValue::from_string("[1,{\"a\":\"b\"}]".into()).unwrap()),
+            created_at_ms: 1,
+        };
+        let bytes = encode_topic_msg(&m);
+        match ServerFrame::parse(std::str::from_utf8(&bytes).unwrap()).unwrap() {
+            ServerFrame::Msg(f) => {
+                assert_eq!(f.topic.as_ref(), Some(&m.topic));
+                assert_eq!((f.seq, f.id.as_str()), (9, "m9"));
+                assert_eq!(f.data, serde_json::json!([1, {"a": "b"}]));
+            }
+            other => panic!("expected msg, got {other:?}"),
+        }
+        let sub = encode_subscribed(&m.topic, 4);
+        assert!(matches!(
+            ServerFrame::parse(&sub).unwrap(),
+            ServerFrame::Subscribed { seq: 4, .. }
+        ));
+        let err = encode_error("subscribe", "a b", "bad_topic", "no \"good\"");
+        match ServerFrame::parse(&err).unwrap() {
+            ServerFrame::Error {
+                op,
+                topic,
+                code,
+                message,
+            } => {
+                assert_eq!(
+                    (op.as_str(), topic.as_str(), code.as_str()),
+                    ("subscribe", "a b", "bad_topic")
+                );
+                assert_eq!(message, "no \"good\"");
+            }
+            other => panic!("expected error, got {other:?}"),
+        }
+        let event = PresenceEvent {
+            joined: vec![UserId::new("a").unwrap()],
+            left: vec![],
+        };
+        let p = encode_presence("chat:room-1", &event);
+        assert!(matches!(
+            ServerFrame::parse(std::str::from_utf8(&p).unwrap()).unwrap(),
+            ServerFrame::Presence { joined, .. } if joined.len() == 1
+        ));
+        let user_msg = encode_msg(3, &MessageId::new("u").unwrap(), &m.data);
+        match ServerFrame::parse(std::str::from_utf8(&user_msg).unwrap()).unwrap() {
+            ServerFrame::Msg(f) => assert!(f.topic.is_none()),
+            other => panic!("expected msg, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn topic_pushes_borrow_from_the_body() {
+        let m = TopicMessage {
+            topic: TopicName::broadcast(),
+            seq: 2,
+            id: MessageId::new("m2").unwrap(),
+            data: std::sync::Arc::from(RawValue::from_string("{\"x\":1}".into()).unwrap()),
+            created_at_ms: 5,
+        };
+        let batch = TopicPushBatch {
+            items: vec![
+                TopicPushItem::message(&m),
+                TopicPushItem::presence(
+                    TopicName::new("t").unwrap(),
+                    PresenceEvent {
+                        joined: vec![],
+                        left: vec![UserId::new("b").unwrap()],
+                    },
+                ),
+            ],
+        };
+        let body = serde_json::to_vec(&batch).unwrap();
+        let back: TopicPushBatch = serde_json::from_slice(&body).unwrap();
+        assert_eq!(back.items, batch.items);
+        let borrowed: TopicPushBatchRef<'_> = serde_json::from_slice(&body).unwrap();
+        assert_eq!(borrowed.items[0].topic, "$broadcast");
+        let msg = borrowed.items[0].message.as_ref().unwrap();
+        assert_eq!((msg.seq, msg.id, msg.data.get()), (2, "m2", "{\"x\":1}"));
+        assert!(borrowed.items[1].message.is_none());
+        assert_eq!(borrowed.items[1].presence.as_ref().unwrap().left.len(), 1);
+    }
+
+    #[test]
     fn client_frames_are_strict() {
         assert_eq!(
             ClientFrame::parse(r#"{"type":"ack","seq":7}"#).unwrap(),
@@ -343,6 +826,42 @@ mod tests {
         assert!(ClientFrame::parse(r#"{"type":"ack","seq":-1}"#).is_err());
         assert!(ClientFrame::parse(r#"{"type":"ack","seq":"7"}"#).is_err());
         assert!(ClientFrame::parse(r#"{"type":"nope"}"#).is_err());
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"subscribe","topic":"a","after":3}"#).unwrap(),
+            ClientFrame::Subscribe {
+                topic: "a".into(),
+                after: Some(3),
+                token: None
+            }
+        );
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"unsubscribe","topic":"a"}"#).unwrap(),
+            ClientFrame::Unsubscribe { topic: "a".into() }
+        );
+        assert!(matches!(
+            ClientFrame::parse(r#"{"type":"publish","topic":"a","data":{"b":[1]}}"#).unwrap(),
+            ClientFrame::Publish { data, .. } if data.get() == r#"{"b":[1]}"#
+        ));
+        assert!(ClientFrame::parse(r#"{"type":"subscribe"}"#).is_err());
+        assert!(ClientFrame::parse(r#"{"type":"subscribe","topic":"a","x":1}"#).is_err());
         assert!(ClientFrame::parse("not json").is_err());
+        assert!(ClientFrame::parse(r#"{"seq":1}"#).is_err());
+        let frames = [
+            ClientFrame::Ack { seq: 1 },
+            ClientFrame::Subscribe {
+                topic: "t".into(),
+                after: None,
+                token: Some("k".into()),
+            },
+            ClientFrame::Unsubscribe { topic: "t".into() },
+            ClientFrame::Publish {
+                topic: "t".into(),
+                data: RawValue::from_string("[1]".into()).unwrap(),
+                idempotency_key: None,
+            },
+        ];
+        for frame in frames {
+            assert_eq!(ClientFrame::parse(&frame.to_text()).unwrap(), frame);
+        }
     }
 }

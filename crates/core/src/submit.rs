@@ -62,28 +62,13 @@ impl Submission {
     /// Parses and validates `body` (any bytes) against `limits`; the error
     /// is the text of the `400` answer. Never panics.
     pub fn parse(body: &[u8], limits: &Limits) -> Result<Self, String> {
-        let bad = |text: String| Err(text);
-
-        // serde accepts a JSON array for a struct; only an object is a body.
-        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-            return match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-                Ok(_) => bad("the body must be a JSON object".into()),
-                Err(e) => bad(format!("malformed JSON: {e}")),
-            };
-        }
-        let raw: SubmitBody = match serde_json::from_slice(body) {
-            Ok(raw) => raw,
-            Err(e) if e.classify() == serde_json::error::Category::Data => {
-                return bad(format!("invalid submission: {e}"));
-            }
-            Err(e) => return bad(format!("malformed JSON: {e}")),
-        };
+        let raw: SubmitBody = parse_object(body, "submission")?;
 
         if raw.to.is_empty() {
-            return bad("`to` must name at least one recipient".into());
+            return Err("`to` must name at least one recipient".into());
         }
         if raw.to.len() > limits.max_recipients {
-            return bad(format!(
+            return Err(format!(
                 "`to` has {} entries; at most {} are allowed",
                 raw.to.len(),
                 limits.max_recipients
@@ -94,39 +79,69 @@ impl Submission {
         for (index, name) in raw.to.iter().enumerate() {
             let user = match UserId::new(name) {
                 Ok(user) => user,
-                Err(e) => return bad(format!("`to[{index}]` is not a valid user id: {e}")),
+                Err(e) => return Err(format!("`to[{index}]` is not a valid user id: {e}")),
             };
             if seen.insert(user.clone()) {
                 to.push(user);
             }
         }
-
-        let data_len = raw.data.get().len();
-        if data_len > limits.max_data_bytes {
-            return bad(format!(
-                "`data` is {data_len} bytes of JSON; at most {} are allowed",
-                limits.max_data_bytes
-            ));
-        }
-
-        if let Some(key) = &raw.idempotency_key {
-            if key.is_empty() {
-                return bad("`idempotency_key` must not be empty".into());
-            }
-            if key.len() > limits.max_idempotency_key_len {
-                return bad(format!(
-                    "`idempotency_key` is longer than {} bytes",
-                    limits.max_idempotency_key_len
-                ));
-            }
-        }
-
+        check_payload(&raw.data, raw.idempotency_key.as_deref(), limits)?;
         Ok(Self {
             to,
             data: raw.data,
             idempotency_key: raw.idempotency_key,
         })
     }
+}
+
+/// Parses `body` (any bytes) as the JSON object `T`; the error is the text
+/// of a `400`, naming `what` the body should have been. Never panics.
+pub(crate) fn parse_object<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    what: &str,
+) -> Result<T, String> {
+    // serde accepts a JSON array for a struct; only an object is a body.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+            Ok(_) => Err("the body must be a JSON object".into()),
+            Err(e) => Err(format!("malformed JSON: {e}")),
+        };
+    }
+    match serde_json::from_slice(body) {
+        Ok(raw) => Ok(raw),
+        Err(e) if e.classify() == serde_json::error::Category::Data => {
+            Err(format!("invalid {what}: {e}"))
+        }
+        Err(e) => Err(format!("malformed JSON: {e}")),
+    }
+}
+
+/// Checks the parts every submission and publication share: the size of
+/// `data` and the idempotency key.
+pub(crate) fn check_payload(
+    data: &RawValue,
+    idempotency_key: Option<&str>,
+    limits: &Limits,
+) -> Result<(), String> {
+    let data_len = data.get().len();
+    if data_len > limits.max_data_bytes {
+        return Err(format!(
+            "`data` is {data_len} bytes of JSON; at most {} are allowed",
+            limits.max_data_bytes
+        ));
+    }
+    if let Some(key) = idempotency_key {
+        if key.is_empty() {
+            return Err("`idempotency_key` must not be empty".into());
+        }
+        if key.len() > limits.max_idempotency_key_len {
+            return Err(format!(
+                "`idempotency_key` is longer than {} bytes",
+                limits.max_idempotency_key_len
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

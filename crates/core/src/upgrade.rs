@@ -30,6 +30,9 @@ pub struct UpgradeRequest {
     pub query_token: Option<String>,
     /// The `after` query parameter, raw.
     pub query_after: Option<String>,
+    /// The `resume` query parameter, decoded: where the server-side topic
+    /// subscriptions resume (see [`crate::topic::parse_resume`]).
+    pub query_resume: Option<String>,
     /// The `Authorization` header.
     pub authorization: Option<String>,
     /// The `Upgrade` header.
@@ -94,6 +97,7 @@ fn extract(req: &httparse::Request<'_, '_>) -> Result<UpgradeRequest, HeadError>
         match k {
             "token" => out.query_token = Some(v.into_owned()),
             "after" => out.query_after = Some(v.into_owned()),
+            "resume" => out.query_resume = Some(v.into_owned()),
             _ => {}
         }
     }
@@ -133,10 +137,11 @@ mod tests {
 
     #[test]
     fn tokens_come_from_the_header_first() {
-        let raw = b"GET /ws?token=q&after=3 HTTP/1.1\r\nAuthorization: Bearer h\r\n\r\nXY";
+        let raw = b"GET /ws?token=q&after=3&resume=a%2Bb~1,%24broadcast~2 HTTP/1.1\r\nAuthorization: Bearer h\r\n\r\nXY";
         let (req, len) = parse_head(raw).unwrap().unwrap();
         assert_eq!(req.token(), Some("h"));
         assert_eq!(req.query_after.as_deref(), Some("3"));
+        assert_eq!(req.query_resume.as_deref(), Some("a+b~1,$broadcast~2"));
         assert_eq!(&raw[len..], b"XY");
         let (req, _) =
             parse_head(b"GET /ws?token=q HTTP/1.1\r\nAuthorization: Bearer\xc3\xa4x\r\n\r\n")

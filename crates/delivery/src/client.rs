@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use edgepush_core::protocol::{PushBatchResult, PushItem};
+use edgepush_core::protocol::{PushBatchResult, PushItem, TopicPushItem, TopicPushResult};
 use edgepush_core::{ConnId, PushError, PushReport, Pusher};
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, Method, Uri};
@@ -204,10 +204,48 @@ impl HttpPusher {
 impl Pusher for HttpPusher {
     async fn push(&self, push_url: &str, items: &[PushItem]) -> Result<PushReport, PushError> {
         let mut report = PushReport::default();
+        self.send_items(push_url, "/@batch", items, |result: PushBatchResult| {
+            report.delivered += result.delivered;
+            report.gone.extend(result.gone);
+        })
+        .await?;
+        Ok(report)
+    }
+
+    async fn push_topics(
+        &self,
+        push_url: &str,
+        items: &[TopicPushItem],
+    ) -> Result<TopicPushResult, PushError> {
+        let mut report = TopicPushResult::default();
+        self.send_items(push_url, "/@topics", items, |result: TopicPushResult| {
+            report.delivered += result.delivered;
+            report.absent.extend(result.absent);
+        })
+        .await?;
+        Ok(report)
+    }
+}
+
+impl HttpPusher {
+    /// Posts `items` to `path` on the node at `push_url` as
+    /// `{"items":[...]}` bodies of at most the batch cap each, one request
+    /// after another (each log's messages keep their order), passing every
+    /// answer to `on_result`.
+    async fn send_items<T, R>(
+        &self,
+        push_url: &str,
+        path: &str,
+        items: &[T],
+        mut on_result: impl FnMut(R) + Send,
+    ) -> Result<(), PushError>
+    where
+        T: serde::Serialize + Sync,
+        R: serde::de::DeserializeOwned,
+    {
         // `{"items":[` item `,` item ... `]}`, each item serialised straight
         // into the body; a body that would pass the cap is sent first and
-        // the item starts the next one (requests go one after another, so
-        // each user's messages keep their order).
+        // the item starts the next one.
         const HEAD: &[u8] = b"{\"items\":[";
         const TAIL: &[u8] = b"]}";
         let cap = self.max_batch_bytes.max(HEAD.len() + TAIL.len() + 1);
@@ -231,8 +269,10 @@ impl Pusher for HttpPusher {
                 let encoded = body.split_off(mark + 1);
                 body.truncate(mark);
                 body.extend_from_slice(TAIL);
-                self.send_batch(push_url, std::mem::take(&mut body), count, &mut report)
-                    .await?;
+                on_result(
+                    self.send_batch(push_url, path, std::mem::take(&mut body), count)
+                        .await?,
+                );
                 body.extend_from_slice(HEAD);
                 body.extend_from_slice(&encoded);
                 count = 0;
@@ -241,28 +281,26 @@ impl Pusher for HttpPusher {
         }
         if count > 0 {
             body.extend_from_slice(TAIL);
-            self.send_batch(push_url, body, count, &mut report).await?;
+            on_result(self.send_batch(push_url, path, body, count).await?);
         }
-        Ok(report)
+        Ok(())
     }
-}
 
-impl HttpPusher {
-    /// Sends one batch body of `count` items and adds the node's answer to
-    /// `report`.
-    async fn send_batch(
+    /// Sends one batch body of `count` items to `path` and reads the node's
+    /// answer.
+    async fn send_batch<R: serde::de::DeserializeOwned>(
         &self,
         push_url: &str,
+        path: &str,
         body: Vec<u8>,
         count: usize,
-        report: &mut PushReport,
-    ) -> Result<(), PushError> {
+    ) -> Result<R, PushError> {
         let unreachable = |reason: String| PushError::Unreachable {
             url: push_url.to_owned(),
             reason,
         };
         let bytes_sent = body.len();
-        let url = join(push_url, "/@batch");
+        let url = join(push_url, path);
         let answer = self
             .send(&url, "application/json", Bytes::from(body))
             .await
@@ -270,7 +308,7 @@ impl HttpPusher {
         let status = answer.status();
         if !status.is_success() {
             let body = body_start(answer).await;
-            tracing::warn!(push_url, status = status.as_u16(), %body, "push batch refused");
+            tracing::warn!(push_url, path, status = status.as_u16(), %body, "push batch refused");
             return Err(PushError::Refused {
                 url: push_url.to_owned(),
                 status: status.as_u16(),
@@ -278,23 +316,19 @@ impl HttpPusher {
             });
         }
         let bytes = answer.bytes().await.map_err(|e| unreachable(describe(e)))?;
-        let result: PushBatchResult =
-            serde_json::from_slice(&bytes).map_err(|e| PushError::Refused {
-                url: push_url.to_owned(),
-                status: status.as_u16(),
-                body: format!("unreadable push batch result: {e}"),
-            })?;
+        let result: R = serde_json::from_slice(&bytes).map_err(|e| PushError::Refused {
+            url: push_url.to_owned(),
+            status: status.as_u16(),
+            body: format!("unreadable push batch result: {e}"),
+        })?;
         tracing::debug!(
             push_url,
+            path,
             items = count,
             bytes = bytes_sent,
-            delivered = result.delivered,
-            gone = result.gone.len(),
             "push batch sent"
         );
-        report.delivered += result.delivered;
-        report.gone.extend(result.gone);
-        Ok(())
+        Ok(result)
     }
 }
 

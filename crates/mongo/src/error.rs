@@ -56,9 +56,9 @@ pub(crate) fn is_duplicate_key(err: &Error) -> bool {
 /// Which unique index a duplicate-key write error names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum DuplicateOf {
-    /// `_id` or `(user, seq)`: the seq is taken.
+    /// `_id` or `(<user or topic>, seq)`: the seq is taken.
     Seq,
-    /// `(source, idem, user)`: this request's copy exists.
+    /// `(source, idem, <user or topic>)`: this request's copy exists.
     Idempotency,
     /// The server did not say (FerretDB v1 sends no `keyPattern`).
     Unknown,
@@ -78,7 +78,7 @@ pub(crate) fn duplicate_of(write_error: &Document) -> DuplicateOf {
     let has = |k: &str| keys.contains_key(k);
     if has("idem") || has("source") {
         DuplicateOf::Idempotency
-    } else if has("_id") || (has("user") && has("seq")) {
+    } else if has("_id") || has("seq") {
         DuplicateOf::Seq
     } else {
         DuplicateOf::Unknown

@@ -1,9 +1,12 @@
-//! MongoDB backend of the message store port.
+//! MongoDB backends of the message store and topic store ports.
 //!
-//! [`MongoMessageStore`] implements [`edgepush_core::MessageStore`] on the
-//! `mongodb` driver. It needs no transactions, TTL indexes or partial
-//! indexes, so it runs on FerretDB v1 as well as on MongoDB; where the server
-//! has TTL indexes it uses one for retention, elsewhere a background sweep.
+//! [`MongoMessageStore`] implements [`edgepush_core::MessageStore`] (one log
+//! per user) and [`MongoTopicStore`] implements [`edgepush_core::TopicStore`]
+//! (one log per topic) on the `mongodb` driver, both on one gap-free,
+//! idempotent log ([`log`]). They need no transactions, TTL indexes or
+//! partial indexes, so they run on FerretDB v1 as well as on MongoDB; where
+//! the server has TTL indexes they use one for retention, elsewhere a
+//! background sweep.
 //!
 //! # Stored layout
 //!
@@ -22,17 +25,29 @@
 //! `last_seq` is the highest seq known to be stored and only moves forward,
 //! also when retention deletes old messages, so a user's seq never restarts.
 //!
-//! See [`store`] for how seqs stay gap-free and appends idempotent under
+//! Topic messages: see [`topics`].
+//!
+//! See [`log`] for how seqs stay gap-free and appends idempotent under
 //! concurrent writers and crashes.
+//!
+//! # Tests
+//!
+//! `tests/contract.rs` runs the `MessageStore` contract suite
+//! (`edgepush-testkit`) on a real MongoDB wire server (FerretDB under
+//! `scripts/test`); `tests/message_store.rs` covers what is this adapter's
+//! own: crash repair, retention, malformed documents, failure to connect.
 
 pub mod config;
 mod counters;
 mod error;
 mod locks;
+pub mod log;
 pub mod retention;
 pub mod schema;
 pub mod store;
+pub mod topics;
 
 pub use config::MongoConfig;
 pub use retention::RetentionMode;
 pub use store::MongoMessageStore;
+pub use topics::MongoTopicStore;

@@ -1,12 +1,15 @@
-//! Retention: messages older than the configured retention are deleted.
+//! Retention: entries past their expiry are deleted.
 //!
-//! Where the server has TTL indexes (MongoDB), a TTL index on `created_at`
-//! does the work. Where it answers NotImplemented (FerretDB v1) the store
-//! logs one warning at start-up and runs [`sweep`] on a timer instead.
+//! User messages expire the configured retention after `created_at`; topic
+//! messages at their `expire_at` (each carries its namespace's retention).
+//! Both are an [`Expiry`]: a date field and a time after it. Where the
+//! server has TTL indexes (MongoDB), a TTL index on that field does the
+//! work. Where it answers NotImplemented (FerretDB v1) the store logs one
+//! warning at start-up and runs [`sweep`] on a timer instead.
 //!
-//! Deleting a user's messages never resets their seq: the `users` counter is
-//! kept. [`sweep`] also moves the counter up to the highest seq it deletes,
-//! which repairs a counter left behind by a crash between an insert and its
+//! Deleting a log's entries never resets its seq: the counter is kept.
+//! [`sweep`] also moves the counter up to the highest seq it deletes, which
+//! repairs a counter left behind by a crash between an insert and its
 //! counter update before the evidence (the inserted document) disappears.
 
 use std::collections::HashMap;
@@ -21,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::counters::bump_counter;
 use crate::error::{code, is_transient, store_error};
-use crate::schema::{INDEX_CREATED_AT, INDEX_TTL, get_seq};
+use crate::schema::{INDEX_CREATED_AT, INDEX_EXPIRE_AT, INDEX_EXPIRE_TTL, INDEX_TTL, get_seq};
 
 /// How many expired documents one sweep round reads and deletes.
 const SWEEP_BATCH: i64 = 1000;
@@ -38,16 +41,56 @@ pub enum RetentionMode {
     Sweeper,
 }
 
-/// Creates the index that enforces retention and says which mode applies.
+/// When the entries of a collection expire.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Expiry {
+    /// The date field expiry counts from.
+    pub(crate) field: &'static str,
+    /// How long after it an entry expires (zero: the field is the expiry).
+    pub(crate) after: Duration,
+    /// The TTL index's name.
+    pub(crate) ttl_index: &'static str,
+    /// The plain index's name (servers without TTL indexes).
+    pub(crate) plain_index: &'static str,
+    /// The field naming an entry's log, whose counter the sweep keeps.
+    pub(crate) key_field: &'static str,
+}
+
+impl Expiry {
+    /// User messages: `retention` after `created_at`.
+    pub(crate) fn messages(retention: Duration) -> Self {
+        Self {
+            field: "created_at",
+            after: retention,
+            ttl_index: INDEX_TTL,
+            plain_index: INDEX_CREATED_AT,
+            key_field: "user",
+        }
+    }
+
+    /// Topic messages: at their `expire_at`.
+    pub(crate) fn topic_messages() -> Self {
+        Self {
+            field: "expire_at",
+            after: Duration::ZERO,
+            ttl_index: INDEX_EXPIRE_TTL,
+            plain_index: INDEX_EXPIRE_AT,
+            key_field: "topic",
+        }
+    }
+}
+
+/// Creates the index that enforces `expiry` and says which mode applies.
 pub(crate) async fn setup(
     messages: &Collection<Document>,
-    retention: Duration,
+    expiry: Expiry,
 ) -> Result<RetentionMode, StoreError> {
+    let retention = expiry.after;
     let ttl = IndexModel::builder()
-        .keys(doc! { "created_at": 1 })
+        .keys(doc! { expiry.field: 1 })
         .options(
             IndexOptions::builder()
-                .name(INDEX_TTL.to_owned())
+                .name(expiry.ttl_index.to_owned())
                 .expire_after(retention)
                 .build(),
         )
@@ -63,7 +106,7 @@ pub(crate) async fn setup(
         let secs = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
         let coll_mod = doc! {
             "collMod": messages.name(),
-            "index": { "name": INDEX_TTL, "expireAfterSeconds": secs },
+            "index": { "name": expiry.ttl_index, "expireAfterSeconds": secs },
         };
         match messages
             .client()
@@ -88,40 +131,40 @@ pub(crate) async fn setup(
         "the server refused a TTL index (FerretDB has none): expired messages are deleted by a periodic sweep instead"
     );
     let plain = IndexModel::builder()
-        .keys(doc! { "created_at": 1 })
+        .keys(doc! { expiry.field: 1 })
         .options(
             IndexOptions::builder()
-                .name(INDEX_CREATED_AT.to_owned())
+                .name(expiry.plain_index.to_owned())
                 .build(),
         )
         .build();
     messages
         .create_index(plain)
         .await
-        .map_err(|e| store_error("creating the created_at index", e))?;
+        .map_err(|e| store_error(&format!("creating the {} index", expiry.plain_index), e))?;
     Ok(RetentionMode::Sweeper)
 }
 
-/// Deletes `messages` older than `retention`, first moving each affected
-/// user's counter in `users` up to the highest seq deleted. Returns how many
-/// documents were deleted.
+/// Deletes the entries of `messages` past `expiry`, first moving each
+/// affected log's counter in `counters` up to the highest seq deleted.
+/// Returns how many documents were deleted.
 pub(crate) async fn sweep(
     messages: &Collection<Document>,
-    users: &Collection<Document>,
-    retention: Duration,
+    counters: &Collection<Document>,
+    expiry: Expiry,
 ) -> Result<u64, StoreError> {
-    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let retention_ms = i64::try_from(expiry.after.as_millis()).unwrap_or(i64::MAX);
     let cutoff = DateTime::from_millis(
         DateTime::now()
             .timestamp_millis()
             .saturating_sub(retention_ms),
     );
-    let filter = doc! { "created_at": { "$lt": cutoff } };
+    let filter = doc! { expiry.field: { "$lt": cutoff } };
     let mut total = 0;
     loop {
         let batch: Vec<Document> = messages
             .find(filter.clone())
-            .projection(doc! { "_id": 1, "user": 1, "seq": 1 })
+            .projection(doc! { "_id": 1, expiry.key_field: 1, "seq": 1 })
             .limit(SWEEP_BATCH)
             .await
             .map_err(|e| store_error("finding expired messages", e))?
@@ -138,21 +181,21 @@ pub(crate) async fn sweep(
             if let Some(id) = d.get("_id") {
                 ids.push(id.clone());
             }
-            if let (Ok(user), Some(seq)) = (d.get_str("user"), get_seq(d, "seq")) {
-                let h = highest.entry(user).or_default();
+            if let (Ok(key), Some(seq)) = (d.get_str(expiry.key_field), get_seq(d, "seq")) {
+                let h = highest.entry(key).or_default();
                 *h = (*h).max(seq);
             }
         }
         let repairs: Vec<_> = highest
             .into_iter()
-            .map(|(user, seq)| bump_counter(users, user, "last_seq", seq))
+            .map(|(key, seq)| bump_counter(counters, key, "last_seq", seq))
             .collect();
         stream::iter(repairs)
             .buffer_unordered(SWEEP_CONCURRENCY)
             .try_collect::<()>()
             .await?;
         let deleted = messages
-            .delete_many(doc! { "_id": { "$in": ids }, "created_at": { "$lt": cutoff } })
+            .delete_many(doc! { "_id": { "$in": ids }, expiry.field: { "$lt": cutoff } })
             .await
             .map_err(|e| store_error("deleting expired messages", e))?
             .deleted_count;
@@ -163,10 +206,12 @@ pub(crate) async fn sweep(
     }
 }
 
-/// Runs [`sweep`] every `min(retention / 10, 60 s)` until `stop` is cancelled.
+/// Runs [`sweep`] every `min(retention / 10, 60 s)` (at least a second)
+/// until `stop` is cancelled.
 pub(crate) fn spawn_sweeper(
     messages: Collection<Document>,
-    users: Collection<Document>,
+    counters: Collection<Document>,
+    expiry: Expiry,
     retention: Duration,
     stop: CancellationToken,
 ) {
@@ -179,7 +224,7 @@ pub(crate) fn spawn_sweeper(
                 () = stop.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            match sweep(&messages, &users, retention).await {
+            match sweep(&messages, &counters, expiry).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(deleted = n, "retention sweep deleted expired messages"),
                 Err(e) => tracing::warn!(error = %e, "retention sweep failed; will retry"),

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use edgepush_core::{MessageId, Seq, StoredMessage, UserId};
+use edgepush_core::{MessageId, Seq, StoredMessage, TopicMessage, TopicName, UserId};
 use mongodb::bson::{Bson, DateTime, Document, doc};
 use serde_json::value::RawValue;
 
@@ -15,6 +15,10 @@ use serde_json::value::RawValue;
 pub const MESSAGES: &str = "messages";
 /// Collection of per-user state: `{_id: user, last_seq, acked_seq}`.
 pub const USERS: &str = "users";
+/// Collection of topic message copies, one document per (topic, seq).
+pub const TOPIC_MESSAGES: &str = "topic_messages";
+/// Collection of per-topic state: `{_id: topic, last_seq}`.
+pub const TOPICS: &str = "topics";
 
 /// Unique index on `(user, seq)`; serves `read_after` and the highest-seq
 /// lookup (uniqueness is also guaranteed by `_id`).
@@ -26,6 +30,16 @@ pub const INDEX_IDEMPOTENCY: &str = "source_idem_user";
 pub const INDEX_TTL: &str = "created_at_ttl";
 /// Plain index on `created_at` for the sweep (servers without TTL indexes).
 pub const INDEX_CREATED_AT: &str = "created_at_1";
+/// Unique index on `(topic, seq)` of topic messages.
+pub const INDEX_TOPIC_SEQ: &str = "topic_seq";
+/// Unique index on `(source, idem, topic)`: one copy per topic of one
+/// idempotent publication.
+pub const INDEX_TOPIC_IDEMPOTENCY: &str = "source_idem_topic";
+/// TTL index on `expire_at` of topic messages (each carries its namespace's
+/// retention).
+pub const INDEX_EXPIRE_TTL: &str = "expire_at_ttl";
+/// Plain index on `expire_at` for the sweep.
+pub const INDEX_EXPIRE_AT: &str = "expire_at_1";
 
 /// `_id` of a user's message `seq`: `"<user>:<seq, 20 digits>"`, so the
 /// always-present unique `_id` index admits one document per (user, seq).
@@ -59,6 +73,48 @@ pub fn get_seq(doc: &Document, field: &str) -> Option<Seq> {
     }
 }
 
+/// The fields of one entry of a log (a user's or a topic's), independent
+/// of its seq.
+pub struct EntryTemplate<'a> {
+    /// The field naming the log: `user` or `topic`.
+    pub key_field: &'static str,
+    /// The user or topic.
+    pub key: &'a str,
+    /// The message id shared by all copies.
+    pub id: &'a MessageId,
+    /// The payload, shared by all copies.
+    pub data: &'a Arc<RawValue>,
+    /// Who submitted it.
+    pub source: &'a str,
+    /// The `idem` field, see [`idem_value`].
+    pub idem: &'a str,
+    /// Acceptance time, milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    /// When the entry expires (topic messages carry their namespace's
+    /// retention); `None` for entries whose collection expires by age.
+    pub expire_at_ms: Option<i64>,
+}
+
+impl EntryTemplate<'_> {
+    /// The document for this entry at `seq` (`seq` must fit an `i64`).
+    pub fn to_doc(&self, seq: i64) -> Document {
+        let mut doc = doc! {
+            "_id": format!("{}:{seq:020}", self.key),
+            self.key_field: self.key,
+            "seq": seq,
+            "id": self.id.as_str(),
+            "data": self.data.get(),
+            "source": self.source,
+            "idem": self.idem,
+            "created_at": DateTime::from_millis(self.created_at_ms),
+        };
+        if let Some(at) = self.expire_at_ms {
+            doc.insert("expire_at", DateTime::from_millis(at));
+        }
+        doc
+    }
+}
+
 /// The fields of one copy, independent of its seq.
 pub struct CopyTemplate<'a> {
     /// The recipient.
@@ -78,15 +134,20 @@ pub struct CopyTemplate<'a> {
 impl CopyTemplate<'_> {
     /// The document for this copy at `seq` (`seq` must fit an `i64`).
     pub fn to_doc(&self, seq: i64) -> Document {
-        doc! {
-            "_id": format!("{}:{seq:020}", self.user.as_str()),
-            "user": self.user.as_str(),
-            "seq": seq,
-            "id": self.id.as_str(),
-            "data": self.data.get(),
-            "source": self.source,
-            "idem": self.idem,
-            "created_at": DateTime::from_millis(self.created_at_ms),
+        self.entry().to_doc(seq)
+    }
+
+    /// The same fields as a log entry.
+    pub fn entry(&self) -> EntryTemplate<'_> {
+        EntryTemplate {
+            key_field: "user",
+            key: self.user.as_str(),
+            id: self.id,
+            data: self.data,
+            source: self.source,
+            idem: self.idem,
+            created_at_ms: self.created_at_ms,
+            expire_at_ms: None,
         }
     }
 
@@ -113,20 +174,26 @@ pub struct MalformedDoc {
     pub reason: &'static str,
 }
 
-/// Reads a message document back as `user`'s [`StoredMessage`].
-pub fn message_from_doc(doc: &Document) -> Result<StoredMessage, MalformedDoc> {
-    let bad = |reason| MalformedDoc {
+/// The fields every log entry has, read back from its document.
+struct EntryFields {
+    seq: Seq,
+    id: MessageId,
+    data: Arc<RawValue>,
+    created_at_ms: i64,
+}
+
+fn malformed(doc: &Document, reason: &'static str) -> MalformedDoc {
+    MalformedDoc {
         id: doc
             .get("_id")
             .map(|v| v.to_string())
             .unwrap_or_else(|| "?".to_owned()),
         reason,
-    };
-    let user = doc
-        .get_str("user")
-        .ok()
-        .and_then(|u| UserId::new(u).ok())
-        .ok_or_else(|| bad("user missing or invalid"))?;
+    }
+}
+
+fn entry_fields(doc: &Document) -> Result<EntryFields, MalformedDoc> {
+    let bad = |reason| malformed(doc, reason);
     let seq = get_seq(doc, "seq")
         .filter(|s| *s > 0)
         .ok_or_else(|| bad("seq missing or invalid"))?;
@@ -145,12 +212,45 @@ pub fn message_from_doc(doc: &Document) -> Result<StoredMessage, MalformedDoc> {
         .get_datetime("created_at")
         .map(|t| t.timestamp_millis())
         .map_err(|_| bad("created_at missing or not a date"))?;
-    Ok(StoredMessage {
-        user_id: user,
+    Ok(EntryFields {
         seq,
         id,
         data,
         created_at_ms,
+    })
+}
+
+/// Reads a message document back as `user`'s [`StoredMessage`].
+pub fn message_from_doc(doc: &Document) -> Result<StoredMessage, MalformedDoc> {
+    let user = doc
+        .get_str("user")
+        .ok()
+        .and_then(|u| UserId::new(u).ok())
+        .ok_or_else(|| malformed(doc, "user missing or invalid"))?;
+    let f = entry_fields(doc)?;
+    Ok(StoredMessage {
+        user_id: user,
+        seq: f.seq,
+        id: f.id,
+        data: f.data,
+        created_at_ms: f.created_at_ms,
+    })
+}
+
+/// Reads a topic message document back as a [`TopicMessage`].
+pub fn topic_message_from_doc(doc: &Document) -> Result<TopicMessage, MalformedDoc> {
+    let topic = doc
+        .get_str("topic")
+        .ok()
+        .and_then(|t| TopicName::parse_internal(t).ok())
+        .ok_or_else(|| malformed(doc, "topic missing or invalid"))?;
+    let f = entry_fields(doc)?;
+    Ok(TopicMessage {
+        topic,
+        seq: f.seq,
+        id: f.id,
+        data: f.data,
+        created_at_ms: f.created_at_ms,
     })
 }
 

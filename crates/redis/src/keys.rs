@@ -1,13 +1,14 @@
 //! The Redis key layout, in one place.
 //!
 //! Every key carries exactly one hash tag (`{...}`): the user id for route
-//! keys, the node id for liveness keys. In Redis Cluster all of one user's
-//! routes therefore live in one slot (one `HGETALL` reads them), and keys of
-//! different users spread over the cluster. Ids cannot contain `{` or `}`
-//! (see [`edgepush_core::id`]), and the prefix is checked not to, so the tag
-//! is always the id.
+//! and user presence keys, the node id for liveness keys, the topic for
+//! topic keys. In Redis Cluster all of one user's (or topic's) keys
+//! therefore live in one slot, and keys of different users spread over the
+//! cluster. Ids and topic names cannot contain `{` or `}` (see
+//! [`edgepush_core::id`], [`edgepush_core::topic`]), and the prefix is
+//! checked not to, so the tag is always the id.
 
-use edgepush_core::{NodeId, UserId};
+use edgepush_core::{NodeId, TopicName, UserId};
 
 /// Why a key prefix was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,6 +31,30 @@ pub fn route_key(prefix: &str, user: &UserId) -> String {
 /// The STRING saying `node` is alive: its push URL, with a short TTL.
 pub fn node_key(prefix: &str, node: &NodeId) -> String {
     format!("{prefix}:n:{{{node}}}")
+}
+
+/// The ZSET of the nodes with subscribers of `topic`: member node id, score
+/// the time (ms since the epoch) the membership expires.
+pub fn topic_key(prefix: &str, topic: &TopicName) -> String {
+    format!("{prefix}:t:{{{topic}}}")
+}
+
+/// The HASH of `user`'s connections for presence: field connection id,
+/// value `"<node> <connected at, ms since the epoch>"`.
+pub fn user_presence_key(prefix: &str, user: &UserId) -> String {
+    format!("{prefix}:pu:{{{user}}}")
+}
+
+/// The HASH of each node's share of `topic`'s presence: field node id, value
+/// `"<subscriptions> <distinct users>"`.
+pub fn topic_counts_key(prefix: &str, topic: &TopicName) -> String {
+    format!("{prefix}:pc:{{{topic}}}")
+}
+
+/// The HASH of `topic`'s members: field `"<user>/<node>"` (`/` is in no user
+/// or node id), value the user's subscriptions there.
+pub fn topic_members_key(prefix: &str, topic: &TopicName) -> String {
+    format!("{prefix}:pm:{{{topic}}}")
 }
 
 /// Number of hash slots in a Redis Cluster.

@@ -1,8 +1,12 @@
-//! Redis backends of the route store and node directory ports.
+//! Redis backends of the route store, node directory, topic routes and
+//! presence ports.
 //!
-//! [`RedisRouteStore`] implements both [`edgepush_core::RouteStore`] (where a
-//! user's connections are) and [`edgepush_core::NodeDirectory`] (which edge
-//! nodes are alive), on one shared, self-healing connection.
+//! [`RedisRouteStore`] implements [`edgepush_core::RouteStore`] (where a
+//! user's connections are), [`edgepush_core::NodeDirectory`] (which edge
+//! nodes are alive), [`edgepush_core::TopicRoutes`] (which nodes have
+//! subscribers of a topic, in [`topic_routes`]) and
+//! [`edgepush_core::PresenceStore`] (who is online and subscribed, in
+//! [`presence`]), on one shared, self-healing connection.
 //!
 //! # Key layout
 //!
@@ -13,6 +17,10 @@
 //! |---|---|---|---|
 //! | `<prefix>:r:{<user id>}` | HASH | field = connection id, value = node id holding it | [`RedisConfig::route_ttl`] (default 24 h), refreshed on each add |
 //! | `<prefix>:n:{<node id>}` | STRING | the node's push URL | the heartbeat's TTL (seconds) |
+//! | `<prefix>:t:{<topic>}` | ZSET | member node id, score the ms its membership expires | route TTL, refreshed by the nodes |
+//! | `<prefix>:pu:{<user id>}` | HASH | connection id -> `"<node> <connected at ms>"` | route TTL |
+//! | `<prefix>:pc:{<topic>}` | HASH | node id -> `"<subscriptions> <users>"` | route TTL |
+//! | `<prefix>:pm:{<topic>}` | HASH | `"<user>/<node>"` -> subscriptions | route TTL |
 //!
 //! Example: `ep:r:{alice}` = `{ "c-7f3a": "edge-1", "c-91bc": "edge-2" }`,
 //! `ep:n:{edge-1}` = `"http://10.0.3.7:8081"`.
@@ -55,12 +63,21 @@
 //! while Redis is unreachable; the connection is re-established by the next
 //! operations once Redis is back.
 //!
+//! # Tests
+//!
+//! `tests/contract.rs` runs the `RouteStore` and `NodeDirectory` contract
+//! suites (`edgepush-testkit`) on a real Redis and a real Redis Cluster;
+//! `tests/redis_store.rs` and `tests/redis_cluster.rs` cover what is this
+//! adapter's own: key layout and TTLs, lost and corrupt keys, slots, outages.
+//!
 //! [`Heartbeat::Recreated`]: edgepush_core::ports::Heartbeat::Recreated
 
 pub mod config;
 pub mod connection;
 pub mod keys;
+pub mod presence;
 mod store;
+pub mod topic_routes;
 
 pub use config::RedisConfig;
 pub use connection::RedisConnection;

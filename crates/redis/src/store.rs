@@ -22,9 +22,9 @@ use crate::keys::{check_prefix, node_key, route_key, slot};
 pub const ROUTE_CHUNK: usize = 1000;
 
 /// What every clone of a store shares.
-struct Settings {
-    prefix: String,
-    route_ttl_ms: u64,
+pub(crate) struct Settings {
+    pub(crate) prefix: String,
+    pub(crate) route_ttl_ms: u64,
     command_timeout: Duration,
     /// For logs and errors only: credentials removed.
     url: String,
@@ -41,8 +41,8 @@ struct Settings {
 #[derive(Clone)]
 pub struct RedisRouteStore {
     /// A single server or a cluster; every method works on both.
-    conn: RedisConnection,
-    settings: Arc<Settings>,
+    pub(crate) conn: RedisConnection,
+    pub(crate) settings: Arc<Settings>,
 }
 
 impl fmt::Debug for RedisRouteStore {
@@ -88,7 +88,7 @@ impl RedisRouteStore {
 
     /// Runs `fut` (an operation on Redis) within the command timeout and
     /// translates its errors.
-    async fn bounded<T>(
+    pub(crate) async fn bounded<T>(
         &self,
         op: &'static str,
         fut: impl Future<Output = RedisResult<T>>,
@@ -113,7 +113,7 @@ impl RedisRouteStore {
     /// grouped by slot, keeping their order within a group, and the groups'
     /// pipelines are sent concurrently: one round trip per slot group, all
     /// in flight at once over the per-node multiplexed connections.
-    async fn pipelined(&self, cmds: Vec<(String, Cmd)>) -> RedisResult<Vec<Value>> {
+    pub(crate) async fn pipelined(&self, cmds: Vec<(String, Cmd)>) -> RedisResult<Vec<Value>> {
         let count = cmds.len();
         if !self.conn.is_cluster() {
             let mut pipe = redis::pipe();
@@ -356,23 +356,11 @@ fn group_by_user<'a>(routes: &[(&'a UserId, &'a ConnId)]) -> Vec<(&'a UserId, Ve
 /// skipped with a warning: one corrupt entry must not hide a user's other
 /// routes.
 fn parse_routes(user: &UserId, reply: Value) -> Result<Vec<(ConnId, NodeId)>, RouteError> {
-    let pairs: Vec<(Value, Value)> = match reply {
-        Value::Nil => Vec::new(),
-        Value::Map(pairs) => pairs,
-        Value::Array(items) => {
-            let mut items = items.into_iter();
-            let mut pairs = Vec::with_capacity(items.len() / 2);
-            while let (Some(field), Some(value)) = (items.next(), items.next()) {
-                pairs.push((field, value));
-            }
-            pairs
-        }
-        other => {
-            return Err(RouteError::Backend(format!(
-                "routes_of: unexpected reply for user {user}: {other:?}"
-            )));
-        }
-    };
+    let pairs = hash_pairs(reply).map_err(|other| {
+        RouteError::Backend(format!(
+            "routes_of: unexpected reply for user {user}: {other:?}"
+        ))
+    })?;
     let mut routes = Vec::with_capacity(pairs.len());
     for (field, value) in pairs {
         let conn = text_of(field).map(ConnId::new);
@@ -390,8 +378,26 @@ fn parse_routes(user: &UserId, reply: Value) -> Result<Vec<(ConnId, NodeId)>, Ro
     Ok(routes)
 }
 
+/// The (field, value) pairs of an `HGETALL` reply: a flat array in RESP2, a
+/// map in RESP3, nil for a missing key. Any other reply is handed back.
+pub(crate) fn hash_pairs(reply: Value) -> Result<Vec<(Value, Value)>, Value> {
+    match reply {
+        Value::Nil => Ok(Vec::new()),
+        Value::Map(pairs) => Ok(pairs),
+        Value::Array(items) => {
+            let mut items = items.into_iter();
+            let mut pairs = Vec::with_capacity(items.len() / 2);
+            while let (Some(field), Some(value)) = (items.next(), items.next()) {
+                pairs.push((field, value));
+            }
+            Ok(pairs)
+        }
+        other => Err(other),
+    }
+}
+
 /// The bytes of a string reply.
-fn bytes_of(value: Value) -> Option<Vec<u8>> {
+pub(crate) fn bytes_of(value: Value) -> Option<Vec<u8>> {
     match value {
         Value::BulkString(bytes) => Some(bytes),
         Value::SimpleString(s) => Some(s.into_bytes()),
@@ -402,7 +408,7 @@ fn bytes_of(value: Value) -> Option<Vec<u8>> {
 
 /// A string reply as text (lossy: a non-UTF-8 byte becomes U+FFFD, which no
 /// id accepts, so the caller's validation refuses it).
-fn text_of(value: Value) -> Option<String> {
+pub(crate) fn text_of(value: Value) -> Option<String> {
     bytes_of(value).map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 

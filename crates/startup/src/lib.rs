@@ -22,6 +22,20 @@
 //!
 //! Tests never touch the process environment: they build an [`Env`] from
 //! pairs ([`Env::from_pairs`]) and resolve it the same way.
+//!
+//! # Layout
+//!
+//! - [`start`], [`Env`], [`init_tracing`], [`LogFailure`] (here): the start.
+//! - [`signal`]: [`shutdown_signal`], SIGTERM or SIGINT, on which every
+//!   long-running binary drains or stops.
+//! - [`mode`]: [`long_running`], the argument that runs a function's binary
+//!   as a long-running process (`collect serve`, `dispatch consume`).
+
+pub mod mode;
+pub mod signal;
+
+pub use mode::{UnknownMode, long_running};
+pub use signal::shutdown_signal;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -45,6 +59,18 @@ pub enum LogStyle {
     /// A long-running server (`edge-node serve`, dev mode): human-readable
     /// lines on stderr, or JSON lines with `EDGEPUSH_LOG_FORMAT=json`.
     Server,
+}
+
+impl LogStyle {
+    /// A function's binary: [`LogStyle::Server`] in its long-running mode
+    /// (see [`long_running`]), else [`LogStyle::Lambda`].
+    pub fn of_function(long_running: bool) -> Self {
+        if long_running {
+            Self::Server
+        } else {
+            Self::Lambda
+        }
+    }
 }
 
 /// The start-up failed: a reference could not be resolved.

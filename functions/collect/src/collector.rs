@@ -3,18 +3,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use edgepush_core::protocol::SubmitResponse;
 pub use edgepush_core::submit::Limits;
 use edgepush_core::submit::Submission;
 use edgepush_core::{Handoff, MessageId, MessageStore, NewMessage, UserId};
 use http::Method;
 
-use crate::{ApiKeys, CollectError};
-
-/// The start of the idempotency keys collect chooses for submissions that
-/// came without one.
-pub(crate) const AUTO_KEY_PREFIX: &str = "auto-";
+use crate::ApiKeys;
+use crate::error::{CollectError, check_size};
+use crate::request::{AUTO_KEY_PREFIX, CollectRequest, CollectResponse, Trace};
+use crate::topics::{Route, Topics};
 
 /// The one path of the collect API.
 pub const MESSAGES_PATH: &str = "/v1/messages";
@@ -31,85 +29,27 @@ pub struct Collector {
     pub api_keys: ApiKeys,
     /// Bounds on a submission.
     pub limits: Limits,
-}
-
-/// An HTTP request as collect needs it, whatever carried it (Lambda event,
-/// axum request, test).
-#[derive(Debug, Clone)]
-pub struct CollectRequest {
-    /// The HTTP method.
-    pub method: Method,
-    /// The path, without query string or API Gateway stage prefix.
-    pub path: String,
-    /// The `Authorization` header, if any.
-    pub authorization: Option<String>,
-    /// The raw body. Callers may cut it one byte past
-    /// [`Limits::max_body_bytes`]: anything longer is refused anyway.
-    pub body: Bytes,
-}
-
-/// An HTTP response as collect produces it; the adapters turn it into their
-/// own response type.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CollectResponse {
-    /// The HTTP status.
-    pub status: u16,
-    /// The body, JSON.
-    pub body: String,
-    /// Headers, lowercase names.
-    pub headers: Vec<(String, String)>,
-}
-
-impl CollectResponse {
-    /// A JSON response with `status` and `body` serialised.
-    pub(crate) fn json(status: u16, body: &impl serde::Serialize) -> Self {
-        // Serialising our own plain types cannot fail; answer a bare 500
-        // rather than panic if it ever does.
-        let (status, body) = match serde_json::to_string(body) {
-            Ok(text) => (status, text),
-            Err(_) => (
-                500,
-                r#"{"error":{"code":"internal","message":"could not encode the answer"}}"#.into(),
-            ),
-        };
-        Self {
-            status,
-            body,
-            headers: vec![("content-type".into(), "application/json".into())],
-        }
-    }
-
-    /// Adds a header.
-    pub(crate) fn push_header(&mut self, name: &str, value: &str) {
-        self.headers.push((name.to_owned(), value.to_owned()));
-    }
-
-    /// The first value of header `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// What the request log line reports besides the outcome.
-#[derive(Default)]
-struct Trace<'a> {
-    source: Option<&'a str>,
-    recipients: Option<usize>,
-    message_id: Option<MessageId>,
+    /// The topic side (publish, broadcast, presence); `None` answers its
+    /// paths `501 not_implemented`.
+    pub topics: Option<Topics>,
 }
 
 impl Collector {
-    /// A collector with the default [`Limits`].
+    /// A collector with the default [`Limits`], without the topic side.
     pub fn new(store: Arc<dyn MessageStore>, handoff: Arc<dyn Handoff>, api_keys: ApiKeys) -> Self {
         Self {
             store,
             handoff,
             api_keys,
             limits: Limits::default(),
+            topics: None,
         }
+    }
+
+    /// The same with the topic side.
+    pub fn with_topics(mut self, topics: Topics) -> Self {
+        self.topics = Some(topics);
+        self
     }
 
     /// Serves one request to the collect API.
@@ -125,26 +65,36 @@ impl Collector {
     ///    with the same idempotency key is safe);
     /// 7. `202` with one receipt per distinct recipient, in `to` order.
     ///
-    /// Other paths answer `404`, other methods `405`. Every answer is JSON.
-    /// Logs one line per request.
+    /// The topic paths (publish, broadcast, presence) are served as
+    /// [`crate::topics`] documents. Other paths answer `404`, other methods
+    /// `405`. Every answer is JSON. Logs one line per request.
     pub async fn handle(&self, request: CollectRequest) -> CollectResponse {
         let mut trace = Trace::default();
-        let result = self.submit(&request, &mut trace).await;
+        let result = if request.path == MESSAGES_PATH {
+            self.submit(&request, &mut trace)
+                .await
+                .map(|accepted| CollectResponse::json(202, &accepted))
+        } else {
+            match Route::of(&request.path) {
+                Some(route) => self.topic_request(route, &request, &mut trace).await,
+                None => Err(CollectError::NotFound(request.path.clone())),
+            }
+        };
         let method = request.method.as_str();
         let path = request.path.as_str();
         let message_id = trace.message_id.as_ref().map(MessageId::as_str);
         match result {
-            Ok(accepted) => {
+            Ok(response) => {
                 tracing::info!(
                     method,
                     path,
-                    status = 202,
+                    status = response.status,
                     source = trace.source,
                     recipients = trace.recipients,
                     message_id,
-                    "message accepted"
+                    "request served"
                 );
-                CollectResponse::json(202, &accepted)
+                response
             }
             Err(error) => {
                 let status = error.status();
@@ -172,19 +122,8 @@ impl Collector {
         request: &CollectRequest,
         trace: &mut Trace<'a>,
     ) -> Result<SubmitResponse, CollectError> {
-        if request.path != MESSAGES_PATH {
-            return Err(CollectError::NotFound(request.path.clone()));
-        }
-        if request.method != Method::POST {
-            return Err(CollectError::MethodNotAllowed(request.method.to_string()));
-        }
-        let source = self.authenticate(request.authorization.as_deref())?;
-        trace.source = Some(source);
-        if request.body.len() > self.limits.max_body_bytes {
-            return Err(CollectError::TooLarge {
-                max: self.limits.max_body_bytes,
-            });
-        }
+        let source = self.admit(request, Method::POST, trace)?;
+        check_size(request, &self.limits)?;
         let submission = self.parse(&request.body)?;
         trace.recipients = Some(submission.to.len());
 
@@ -223,7 +162,44 @@ impl Collector {
     }
 
     /// The source name of the caller's API key.
-    fn authenticate(&self, authorization: Option<&str>) -> Result<&str, CollectError> {
+    /// Serves a request of the topic side ([`crate::topics`]) after the
+    /// checks every request gets (method, API key).
+    async fn topic_request<'a>(
+        &'a self,
+        route: Route,
+        request: &CollectRequest,
+        trace: &mut Trace<'a>,
+    ) -> Result<CollectResponse, CollectError> {
+        let source = self.admit(request, route.method(), trace)?;
+        let topics = self
+            .topics
+            .as_ref()
+            .ok_or(CollectError::TopicsNotConfigured)?;
+        topics
+            .serve(route, request, source, &self.limits, &*self.handoff, trace)
+            .await
+    }
+
+    /// `405` unless `request` uses `method`, then `401` without a valid API
+    /// key; the key's source otherwise (noted in `trace`).
+    fn admit<'a>(
+        &'a self,
+        request: &CollectRequest,
+        method: Method,
+        trace: &mut Trace<'a>,
+    ) -> Result<&'a str, CollectError> {
+        if request.method != method {
+            return Err(CollectError::MethodNotAllowed(
+                request.method.to_string(),
+                method,
+            ));
+        }
+        let source = self.authenticate(request.authorization.as_deref())?;
+        trace.source = Some(source);
+        Ok(source)
+    }
+
+    pub(crate) fn authenticate(&self, authorization: Option<&str>) -> Result<&str, CollectError> {
         let key = authorization
             .and_then(edgepush_core::bearer::bearer_token)
             .ok_or(CollectError::MissingKey)?;

@@ -27,6 +27,9 @@ pub struct Config {
     pub mongo: MongoConfig,
     /// How the in-process dispatch reaches Redis and the edge nodes.
     pub dispatch: edgepush_dispatch::Config,
+    /// The topic namespaces (`EDGEPUSH_TOPIC_NAMESPACES`,
+    /// `EDGEPUSH_TOPIC_RETENTION_SECS`).
+    pub namespaces: edgepush_core::Namespaces,
 }
 
 impl Config {
@@ -42,6 +45,8 @@ impl Config {
             api_keys,
             mongo: MongoConfig::from_lookup(&lookup)?,
             dispatch: edgepush_dispatch::Config::from_lookup(&lookup)?,
+            namespaces: edgepush_core::Namespaces::from_lookup(&lookup)
+                .map_err(|e| ConfigError::invalid(edgepush_core::Namespaces::ENV, e))?,
         })
     }
 }

@@ -6,9 +6,10 @@
 //! carries a message for the caller, without backend details for 5xx.
 
 use edgepush_core::protocol::ErrorBody;
-use edgepush_core::{HandoffError, StoreError};
+use edgepush_core::{HandoffError, RouteError, StoreError};
+use http::Method;
 
-use crate::{CollectResponse, MESSAGES_PATH};
+use crate::request::{CollectRequest, CollectResponse};
 
 /// Why a request was not accepted. `Display` is the detailed, loggable text;
 /// the HTTP answer is built by [`CollectResponse::from`].
@@ -17,9 +18,10 @@ pub enum CollectError {
     /// No such path.
     #[error("no route for {0}")]
     NotFound(String),
-    /// The path exists, the method does not.
+    /// The path exists, the method does not; the second is the one it
+    /// answers.
     #[error("method {0} is not allowed")]
-    MethodNotAllowed(String),
+    MethodNotAllowed(String, Method),
     /// No `Authorization: Bearer <key>` header.
     #[error("missing bearer API key")]
     MissingKey,
@@ -47,14 +49,26 @@ pub enum CollectError {
     /// idempotency key to retry with.
     #[error("stored, but the hand-off failed: {0}")]
     HandoffFailed(HandoffError, String),
+    /// A topic path on a collector built without the topic side.
+    #[error("topics are not configured on this collector")]
+    TopicsNotConfigured,
+    /// Presence was asked of a namespace that does not keep it.
+    #[error("the namespace {0:?} does not keep presence")]
+    PresenceDisabled(String),
+    /// The presence store (or the node directory) failed.
+    #[error("presence read failed: {0}")]
+    Presence(RouteError),
 }
 
 impl CollectError {
     /// The HTTP status of the answer.
     pub fn status(&self) -> u16 {
         match self {
-            Self::NotFound(_) => 404,
-            Self::MethodNotAllowed(_) => 405,
+            Self::NotFound(_) | Self::PresenceDisabled(_) => 404,
+            Self::MethodNotAllowed(..) => 405,
+            Self::TopicsNotConfigured => 501,
+            Self::Presence(RouteError::Unavailable(_)) => 503,
+            Self::Presence(RouteError::Backend(_)) => 500,
             Self::MissingKey | Self::BadKey => 401,
             Self::TooLarge { .. } => 413,
             Self::BadRequest(_) => 400,
@@ -68,7 +82,11 @@ impl CollectError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::NotFound(_) => "not_found",
-            Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::PresenceDisabled(_) => "presence_disabled",
+            Self::MethodNotAllowed(..) => "method_not_allowed",
+            Self::TopicsNotConfigured => "not_implemented",
+            Self::Presence(RouteError::Unavailable(_)) => "unavailable",
+            Self::Presence(RouteError::Backend(_)) => "internal",
             Self::MissingKey | Self::BadKey => "unauthorized",
             Self::TooLarge { .. } => "too_large",
             Self::BadRequest(_) => "bad_request",
@@ -90,10 +108,22 @@ impl CollectError {
     /// errors say what happened to the message, never backend details.
     fn public_message(&self) -> String {
         match self {
-            Self::NotFound(_) => format!("no such path; the API is POST {MESSAGES_PATH}"),
-            Self::MethodNotAllowed(method) => {
-                format!("method {method} is not allowed on {MESSAGES_PATH}; use POST")
+            Self::NotFound(_) => "no such path; see the collect API: POST /v1/messages, \
+                 POST /v1/topics/{topic}/messages, POST /v1/publish, POST /v1/broadcast, \
+                 GET /v1/users/{user}/presence, GET /v1/presence, \
+                 GET /v1/topics/{topic}/presence, GET /v1/topics/{topic}/members"
+                .into(),
+            Self::MethodNotAllowed(method, allowed) => {
+                format!("method {method} is not allowed here; use {allowed}")
             }
+            Self::TopicsNotConfigured => "topics are not configured on this deployment".into(),
+            Self::PresenceDisabled(namespace) => format!(
+                "the namespace {namespace:?} does not keep presence (enable it in EDGEPUSH_TOPIC_NAMESPACES)"
+            ),
+            Self::Presence(RouteError::Unavailable(_)) => {
+                "presence is unavailable; retry later".into()
+            }
+            Self::Presence(RouteError::Backend(_)) => "presence could not be read".into(),
             Self::BadRequest(text) => text.clone(),
             Self::MissingKey => "an API key is required: Authorization: Bearer <key>".into(),
             Self::BadKey => "invalid API key".into(),
@@ -123,12 +153,29 @@ impl From<CollectError> for CollectResponse {
         let mut body = ErrorBody::new(error.code(), error.public_message());
         body.error.idempotency_key = error.retry_key().map(str::to_owned);
         let mut response = CollectResponse::json(error.status(), &body);
-        match error.status() {
-            401 => response.push_header("www-authenticate", "Bearer"),
-            405 => response.push_header("allow", "POST"),
-            503 => response.push_header("retry-after", "1"),
+        match &error {
+            CollectError::MethodNotAllowed(_, allowed) => {
+                response.push_header("allow", allowed.as_str());
+            }
+            CollectError::MissingKey | CollectError::BadKey => {
+                response.push_header("www-authenticate", "Bearer");
+            }
+            _ if error.status() == 503 => response.push_header("retry-after", "1"),
             _ => {}
         }
         response
     }
+}
+
+/// `413` for a body over [`Limits::max_body_bytes`](crate::Limits::max_body_bytes).
+pub(crate) fn check_size(
+    request: &CollectRequest,
+    limits: &edgepush_core::submit::Limits,
+) -> Result<(), CollectError> {
+    if request.body.len() > limits.max_body_bytes {
+        return Err(CollectError::TooLarge {
+            max: limits.max_body_bytes,
+        });
+    }
+    Ok(())
 }

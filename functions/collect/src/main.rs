@@ -14,17 +14,22 @@
 //! The hand-off ([`HandoffChoice`]): `EDGEPUSH_HANDOFF=sqs` with
 //! `EDGEPUSH_QUEUE_URL` sends stored messages to that SQS queue; `direct`
 //! (the default without a queue URL) runs dispatch in this process.
+//!
+//! `collect serve` serves the same API as a long-running HTTP server instead
+//! ([`edgepush_collect::server`], on `EDGEPUSH_COLLECT_ADDR`) until SIGTERM
+//! or SIGINT, for deployments without Lambda.
 
 use std::sync::Arc;
 
 use edgepush_aws::{AwsSettings, HandoffChoice};
-use edgepush_collect::Config;
+use edgepush_collect::{Config, server};
 use edgepush_startup::{LogFailure as _, LogStyle};
 use lambda_http::Error;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let env = edgepush_startup::start(LogStyle::Lambda).await?;
+    let serve = edgepush_startup::long_running("collect", "serve", std::env::args().skip(1))?;
+    let env = edgepush_startup::start(LogStyle::of_function(serve)).await?;
     let config = Config::from_lookup(env.lookup()).log_failure("invalid configuration")?;
     let handoff = HandoffChoice::from_lookup(env.lookup()).log_failure("invalid configuration")?;
     tracing::info!(?config, ?handoff, "starting collect");
@@ -33,5 +38,9 @@ async fn main() -> Result<(), Error> {
     let collector = edgepush_collect::connect(&config, &handoff, &aws)
         .await
         .log_failure("startup failed")?;
+    if serve {
+        let shutdown = edgepush_startup::shutdown_signal();
+        return Ok(server::serve(Arc::new(collector), env.lookup(), shutdown).await?);
+    }
     edgepush_collect::lambda::run(Arc::new(collector)).await
 }

@@ -37,6 +37,7 @@ async fn serve(State(collector): State<Arc<Collector>>, request: Request) -> Res
                 .handle(CollectRequest {
                     method: parts.method,
                     path: parts.uri.path().to_owned(),
+                    query: parts.uri.query().map(str::to_owned),
                     authorization,
                     body,
                 })

@@ -22,16 +22,17 @@ use serde_json::Value;
 
 use crate::{ApiKeys, CollectRequest, CollectResponse, Collector, Limits};
 
-const KEYS: &str = "billing:test-key-billing,ops:test-key-ops";
-const KEY: &str = "test-key-billing";
+pub(crate) const KEYS: &str = "billing:test-key-billing,ops:test-key-ops";
+pub(crate) const KEY: &str = "test-key-billing";
 
 /// A hand-off that records what it was given and fails on demand.
 #[derive(Default)]
-struct RecordingHandoff {
-    not_ready: bool,
-    fail: bool,
-    ready_calls: AtomicUsize,
-    handed: Mutex<Vec<Vec<StoredMessage>>>,
+pub(crate) struct RecordingHandoff {
+    pub(crate) not_ready: bool,
+    pub(crate) fail: bool,
+    pub(crate) ready_calls: AtomicUsize,
+    pub(crate) handed: Mutex<Vec<Vec<StoredMessage>>>,
+    pub(crate) handed_topics: Mutex<Vec<Vec<edgepush_core::TopicMessage>>>,
 }
 
 impl RecordingHandoff {
@@ -44,6 +45,17 @@ impl RecordingHandoff {
 impl Handoff for RecordingHandoff {
     async fn hand_off(&self, messages: &[StoredMessage]) -> Result<(), HandoffError> {
         self.handed.lock().unwrap().push(messages.to_vec());
+        if self.fail {
+            return Err(HandoffError::Unavailable("queue down".into()));
+        }
+        Ok(())
+    }
+
+    async fn hand_off_topics(
+        &self,
+        messages: &[edgepush_core::TopicMessage],
+    ) -> Result<(), HandoffError> {
+        self.handed_topics.lock().unwrap().push(messages.to_vec());
         if self.fail {
             return Err(HandoffError::Unavailable("queue down".into()));
         }
@@ -104,6 +116,7 @@ fn fixture_with(handoff: RecordingHandoff) -> Fixture {
         handoff: handoff.clone(),
         api_keys: KEYS.parse().unwrap(),
         limits: Limits::default(),
+        topics: None,
     });
     Fixture {
         store,
@@ -116,7 +129,7 @@ fn fixture() -> Fixture {
     fixture_with(RecordingHandoff::default())
 }
 
-fn request(
+pub(crate) fn request(
     method: Method,
     path: &str,
     auth: Option<&str>,
@@ -125,6 +138,7 @@ fn request(
     CollectRequest {
         method,
         path: path.into(),
+        query: None,
         authorization: auth.map(str::to_owned),
         body: body.into(),
     }
@@ -140,7 +154,7 @@ fn post(body: impl Into<Bytes>) -> CollectRequest {
 }
 
 /// The error code and message of an error response, checking its shape.
-fn error_of(response: &CollectResponse) -> (String, String) {
+pub(crate) fn error_of(response: &CollectResponse) -> (String, String) {
     assert_eq!(response.header("content-type"), Some("application/json"));
     let body: ErrorBody = serde_json::from_str(&response.body)
         .unwrap_or_else(|e| panic!("not an ErrorBody ({e}): {}", response.body));
@@ -424,28 +438,31 @@ async fn idempotent_retries_return_the_same_answer() {
 }
 
 /// A store error, and the status and code it must produce.
-type StoreCase = (fn() -> StoreError, u16, &'static str);
+pub(crate) type StoreCase = (fn() -> StoreError, u16, &'static str);
+
+/// Every kind of store failure, with its answer (the backend detail
+/// `mongo-0` must not reach the caller).
+pub(crate) const STORE_CASES: [StoreCase; 3] = [
+    (
+        || StoreError::Unavailable("no primary".into()),
+        503,
+        "unavailable",
+    ),
+    (
+        || StoreError::Contention("seq race".into()),
+        503,
+        "unavailable",
+    ),
+    (
+        || StoreError::Backend("disk full on mongo-0.internal".into()),
+        500,
+        "internal",
+    ),
+];
 
 #[tokio::test]
 async fn store_failures_are_503_or_500_and_nothing_is_handed_off() {
-    let cases: [StoreCase; 3] = [
-        (
-            || StoreError::Unavailable("no primary".into()),
-            503,
-            "unavailable",
-        ),
-        (
-            || StoreError::Contention("seq race".into()),
-            503,
-            "unavailable",
-        ),
-        (
-            || StoreError::Backend("disk full on mongo-0.internal".into()),
-            500,
-            "internal",
-        ),
-    ];
-    for (make, status, code) in cases {
+    for (make, status, code) in STORE_CASES {
         let handoff = Arc::new(RecordingHandoff::default());
         let store = Arc::new(FailingStore {
             make,

@@ -12,14 +12,9 @@
 //! real HTTP server stands in for the management API (the SDK is sent to it
 //! through `AWS_ENDPOINT_URL`, the stage path kept).
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use axum::body::Body;
-use axum::http::{Request, Response, StatusCode};
 use bytes::Bytes;
 use edgepush_aws::{AwsSettings, HandoffChoice};
 use edgepush_collect::{CollectRequest, Config, MESSAGES_PATH};
@@ -27,96 +22,25 @@ use edgepush_core::config::lookup_from_pairs;
 use edgepush_core::protocol::SubmitResponse;
 use edgepush_core::{ConnId, NodeDirectory, NodeId, RouteStore, UserId};
 use edgepush_redis::RedisRouteStore;
+use edgepush_testkit::{ManagementApiStandIn, TestDatabase, redis_url, unique};
 use http::Method;
 
 /// A real API Gateway connection id shape.
 const APIGW_CONN: &str = "L0SM9cOFvHcCIhw=";
 const API_KEY: &str = "collect-apigw-test-key";
 
-fn required(name: &str) -> String {
-    match std::env::var(name) {
-        Ok(value) if !value.trim().is_empty() => value.trim().to_owned(),
-        _ => panic!("set {name}, or run scripts/test"),
-    }
-}
-
-fn unique(prefix: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "{prefix}{}x{nanos}x{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// One request the stand-in received.
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    path: String,
-    authorization: String,
-    body: Bytes,
-}
-
-/// A server that answers like API Gateway's management API: `200` to
-/// every `PostToConnection`.
-async fn management_api_stand_in() -> Result<(SocketAddr, Arc<Mutex<Vec<Seen>>>)> {
-    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-    let record = seen.clone();
-    let app = axum::Router::new().fallback(move |request: Request<Body>| {
-        let record = record.clone();
-        async move {
-            let (parts, body) = request.into_parts();
-            let body = axum::body::to_bytes(body, 1 << 20)
-                .await
-                .unwrap_or_default();
-            let authorization = parts
-                .headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            if let Ok(mut seen) = record.lock() {
-                seen.push(Seen {
-                    method: parts.method.to_string(),
-                    path: parts.uri.path().to_owned(),
-                    authorization,
-                    body,
-                });
-            }
-            Response::builder()
-                .status(StatusCode::OK)
-                .body(Body::empty())
-                .unwrap_or_else(|_| Response::new(Body::empty()))
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok((addr, seen))
-}
-
 #[tokio::test]
 async fn the_direct_hand_off_posts_to_api_gateway_connections() -> Result<()> {
-    let (stand_in, seen) = management_api_stand_in().await?;
-    let database = unique("collect_apigw_");
+    let stand_in = ManagementApiStandIn::start().await?;
+    let database = TestDatabase::shared()?;
     let pairs = [
         ("EDGEPUSH_API_KEYS", format!("billing:{API_KEY}")),
-        (
-            "EDGEPUSH_MONGODB_URI",
-            required("EDGEPUSH_TEST_MONGODB_URI"),
-        ),
-        ("EDGEPUSH_MONGODB_DATABASE", database.clone()),
-        ("EDGEPUSH_REDIS_URL", required("EDGEPUSH_TEST_REDIS_URL")),
+        ("EDGEPUSH_MONGODB_URI", database.uri().to_owned()),
+        ("EDGEPUSH_MONGODB_DATABASE", database.name().to_owned()),
+        ("EDGEPUSH_REDIS_URL", redis_url()?),
         ("EDGEPUSH_PUSH_ACCESS_KEY_ID", "AKIDPUSH".to_owned()),
         ("EDGEPUSH_PUSH_SECRET_ACCESS_KEY", "push-secret".to_owned()),
-        ("AWS_ENDPOINT_URL", format!("http://{stand_in}")),
+        ("AWS_ENDPOINT_URL", stand_in.url()),
         ("AWS_REGION", "us-east-1".to_owned()),
         ("AWS_ACCESS_KEY_ID", "AKIDMANAGEDEDGE".to_owned()),
         ("AWS_SECRET_ACCESS_KEY", "managed-edge-secret".to_owned()),
@@ -143,7 +67,7 @@ async fn the_direct_hand_off_posts_to_api_gateway_connections() -> Result<()> {
     let api_id = unique("t");
     let node = NodeId::new(format!("apigw-{api_id}-prod"))?;
     let endpoint = format!("https://{api_id}.execute-api.us-east-1.amazonaws.com/prod");
-    let user = unique("apigw-user-");
+    let user = unique("apigw-user");
     let routes = RedisRouteStore::connect(config.dispatch.redis.clone()).await?;
     routes
         .heartbeat(&node, &endpoint, Duration::from_secs(600))
@@ -156,6 +80,7 @@ async fn the_direct_hand_off_posts_to_api_gateway_connections() -> Result<()> {
         .handle(CollectRequest {
             method: Method::POST,
             path: MESSAGES_PATH.to_owned(),
+            query: None,
             authorization: Some(format!("Bearer {API_KEY}")),
             body: Bytes::from(format!(
                 r#"{{"to":["{user}"],"data":{{"text":"hello"}},"idempotency_key":"apigw-1"}}"#
@@ -166,7 +91,7 @@ async fn the_direct_hand_off_posts_to_api_gateway_connections() -> Result<()> {
     let receipt: SubmitResponse = serde_json::from_str(&response.body)?;
     let message = &receipt.messages[0];
 
-    let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    let seen = stand_in.seen();
     assert_eq!(seen.len(), 1, "one PostToConnection: {seen:?}");
     let post = &seen[0];
     assert_eq!(post.method, "POST");
@@ -189,10 +114,6 @@ async fn the_direct_hand_off_posts_to_api_gateway_connections() -> Result<()> {
     assert_eq!(frame["id"], message.id.as_str());
     assert_eq!(frame["data"]["text"], "hello");
 
-    mongodb::Client::with_uri_str(required("EDGEPUSH_TEST_MONGODB_URI"))
-        .await?
-        .database(&database)
-        .drop()
-        .await?;
+    database.cleanup().await?;
     Ok(())
 }

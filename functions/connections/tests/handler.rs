@@ -5,8 +5,7 @@
 //! database of its own.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
@@ -18,6 +17,7 @@ use edgepush_connections::{
 use edgepush_core::{ConnId, MessageStore, NewMessage, NodeDirectory, NodeId, RouteStore, UserId};
 use edgepush_mongo::{MongoConfig, MongoMessageStore};
 use edgepush_redis::{RedisConfig, RedisRouteStore};
+use edgepush_testkit::{TestDatabase, delete_prefix, redis_url, route_names, unique_prefix, user};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{Value, json};
 
@@ -26,34 +26,6 @@ const SECRET: &[u8] = b"connections-test-secret-0123456789";
 const FIXTURE_CONN: &str = "L0SM9cOFvHcCIhw=";
 const FIXTURE_NODE: &str = "apigw-abcdef1234-prod";
 const FIXTURE_ENDPOINT: &str = "https://abcdef1234.execute-api.us-east-1.amazonaws.com/prod";
-
-fn redis_url() -> String {
-    match std::env::var("EDGEPUSH_TEST_REDIS_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => panic!("set EDGEPUSH_TEST_REDIS_URL, or run scripts/test"),
-    }
-}
-
-fn mongodb_uri() -> String {
-    match std::env::var("EDGEPUSH_TEST_MONGODB_URI") {
-        Ok(uri) if !uri.is_empty() => uri,
-        _ => panic!("set EDGEPUSH_TEST_MONGODB_URI, or run scripts/test"),
-    }
-}
-
-/// A name no other test (or run) uses.
-fn unique(test: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
-    format!(
-        "{test}_{}_{nanos:08x}_{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 fn fixture(name: &str) -> Result<Value> {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -94,10 +66,6 @@ fn new_message(user: &str, k: u64) -> NewMessage {
     }
 }
 
-fn user(s: &str) -> UserId {
-    UserId::new(s).expect("valid user id")
-}
-
 /// The handlers on a private key prefix, and the stores to inspect.
 struct Env {
     connections: Connections,
@@ -109,15 +77,15 @@ struct Env {
 
 impl Env {
     async fn new(test: &str) -> Result<Self> {
-        let prefix = format!("eptest:{}", unique(test));
+        let prefix = unique_prefix(test);
         let config = RedisConfig {
             key_prefix: prefix.clone(),
             route_ttl: Duration::from_secs(600),
-            ..RedisConfig::new(redis_url())
+            ..RedisConfig::new(redis_url()?)
         };
         let routes = Arc::new(RedisRouteStore::connect(config.clone()).await?);
         let owners = Arc::new(RedisConnectionOwners::connect(&config).await?);
-        let redis = redis::Client::open(redis_url())?
+        let redis = redis::Client::open(redis_url()?)?
             .get_multiplexed_async_connection()
             .await?;
         let connections = Connections {
@@ -147,14 +115,7 @@ impl Env {
     }
 
     async fn routes_of(&self, name: &str) -> Result<Vec<(String, String)>> {
-        let routes = self.routes.routes_of(&[user(name)]).await?;
-        let mut out: Vec<(String, String)> = routes
-            .into_iter()
-            .flatten()
-            .map(|(c, n)| (c.to_string(), n.to_string()))
-            .collect();
-        out.sort();
-        Ok(out)
+        Ok(route_names(&self.routes.routes_of(&[user(name)]).await?[0]))
     }
 
     async fn owner(&self, conn: &str) -> Result<Option<String>> {
@@ -175,14 +136,8 @@ impl Env {
         Ok(keys)
     }
 
-    async fn cleanup(mut self) -> Result<()> {
-        let keys = self.keys().await?;
-        if !keys.is_empty() {
-            redis::cmd("DEL")
-                .arg(&keys)
-                .query_async::<()>(&mut self.redis)
-                .await?;
-        }
+    async fn cleanup(self) -> Result<()> {
+        delete_prefix(&redis_url()?, &self.prefix).await?;
         Ok(())
     }
 }
@@ -376,9 +331,9 @@ async fn disconnect_removes_only_its_route() -> Result<()> {
 
 #[tokio::test]
 async fn default_route_acks_and_refuses_anything_else() -> Result<()> {
-    let db_name = unique("ept_conn_ack");
-    let mut mongo = MongoConfig::new(mongodb_uri());
-    mongo.database = db_name.clone();
+    let db = TestDatabase::shared()?;
+    let mut mongo = MongoConfig::new(db.uri());
+    mongo.database = db.name().to_owned();
     let store = Arc::new(MongoMessageStore::connect(mongo).await?);
 
     let mut env = Env::new("default_route").await?;
@@ -475,9 +430,7 @@ async fn default_route_acks_and_refuses_anything_else() -> Result<()> {
     );
 
     env.cleanup().await?;
-    let client = mongodb::Client::with_uri_str(mongodb_uri()).await?;
-    client.database(&db_name).drop().await?;
-    Ok(())
+    db.cleanup().await
 }
 
 #[tokio::test]

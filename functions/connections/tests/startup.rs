@@ -9,7 +9,6 @@
 //! LocalStack from scripts/test) and the real Redis
 //! (`EDGEPUSH_TEST_REDIS_URL`).
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
@@ -21,28 +20,9 @@ use edgepush_connections::{Config, handler};
 use edgepush_core::{RouteStore, UserId};
 use edgepush_redis::RedisRouteStore;
 use edgepush_startup::Env;
+use edgepush_testkit::{aws_endpoint, redis_url, unique};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{Value, json};
-
-fn required(name: &str) -> String {
-    match std::env::var(name) {
-        Ok(value) if !value.trim().is_empty() => value.trim().to_owned(),
-        _ => panic!("set {name}, or run scripts/test"),
-    }
-}
-
-fn unique(prefix: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "{prefix}-{}-{nanos}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 fn connect_event(token: &str) -> Result<ApiGatewayWebsocketProxyRequest> {
     let path = format!("{}/tests/fixtures/connect.json", env!("CARGO_MANIFEST_DIR"));
@@ -59,8 +39,8 @@ fn connect_event(token: &str) -> Result<ApiGatewayWebsocketProxyRequest> {
 
 #[tokio::test]
 async fn references_are_resolved_before_the_stores_and_the_verifier_see_them() -> Result<()> {
-    let endpoint = required("EDGEPUSH_TEST_AWS_ENDPOINT");
-    let redis_url = required("EDGEPUSH_TEST_REDIS_URL");
+    let endpoint = aws_endpoint()?;
+    let redis_url = redis_url()?;
     let jwt_secret = "connections-secret-from-secrets-manager";
 
     // The references: the Redis URL in SSM, the JWT key in a JSON secret.
@@ -147,7 +127,7 @@ async fn references_are_resolved_before_the_stores_and_the_verifier_see_them() -
 
 #[tokio::test]
 async fn a_missing_parameter_stops_the_start_with_its_name() -> Result<()> {
-    let endpoint = required("EDGEPUSH_TEST_AWS_ENDPOINT");
+    let endpoint = aws_endpoint()?;
     let missing = format!("ssm:/{}/nope", unique("edgepush-connections"));
     let err = Env::from_pairs([
         ("AWS_ENDPOINT_URL", endpoint),

@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use edgepush_core::protocol::{PushItem, encode_msg};
+use edgepush_core::protocol::{PushItem, TopicPushItem, TopicPushResult, encode_msg};
 use edgepush_core::{ConnId, PushError, PushReport, Pusher};
 use futures_util::StreamExt;
 use futures_util::stream;
@@ -265,6 +265,25 @@ impl Pusher for ManagedEdgePusher {
             self.post_all(push_url, items).await
         } else {
             self.edge.push(push_url, items).await
+        }
+    }
+
+    /// Topic items go to edge nodes unchanged. An API Gateway stage has no
+    /// topic memberships yet (topics on the managed edge come later), so a
+    /// management endpoint here is refused with 501 rather than dropped.
+    async fn push_topics(
+        &self,
+        push_url: &str,
+        items: &[TopicPushItem],
+    ) -> Result<TopicPushResult, PushError> {
+        if is_management_endpoint(push_url) {
+            Err(PushError::Refused {
+                url: push_url.to_owned(),
+                status: 501,
+                body: "topics are not delivered to API Gateway connections yet".to_owned(),
+            })
+        } else {
+            self.edge.push_topics(push_url, items).await
         }
     }
 }

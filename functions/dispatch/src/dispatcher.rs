@@ -29,66 +29,16 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use edgepush_core::protocol::PushItem;
 use edgepush_core::{
-    ConnId, NodeDirectory, NodeId, PushError, PushReport, Pusher, RouteError, RouteStore,
-    StoredMessage, UserId,
+    ConnId, NodeDirectory, NodeId, PushReport, Pusher, RouteError, RouteStore, StoredMessage,
+    TopicMessage, TopicRoutes, UserId,
 };
+pub use edgepush_fanout::{RetryPolicy, TopicDispatchReport, is_retryable};
+use edgepush_fanout::{TopicDispatcher, push_with_retries};
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
-
-/// How a failed push to a live node is retried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// The pause before the first retry; it doubles each time (with full
-    /// jitter) up to [`max_delay`](Self::max_delay).
-    pub first_delay: Duration,
-    /// The longest pause between two attempts.
-    pub max_delay: Duration,
-    /// No attempt starts this long after the first one did.
-    pub give_up_after: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            first_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(2),
-            give_up_after: Duration::from_secs(10),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// No retries at all.
-    pub fn never() -> Self {
-        Self {
-            give_up_after: Duration::ZERO,
-            ..Self::default()
-        }
-    }
-
-    /// The pause after `attempt` failed attempts (1 = the first failed).
-    fn delay(&self, attempt: u32) -> Duration {
-        let cap = self
-            .first_delay
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-            .min(self.max_delay);
-        // Full jitter: anywhere from nothing to the cap.
-        cap.mul_f64(rand::random::<f64>())
-    }
-}
-
-/// Whether a push that failed this way may succeed if tried again.
-pub fn is_retryable(error: &PushError) -> bool {
-    match error {
-        PushError::Unreachable { .. } => true,
-        PushError::Refused { status, .. } => *status >= 500 || *status == 429 || *status == 408,
-    }
-}
 
 /// Routes stored messages to the edge nodes holding their recipients'
 /// connections. Holds only trait objects, so the same code runs against
@@ -104,6 +54,8 @@ pub struct Dispatcher {
     pub pusher: Arc<dyn Pusher>,
     /// How failed pushes are retried.
     pub retry: RetryPolicy,
+    /// Which nodes have subscribers of a topic (topic -> nodes).
+    pub topic_routes: Arc<dyn TopicRoutes>,
 }
 
 /// What one [`Dispatcher::dispatch`] call did; returned by the Lambda
@@ -241,29 +193,40 @@ pub fn plan(
     out
 }
 
-/// How one node's push ended.
-struct Pushed {
-    /// The node's answer, or the last error.
-    result: Result<PushReport, PushError>,
-    /// Attempts after the first.
-    retries: usize,
-    /// Whether the node was still live when the pushes stopped.
-    live: bool,
-}
-
 impl Dispatcher {
     /// A dispatcher with the default [`RetryPolicy`].
     pub fn new(
         routes: Arc<dyn RouteStore>,
         nodes: Arc<dyn NodeDirectory>,
         pusher: Arc<dyn Pusher>,
+        topic_routes: Arc<dyn TopicRoutes>,
     ) -> Self {
         Self {
             routes,
             nodes,
             pusher,
             retry: RetryPolicy::default(),
+            topic_routes,
         }
+    }
+
+    /// The topic side of this dispatcher.
+    pub fn topics(&self) -> TopicDispatcher {
+        TopicDispatcher {
+            routes: self.topic_routes.clone(),
+            nodes: self.nodes.clone(),
+            pusher: self.pusher.clone(),
+            retry: self.retry,
+        }
+    }
+
+    /// Delivers stored topic messages to every live node with subscribers,
+    /// one item per node per message ([`edgepush_fanout::dispatch_topics`]).
+    pub async fn dispatch_topics(
+        &self,
+        messages: &[TopicMessage],
+    ) -> Result<TopicDispatchReport, RouteError> {
+        self.topics().dispatch_messages(messages).await
     }
 
     /// Delivers `messages` to every live connection of their recipients.
@@ -372,42 +335,10 @@ impl Dispatcher {
 
     /// Pushes one node's batch, retrying as [`RetryPolicy`] says while the
     /// node is live.
-    async fn push_with_retries(&self, batch: &NodeBatch) -> Pushed {
-        let started = Instant::now();
-        let mut retries = 0usize;
-        loop {
-            let error = match self.pusher.push(&batch.url, &batch.items).await {
-                Ok(report) => {
-                    return Pushed {
-                        result: Ok(report),
-                        retries,
-                        live: true,
-                    };
-                }
-                Err(error) => error,
-            };
-            let give_up = |live| Pushed {
-                result: Err(error.clone()),
-                retries,
-                live,
-            };
-            if !is_retryable(&error) || started.elapsed() >= self.retry.give_up_after {
-                return give_up(true);
-            }
-            tokio::time::sleep(self.retry.delay(retries as u32 + 1)).await;
-            // A node that died meanwhile gets no more tries: its clients
-            // reconnect elsewhere and catch up from the store.
-            match self
-                .nodes
-                .live_nodes(std::slice::from_ref(&batch.node))
-                .await
-            {
-                Ok(live) if !live.contains_key(&batch.node) => return give_up(false),
-                // Unknown (the directory is down): keep trying, bounded.
-                _ => {}
-            }
-            retries += 1;
-            tracing::debug!(node = %batch.node, retries, error = %error, "retrying a failed push");
-        }
+    async fn push_with_retries(&self, batch: &NodeBatch) -> edgepush_fanout::Pushed<PushReport> {
+        push_with_retries(&*self.nodes, &self.retry, &batch.node, || {
+            self.pusher.push(&batch.url, &batch.items)
+        })
+        .await
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use edgepush_core::{Handoff, HandoffError, StoredMessage};
+use edgepush_core::{Handoff, HandoffError, StoredMessage, TopicMessage};
 
 use crate::Dispatcher;
 
@@ -44,6 +44,33 @@ impl Handoff for DirectHandoff {
                 "{} of {} messages could not be pushed to a live node",
                 report.undelivered.len(),
                 report.messages
+            )));
+        }
+        Ok(())
+    }
+
+    async fn hand_off_topics(&self, messages: &[TopicMessage]) -> Result<(), HandoffError> {
+        let report = self
+            .0
+            .dispatch_topics(messages)
+            .await
+            .map_err(|e| HandoffError::Unavailable(e.to_string()))?;
+        tracing::debug!(
+            items = report.items,
+            node_items = report.node_items,
+            nodes = report.nodes,
+            delivered = report.delivered,
+            without_subscribers = report.without_subscribers,
+            retries = report.retries,
+            failed_nodes = report.failed_nodes,
+            undelivered = report.undelivered.len(),
+            "topic messages dispatched in-process"
+        );
+        if !report.undelivered.is_empty() {
+            return Err(HandoffError::Unavailable(format!(
+                "{} of {} topic messages could not be pushed to a live node",
+                report.undelivered.len(),
+                report.items
             )));
         }
         Ok(())

@@ -7,6 +7,10 @@
 //! deliveries by node and sends each node one push batch, all nodes at once.
 //! Connections a node reports as gone have their routes removed.
 //!
+//! Topic messages go the same way with one item per node per message,
+//! whatever the number of subscribers there ([`Dispatcher::dispatch_topics`],
+//! built on `edgepush-fanout`).
+//!
 //! Nothing here can lose a message: every message handed to dispatch is
 //! already in MongoDB, so a connection that misses a push (dead node, failed
 //! push, no route) catches up when it resumes with `after=<seq>`.
@@ -25,14 +29,18 @@
 //! - [`config`]: the typed configuration, read once at start.
 //! - [`start`]: [`connect`], the dispatcher of a deployment, built the same
 //!   way by the dispatch binary and by collect's in-process hand-off.
+//! - [`consumer`]: `dispatch consume`, the long-running SQS consumer that
+//!   runs [`sqs_handler`] outside Lambda (docker compose, ECS, Kubernetes).
 //!
-//! Feature `aws` (default): the SDK poster, the SQS handler and
-//! [`connect`]. Without it (dev mode) no AWS SDK is compiled.
+//! Feature `aws` (default): the SDK poster, the SQS handler, the consumer
+//! and [`connect`]. Without it (dev mode) no AWS SDK is compiled.
 
 pub mod apigw;
 #[cfg(feature = "aws")]
 mod apigw_sdk;
 pub mod config;
+#[cfg(feature = "aws")]
+pub mod consumer;
 mod dispatcher;
 mod handoff;
 pub mod lambda;
@@ -46,8 +54,8 @@ pub use apigw::{ConnectionPoster, ManagedEdgePusher, PostToConnectionError};
 pub use apigw_sdk::SdkConnectionPoster;
 pub use config::{Config, ConfigError, PushConfig};
 pub use dispatcher::{
-    DispatchReport, Dispatcher, NodeBatch, Plan, RetryPolicy, is_retryable, nodes_of, plan,
-    recipients,
+    DispatchReport, Dispatcher, NodeBatch, Plan, RetryPolicy, TopicDispatchReport, is_retryable,
+    nodes_of, plan, recipients,
 };
 pub use handoff::DirectHandoff;
 pub use lambda::{DispatchEvent, handler};

@@ -10,16 +10,22 @@
 //! (`sqs`, the default, or `direct`), `RUST_LOG` (default `info`). Any
 //! `EDGEPUSH_*` value may be `ssm:/name`, `secretsmanager:<id>` or
 //! `secretsmanager:<id>#<key>`, resolved once at start.
+//!
+//! `dispatch consume` runs the long-running SQS consumer instead
+//! ([`edgepush_dispatch::consumer`]: `EDGEPUSH_QUEUE_URL` and
+//! `EDGEPUSH_CONSUMER_*`) until SIGTERM or SIGINT, for deployments without
+//! Lambda.
 
 use aws_lambda_events::sqs::SqsEvent;
 use edgepush_aws::AwsSettings;
-use edgepush_dispatch::{Config, DispatchEvent, EventSource, handler, sqs_handler};
+use edgepush_dispatch::{Config, DispatchEvent, EventSource, consumer, handler, sqs_handler};
 use edgepush_startup::{LogFailure as _, LogStyle};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let env = edgepush_startup::start(LogStyle::Lambda).await?;
+    let consume = edgepush_startup::long_running("dispatch", "consume", std::env::args().skip(1))?;
+    let env = edgepush_startup::start(LogStyle::of_function(consume)).await?;
     let config = Config::from_lookup(env.lookup()).log_failure("invalid configuration")?;
     let source = EventSource::from_lookup(env.lookup()).log_failure("invalid configuration")?;
     tracing::info!(?config, ?source, "starting dispatch");
@@ -29,6 +35,12 @@ async fn main() -> Result<(), Error> {
         .await
         .log_failure("startup failed")?;
     let dispatcher = &dispatcher;
+    if consume {
+        let shutdown = edgepush_startup::shutdown_signal();
+        return Ok(consumer::serve(dispatcher, env.lookup(), &aws, shutdown)
+            .await
+            .log_failure("invalid configuration")?);
+    }
     match source {
         EventSource::Sqs => {
             lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {

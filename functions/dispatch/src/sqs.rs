@@ -7,12 +7,14 @@
 //! record that keeps failing moves to the dead-letter queue after the
 //! queue's `maxReceiveCount`.
 //!
-//! - A record whose body is not stored messages ([`edgepush_aws::body`]) is
-//!   reported alone, and logged: retrying cannot fix it, so it reaches the
-//!   dead-letter queue for a person to look at, without holding up the rest.
-//! - Every valid record is dispatched together (one `routes_of` for the
-//!   whole batch). When the route store fails, every valid record is
-//!   reported, so SQS redelivers them all.
+//! - A record whose body is not stored messages or stored topic messages
+//!   ([`edgepush_aws::body`]) is reported alone, and logged: retrying cannot
+//!   fix it, so it reaches the dead-letter queue for a person to look at,
+//!   without holding up the rest.
+//! - Every valid record is dispatched together: the user messages of the
+//!   whole batch with one `routes_of`, its topic messages with one
+//!   `nodes_of`. When the route store fails, every valid record of that
+//!   kind is reported, so SQS redelivers them all.
 //! - A push that failed for good to a node that is still live (after the
 //!   dispatcher's retries) reports the records whose messages it carried,
 //!   so SQS redelivers them; nodes drop what a client already has by seq.
@@ -20,12 +22,13 @@
 //!   elsewhere from MongoDB.
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
-use edgepush_core::StoredMessage;
+use edgepush_aws::body::Body;
 use edgepush_core::config::{ConfigError, Vars};
+use edgepush_core::{StoredMessage, TopicMessage};
 use lambda_runtime::LambdaEvent;
 
 use crate::Dispatcher;
-use crate::lambda::dispatch_messages;
+use crate::lambda::{dispatch_messages, dispatch_topic_messages};
 
 /// Names of the variables read by [`EventSource::from_lookup`].
 pub mod env {
@@ -76,6 +79,8 @@ pub async fn sqs_handler(
     let mut messages: Vec<StoredMessage> = Vec::new();
     // For each message, the index in `valid_ids` of the record it came in.
     let mut record_of: Vec<usize> = Vec::new();
+    let mut topic_messages: Vec<TopicMessage> = Vec::new();
+    let mut topic_record_of: Vec<usize> = Vec::new();
     for record in payload.records {
         let Some(message_id) = record.message_id.filter(|id| !id.is_empty()) else {
             // SQS always sets it; without one the record cannot be reported,
@@ -84,10 +89,15 @@ pub async fn sqs_handler(
             continue;
         };
         match edgepush_aws::body::decode(record.body.as_deref().unwrap_or_default()) {
-            Ok(batch) => {
+            Ok(Body::Messages(batch)) => {
                 record_of.extend(std::iter::repeat_n(valid_ids.len(), batch.len()));
                 valid_ids.push(message_id);
                 messages.extend(batch);
+            }
+            Ok(Body::Topics(batch)) => {
+                topic_record_of.extend(std::iter::repeat_n(valid_ids.len(), batch.len()));
+                valid_ids.push(message_id);
+                topic_messages.extend(batch);
             }
             Err(error) => {
                 let receive_count = record.attributes.get("ApproximateReceiveCount");
@@ -107,27 +117,37 @@ pub async fn sqs_handler(
     if valid_ids.is_empty() {
         return Ok(response);
     }
-    match dispatch_messages(dispatcher, request_id, &messages).await {
-        // `dispatch_messages` has logged the route store's error.
-        Err(_) => {
-            for id in valid_ids {
-                response.add_failure(id);
-            }
+    // Records whose messages must come again; every valid record when a
+    // route store failed (`dispatch_*` have logged it).
+    let mut failed: Vec<usize> = Vec::new();
+    if !messages.is_empty() {
+        match dispatch_messages(dispatcher, request_id, &messages).await {
+            Err(_) => failed.extend(record_of.iter().copied()),
+            Ok(report) => failed.extend(
+                report
+                    .undelivered
+                    .iter()
+                    .filter_map(|&m| record_of.get(m).copied()),
+            ),
         }
-        Ok(report) => {
-            let mut failed: Vec<usize> = report
-                .undelivered
-                .iter()
-                .filter_map(|&m| record_of.get(m).copied())
-                .collect();
-            failed.sort_unstable();
-            failed.dedup();
-            for record in failed {
-                if let Some(id) = valid_ids.get(record) {
-                    tracing::warn!(request_id, message_id = %id, "a live node did not take this record's messages; reported failed for redelivery");
-                    response.add_failure(id.clone());
-                }
-            }
+    }
+    if !topic_messages.is_empty() {
+        match dispatch_topic_messages(dispatcher, request_id, &topic_messages).await {
+            Err(_) => failed.extend(topic_record_of.iter().copied()),
+            Ok(report) => failed.extend(
+                report
+                    .undelivered
+                    .iter()
+                    .filter_map(|&m| topic_record_of.get(m).copied()),
+            ),
+        }
+    }
+    failed.sort_unstable();
+    failed.dedup();
+    for record in failed {
+        if let Some(id) = valid_ids.get(record) {
+            tracing::warn!(request_id, message_id = %id, "this record's messages were not all taken by live nodes; reported failed for redelivery");
+            response.add_failure(id.clone());
         }
     }
     Ok(response)

@@ -41,8 +41,9 @@ pub async fn connect(
     );
     Ok(Dispatcher {
         routes: routes.clone(),
-        nodes: routes,
+        nodes: routes.clone(),
         pusher: Arc::new(pusher),
         retry: RetryPolicy::default(),
+        topic_routes: routes,
     })
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::{DirectHandoff, DispatchEvent, DispatchReport, Dispatcher, handler};
 use async_trait::async_trait;
-use edgepush_core::memory::MemoryRouteStore;
+use edgepush_core::memory::{MemoryRouteStore, MemoryTopicRoutes};
 use edgepush_core::protocol::PushItem;
 use edgepush_core::{
     ConnId, Handoff, MessageId, NodeDirectory, NodeId, PushError, PushReport, Pusher, RouteError,
@@ -129,6 +129,7 @@ fn dispatcher(routes: &Arc<MemoryRouteStore>, pusher: &Arc<RecordingPusher>) -> 
         nodes: routes.clone(),
         pusher: pusher.clone(),
         retry: crate::RetryPolicy::never(),
+        topic_routes: Arc::new(MemoryTopicRoutes::default()),
     }
 }
 
@@ -345,6 +346,7 @@ async fn direct_handoff_dispatches_and_reports_readiness() {
         nodes: routes.clone(),
         pusher: pusher.clone(),
         retry: crate::RetryPolicy::never(),
+        topic_routes: Arc::new(MemoryTopicRoutes::default()),
     }));
     assert!(down.ready().await.is_err());
     assert!(down.hand_off(&[stored("bob", 2, "m2")]).await.is_err());
@@ -378,9 +380,11 @@ async fn lambda_handler_returns_the_report() -> anyhow::Result<()> {
         nodes: routes.clone(),
         pusher: pusher.clone(),
         retry: crate::RetryPolicy::never(),
+        topic_routes: Arc::new(MemoryTopicRoutes::default()),
     };
     let event = DispatchEvent {
         messages: vec![stored("bob", 4, "m4")],
+        topic_messages: Vec::new(),
     };
     assert!(
         handler(&down, LambdaEvent::new(event, Context::default()))

@@ -6,28 +6,26 @@
 //! Gateway.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use async_trait::async_trait;
 use aws_sdk_apigatewaymanagement::config::retry::RetryConfig;
 use aws_sdk_apigatewaymanagement::config::{Credentials, Region};
-use axum::body::Body;
-use axum::http::{Request, Response, StatusCode};
 use bytes::Bytes;
 use edgepush_core::protocol::{PushItem, encode_msg};
 use edgepush_core::{
-    ConnId, MessageId, NodeDirectory, NodeId, PushError, PushReport, Pusher, RouteStore,
-    StoredMessage, UserId,
+    ConnId, MessageId, NodeDirectory, PushError, PushReport, Pusher, RouteStore, StoredMessage,
 };
 use edgepush_dispatch::{
     ConnectionPoster, DispatchReport, Dispatcher, ManagedEdgePusher, PostToConnectionError,
     RetryPolicy, SdkConnectionPoster,
 };
 use edgepush_redis::{RedisConfig, RedisRouteStore};
+use edgepush_testkit::{
+    ManagementApiStandIn, conn, node, redis_url, route_names, unique_prefix, user,
+};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -39,36 +37,6 @@ const APIGW_ENDPOINT: &str = "https://abcdef1234.execute-api.us-east-1.amazonaws
 const APIGW_CONN: &str = "L0SM9cOFvHcCIhw=";
 const APIGW_CONN_2: &str = "L0SQ-d7CvHcCF6g=";
 const EDGE_CONN: &str = "0badcafe00000001";
-
-fn redis_url() -> String {
-    match std::env::var("EDGEPUSH_TEST_REDIS_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => panic!("set EDGEPUSH_TEST_REDIS_URL, or run scripts/test"),
-    }
-}
-
-fn unique_prefix(test: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!(
-        "eptest:{test}:{}:{nanos}:{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn user(s: &str) -> UserId {
-    UserId::new(s).expect("valid user id")
-}
-fn conn(s: &str) -> ConnId {
-    ConnId::new(s).expect("valid connection id")
-}
-fn node(s: &str) -> NodeId {
-    NodeId::new(s).expect("valid node id")
-}
 
 fn stored(to: &str, seq: u64, id: &str) -> Result<StoredMessage> {
     Ok(StoredMessage {
@@ -92,7 +60,7 @@ async fn topology(test: &str) -> Result<Arc<RedisRouteStore>> {
     let config = RedisConfig {
         key_prefix: unique_prefix(test),
         route_ttl: Duration::from_secs(600),
-        ..RedisConfig::new(redis_url())
+        ..RedisConfig::new(redis_url()?)
     };
     let store = Arc::new(RedisRouteStore::connect(config).await?);
     let ttl = Duration::from_secs(600);
@@ -113,15 +81,7 @@ async fn topology(test: &str) -> Result<Arc<RedisRouteStore>> {
 }
 
 async fn routes_of(store: &RedisRouteStore, name: &str) -> Result<Vec<(String, String)>> {
-    let mut out: Vec<(String, String)> = store
-        .routes_of(&[user(name)])
-        .await?
-        .into_iter()
-        .flatten()
-        .map(|(c, n)| (c.to_string(), n.to_string()))
-        .collect();
-    out.sort();
-    Ok(out)
+    Ok(route_names(&store.routes_of(&[user(name)]).await?[0]))
 }
 
 /// Records edge batches; every connection is live.
@@ -203,6 +163,7 @@ fn dispatcher(
     Dispatcher {
         routes: store.clone(),
         nodes: store.clone(),
+        topic_routes: store.clone(),
         pusher: Arc::new(ManagedEdgePusher::new(pusher, poster)),
         // Quick retries, so a test of an endpoint that keeps failing ends
         // soon (the count of attempts is not asserted, only their order).
@@ -364,65 +325,6 @@ async fn an_endpoint_that_fails_entirely_counts_as_a_failed_node() -> Result<()>
     Ok(())
 }
 
-/// One request as the stand-in for API Gateway saw it.
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    path: String,
-    authorization: String,
-    body: Bytes,
-}
-
-/// A real HTTP server answering like API Gateway's management API: 410 +
-/// `x-amzn-errortype: GoneException` for connections whose id starts with
-/// `gone`, 200 otherwise.
-async fn api_gateway_stand_in() -> Result<(SocketAddr, Arc<Mutex<Vec<Seen>>>)> {
-    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-    let record = seen.clone();
-    let app = axum::Router::new().fallback(move |req: Request<Body>| {
-        let record = record.clone();
-        async move {
-            let (parts, body) = req.into_parts();
-            let body = axum::body::to_bytes(body, 1 << 20)
-                .await
-                .unwrap_or_default();
-            let path = parts.uri.path().to_owned();
-            let authorization = parts
-                .headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            if let Ok(mut seen) = record.lock() {
-                seen.push(Seen {
-                    method: parts.method.to_string(),
-                    path: path.clone(),
-                    authorization,
-                    body,
-                });
-            }
-            let gone = path.contains("/@connections/gone");
-            let builder = Response::builder().header("content-type", "application/json");
-            let response = if gone {
-                builder
-                    .status(StatusCode::GONE)
-                    .header("x-amzn-errortype", "GoneException")
-                    .header("x-amzn-requestid", "c0ffee00-0000-4000-8000-000000000001")
-                    .body(Body::from(r#"{"message":null}"#))
-            } else {
-                builder.status(StatusCode::OK).body(Body::empty())
-            };
-            response.unwrap_or_else(|_| Response::new(Body::empty()))
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok((addr, seen))
-}
-
 #[tokio::test]
 async fn the_sdk_poster_turns_a_real_410_into_a_removed_route() -> Result<()> {
     let store = topology("apigw_sdk_gone").await?;
@@ -432,7 +334,7 @@ async fn the_sdk_poster_turns_a_real_410_into_a_removed_route() -> Result<()> {
     store
         .add_route(&user("bob"), &conn("live-Hw1CvHcC="), &node(APIGW_NODE))
         .await?;
-    let (addr, seen) = api_gateway_stand_in().await?;
+    let stand_in = ManagementApiStandIn::start().await?;
 
     // The real client, with static credentials, sent to the stand-in
     // instead of execute-api (the stage path is kept).
@@ -448,8 +350,7 @@ async fn the_sdk_poster_turns_a_real_410_into_a_removed_route() -> Result<()> {
         .region(Region::new("us-east-1"))
         .retry_config(RetryConfig::disabled())
         .build();
-    let poster =
-        Arc::new(SdkConnectionPoster::new(base).with_endpoint_override(format!("http://{addr}")));
+    let poster = Arc::new(SdkConnectionPoster::new(base).with_endpoint_override(stand_in.url()));
     let message = stored("bob", 5, "m5")?;
     let report = dispatcher(&store, Arc::new(RecordingPusher::default()), poster)
         .dispatch(std::slice::from_ref(&message))
@@ -465,7 +366,7 @@ async fn the_sdk_poster_turns_a_real_410_into_a_removed_route() -> Result<()> {
         "the gone connection's route is removed, the live one kept"
     );
 
-    let mut seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    let mut seen = stand_in.seen();
     seen.sort_by(|a, b| a.path.cmp(&b.path));
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert_eq!(seen[0].path, "/prod/@connections/gone-Hw0CvHcC%3D");

@@ -18,6 +18,8 @@ use edgepush_core::{
     RouteStore, StoredMessage, UserId,
 };
 use edgepush_dispatch::{Dispatcher, sqs_handler};
+use edgepush_testkit::wait::{Progress, stall};
+use edgepush_testkit::{aws_endpoint, unique, user};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::value::RawValue;
 
@@ -106,10 +108,6 @@ impl RouteStore for Routes {
     }
 }
 
-fn user(s: &str) -> UserId {
-    UserId::new(s).expect("valid user id")
-}
-
 /// alice on n1 (a1), bob on n2 (b1); both nodes live.
 async fn world(down: bool) -> anyhow::Result<(Dispatcher, Arc<Routes>, Arc<RecordingPusher>)> {
     let memory = Arc::new(MemoryRouteStore::new());
@@ -137,6 +135,7 @@ async fn world(down: bool) -> anyhow::Result<(Dispatcher, Arc<Routes>, Arc<Recor
         nodes: memory,
         pusher: pusher.clone(),
         retry: edgepush_dispatch::RetryPolicy::default(),
+        topic_routes: Arc::new(edgepush_core::memory::MemoryTopicRoutes::default()),
     };
     Ok((dispatcher, routes, pusher))
 }
@@ -242,49 +241,53 @@ fn stored(to: &str, seq: u64) -> anyhow::Result<StoredMessage> {
     })
 }
 
-/// The emulator's URL; fails the test clearly when it is not set.
-fn aws_endpoint() -> String {
-    match std::env::var("EDGEPUSH_TEST_AWS_ENDPOINT") {
-        Ok(url) if !url.trim().is_empty() => url.trim().to_owned(),
-        _ => panic!(
-            "set EDGEPUSH_TEST_AWS_ENDPOINT to an AWS emulator (LocalStack or moto), \
-             e.g. from `scripts/start-localstack`, or run scripts/test"
-        ),
-    }
+/// Collect's SQS hand-off to `queue_url`, one stored copy per SQS message
+/// (so that one malformed message fails alone).
+fn one_copy_per_message(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> SqsHandoff {
+    SqsHandoff::new(
+        sqs.clone(),
+        SqsHandoffConfig {
+            max_messages_per_body: 1,
+            ..SqsHandoffConfig::new(queue_url)
+        },
+    )
 }
 
-#[tokio::test]
-async fn collect_to_sqs_to_dispatch_end_to_end() -> anyhow::Result<()> {
-    let config = AwsSettings::for_endpoint(aws_endpoint()).load().await;
+/// A client of the emulator and a queue of the test's own, with a unique
+/// name: (client, queue name, queue URL).
+async fn fresh_queue(
+    prefix: &str,
+    visibility_timeout_secs: Option<u32>,
+) -> anyhow::Result<(aws_sdk_sqs::Client, String, String)> {
+    let config = AwsSettings::for_endpoint(aws_endpoint()?).load().await;
     let sqs = aws_sdk_sqs::Client::new(&config);
-    let name = format!(
-        "edgepush-e2e-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_nanos()
-    );
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(&name)
+    let name = unique(prefix);
+    let mut create = sqs.create_queue().queue_name(&name);
+    if let Some(secs) = visibility_timeout_secs {
+        create = create.attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            secs.to_string(),
+        );
+    }
+    let queue_url = create
         .send()
         .await?
         .queue_url()
         .context("no queue URL")?
         .to_owned();
+    Ok((sqs, name, queue_url))
+}
+
+#[tokio::test]
+async fn collect_to_sqs_to_dispatch_end_to_end() -> anyhow::Result<()> {
+    let (sqs, name, queue_url) = fresh_queue("edgepush-e2e", None).await?;
 
     // Collect's side: 12 copies for two users, one SQS message per copy,
     // plus one garbage message put there by hand.
     let sent: Vec<StoredMessage> = (1..=12)
         .map(|seq| stored(if seq % 2 == 0 { "alice" } else { "bob" }, seq))
         .collect::<anyhow::Result<_>>()?;
-    let handoff = SqsHandoff::new(
-        sqs.clone(),
-        SqsHandoffConfig {
-            max_messages_per_body: 1,
-            ..SqsHandoffConfig::new(&queue_url)
-        },
-    );
+    let handoff = one_copy_per_message(&sqs, &queue_url);
     handoff.ready().await?;
     handoff.hand_off(&sent).await?;
     let garbage_id = sqs
@@ -300,8 +303,9 @@ async fn collect_to_sqs_to_dispatch_end_to_end() -> anyhow::Result<()> {
     // What the event source mapping does: receive, and hand the records to
     // the function as an SqsEvent.
     let mut records: Vec<SqsMessage> = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while records.len() < 13 && tokio::time::Instant::now() < deadline {
+    let mut progress = Progress::new(stall());
+    while records.len() < 13 {
+        progress.observe("13 records on the queue", records.len())?;
         let out = sqs
             .receive_message()
             .queue_url(&queue_url)
@@ -342,6 +346,99 @@ async fn collect_to_sqs_to_dispatch_end_to_end() -> anyhow::Result<()> {
         .collect();
     assert_eq!(pushed, want, "every handed-off message reached the pusher");
     assert_eq!(routes.routes_of_calls.load(Ordering::SeqCst), 1);
+
+    sqs.delete_queue().queue_url(&queue_url).send().await?;
+    Ok(())
+}
+
+/// `dispatch consume` on a real queue: the valid records are dispatched and
+/// deleted, the malformed one stays on the queue (in flight until its
+/// visibility timeout, then redelivered, then dead-lettered), and `run`
+/// returns once shut down.
+#[tokio::test]
+async fn the_consumer_deletes_what_went_through_and_leaves_the_rest() -> anyhow::Result<()> {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    use edgepush_dispatch::consumer::{Consumer, ConsumerConfig, PollReport};
+
+    let (sqs, _, queue_url) = fresh_queue("edgepush-consumer", Some(600)).await?;
+    let sent: Vec<StoredMessage> = (1..=3)
+        .map(|seq| stored(if seq == 2 { "bob" } else { "alice" }, seq))
+        .collect::<anyhow::Result<_>>()?;
+    let handoff = one_copy_per_message(&sqs, &queue_url);
+    handoff.hand_off(&sent).await?;
+    sqs.send_message()
+        .queue_url(&queue_url)
+        .message_body("{\"not\": \"stored messages\"}")
+        .send()
+        .await?;
+
+    let (dispatcher, _, pusher) = world(false).await?;
+    let consumer = Consumer::new(
+        sqs.clone(),
+        ConsumerConfig {
+            wait_secs: 1,
+            pollers: 1,
+            ..ConsumerConfig::new(&queue_url)
+        },
+    );
+    let mut total = PollReport::default();
+    let mut progress = Progress::new(stall());
+    while total.received < 4 {
+        progress.observe("4 records received by the consumer", total.received)?;
+        let report = consumer.poll_once(&dispatcher).await?;
+        total.received += report.received;
+        total.deleted += report.deleted;
+        total.failed += report.failed;
+        total.not_deleted += report.not_deleted;
+    }
+    assert_eq!(
+        total,
+        PollReport {
+            received: 4,
+            deleted: 3,
+            failed: 1,
+            not_deleted: 0
+        }
+    );
+    let pushed: BTreeSet<(String, u64)> = pusher
+        .pushed()
+        .into_iter()
+        .map(|(user, seq, _, _)| (user, seq))
+        .collect();
+    assert_eq!(
+        pushed,
+        BTreeSet::from([(s("alice"), 1), (s("bob"), 2), (s("alice"), 3)])
+    );
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await?;
+    let count = |a: QueueAttributeName| {
+        attributes
+            .attributes()
+            .and_then(|m| m.get(&a))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        (
+            count(QueueAttributeName::ApproximateNumberOfMessages),
+            count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        ),
+        (s("0"), s("1")),
+        "only the malformed record is left, in flight until its visibility timeout"
+    );
+
+    // `run` polls until shut down, then returns.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = consumer.run(&dispatcher, async {
+        let _ = stopped.await;
+    });
+    let _ = stop.send(());
+    run.await;
 
     sqs.delete_queue().queue_url(&queue_url).send().await?;
     Ok(())

@@ -2,7 +2,7 @@
 # edition emulates (SSM, SQS, Lambda with Docker, IAM, CloudWatch Logs),
 # with the AWS provider pointed at LocalStack.
 #
-#   scripts/start-localstack          (or: docker compose -f localstack/compose.yaml up)
+#   scripts/start-localstack          (or: docker compose -f docker/compose.yml -f docker/compose.override.yml up localstack)
 #   cd infra/environments/local && terraform init && terraform apply
 #
 # Not here, because LocalStack's free edition has no API Gateway v2, ECS,
@@ -17,10 +17,6 @@ terraform {
     aws = {
       source  = "hashicorp/aws"
       version = "~> 5.40"
-    }
-    random = {
-      source  = "hashicorp/random"
-      version = "~> 3.6"
     }
   }
 }

@@ -28,6 +28,12 @@ variable "edge_security_group_id" {
   type        = string
 }
 
+variable "deletion_protection" {
+  description = "Refuse to delete the NLB (a `terraform destroy` fails until this is false and applied)."
+  type        = bool
+  default     = true
+}
+
 variable "internal" {
   description = "Make the NLB internal (clients inside the VPC or behind another proxy) instead of internet-facing."
   type        = bool

@@ -10,6 +10,8 @@
 #   terraform apply -replace=module.params.random_password.jwt_secret
 
 terraform {
+  required_version = ">= 1.5.0"
+
   required_providers {
     aws = {
       source  = "hashicorp/aws"

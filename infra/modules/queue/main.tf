@@ -7,6 +7,8 @@
 # after max_receive_count receives it moves to the dead-letter queue.
 
 terraform {
+  required_version = ">= 1.5.0"
+
   required_providers {
     aws = {
       source  = "hashicorp/aws"

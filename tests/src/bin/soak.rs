@@ -125,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
         redis_url: redis.url(),
         mongodb_uri: mongo.uri(),
         database: unique_db(),
+        namespaces: edgepush_core::Namespaces::default(),
     };
     let mut nodes = try_join_all((0..args.nodes).map(|_| NodeProcess::start_in(&env)))
         .await

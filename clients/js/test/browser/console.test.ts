@@ -42,9 +42,14 @@ async function shown(page: Page, count: number, what: string): Promise<void> {
   await until(() => rows(page).then((r) => r.length), (n) => n >= count, `${count} rows on the page (${what})`);
 }
 
+/**
+ * The page's client state; `none` until console.js has run: it is a module
+ * with a top-level `await` (its config), which the `load` that
+ * `page.goto` waits for does not wait for.
+ */
 async function state(page: Page): Promise<{ state: string; node: string | undefined }> {
   return page.evaluate(() => {
-    const client = (window as unknown as { edgepushConsole: { client?: { state: string; node?: string } } }).edgepushConsole.client;
+    const client = (window as unknown as { edgepushConsole?: { client?: { state: string; node?: string } } }).edgepushConsole?.client;
     return { state: client?.state ?? 'none', node: client?.node };
   });
 }

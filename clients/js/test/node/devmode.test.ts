@@ -1,7 +1,8 @@
 /**
  * The client against a real dev mode (`edgepush-dev`): resume after a
  * reconnect, acks and stored positions surviving a restart of the client,
- * 1012 moving to the other node, a SIGKILLed node, a refused token.
+ * 1012 moving to the other node, a SIGKILLed node, a refused token; topics
+ * (subscribe, replay after a reconnect, a refusal) and broadcast.
  *
  * Run with `npm run test:node` (Node 20 needs --experimental-websocket for
  * globalThis.WebSocket); the node-process tests need the Redis and MongoDB
@@ -117,6 +118,89 @@ describe('against dev mode (in-memory stores)', () => {
     await sendAll(dev, user, 1, 1);
     await received(w, 1, 'after the fresh token');
     w.client.disconnect();
+  });
+});
+
+describe('topics against dev mode (in-memory stores)', () => {
+  let dev: DevMode;
+  before(async () => {
+    dev = await startDevMode();
+  });
+  after(async () => {
+    await dev?.stop();
+  });
+
+  it('subscribes to a topic, and after a reconnect gets what was published while away once, in order', async () => {
+    const user = uniqueUser('topic');
+    const topic = `room-${user}`;
+    const w = watch(new EdgepushClient({ nodes: dev.nodes, token: await dev.token(user) }));
+    const sub = w.client.newSubscription(topic);
+    const got: Message[] = [];
+    sub.on('message', (m) => got.push(m));
+    sub.subscribe();
+    w.client.connect();
+    await until(() => sub.state, (s) => s === 'subscribed', 'the subscription');
+    const publish = async (from: number, to: number) => {
+      for (let n = from; n <= to; n++) assert.equal(await dev.publish(topic, { n }), n, 'collect gives topic seqs in order');
+    };
+    await publish(1, 3);
+    await until(() => got.length, (n) => n >= 3, '3 topic messages');
+    w.client.disconnect();
+    await publish(4, 6);
+    w.client.connect();
+    await until(() => got.length, (n) => n >= 6, 'what was published while away');
+    await publish(7, 7);
+    await until(() => got.length, (n) => n >= 7, 'a live one after the replay');
+    w.client.disconnect();
+    assert.deepEqual(seqs({ ...w, messages: got }), range(1, 7));
+    assert.ok(got.every((m) => m.topic === topic));
+    assert.deepEqual(got.map((m) => (m.data as { n: number }).n), range(1, 7));
+    assert.equal(w.messages.length, 0, 'topic messages go to the subscription object');
+  });
+
+  it('a refused subscription gets an error and leaves the connection working', async () => {
+    const user = uniqueUser('refused');
+    const w = watch(new EdgepushClient({ nodes: dev.nodes, token: await dev.token(user) }));
+    w.client.connect();
+    await w.client.ready();
+    const refused = w.client.newSubscription('nowhere:x');
+    const errors: EdgepushError[] = [];
+    refused.on('error', (e) => errors.push(e));
+    refused.subscribe();
+    await until(() => errors.length, (n) => n >= 1, 'the refusal');
+    assert.equal(refused.state, 'unsubscribed');
+    assert.match(errors[0]!.message, /not configured/);
+    assert.equal(w.client.state, 'connected');
+    await sendAll(dev, user, 1, 1);
+    await received(w, 1, 'a message after the refusal');
+    w.client.disconnect();
+    assert.equal(w.client.stats.reconnects, 0);
+  });
+
+  it('receives broadcasts, and after a reconnect those broadcast while away, without a gap', async () => {
+    const user = uniqueUser('broadcast');
+    const w = watch(new EdgepushClient({ nodes: dev.nodes, token: await dev.token(user) }));
+    // A connection's broadcast stream starts (at the latest broadcast)
+    // shortly after `hello`, before the subscriptions the client asks for:
+    // once a subscription is confirmed, broadcast is in place.
+    const barrier = w.client.newSubscription(`barrier-${user}`);
+    barrier.subscribe();
+    w.client.connect();
+    await until(() => barrier.state, (s) => s === 'subscribed', 'the broadcast stream in place');
+    const casts = () => w.messages.filter((m) => m.topic === '$broadcast');
+    const first = await dev.broadcast({ b: 1 });
+    await until(() => casts().length, (n) => n >= 1, 'the first broadcast');
+    w.client.disconnect();
+    await dev.broadcast({ b: 2 });
+    await dev.broadcast({ b: 3 });
+    w.client.connect();
+    await until(() => casts().length, (n) => n >= 3, 'the broadcasts sent while away');
+    await dev.broadcast({ b: 4 });
+    await until(() => casts().length, (n) => n >= 4, 'a live broadcast');
+    w.client.disconnect();
+    assert.deepEqual(casts().map((m) => m.seq), range(first, first + 3));
+    assert.equal(w.client.stats.gaps, 0);
+    assert.equal(w.client.stats.reconnects, 1, 'one reconnect: the one asked for');
   });
 });
 

@@ -35,6 +35,10 @@ export interface DevMode {
   token(user: string): Promise<string>;
   /** POST /v1/messages to `user`; the seq collect gave it. */
   send(user: string, data: unknown): Promise<number>;
+  /** POST /v1/topics/{topic}/messages; the seq collect gave it. */
+  publish(topic: string, data: unknown): Promise<number>;
+  /** POST /v1/broadcast; the broadcast seq collect gave it. */
+  broadcast(data: unknown): Promise<number>;
   /** `/console/api/nodes`. */
   nodeStatus(): Promise<DevNode[]>;
   /** SIGTERM, and wait for the exit (the nodes drain). */
@@ -100,6 +104,17 @@ export async function startDevMode(options: { nodeProcesses?: boolean } = {}): P
     throw error;
   }
   const config = (await (await fetch(`${base}/console/api/config`)).json()) as { nodes: { ws: string }[]; api_key: string };
+  /** A POST of a topic publish to collect; the receipt's seq. */
+  const post = async (path: string, body: unknown): Promise<number> => {
+    const response = await fetch(`${base}${path}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${config.api_key}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    const answer = (await response.json()) as { seq?: number };
+    if (response.status !== 202 || answer.seq === undefined) throw new Error(`collect answered ${response.status}: ${JSON.stringify(answer)}`);
+    return answer.seq;
+  };
   const dev: DevMode = {
     base,
     console: `${base}/console/`,
@@ -119,6 +134,12 @@ export async function startDevMode(options: { nodeProcesses?: boolean } = {}): P
       const body = (await response.json()) as { messages?: { seq: number }[] };
       if (response.status !== 202 || !body.messages?.[0]) throw new Error(`collect answered ${response.status}: ${JSON.stringify(body)}`);
       return body.messages[0].seq;
+    },
+    async publish(topic, data) {
+      return post(`/v1/topics/${encodeURIComponent(topic)}/messages`, { data });
+    },
+    async broadcast(data) {
+      return post('/v1/broadcast', { data });
     },
     async nodeStatus() {
       return ((await (await fetch(`${base}/console/api/nodes`)).json()) as { nodes: DevNode[] }).nodes;

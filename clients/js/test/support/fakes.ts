@@ -82,6 +82,16 @@ export class FakeSocket implements WebSocketLike {
     return this.url.searchParams.get('after');
   }
 
+  /** The `resume` list as `topic -> seq`. */
+  get resume(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const entry of (this.url.searchParams.get('resume') ?? '').split(',')) {
+      const at = entry.lastIndexOf('~');
+      if (at > 0) out[entry.slice(0, at)] = Number(entry.slice(at + 1));
+    }
+    return out;
+  }
+
   get token(): string | null {
     return this.url.searchParams.get('token');
   }

@@ -150,6 +150,43 @@ describe('subscriptions', () => {
     assert.deepEqual(framesOf(FakeSocket.last, 'subscribe'), [{ type: 'subscribe', topic: 't', after: 4 }]);
   });
 
+  it('resumes the topics the node subscribes it to (token topics, broadcast) on every reconnect', async () => {
+    const storage = new MapStorage();
+    const token = jwt({ sub: 'alice' });
+    const h = await start({ token, storage });
+    assert.deepEqual(FakeSocket.last.resume, {}, 'nothing known yet');
+    FakeSocket.last.hello();
+    const sub = h.client.newSubscription('mine');
+    sub.subscribe();
+    await settle();
+    FakeSocket.last.msg(3, {}, 'from-token');
+    FakeSocket.last.msg(9, {}, '$broadcast');
+    FakeSocket.last.msg(2, {}, 'mine');
+    await settle();
+    FakeSocket.last.serverClose(1012);
+    await h.timers.advance(100);
+    assert.deepEqual(FakeSocket.last.resume, { 'from-token': 3, $broadcast: 9 }, 'a subscription object resubscribes with after instead');
+    FakeSocket.last.hello();
+    // A broadcast missed while away comes first (the node replays it), then live ones: no gap.
+    FakeSocket.last.msg(10, {}, '$broadcast');
+    FakeSocket.last.msg(11, {}, '$broadcast');
+    await settle();
+    assert.equal(h.client.stats.gaps, 0);
+    assert.deepEqual(
+      h.messages.filter((m) => m.topic === '$broadcast').map((m) => m.seq),
+      [9, 10, 11],
+    );
+    // An error about the token's topics or `resume` is no subscription's.
+    FakeSocket.last.text({ type: 'error', op: 'connect', topic: 'mine', code: 'not_subscribed', message: 'x' });
+    assert.equal(sub.state, 'subscribing');
+    h.client.disconnect();
+
+    // A new client (a reload) resumes broadcast from the stored position.
+    const again = await start({ token, storage });
+    assert.deepEqual(FakeSocket.last.resume, { $broadcast: 11 });
+    again.client.disconnect();
+  });
+
   it('iterates a subscription', async () => {
     const h = await start();
     FakeSocket.last.hello();

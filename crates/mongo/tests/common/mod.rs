@@ -1,66 +1,41 @@
-//! Shared helpers of the MongoDB integration tests: the server URI, one
-//! throw-away database per test, and hand-written documents that simulate
-//! what a crashed writer leaves behind.
+//! Shared helpers of the MongoDB adapter's own tests: a throw-away database
+//! (on [`edgepush_testkit::TestDatabase`]) with the store's collections at
+//! hand, and hand-written documents that simulate what a crashed writer
+//! leaves behind.
 
 #![allow(dead_code)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use edgepush_core::{MessageId, NewMessage, UserId};
 use edgepush_mongo::schema::{CopyTemplate, MESSAGES, USERS};
 use edgepush_mongo::{MongoConfig, MongoMessageStore};
+use edgepush_testkit::TestDatabase;
+pub(crate) use edgepush_testkit::user;
 use mongodb::bson::{Document, doc};
 use mongodb::{Client, Collection, Database};
 use serde_json::value::RawValue;
-
-/// The test server, from `EDGEPUSH_TEST_MONGODB_URI`; fails the test when unset.
-pub(crate) fn uri() -> String {
-    match std::env::var("EDGEPUSH_TEST_MONGODB_URI") {
-        Ok(u) if !u.is_empty() => u,
-        _ => panic!(
-            "EDGEPUSH_TEST_MONGODB_URI is not set: set it to a MongoDB or FerretDB URI \
-             (e.g. mongodb://127.0.0.1:27090), or run scripts/test"
-        ),
-    }
-}
 
 /// A database private to one test, dropped by [`TestDb::drop_db`], or on
 /// drop when the test failed before getting there.
 pub(crate) struct TestDb {
     /// A plain driver client for hand-written documents and counts.
     pub client: Client,
-    /// The database's name.
-    pub name: String,
-    /// Whether [`TestDb::drop_db`] already ran.
-    dropped: bool,
+    db: TestDatabase,
 }
 
 impl TestDb {
     /// A fresh, uniquely named database on the test server.
     pub(crate) async fn new() -> anyhow::Result<Self> {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .subsec_nanos();
-        let name = format!(
-            "ept_{}_{:08x}_{}",
-            std::process::id(),
-            nanos ^ rand::random::<u32>(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        let client = Client::with_uri_str(uri()).await?;
-        Ok(Self {
-            client,
-            name,
-            dropped: false,
-        })
+        let db = TestDatabase::shared()?;
+        let client = edgepush_testkit::testdb::client(db.uri()).await?;
+        Ok(Self { client, db })
     }
 
     /// A store config pointing at this database.
     pub(crate) fn config(&self) -> MongoConfig {
-        let mut c = MongoConfig::new(uri());
-        c.database = self.name.clone();
+        let mut c = MongoConfig::new(self.db.uri());
+        c.database = self.db.name().to_owned();
         c
     }
 
@@ -71,7 +46,7 @@ impl TestDb {
 
     /// The database.
     pub(crate) fn db(&self) -> Database {
-        self.client.database(&self.name)
+        self.client.database(self.db.name())
     }
 
     /// The `messages` collection.
@@ -118,38 +93,9 @@ impl TestDb {
     }
 
     /// Drops the database.
-    pub(crate) async fn drop_db(mut self) -> anyhow::Result<()> {
-        self.db().drop().await?;
-        self.dropped = true;
-        Ok(())
+    pub(crate) async fn drop_db(self) -> anyhow::Result<()> {
+        self.db.cleanup().await
     }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if self.dropped {
-            return;
-        }
-        // The test failed (or returned early). The test's runtime is busy
-        // unwinding, so use a fresh thread, runtime and client.
-        let name = std::mem::take(&mut self.name);
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(async {
-                let client = Client::with_uri_str(uri()).await?;
-                client.database(&name).drop().await?;
-                anyhow::Ok(())
-            })
-        })
-        .join();
-    }
-}
-
-/// A user id.
-pub(crate) fn user(s: &str) -> UserId {
-    UserId::new(s).expect("valid test user id")
 }
 
 /// A message for `to` with payload `data` (JSON text) from source `api`.

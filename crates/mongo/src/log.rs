@@ -1,0 +1,342 @@
+//! [`SeqLog`]: a gap-free, idempotent log per key on MongoDB without
+//! transactions. The user message store keys it by user, the topic store by
+//! topic; both share this code.
+//!
+//! # How seqs stay gap-free without transactions
+//!
+//! An entry of log `k` is stored by inserting a document whose `_id` is
+//! `"<k>:<seq, 20 digits>"`, so the unique `_id` index admits exactly one
+//! document per (log, seq) whatever the number of writers. To pick the seq,
+//! a writer reads the log's counter (`last_seq` in the counters collection),
+//! inserts at `last_seq + 1`, then moves the counter up with `$max`. The
+//! counter is only ever moved to a seq that has been stored, so
+//! `last_seq + 1` never skips a number.
+//!
+//! When the insert hits a duplicate key, either the idempotency index fired
+//! (this request's entry exists: return it) or the seq was taken: by a
+//! concurrent writer, or by a writer that crashed between its insert and its
+//! counter update. The writer then reads the highest stored seq of the log
+//! and tries the next one. Any crash therefore leaves at worst a counter that
+//! lags behind, which the next writer (or an idempotent retry, or the
+//! retention sweep) repairs, and never a gap or a duplicate.
+//!
+//! Idempotency rests on the unique `(source, idem, <key>)` index: however
+//! many identical requests race, one insert per log wins and every other
+//! racer finds and returns that document.
+//!
+//! Within one store instance, appends to the same log queue on a local lock
+//! ([`crate::locks`]), so only separate processes race for a seq; racers back
+//! off with jitter and give up with [`StoreError::Contention`] after
+//! [`MongoConfig::max_seq_attempts`](crate::MongoConfig::max_seq_attempts).
+//!
+//! One residual window: if a writer crashes between its insert and its
+//! counter update, nothing else is appended to that log for the whole
+//! retention period, and the server's TTL monitor (not this store's sweep,
+//! which repairs the counter first) deletes that last document, the seq is
+//! handed out again. A client that had read the lost message would then skip
+//! its reuse. This needs a crash and a retention period of silence.
+
+use std::time::Duration;
+
+use edgepush_core::{Seq, StoreError};
+use futures_util::TryStreamExt;
+use mongodb::bson::{Document, doc};
+use mongodb::options::IndexOptions;
+use mongodb::{Collection, Database, IndexModel};
+
+use crate::counters::bump_counter;
+use crate::error::{DuplicateOf, duplicate_of, is_transient_code, store_error};
+use crate::locks::KeyLocks;
+use crate::schema::{EntryTemplate, get_seq, seq_to_bson};
+
+/// Longest pause between two attempts to claim a seq under contention.
+const MAX_BACKOFF_MS: u64 = 50;
+
+/// What one insert came to.
+enum Inserted {
+    /// The entry is stored.
+    Yes,
+    /// A unique index refused it.
+    Duplicate(DuplicateOf),
+}
+
+/// What an append came to.
+pub(crate) enum Claimed {
+    /// This call stored the entry at this seq.
+    Inserted(Seq),
+    /// An earlier or concurrent identical request stored it: its document.
+    Existing(Document),
+}
+
+/// One kind of log: its collections and the field naming the log.
+pub(crate) struct SeqLog {
+    /// The database, for commands (`insert`, `ping`).
+    pub(crate) db: Database,
+    /// One document per (log, seq).
+    pub(crate) entries: Collection<Document>,
+    /// One document per log: `{_id: <key>, last_seq, ...}`.
+    pub(crate) counters: Collection<Document>,
+    /// `user` or `topic`.
+    pub(crate) key_field: &'static str,
+    /// How many times an append tries to claim the next seq.
+    pub(crate) max_seq_attempts: u32,
+    /// Queues this instance's appends per log.
+    locks: KeyLocks,
+}
+
+impl SeqLog {
+    /// The log kind stored in `entries` (with counters in `counters`),
+    /// keyed by `key_field`.
+    pub(crate) fn new(
+        db: Database,
+        entries: &str,
+        counters: &str,
+        key_field: &'static str,
+        max_seq_attempts: u32,
+    ) -> Self {
+        Self {
+            entries: db.collection(entries),
+            counters: db.collection(counters),
+            db,
+            key_field,
+            max_seq_attempts,
+            locks: KeyLocks::default(),
+        }
+    }
+
+    /// Creates the unique `(<key>, seq)` and `(source, idem, <key>)`
+    /// indexes, one command each (FerretDB v1 panics, and drops the
+    /// connection, when one `createIndexes` names two existing indexes).
+    pub(crate) async fn create_indexes(
+        &self,
+        seq_index: &str,
+        idempotency_index: &str,
+    ) -> Result<(), StoreError> {
+        let unique = |name: &str| {
+            IndexOptions::builder()
+                .name(name.to_owned())
+                .unique(true)
+                .build()
+        };
+        let indexes = [
+            (doc! { self.key_field: 1, "seq": 1 }, seq_index),
+            (
+                doc! { "source": 1, "idem": 1, self.key_field: 1 },
+                idempotency_index,
+            ),
+        ];
+        for (keys, name) in indexes {
+            let model = IndexModel::builder()
+                .keys(keys)
+                .options(unique(name))
+                .build();
+            self.entries
+                .create_index(model)
+                .await
+                .map_err(|e| store_error(&format!("creating the index {name}"), e))?;
+        }
+        Ok(())
+    }
+
+    /// The log's counter document, if any.
+    pub(crate) async fn counter(&self, key: &str) -> Result<Option<Document>, StoreError> {
+        self.counters
+            .find_one(doc! { "_id": key })
+            .await
+            .map_err(|e| store_error("reading a seq counter", e))
+    }
+
+    /// The log's counter: the highest seq known to be stored (0 when none).
+    pub(crate) async fn last_seq(&self, key: &str) -> Result<Seq, StoreError> {
+        Ok(self
+            .counter(key)
+            .await?
+            .and_then(|d| get_seq(&d, "last_seq"))
+            .unwrap_or(0))
+    }
+
+    /// The highest seq stored in the log (0 when none).
+    async fn highest_stored_seq(&self, key: &str) -> Result<Seq, StoreError> {
+        let doc = self
+            .entries
+            .find_one(doc! { self.key_field: key })
+            .sort(doc! { "seq": -1 })
+            .projection(doc! { "seq": 1 })
+            .await
+            .map_err(|e| store_error("reading the highest seq", e))?;
+        Ok(doc.and_then(|d| get_seq(&d, "seq")).unwrap_or(0))
+    }
+
+    /// The entry stored in the log under `(source, idem)`, if any.
+    async fn find_entry(
+        &self,
+        source: &str,
+        idem: &str,
+        key: &str,
+    ) -> Result<Option<Document>, StoreError> {
+        self.entries
+            .find_one(doc! { "source": source, "idem": idem, self.key_field: key })
+            .await
+            .map_err(|e| store_error("reading a stored copy", e))
+    }
+
+    /// Moves the log's counter up to `seq`. The entry is stored already; the
+    /// append still fails when the counter cannot follow, because readers
+    /// trust the counter as the end of the log (a replay stops there): the
+    /// caller's retry with the same idempotency key finds the entry and
+    /// moves the counter then.
+    async fn advance_counter(&self, key: &str, seq: Seq) -> Result<(), StoreError> {
+        bump_counter(&self.counters, key, "last_seq", seq)
+            .await
+            .inspect_err(|e| {
+                tracing::warn!(log = %key, seq, error = %e, "stored an entry but could not advance the seq counter; the append fails so that it is retried");
+            })
+    }
+
+    /// Inserts one entry with the `insert` command, so that a duplicate-key
+    /// error comes back with the server's structured fields (`keyPattern`,
+    /// `keyValue`), which the driver's `insert_one` drops.
+    async fn insert(&self, entry: Document) -> Result<Inserted, StoreError> {
+        let mut command =
+            doc! { "insert": self.entries.name(), "documents": [entry], "ordered": true };
+        if let Some(wc) = self.entries.write_concern()
+            && let Ok(wc) = mongodb::bson::to_document(wc)
+            && !wc.is_empty()
+        {
+            command.insert("writeConcern", wc);
+        }
+        let reply = self
+            .db
+            .run_command(command)
+            .await
+            .map_err(|e| store_error("storing a message", e))?;
+        if let Ok(errors) = reply.get_array("writeErrors")
+            && let Some(first) = errors.first().and_then(|e| e.as_document())
+        {
+            let code = first.get_i32("code").unwrap_or(0);
+            let text = first.get_str("errmsg").unwrap_or("");
+            return match code {
+                11000 | 11001 => Ok(Inserted::Duplicate(duplicate_of(first))),
+                c if is_transient_code(c) => Err(StoreError::Unavailable(format!(
+                    "storing a message: code {c}: {text}"
+                ))),
+                c => Err(StoreError::Backend(format!(
+                    "storing a message: code {c}: {text}"
+                ))),
+            };
+        }
+        if let Ok(wce) = reply.get_document("writeConcernError") {
+            // The write happened on the primary but is not known to be
+            // durable as asked: not an acknowledgement collect may answer
+            // 202 on. A retry meets the idempotency index.
+            return Err(StoreError::Unavailable(format!(
+                "storing a message: write concern error {wce}"
+            )));
+        }
+        Ok(Inserted::Yes)
+    }
+
+    /// Stores `tpl` at the log's next free seq, or returns the entry an
+    /// earlier or concurrent identical request stored.
+    pub(crate) async fn append(&self, tpl: &EntryTemplate<'_>) -> Result<Claimed, StoreError> {
+        let mut slot = self.locks.lock(tpl.key).await;
+        let result = self.claim_seq(tpl, slot.known_seq()).await;
+        match &result {
+            Ok(Claimed::Inserted(seq)) => slot.set_known_seq(Some(*seq)),
+            Ok(Claimed::Existing(_)) => {}
+            Err(_) => slot.set_known_seq(None),
+        }
+        result
+    }
+
+    /// The loop of [`append`](Self::append), starting after `known_seq` (a
+    /// seq known to be stored) or after the log's counter.
+    async fn claim_seq(
+        &self,
+        tpl: &EntryTemplate<'_>,
+        known_seq: Option<Seq>,
+    ) -> Result<Claimed, StoreError> {
+        let key = tpl.key;
+        let base = match known_seq {
+            Some(seq) => seq,
+            None => self.last_seq(key).await?,
+        };
+        let mut next = base.saturating_add(1);
+        let attempts = self.max_seq_attempts.max(1);
+        for attempt in 0..attempts {
+            let seq = seq_to_bson(next)
+                .ok_or_else(|| StoreError::Backend(format!("seq of {key} overflowed")))?;
+            let duplicate = match self.insert(tpl.to_doc(seq)).await? {
+                Inserted::Yes => {
+                    self.advance_counter(key, next).await?;
+                    return Ok(Claimed::Inserted(next));
+                }
+                Inserted::Duplicate(of) => of,
+            };
+            // A seq conflict says nothing about this request's entry; if one
+            // exists, the insert at a free seq will meet the idempotency
+            // index and come here again. When the server does not say which
+            // index fired, look.
+            if duplicate != DuplicateOf::Seq
+                && let Some(existing) = self.find_entry(tpl.source, tpl.idem, key).await?
+            {
+                // Stored by an earlier try of this request or a racer; that
+                // writer may have crashed before moving the counter.
+                if let Some(seq) = get_seq(&existing, "seq") {
+                    self.advance_counter(key, seq).await?;
+                }
+                return Ok(Claimed::Existing(existing));
+            }
+            // The seq is taken. Continue after the highest stored one; if the
+            // taker vanished meanwhile (retention), retry the same seq rather
+            // than skip it.
+            let highest = self.highest_stored_seq(key).await?;
+            next = next.max(highest.saturating_add(1));
+            if attempt > 0 {
+                let cap = (1u64 << attempt.min(6)).min(MAX_BACKOFF_MS);
+                let pause = rand::random_range(0..=cap);
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+        }
+        Err(StoreError::Contention(format!(
+            "gave up claiming a seq for {key} after {attempts} attempts"
+        )))
+    }
+
+    /// Up to `limit` entry documents of the log with `seq > after`, in seq
+    /// order.
+    pub(crate) async fn read_after(
+        &self,
+        key: &str,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<Document>, StoreError> {
+        // Nothing is stored above i64::MAX; and a limit of 0 would mean "no
+        // limit" to the server.
+        let Some(after) = seq_to_bson(after) else {
+            return Ok(Vec::new());
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.entries
+            .find(doc! { self.key_field: key, "seq": { "$gt": after } })
+            .sort(doc! { "seq": 1 })
+            .limit(limit)
+            .await
+            .map_err(|e| store_error("reading messages", e))?
+            .try_collect()
+            .await
+            .map_err(|e| store_error("reading messages", e))
+    }
+
+    /// Succeeds when the server answers.
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
+        self.db
+            .run_command(doc! { "ping": 1 })
+            .await
+            .map(|_| ())
+            .map_err(|e| store_error("pinging MongoDB", e))
+    }
+}
