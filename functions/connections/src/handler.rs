@@ -427,11 +427,9 @@ impl Connections {
             node,
             expires_at,
             after,
-            connected_at_ms: if ctx.connected_at > 0 {
-                ctx.connected_at
-            } else {
-                now
-            },
+            // This function's clock, not the event's `connectedAt`: the
+            // cap and the sweep compare it with this clock.
+            connected_at_ms: now,
             started: false,
         };
         if record.expired(now) {

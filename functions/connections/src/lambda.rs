@@ -105,7 +105,7 @@ mod tests {
             ConnectionsEvent::Sweep
         ));
         let websocket = serde_json::json!({
-            "requestContext": {"routeKey": "$default", "connectionId": "abc=", "apiId": "a", "stage": "prod"},
+            "requestContext": {"routeKey": "$default", "connectionId": "abc=", "apiId": "a", "stage": "prod", "connectedAt": 1_707_478_951_123_i64, "requestTimeEpoch": 1_707_478_990_517_i64},
             "body": "{\"type\":\"ping\"}",
             "isBase64Encoded": false
         });

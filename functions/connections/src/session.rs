@@ -5,6 +5,7 @@
 //! | `{"type":"resume","after":N}` | the first one starts the connection: posts `hello`, then records the route (from here on dispatch posts live messages to it); every one then replays one page of what is stored after `N` (else after the connect URL's `after`, else after the user's acked seq) and posts `resumed` |
 //! | `{"type":"ping"}` | posts `pong` |
 //! | `{"type":"ack","seq":N}` | records the ack, coalesced and clipped like on edge nodes |
+//! | `subscribe`, `unsubscribe`, `publish` | refused with `400` (topics are not on the managed edge yet); the connection goes on |
 //! | anything else | closes the connection with 1008, like an edge node |
 //!
 //! Before any of it, a connection whose token has expired is closed with
@@ -82,6 +83,16 @@ impl Connections {
             ManagedClientFrame::Client(ClientFrame::Ack { seq }) => {
                 self.ack(&conn, user.as_ref(), seq).await
             }
+            // Topics on the managed edge are still to come: a topic frame
+            // is refused in words (the connection goes on), never dropped.
+            ManagedClientFrame::Client(
+                ClientFrame::Subscribe { .. }
+                | ClientFrame::Unsubscribe { .. }
+                | ClientFrame::Publish { .. },
+            ) => Err(Refusal::BadRequest(
+                "topics are not available on API Gateway connections yet; connect to an edge node"
+                    .into(),
+            )),
             ManagedClientFrame::Ping => {
                 match self
                     .post(&endpoint, &conn, Bytes::from_static(PONG_FRAME.as_bytes()))
