@@ -282,6 +282,9 @@ mod tests {
         let mut state = ManagedState::new(settings, t0);
         state.on_resumed(Some(0), 0, false, t0);
         assert_eq!(state.next_deadline(), t0 + settings.ping_every);
-        assert_eq!(state.due(t0 + settings.ping_every, Some(0)), Some(Due::Ping));
+        assert_eq!(
+            state.due(t0 + settings.ping_every, Some(0)),
+            Some(Due::Ping)
+        );
     }
 }

@@ -24,11 +24,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use edgepush_core::managed::{ManagedServerFrame, PING_FRAME, encode_resume};
 use edgepush_core::protocol::{
     CLOSE_BAD_FRAME, CLOSE_BAD_TOKEN, CLOSE_DRAINING, CLOSE_GOING_AWAY, CLOSE_NO_STATUS,
     CLOSE_NORMAL, ClientFrame, MsgFrame, ServerFrame,
 };
-use edgepush_core::managed::{ManagedServerFrame, PING_FRAME, encode_resume};
 use edgepush_core::{ConnId, Seq, TopicName};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -580,7 +580,12 @@ impl Runner {
 
     /// Passes on what the managed bookkeeping let through; `Some` when the
     /// client must stop.
-    async fn take(&mut self, ws: &mut Ws, taken: Taken, delivered: &mut bool) -> Option<ManagedFlow> {
+    async fn take(
+        &mut self,
+        ws: &mut Ws,
+        taken: Taken,
+        delivered: &mut bool,
+    ) -> Option<ManagedFlow> {
         for _ in 0..taken.duplicates {
             Counters::inc(&self.shared.counters.duplicates_dropped);
         }

@@ -164,7 +164,11 @@ mod tests {
             ManagedClientFrame::parse(r#"{"type":"ack","seq":3}"#).unwrap(),
             ManagedClientFrame::Client(ClientFrame::Ack { seq: 3 })
         );
-        for text in [encode_resume(None), encode_resume(Some(7)), PING_FRAME.into()] {
+        for text in [
+            encode_resume(None),
+            encode_resume(Some(7)),
+            PING_FRAME.into(),
+        ] {
             assert!(ManagedClientFrame::parse(&text).is_ok(), "{text}");
         }
     }

@@ -129,6 +129,16 @@ fn answer(
     // is the only safe answer.
     let resource = method_arn.filter(|arn| !arn.is_empty());
     match result {
+        Ok(identity) if identity.topic.is_some() => {
+            // A subscribe token is for one topic, never for a connection
+            // (as on edge nodes).
+            tracing::info!(
+                request_id = %context.request_id,
+                user_id = %identity.user_id,
+                "authorizer denied a subscribe token"
+            );
+            Ok(deny(resource.unwrap_or("*")))
+        }
         Ok(identity) if resource.is_some() => {
             tracing::info!(
                 request_id = %context.request_id,
@@ -206,10 +216,10 @@ mod tests {
 
     #[test]
     fn policies_have_the_api_gateway_shape() {
-        let alice = Identity {
-            user_id: edgepush_core::UserId::new("alice").expect("valid user id"),
-            expires_at: Some(1_700_000_000),
-        };
+        let alice = Identity::new(
+            edgepush_core::UserId::new("alice").expect("valid user id"),
+            Some(1_700_000_000),
+        );
         let allowed = serde_json::to_value(allow(&alice, "arn:x/$connect")).expect("serialises");
         assert_eq!(allowed["principalId"], "alice");
         assert_eq!(allowed["context"]["userId"], "alice");

@@ -151,6 +151,13 @@ async fn expired_token_is_denied() {
 }
 
 #[tokio::test]
+async fn a_subscribe_token_cannot_open_a_connection() {
+    let mut claims = Claims::new("alice", Duration::from_secs(300));
+    claims.topic = Some("vip:lounge".into());
+    assert_denied(&call(with_query_token(&mint_hs256(SECRET, &claims))).await);
+}
+
+#[tokio::test]
 async fn garbage_and_wrongly_signed_tokens_are_denied() {
     let wrong_secret = mint_hs256(
         b"some-other-secret-0123456789",

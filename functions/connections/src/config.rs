@@ -102,8 +102,10 @@ impl Config {
                 ),
             ));
         }
-        let max_connections_per_user =
-            vars.parse(env::MAX_CONNECTIONS_PER_USER, DEFAULT_MAX_CONNECTIONS_PER_USER)?;
+        let max_connections_per_user = vars.parse(
+            env::MAX_CONNECTIONS_PER_USER,
+            DEFAULT_MAX_CONNECTIONS_PER_USER,
+        )?;
         if max_connections_per_user == 0 {
             return Err(ConfigError::invalid(
                 env::MAX_CONNECTIONS_PER_USER,

@@ -307,7 +307,11 @@ fn authorizer_user(
 /// The token expiry the authorizer context names, if any (API Gateway may
 /// pass context numbers as strings).
 fn authorizer_exp(ctx: &ApiGatewayWebsocketProxyRequestContext) -> Result<Option<u64>, Refusal> {
-    let bad = || Refusal::Forbidden(format!("authorizer context {AUTHORIZER_EXP_KEY} is not a time"));
+    let bad = || {
+        Refusal::Forbidden(format!(
+            "authorizer context {AUTHORIZER_EXP_KEY} is not a time"
+        ))
+    };
     match ctx.authorizer.fields.get(AUTHORIZER_EXP_KEY) {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::Number(n)) => n.as_u64().map(Some).ok_or_else(bad),
@@ -339,9 +343,7 @@ fn after_of(event: &ApiGatewayWebsocketProxyRequest) -> Result<Option<Seq>, Refu
     match event.query_string_parameters.first("after") {
         None => Ok(None),
         Some(raw) => raw.parse::<Seq>().map(Some).map_err(|_| {
-            Refusal::BadRequest(format!(
-                "after must be a non-negative integer, got {raw:?}"
-            ))
+            Refusal::BadRequest(format!("after must be a non-negative integer, got {raw:?}"))
         }),
     }
 }
@@ -485,6 +487,12 @@ impl Connections {
         };
         let token = token_of(event).ok_or(Refusal::from_auth(AuthError::Missing))?;
         let identity = verifier.verify(&token).await.map_err(Refusal::from_auth)?;
+        if identity.topic.is_some() {
+            return Err(Refusal::Unauthorized(
+                "invalid_token",
+                "a subscribe token cannot open a connection".into(),
+            ));
+        }
         Ok((identity.user_id, identity.expires_at))
     }
 
@@ -539,7 +547,10 @@ impl Connections {
                 None
             }
         };
-        Ok((user.or_else(|| record.as_ref().map(|r| r.user.clone())), record))
+        Ok((
+            user.or_else(|| record.as_ref().map(|r| r.user.clone())),
+            record,
+        ))
     }
 
     /// `$disconnect`: remove the route and the record, write the last ack.
@@ -627,11 +638,15 @@ impl Connections {
         {
             Ok(Posted::Gone) => return,
             Ok(Posted::Sent) => {}
-            Err(e) => tracing::warn!(conn = %conn, code, error = %e, "could not post the close frame"),
+            Err(e) => {
+                tracing::warn!(conn = %conn, code, error = %e, "could not post the close frame")
+            }
         }
         match self.poster.delete_connection(endpoint, conn).await {
             Ok(()) | Err(PostToConnectionError::Gone) => {}
-            Err(e) => tracing::warn!(conn = %conn, code, error = %e, "could not close the connection"),
+            Err(e) => {
+                tracing::warn!(conn = %conn, code, error = %e, "could not close the connection")
+            }
         }
         tracing::info!(conn = %conn, code, reason, "API Gateway connection closed");
     }

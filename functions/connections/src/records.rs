@@ -318,9 +318,9 @@ impl ConnectionRecords for RedisConnectionRecords {
         cap: usize,
         ttl: Duration,
     ) -> Result<Admission, RouteError> {
-        let lifetime_end = record.connected_at_ms.saturating_add(
-            i64::try_from(MAX_CONNECTION_LIFETIME.as_millis()).unwrap_or(i64::MAX),
-        );
+        let lifetime_end = record
+            .connected_at_ms
+            .saturating_add(i64::try_from(MAX_CONNECTION_LIFETIME.as_millis()).unwrap_or(i64::MAX));
         let user_key = self.user_key(&record.user, &record.node);
         let mut redis = self.conn.clone();
         let count: i64 = self
@@ -442,7 +442,10 @@ return redis.call('HSETNX', KEYS[1], ARGV[2], '1')
         // Separate commands: the keys live in different cluster slots.
         self.run::<()>(
             "forget record",
-            redis::cmd("DEL").arg(self.key(conn)).arg(&gate).arg(&pending),
+            redis::cmd("DEL")
+                .arg(self.key(conn))
+                .arg(&gate)
+                .arg(&pending),
         )
         .await?;
         self.run::<()>(
@@ -487,7 +490,9 @@ return redis.call('HSETNX', KEYS[1], ARGV[2], '1')
     async fn unindex(&self, node: &NodeId, conn: &ConnId) -> Result<(), RouteError> {
         self.run::<()>(
             "unindex connection",
-            redis::cmd("ZREM").arg(self.due_key(node)).arg(conn.as_str()),
+            redis::cmd("ZREM")
+                .arg(self.due_key(node))
+                .arg(conn.as_str()),
         )
         .await
     }

@@ -74,8 +74,13 @@ impl Connections {
         let frame = match frame {
             Ok(frame) => frame,
             Err(reason) => {
-                self.close(&endpoint, &conn, CLOSE_BAD_FRAME, "frame not in the protocol")
-                    .await;
+                self.close(
+                    &endpoint,
+                    &conn,
+                    CLOSE_BAD_FRAME,
+                    "frame not in the protocol",
+                )
+                .await;
                 return Err(Refusal::BadRequest(reason));
             }
         };
@@ -107,8 +112,13 @@ impl Connections {
                     // Admitted, but Redis no longer knows it (flushed, or
                     // failed over without the data): the client must come
                     // again through `$connect`.
-                    self.close(&endpoint, &conn, CLOSE_INTERNAL, "connection unknown; reconnect")
-                        .await;
+                    self.close(
+                        &endpoint,
+                        &conn,
+                        CLOSE_INTERNAL,
+                        "connection unknown; reconnect",
+                    )
+                    .await;
                     return Ok(empty_response(200));
                 };
                 self.resume(&endpoint, &conn, &record, after, deadline_ms)
@@ -153,7 +163,11 @@ impl Connections {
             Some(after) => after,
             None => match self.messages.acked(user).await {
                 Ok(acked) => acked,
-                Err(e) => return self.store_failed(endpoint, conn, Refusal::from_store(e)).await,
+                Err(e) => {
+                    return self
+                        .store_failed(endpoint, conn, Refusal::from_store(e))
+                        .await;
+                }
             },
         };
         let page = match self
@@ -162,7 +176,11 @@ impl Connections {
             .await
         {
             Ok(page) => page,
-            Err(e) => return self.store_failed(endpoint, conn, Refusal::from_store(e)).await,
+            Err(e) => {
+                return self
+                    .store_failed(endpoint, conn, Refusal::from_store(e))
+                    .await;
+            }
         };
         let mut replayed = Replayed {
             through: after,

@@ -62,9 +62,8 @@ impl Connections {
     ) -> Result<SweepReport, SweepError> {
         let mut report = SweepReport::default();
         let margin = i64::try_from(DEADLINE_MARGIN.as_millis()).unwrap_or(0);
-        let past_deadline = || {
-            deadline_ms.is_some_and(|d| edgepush_core::message::now_ms() + margin >= d)
-        };
+        let past_deadline =
+            || deadline_ms.is_some_and(|d| edgepush_core::message::now_ms() + margin >= d);
         for node in self.records.swept_nodes().await? {
             let endpoint = self
                 .nodes

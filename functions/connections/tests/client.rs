@@ -64,8 +64,16 @@ impl Drop for ApiGateway {
 /// no authorizer (the handler verifies the token), the request's headers
 /// and query string.
 fn connect_event(request: &Request, conn: &str) -> serde_json::Value {
-    let mut value = for_conn(without_authorizer(fixture("connect.json").expect("fixture")), conn, "");
-    if let Some(auth) = request.headers().get("authorization").and_then(|v| v.to_str().ok()) {
+    let mut value = for_conn(
+        without_authorizer(fixture("connect.json").expect("fixture")),
+        conn,
+        "",
+    );
+    if let Some(auth) = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+    {
         value["headers"]["Authorization"] = json!(auth);
         value["multiValueHeaders"]["Authorization"] = json!([auth]);
     }
@@ -77,15 +85,25 @@ fn connect_event(request: &Request, conn: &str) -> serde_json::Value {
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-    let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let pairs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     with_query(value, &pairs)
 }
 
 /// One connection: `$connect` decides the upgrade; then client frames go
 /// to `$default` and the stand-in's posts for `conn` to the socket.
-async fn serve(env: Arc<Env>, stream: tokio::net::TcpStream, conn: String, frames: Arc<Mutex<Vec<String>>>) {
+async fn serve(
+    env: Arc<Env>,
+    stream: tokio::net::TcpStream,
+    conn: String,
+    frames: Arc<Mutex<Vec<String>>>,
+) {
     let handlers = env.clone();
     let id = conn.clone();
+    // The handshake's own error type (an HTTP response) is large.
+    #[allow(clippy::result_large_err)]
     let callback = move |request: &Request, response: Response| {
         let event = connect_event(request, &id);
         // The handshake callback is synchronous; the handler is not.
@@ -96,10 +114,9 @@ async fn serve(env: Arc<Env>, stream: tokio::net::TcpStream, conn: String, frame
             Ok(answer) if answer.status_code == 200 => Ok(response),
             Ok(answer) => {
                 let mut refusal = ErrorResponse::new(Some(body_text(&answer)));
-                *refusal.status_mut() = http::StatusCode::from_u16(
-                    u16::try_from(answer.status_code).unwrap_or(500),
-                )
-                .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+                *refusal.status_mut() =
+                    http::StatusCode::from_u16(u16::try_from(answer.status_code).unwrap_or(500))
+                        .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
                 Err(refusal)
             }
             Err(_) => Err(ErrorResponse::new(None)),
@@ -141,13 +158,21 @@ async fn serve(env: Arc<Env>, stream: tokio::net::TcpStream, conn: String, frame
         if let Ok(mut frames) = frames.lock() {
             frames.push(text.as_str().to_owned());
         }
-        let mut event = for_conn(without_authorizer(fixture("default-ack.json").expect("fixture")), &conn, "");
+        let mut event = for_conn(
+            without_authorizer(fixture("default-ack.json").expect("fixture")),
+            &conn,
+            "",
+        );
         event["body"] = json!(text.as_str());
         let _ = env.handle(event).await;
     }
     forward.abort();
     let _ = env
-        .handle(for_conn(without_authorizer(fixture("disconnect.json").expect("fixture")), &conn, ""))
+        .handle(for_conn(
+            without_authorizer(fixture("disconnect.json").expect("fixture")),
+            &conn,
+            "",
+        ))
         .await;
 }
 
@@ -228,9 +253,14 @@ async fn the_rust_client_resumes_orders_and_repairs_gaps_on_the_managed_edge() -
 
     assert_eq!(seqs(), (11..=34).collect::<Vec<_>>(), "each once, in order");
     let frames = gateway.frames.lock().map(|f| f.clone()).unwrap_or_default();
-    assert_eq!(frames.first().map(String::as_str), Some(r#"{"type":"resume","after":10}"#));
+    assert_eq!(
+        frames.first().map(String::as_str),
+        Some(r#"{"type":"resume","after":10}"#)
+    );
     ensure!(
-        frames.iter().any(|f| f == r#"{"type":"resume","after":32}"#),
+        frames
+            .iter()
+            .any(|f| f == r#"{"type":"resume","after":32}"#),
         "the gap request after the last contiguous seq: {frames:?}"
     );
     // Paging: the client asked again after each page with `more`.
@@ -240,7 +270,9 @@ async fn the_rust_client_resumes_orders_and_repairs_gaps_on_the_managed_edge() -
     }
     // Acks went through `$default` and were recorded.
     wait::until("the acks to be written", wait::stall(), || async {
-        let acked = edgepush_core::MessageStore::acked(&*env.messages, &edgepush_testkit::user("kim")).await?;
+        let acked =
+            edgepush_core::MessageStore::acked(&*env.messages, &edgepush_testkit::user("kim"))
+                .await?;
         Ok(if acked >= 11 {
             Check::Done(())
         } else {

@@ -73,7 +73,11 @@ async fn connect_admits_and_the_first_resume_makes_the_route() -> Result<()> {
     );
     // The posts went to the stage path, signed.
     let posts = env.api.seen();
-    assert!(posts.iter().all(|r| r.path.starts_with("/prod/@connections/")));
+    assert!(
+        posts
+            .iter()
+            .all(|r| r.path.starts_with("/prod/@connections/"))
+    );
     assert!(
         posts
             .iter()
@@ -117,7 +121,9 @@ async fn connect_with_a_query_token_then_disconnect() -> Result<()> {
         "record and indexes forgotten: {keys:?}"
     );
     ensure!(
-        !keys.iter().any(|k| k.contains(":mx:") || k.contains(":mu:")),
+        !keys
+            .iter()
+            .any(|k| k.contains(":mx:") || k.contains(":mu:")),
         "{keys:?}"
     );
     env.cleanup().await
@@ -154,7 +160,15 @@ async fn bad_tokens_and_bad_requests_are_refused_and_register_nothing() -> Resul
     let mut expired = Claims::new("mallory", Duration::from_secs(300));
     expired.exp = 1_000_000;
     let expired = mint_hs256(SECRET, &expired);
+    let mut subscribe_only = Claims::new("mallory", Duration::from_secs(300));
+    subscribe_only.topic = Some("vip:lounge".into());
+    let subscribe_only = mint_hs256(SECRET, &subscribe_only);
     let cases = [
+        (
+            "a subscribe token",
+            with_query_token(base.clone(), &subscribe_only),
+            "invalid_token",
+        ),
         ("no token", base.clone(), "missing_token"),
         (
             "wrong key",
@@ -228,7 +242,11 @@ async fn bad_tokens_and_bad_requests_are_refused_and_register_nothing() -> Resul
 #[tokio::test]
 async fn disconnect_removes_only_its_route() -> Result<()> {
     let env = Env::new("disconnect").await?;
-    ensure_status(&env.handle(fixture("connect.json")?).await?, 200, "$connect")?;
+    ensure_status(
+        &env.handle(fixture("connect.json")?).await?,
+        200,
+        "$connect",
+    )?;
     ensure_status(
         &env.frame(FIXTURE_CONN, "alice", r#"{"type":"resume"}"#)
             .await?,
@@ -266,7 +284,11 @@ async fn disconnect_removes_only_its_route() -> Result<()> {
 #[tokio::test]
 async fn default_route_answers_ping_and_refuses_what_is_not_in_the_protocol() -> Result<()> {
     let env = Env::new("default_route").await?;
-    ensure_status(&env.handle(fixture("connect.json")?).await?, 200, "$connect")?;
+    ensure_status(
+        &env.handle(fixture("connect.json")?).await?,
+        200,
+        "$connect",
+    )?;
 
     ensure_status(
         &env.frame(FIXTURE_CONN, "alice", r#"{"type":"ping"}"#)
@@ -278,10 +300,18 @@ async fn default_route_answers_ping_and_refuses_what_is_not_in_the_protocol() ->
 
     // A topic frame: refused in words, the connection goes on.
     let response = env
-        .frame(FIXTURE_CONN, "alice", r#"{"type":"subscribe","topic":"news"}"#)
+        .frame(
+            FIXTURE_CONN,
+            "alice",
+            r#"{"type":"subscribe","topic":"news"}"#,
+        )
         .await?;
     ensure_status(&response, 400, "subscribe")?;
-    assert!(body_text(&response).contains("topics"), "{}", body_text(&response));
+    assert!(
+        body_text(&response).contains("topics"),
+        "{}",
+        body_text(&response)
+    );
     assert_eq!(env.seen(FIXTURE_CONN), [Seen::Pong], "nothing posted");
 
     // Frames outside the protocol: 400, and the connection is closed with

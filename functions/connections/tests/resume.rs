@@ -36,7 +36,11 @@ async fn offline_for_50_messages_then_resume_gets_exactly_those_in_order_then_li
     assert_eq!(missed.first().map(|m| m.seq), Some(6));
 
     let conn = "DanaC0nn-1=";
-    ensure_status(&env.connect(conn, "dana", None, Some(5)).await?, 200, "$connect")?;
+    ensure_status(
+        &env.connect(conn, "dana", None, Some(5)).await?,
+        200,
+        "$connect",
+    )?;
     // The client speaks first; every `resumed` with `more` makes it ask
     // again after the last seq it got.
     let mut after = None;
@@ -96,7 +100,11 @@ async fn offline_for_50_messages_then_resume_gets_exactly_those_in_order_then_li
 
     // A second connection names its position in the frame (no `?after=`).
     let other = "DanaC0nn-2=";
-    ensure_status(&env.connect(other, "dana", None, None).await?, 200, "$connect")?;
+    ensure_status(
+        &env.connect(other, "dana", None, None).await?,
+        200,
+        "$connect",
+    )?;
     ensure_status(
         &env.frame(other, "dana", r#"{"type":"resume","after":50}"#)
             .await?,
@@ -115,7 +123,11 @@ async fn offline_for_50_messages_then_resume_gets_exactly_those_in_order_then_li
 async fn racing_dispatches_end_in_order_or_are_repaired_by_the_gap_request() -> Result<()> {
     let env = Env::new("resume_race").await?;
     let conn = "EveC0nn=";
-    ensure_status(&env.connect(conn, "eve", None, None).await?, 200, "$connect")?;
+    ensure_status(
+        &env.connect(conn, "eve", None, None).await?,
+        200,
+        "$connect",
+    )?;
     ensure_status(
         &env.frame(conn, "eve", r#"{"type":"resume"}"#).await?,
         200,
@@ -180,7 +192,11 @@ async fn a_bogus_ack_is_clipped_to_what_was_stored() -> Result<()> {
     let fran = user("fran");
     env.store("fran", 10).await?;
     let conn = "FranC0nn=";
-    ensure_status(&env.connect(conn, "fran", None, None).await?, 200, "$connect")?;
+    ensure_status(
+        &env.connect(conn, "fran", None, None).await?,
+        200,
+        "$connect",
+    )?;
 
     // The first ack of an interval is written.
     ensure_status(
@@ -206,7 +222,11 @@ async fn a_bogus_ack_is_clipped_to_what_was_stored() -> Result<()> {
     // that resumes from the ack.
     env.store("fran", 1).await?;
     let next = "FranC0nn-2=";
-    ensure_status(&env.connect(next, "fran", None, None).await?, 200, "$connect")?;
+    ensure_status(
+        &env.connect(next, "fran", None, None).await?,
+        200,
+        "$connect",
+    )?;
     ensure_status(
         &env.frame(next, "fran", r#"{"type":"resume"}"#).await?,
         200,
@@ -216,7 +236,11 @@ async fn a_bogus_ack_is_clipped_to_what_was_stored() -> Result<()> {
 
     // A bogus ack on its own, written at once (a fresh connection's gate).
     let third = "FranC0nn-3=";
-    ensure_status(&env.connect(third, "fran", None, None).await?, 200, "$connect")?;
+    ensure_status(
+        &env.connect(third, "fran", None, None).await?,
+        200,
+        "$connect",
+    )?;
     ensure_status(
         &env.frame(third, "fran", r#"{"type":"ack","seq":99999}"#)
             .await?,
@@ -274,7 +298,11 @@ async fn the_per_user_connection_cap_holds() -> Result<()> {
         "hal",
     )?;
     // A connection that ends gives its place back.
-    ensure_status(&env.disconnect("GusC0nn-1=", "gus").await?, 200, "$disconnect")?;
+    ensure_status(
+        &env.disconnect("GusC0nn-1=", "gus").await?,
+        200,
+        "$disconnect",
+    )?;
     ensure_status(
         &env.connect("GusC0nn-3=", "gus", None, None).await?,
         200,
@@ -303,7 +331,11 @@ async fn a_token_that_expires_while_connected_ends_the_connection() -> Result<()
         )?;
     }
     let forever = "IdaC0nn-noexp=";
-    ensure_status(&env.connect(forever, "ida", None, None).await?, 200, forever)?;
+    ensure_status(
+        &env.connect(forever, "ida", None, None).await?,
+        200,
+        forever,
+    )?;
     assert_eq!(env.routes_of("ida").await?.len(), 2);
 
     // Before the expiry the sweep finds nothing.

@@ -148,9 +148,15 @@ pub fn conn_of(request: &SeenRequest) -> String {
 /// A frame the stand-in took for one connection, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seen {
-    Hello { user: String },
+    Hello {
+        user: String,
+    },
     Msg(u64),
-    Resumed { after: u64, through: u64, more: bool },
+    Resumed {
+        after: u64,
+        through: u64,
+        more: bool,
+    },
     Pong,
     Close(u64),
     Deleted,
@@ -316,7 +322,12 @@ impl Env {
     }
 
     /// A `$default` frame `body` from `conn` of `user`.
-    pub async fn frame(&self, conn: &str, user: &str, body: &str) -> Result<ApiGatewayProxyResponse> {
+    pub async fn frame(
+        &self,
+        conn: &str,
+        user: &str,
+        body: &str,
+    ) -> Result<ApiGatewayProxyResponse> {
         let mut value = for_conn(fixture("default-ack.json")?, conn, user);
         value["body"] = json!(body);
         self.handle(value).await
@@ -343,9 +354,7 @@ impl Env {
     }
 
     pub async fn routes_of(&self, name: &str) -> Result<Vec<(String, String)>> {
-        Ok(route_names(
-            &self.routes.routes_of(&[user(name)]).await?[0],
-        ))
+        Ok(route_names(&self.routes.routes_of(&[user(name)]).await?[0]))
     }
 
     /// What the stand-in took for `conn` (answered 2xx), in order.
