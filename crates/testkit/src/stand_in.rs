@@ -71,6 +71,27 @@ impl ManagementApiStandIn {
         format!("http://{}", self.addr)
     }
 
+    /// The management API client's configuration for tests: static
+    /// credentials, a region, no retries. The caller sends it here with an
+    /// endpoint override of [`url`](Self::url) (the stage path kept), as
+    /// `SdkConnectionPoster::new(config).with_endpoint_override(url)` does.
+    pub fn sdk_config(&self) -> aws_sdk_apigatewaymanagement::Config {
+        use aws_sdk_apigatewaymanagement::config::retry::RetryConfig;
+        use aws_sdk_apigatewaymanagement::config::{Credentials, Region};
+        aws_sdk_apigatewaymanagement::Config::builder()
+            .behavior_version_latest()
+            .credentials_provider(Credentials::new(
+                "AKIDMANAGEDEDGE",
+                "managed-edge-secret",
+                None,
+                None,
+                "test",
+            ))
+            .region(Region::new("us-east-1"))
+            .retry_config(RetryConfig::disabled())
+            .build()
+    }
+
     /// Every request so far, in the order they arrived.
     pub fn seen(&self) -> Vec<SeenRequest> {
         self.seen.lock().map(|s| s.clone()).unwrap_or_default()

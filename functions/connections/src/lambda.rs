@@ -89,26 +89,15 @@ mod tests {
 
     #[test]
     fn events_are_told_apart() {
-        let scheduled = serde_json::json!({
-            "version": "0",
-            "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
-            "detail-type": "Scheduled Event",
-            "source": "aws.events",
-            "account": "123456789012",
-            "time": "2024-02-09T11:42:00Z",
-            "region": "us-east-1",
-            "resources": ["arn:aws:events:us-east-1:123456789012:rule/edgepush-sweep"],
-            "detail": {}
-        });
+        // The EventBridge schedule's event, as the sweep rule sends it.
+        let scheduled: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/fixtures/scheduled.json")).unwrap();
         assert!(matches!(
             serde_json::from_value::<ConnectionsEvent>(scheduled).unwrap(),
             ConnectionsEvent::Sweep
         ));
-        let websocket = serde_json::json!({
-            "requestContext": {"routeKey": "$default", "connectionId": "abc=", "apiId": "a", "stage": "prod", "connectedAt": 1_707_478_951_123_i64, "requestTimeEpoch": 1_707_478_990_517_i64},
-            "body": "{\"type\":\"ping\"}",
-            "isBase64Encoded": false
-        });
+        let websocket: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/fixtures/default-ack.json")).unwrap();
         assert!(matches!(
             serde_json::from_value::<ConnectionsEvent>(websocket).unwrap(),
             ConnectionsEvent::WebSocket(_)

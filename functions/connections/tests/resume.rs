@@ -36,11 +36,7 @@ async fn offline_for_50_messages_then_resume_gets_exactly_those_in_order_then_li
     assert_eq!(missed.first().map(|m| m.seq), Some(6));
 
     let conn = "DanaC0nn-1=";
-    ensure_status(
-        &env.connect(conn, "dana", None, Some(5)).await?,
-        200,
-        "$connect",
-    )?;
+    env.admit(conn, "dana", None, Some(5)).await?;
     // The client speaks first; every `resumed` with `more` makes it ask
     // again after the last seq it got.
     let mut after = None;
@@ -49,7 +45,7 @@ async fn offline_for_50_messages_then_resume_gets_exactly_those_in_order_then_li
             None => r#"{"type":"resume"}"#.to_owned(),
             Some(after) => format!(r#"{{"type":"resume","after":{after}}}"#),
         };
-        ensure_status(&env.frame(conn, "dana", &frame).await?, 200, &frame)?;
+        env.send(conn, "dana", &frame).await?;
         match env.seen(conn).last() {
             Some(Seen::Resumed {
                 through,
@@ -100,17 +96,9 @@ async fn offline_for_50_messages_then_resume_gets_exactly_those_in_order_then_li
 
     // A second connection names its position in the frame (no `?after=`).
     let other = "DanaC0nn-2=";
-    ensure_status(
-        &env.connect(other, "dana", None, None).await?,
-        200,
-        "$connect",
-    )?;
-    ensure_status(
-        &env.frame(other, "dana", r#"{"type":"resume","after":50}"#)
-            .await?,
-        200,
-        "resume after 50",
-    )?;
+    env.admit(other, "dana", None, None).await?;
+    env.send(other, "dana", r#"{"type":"resume","after":50}"#)
+        .await?;
     assert_eq!(msgs(&env.seen(other)), (51..=58).collect::<Vec<_>>());
     env.cleanup().await
 }
@@ -123,16 +111,8 @@ async fn offline_for_50_messages_then_resume_gets_exactly_those_in_order_then_li
 async fn racing_dispatches_end_in_order_or_are_repaired_by_the_gap_request() -> Result<()> {
     let env = Env::new("resume_race").await?;
     let conn = "EveC0nn=";
-    ensure_status(
-        &env.connect(conn, "eve", None, None).await?,
-        200,
-        "$connect",
-    )?;
-    ensure_status(
-        &env.frame(conn, "eve", r#"{"type":"resume"}"#).await?,
-        200,
-        "resume",
-    )?;
+    env.admit(conn, "eve", None, None).await?;
+    env.send(conn, "eve", r#"{"type":"resume"}"#).await?;
 
     // The race lost by the earlier message: seq 2's post lands first.
     let m = env.store("eve", 2).await?;
@@ -161,12 +141,8 @@ async fn racing_dispatches_end_in_order_or_are_repaired_by_the_gap_request() -> 
     assert_eq!((shown.last(), held.as_slice()), (Some(&4), &[6][..]));
     // Its gap request, after the last contiguous seq.
     env.api.heal();
-    ensure_status(
-        &env.frame(conn, "eve", r#"{"type":"resume","after":4}"#)
-            .await?,
-        200,
-        "gap request",
-    )?;
+    env.send(conn, "eve", r#"{"type":"resume","after":4}"#)
+        .await?;
     let seen = env.seen(conn);
     assert_eq!(
         as_a_client_shows(0, &seen),
@@ -192,23 +168,15 @@ async fn a_bogus_ack_is_clipped_to_what_was_stored() -> Result<()> {
     let fran = user("fran");
     env.store("fran", 10).await?;
     let conn = "FranC0nn=";
-    ensure_status(
-        &env.connect(conn, "fran", None, None).await?,
-        200,
-        "$connect",
-    )?;
+    env.admit(conn, "fran", None, None).await?;
 
     // The first ack of an interval is written.
-    ensure_status(
-        &env.frame(conn, "fran", r#"{"type":"ack","seq":3}"#).await?,
-        200,
-        "ack 3",
-    )?;
+    env.send(conn, "fran", r#"{"type":"ack","seq":3}"#).await?;
     assert_eq!(env.messages.acked(&fran).await?, 3);
     // A flood within the interval: coalesced, nothing written.
     for seq in [4, 1_000_000, 5] {
         let frame = format!(r#"{{"type":"ack","seq":{seq}}}"#);
-        ensure_status(&env.frame(conn, "fran", &frame).await?, 200, &frame)?;
+        env.send(conn, "fran", &frame).await?;
     }
     assert_eq!(env.messages.acked(&fran).await?, 3, "coalesced");
     // `$disconnect` writes the pending one, the bogus seq, clipped.
@@ -222,31 +190,15 @@ async fn a_bogus_ack_is_clipped_to_what_was_stored() -> Result<()> {
     // that resumes from the ack.
     env.store("fran", 1).await?;
     let next = "FranC0nn-2=";
-    ensure_status(
-        &env.connect(next, "fran", None, None).await?,
-        200,
-        "$connect",
-    )?;
-    ensure_status(
-        &env.frame(next, "fran", r#"{"type":"resume"}"#).await?,
-        200,
-        "resume from the ack",
-    )?;
+    env.admit(next, "fran", None, None).await?;
+    env.send(next, "fran", r#"{"type":"resume"}"#).await?;
     assert_eq!(msgs(&env.seen(next)), [11]);
 
     // A bogus ack on its own, written at once (a fresh connection's gate).
     let third = "FranC0nn-3=";
-    ensure_status(
-        &env.connect(third, "fran", None, None).await?,
-        200,
-        "$connect",
-    )?;
-    ensure_status(
-        &env.frame(third, "fran", r#"{"type":"ack","seq":99999}"#)
-            .await?,
-        200,
-        "bogus ack",
-    )?;
+    env.admit(third, "fran", None, None).await?;
+    env.send(third, "fran", r#"{"type":"ack","seq":99999}"#)
+        .await?;
     assert_eq!(env.messages.acked(&fran).await?, 11);
     env.cleanup().await
 }
@@ -265,7 +217,7 @@ async fn the_per_user_connection_cap_holds() -> Result<()> {
     )
     .await?;
     for conn in ["GusC0nn-1=", "GusC0nn-2="] {
-        ensure_status(&env.connect(conn, "gus", None, None).await?, 200, conn)?;
+        env.admit(conn, "gus", None, None).await?;
     }
     let refused = env.connect("GusC0nn-3=", "gus", None, None).await?;
     ensure_status(&refused, 429, "third connection")?;
@@ -286,28 +238,16 @@ async fn the_per_user_connection_cap_holds() -> Result<()> {
         "nothing recorded for a refused connection"
     );
     // A retried `$connect` of an admitted connection is not counted twice.
-    ensure_status(
-        &env.connect("GusC0nn-2=", "gus", None, None).await?,
-        200,
-        "retried",
-    )?;
+    env.admit("GusC0nn-2=", "gus", None, None).await?;
     // Other users are not affected.
-    ensure_status(
-        &env.connect("HalC0nn-1=", "hal", None, None).await?,
-        200,
-        "hal",
-    )?;
+    env.admit("HalC0nn-1=", "hal", None, None).await?;
     // A connection that ends gives its place back.
     ensure_status(
         &env.disconnect("GusC0nn-1=", "gus").await?,
         200,
         "$disconnect",
     )?;
-    ensure_status(
-        &env.connect("GusC0nn-3=", "gus", None, None).await?,
-        200,
-        "after one left",
-    )?;
+    env.admit("GusC0nn-3=", "gus", None, None).await?;
     env.cleanup().await
 }
 
@@ -323,19 +263,11 @@ async fn a_token_that_expires_while_connected_ends_the_connection() -> Result<()
     let now_secs = || u64::try_from(now_ms() / 1000).unwrap_or_default();
     let exp = now_secs() + 2;
     for conn in ["IdaC0nn-quiet=", "IdaC0nn-talks="] {
-        ensure_status(&env.connect(conn, "ida", Some(exp), None).await?, 200, conn)?;
-        ensure_status(
-            &env.frame(conn, "ida", r#"{"type":"resume"}"#).await?,
-            200,
-            "resume",
-        )?;
+        env.admit(conn, "ida", Some(exp), None).await?;
+        env.send(conn, "ida", r#"{"type":"resume"}"#).await?;
     }
     let forever = "IdaC0nn-noexp=";
-    ensure_status(
-        &env.connect(forever, "ida", None, None).await?,
-        200,
-        forever,
-    )?;
+    env.admit(forever, "ida", None, None).await?;
     assert_eq!(env.routes_of("ida").await?.len(), 2);
 
     // Before the expiry the sweep finds nothing.
@@ -353,12 +285,8 @@ async fn a_token_that_expires_while_connected_ends_the_connection() -> Result<()
     })
     .await?;
     // A frame from a connection whose token expired closes it.
-    ensure_status(
-        &env.frame("IdaC0nn-talks=", "ida", r#"{"type":"ping"}"#)
-            .await?,
-        200,
-        "ping after exp",
-    )?;
+    env.send("IdaC0nn-talks=", "ida", r#"{"type":"ping"}"#)
+        .await?;
     let talks = env.seen("IdaC0nn-talks=");
     assert_eq!(talks[talks.len() - 2..], [Seen::Close(4001), Seen::Deleted]);
     assert!(!talks.contains(&Seen::Pong));

@@ -14,8 +14,6 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, ensure};
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body as LambdaBody;
-use aws_sdk_apigatewaymanagement::config::retry::RetryConfig;
-use aws_sdk_apigatewaymanagement::config::{Credentials, Region};
 use edgepush_auth::{AuthConfig, Claims, JwtVerifier, mint_hs256};
 use edgepush_connections::{Connections, RedisConnectionRecords, Settings};
 use edgepush_core::protocol::PushItem;
@@ -203,22 +201,10 @@ impl Pusher for NoEdgeNodes {
     }
 }
 
-/// The real management API client, with static credentials, sent to
-/// `stand_in` instead of execute-api (the stage path kept).
+/// The real management API client, sent to `stand_in` instead of
+/// execute-api (the stage path kept).
 pub fn poster(stand_in: &ManagementApiStandIn) -> SdkConnectionPoster {
-    let base = aws_sdk_apigatewaymanagement::Config::builder()
-        .behavior_version_latest()
-        .credentials_provider(Credentials::new(
-            "AKIDMANAGEDEDGE",
-            "managed-edge-secret",
-            None,
-            None,
-            "test",
-        ))
-        .region(Region::new("us-east-1"))
-        .retry_config(RetryConfig::disabled())
-        .build();
-    SdkConnectionPoster::new(base).with_endpoint_override(stand_in.url())
+    SdkConnectionPoster::new(stand_in.sdk_config()).with_endpoint_override(stand_in.url())
 }
 
 /// The handlers on a private key prefix and database, the stand-in, the
@@ -331,6 +317,24 @@ impl Env {
         let mut value = for_conn(fixture("default-ack.json")?, conn, user);
         value["body"] = json!(body);
         self.handle(value).await
+    }
+
+    /// [`connect`](Self::connect), which must be admitted.
+    pub async fn admit(
+        &self,
+        conn: &str,
+        user: &str,
+        exp: Option<u64>,
+        after: Option<u64>,
+    ) -> Result<()> {
+        let response = self.connect(conn, user, exp, after).await?;
+        ensure_status(&response, 200, &format!("$connect of {conn}"))
+    }
+
+    /// [`frame`](Self::frame), which must be answered 200.
+    pub async fn send(&self, conn: &str, user: &str, body: &str) -> Result<()> {
+        let response = self.frame(conn, user, body).await?;
+        ensure_status(&response, 200, &format!("{body} from {conn}"))
     }
 
     /// `$disconnect` of `conn` of `user`.
