@@ -27,12 +27,7 @@ async fn connect_admits_and_the_first_resume_makes_the_route() -> Result<()> {
     // Admitted, but no route yet: nothing may be posted before the client
     // speaks (API Gateway refuses posts before `$connect` returned).
     assert!(env.routes_of("alice").await?.is_empty());
-    let record = env
-        .connections
-        .records
-        .record(&ConnId::new(FIXTURE_CONN)?)
-        .await?
-        .expect("a record");
+    let record = env.record(FIXTURE_CONN).await?.expect("a record");
     assert_eq!(record.user.as_str(), "alice");
     assert!(!record.started);
 
@@ -137,12 +132,7 @@ async fn connect_with_a_bearer_header() -> Result<()> {
     connect["headers"]["Authorization"] = json!(bearer);
     connect["multiValueHeaders"]["Authorization"] = json!([bearer]);
     ensure_status(&env.handle(connect).await?, 200, "$connect")?;
-    let record = env
-        .connections
-        .records
-        .record(&ConnId::new(FIXTURE_CONN)?)
-        .await?
-        .expect("a record");
+    let record = env.record(FIXTURE_CONN).await?.expect("a record");
     assert_eq!(record.user.as_str(), "carol");
     // The token's exp is the connection's end.
     assert!(record.expires_at.is_some());

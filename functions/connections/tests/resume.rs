@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Result, ensure};
 use common::*;
 use edgepush_connections::Settings;
-use edgepush_core::{ConnId, MessageStore};
+use edgepush_core::MessageStore;
 use edgepush_testkit::user;
 use edgepush_testkit::wait::{self, Check};
 
@@ -230,11 +230,7 @@ async fn the_per_user_connection_cap_holds() -> Result<()> {
         Some("5")
     );
     assert!(
-        env.connections
-            .records
-            .record(&ConnId::new("GusC0nn-3=")?)
-            .await?
-            .is_none(),
+        env.record("GusC0nn-3=").await?.is_none(),
         "nothing recorded for a refused connection"
     );
     // A retried `$connect` of an admitted connection is not counted twice.
@@ -298,11 +294,7 @@ async fn a_token_that_expires_while_connected_ends_the_connection() -> Result<()
     assert!(env.routes_of("ida").await?.is_empty(), "routes removed");
     for conn in ["IdaC0nn-quiet=", "IdaC0nn-talks="] {
         ensure!(
-            env.connections
-                .records
-                .record(&ConnId::new(conn)?)
-                .await?
-                .is_none(),
+            env.record(conn).await?.is_none(),
             "{conn}: record forgotten"
         );
     }
@@ -317,12 +309,6 @@ async fn a_token_that_expires_while_connected_ends_the_connection() -> Result<()
         "{report:?}"
     );
     assert_eq!(env.seen(forever), [Seen::Deleted]);
-    assert!(
-        env.connections
-            .records
-            .record(&ConnId::new(forever)?)
-            .await?
-            .is_none()
-    );
+    assert!(env.record(forever).await?.is_none());
     env.cleanup().await
 }

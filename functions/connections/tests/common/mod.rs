@@ -15,7 +15,7 @@ use anyhow::{Context as _, Result, ensure};
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body as LambdaBody;
 use edgepush_auth::{AuthConfig, Claims, JwtVerifier, mint_hs256};
-use edgepush_connections::{Connections, RedisConnectionRecords, Settings};
+use edgepush_connections::{ConnectionRecord, Connections, RedisConnectionRecords, Settings};
 use edgepush_core::protocol::PushItem;
 use edgepush_core::{
     MessageStore, NewMessage, PushError, PushReport, Pusher, RouteStore, StoredMessage,
@@ -359,6 +359,15 @@ impl Env {
 
     pub async fn routes_of(&self, name: &str) -> Result<Vec<(String, String)>> {
         Ok(route_names(&self.routes.routes_of(&[user(name)]).await?[0]))
+    }
+
+    /// The record of `conn`, if any.
+    pub async fn record(&self, conn: &str) -> Result<Option<ConnectionRecord>> {
+        Ok(self
+            .connections
+            .records
+            .record(&edgepush_core::ConnId::new(conn)?)
+            .await?)
     }
 
     /// What the stand-in took for `conn` (answered 2xx), in order.
