@@ -219,7 +219,11 @@ impl Runner {
         };
         let token = self.token.token();
         let resume = self.shared.book().resume();
-        let request = match node.request_with(self.last, resume.as_deref(), &token) {
+        let request = match self.managed {
+            Some(_) => node.managed_request(self.last, &token),
+            None => node.request_with(self.last, resume.as_deref(), &token),
+        };
+        let request = match request {
             Ok(request) => request,
             Err(detail) => return self.refused(&node, detail),
         };

@@ -34,6 +34,8 @@ struct ApiGateway {
     url: String,
     /// Every client frame handed to `$default`, in order.
     frames: Arc<Mutex<Vec<String>>>,
+    /// The query string of every upgrade request.
+    queries: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -42,15 +44,21 @@ impl ApiGateway {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("ws://{}/prod", listener.local_addr()?);
         let frames: Arc<Mutex<Vec<String>>> = Arc::default();
-        let record = frames.clone();
+        let queries: Arc<Mutex<Vec<String>>> = Arc::default();
+        let log = (frames.clone(), queries.clone());
         let task = tokio::spawn(async move {
             static IDS: AtomicU64 = AtomicU64::new(0);
             while let Ok((stream, _)) = listener.accept().await {
                 let conn = format!("KimC0nn{}=", IDS.fetch_add(1, Ordering::Relaxed));
-                tokio::spawn(serve(env.clone(), stream, conn, record.clone()));
+                tokio::spawn(serve(env.clone(), stream, conn, log.clone()));
             }
         });
-        Ok(Self { url, frames, task })
+        Ok(Self {
+            url,
+            frames,
+            queries,
+            task,
+        })
     }
 }
 
@@ -98,13 +106,16 @@ async fn serve(
     env: Arc<Env>,
     stream: tokio::net::TcpStream,
     conn: String,
-    frames: Arc<Mutex<Vec<String>>>,
+    (frames, queries): (Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<String>>>),
 ) {
     let handlers = env.clone();
     let id = conn.clone();
     // The handshake's own error type (an HTTP response) is large.
     #[allow(clippy::result_large_err)]
     let callback = move |request: &Request, response: Response| {
+        if let Ok(mut queries) = queries.lock() {
+            queries.push(request.uri().query().unwrap_or_default().to_owned());
+        }
         let event = connect_event(request, &id);
         // The handshake callback is synchronous; the handler is not.
         let answer = tokio::task::block_in_place(|| {
@@ -252,6 +263,15 @@ async fn the_rust_client_resumes_orders_and_repairs_gaps_on_the_managed_edge() -
     reach(&got, 34).await?;
 
     assert_eq!(seqs(), (11..=34).collect::<Vec<_>>(), "each once, in order");
+    let upgrades = gateway
+        .queries
+        .lock()
+        .map(|q| q.clone())
+        .unwrap_or_default();
+    ensure!(
+        upgrades.iter().all(|q| q.contains("token=")),
+        "the token in the query, where API Gateway's authorizer looks: {upgrades:?}"
+    );
     let frames = gateway.frames.lock().map(|f| f.clone()).unwrap_or_default();
     assert_eq!(
         frames.first().map(String::as_str),
