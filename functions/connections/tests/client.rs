@@ -29,13 +29,16 @@ use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::{Message, http};
 
+/// Lines the gateway keeps for the test to read.
+type Log = Arc<Mutex<Vec<String>>>;
+
 /// A WebSocket endpoint in front of the handlers, the way API Gateway is.
 struct ApiGateway {
     url: String,
     /// Every client frame handed to `$default`, in order.
-    frames: Arc<Mutex<Vec<String>>>,
+    frames: Log,
     /// The query string of every upgrade request.
-    queries: Arc<Mutex<Vec<String>>>,
+    queries: Log,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -43,8 +46,8 @@ impl ApiGateway {
     async fn start(env: Arc<Env>) -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("ws://{}/prod", listener.local_addr()?);
-        let frames: Arc<Mutex<Vec<String>>> = Arc::default();
-        let queries: Arc<Mutex<Vec<String>>> = Arc::default();
+        let frames: Log = Arc::default();
+        let queries: Log = Arc::default();
         let log = (frames.clone(), queries.clone());
         let task = tokio::spawn(async move {
             static IDS: AtomicU64 = AtomicU64::new(0);
@@ -106,7 +109,7 @@ async fn serve(
     env: Arc<Env>,
     stream: tokio::net::TcpStream,
     conn: String,
-    (frames, queries): (Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<String>>>),
+    (frames, queries): (Log, Log),
 ) {
     let handlers = env.clone();
     let id = conn.clone();
