@@ -164,8 +164,8 @@ export interface ClientOptions {
   timers?: Timers;
   /**
    * The endpoints are an API Gateway WebSocket API (the managed edge), not
-   * edge nodes: `true` for the default timings. Topics are not available
-   * there yet.
+   * edge nodes: `true` for the default timings. Subscription objects work
+   * there; the token's topics and broadcast are not served there yet.
    */
   managed?: boolean | ManagedOptions;
 }

@@ -219,7 +219,8 @@ pub struct ClientConfig {
     /// client then speaks first (`resume`), holds seqs that come early and
     /// asks for gaps itself, pings, and reads the server's `close` frames
     /// (see [`crate::managed`] and `docs/protocol.md`, "Managed edge").
-    /// Topics are not available there yet.
+    /// Client subscriptions work there (a topic gap reconnects, as on edge
+    /// nodes); the token's topics and `$broadcast` are not served there yet.
     pub managed: Option<ManagedEdge>,
 }
 

@@ -47,6 +47,11 @@ pub const USER_ID_CONTEXT_KEY: &str = "userId";
 /// the Unix epoch). It must match `edgepush_connections::AUTHORIZER_EXP_KEY`.
 pub const EXP_CONTEXT_KEY: &str = "exp";
 
+/// The authorizer context key that carries the token's `subscribe` claim
+/// (topic patterns, a JSON list in a string). It must match
+/// `edgepush_connections::AUTHORIZER_SUBSCRIBE_KEY`.
+pub const SUBSCRIBE_CONTEXT_KEY: &str = "subscribe";
+
 /// The IAM policy language version API Gateway expects.
 const POLICY_VERSION: &str = "2012-10-17";
 
@@ -180,10 +185,18 @@ pub fn allow(identity: &Identity, resource: &str) -> ApiGatewayCustomAuthorizerR
     let mut response = policy(IamPolicyEffect::Allow, resource);
     let user = identity.user_id.as_str();
     response.principal_id = Some(user.to_owned());
-    response.context = match identity.expires_at {
-        Some(exp) => serde_json::json!({ USER_ID_CONTEXT_KEY: user, EXP_CONTEXT_KEY: exp }),
-        None => serde_json::json!({ USER_ID_CONTEXT_KEY: user }),
-    };
+    let mut context = serde_json::Map::new();
+    context.insert(USER_ID_CONTEXT_KEY.into(), user.into());
+    if let Some(exp) = identity.expires_at {
+        context.insert(EXP_CONTEXT_KEY.into(), exp.into());
+    }
+    if !identity.subscribe.is_empty() {
+        // API Gateway passes only strings, numbers and booleans on: the
+        // patterns as one JSON string.
+        let patterns = serde_json::to_string(&identity.subscribe).unwrap_or_default();
+        context.insert(SUBSCRIBE_CONTEXT_KEY.into(), patterns.into());
+    }
+    response.context = serde_json::Value::Object(context);
     response
 }
 
@@ -226,10 +239,16 @@ mod tests {
         assert_eq!(allowed["context"]["exp"], 1_700_000_000);
         let forever = Identity {
             expires_at: None,
-            ..alice
+            ..alice.clone()
         };
         let allowed = serde_json::to_value(allow(&forever, "arn:x/$connect")).expect("serialises");
         assert_eq!(allowed["context"], serde_json::json!({"userId": "alice"}));
+        let chatty = Identity {
+            subscribe: vec!["chat:*".into()],
+            ..forever.clone()
+        };
+        let allowed = serde_json::to_value(allow(&chatty, "arn:x/$connect")).expect("serialises");
+        assert_eq!(allowed["context"]["subscribe"], r#"["chat:*"]"#);
         assert_eq!(allowed["policyDocument"]["Version"], POLICY_VERSION);
         let statement = &allowed["policyDocument"]["Statement"][0];
         assert_eq!(statement["Effect"], "Allow");

@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use edgepush_auth::{AuthConfig, Claims, JwtVerifier, mint_hs256};
-use edgepush_auth_fn::authorizer::{EXP_CONTEXT_KEY, USER_ID_CONTEXT_KEY, request_token};
+use edgepush_auth_fn::authorizer::{
+    EXP_CONTEXT_KEY, SUBSCRIBE_CONTEXT_KEY, USER_ID_CONTEXT_KEY, request_token,
+};
 use edgepush_auth_fn::{AuthAnswer, AuthEvent, dispatch};
 use edgepush_core::{AuthError, Identity, TokenVerifier};
 use lambda_runtime::{Context, LambdaEvent};
@@ -108,6 +110,10 @@ fn the_context_keys_are_the_ones_connections_reads() {
         edgepush_connections::AUTHORIZER_USER_ID_KEY
     );
     assert_eq!(EXP_CONTEXT_KEY, edgepush_connections::AUTHORIZER_EXP_KEY);
+    assert_eq!(
+        SUBSCRIBE_CONTEXT_KEY,
+        edgepush_connections::AUTHORIZER_SUBSCRIBE_KEY
+    );
 }
 
 #[tokio::test]

@@ -10,6 +10,8 @@
 //! | `EDGEPUSH_ACK_INTERVAL_MS` | at most one ack write per connection per interval (default 1000, as on edge nodes) |
 //! | `EDGEPUSH_APIGW_REPLAY_PAGE` | messages one `resume` replays (default 100, 1..=1000) |
 //! | `EDGEPUSH_APIGW_NODE_TTL_SECS` | lifetime of the virtual node entry (default 86400, at least 7200) |
+//! | `EDGEPUSH_TOPIC_NAMESPACES` | the topic namespaces, as for edge nodes and collect |
+//! | `EDGEPUSH_MAX_SUBSCRIPTIONS` | topic subscriptions per connection (default 128, as on edge nodes) |
 //! | `AWS_REGION` | set by Lambda: names the management endpoint behind a custom domain |
 //!
 //! The management API client (replays, `pong`, closing connections) uses
@@ -25,8 +27,8 @@ use edgepush_mongo::MongoConfig;
 use edgepush_redis::RedisConfig;
 
 use crate::handler::{
-    DEFAULT_ACK_INTERVAL, DEFAULT_MAX_CONNECTIONS_PER_USER, DEFAULT_NODE_TTL, DEFAULT_REPLAY_PAGE,
-    MIN_NODE_TTL, Settings,
+    DEFAULT_ACK_INTERVAL, DEFAULT_MAX_CONNECTIONS_PER_USER, DEFAULT_MAX_SUBSCRIPTIONS,
+    DEFAULT_NODE_TTL, DEFAULT_REPLAY_PAGE, MIN_NODE_TTL, Settings,
 };
 
 /// The largest [`Settings::replay_page`] accepted: a page must be posted,
@@ -46,6 +48,8 @@ pub mod env {
     pub const ACK_INTERVAL_MS: &str = "EDGEPUSH_ACK_INTERVAL_MS";
     /// Messages replayed per `resume`.
     pub const REPLAY_PAGE: &str = "EDGEPUSH_APIGW_REPLAY_PAGE";
+    /// Topic subscriptions per connection (the edge nodes' name).
+    pub const MAX_SUBSCRIPTIONS: &str = "EDGEPUSH_MAX_SUBSCRIPTIONS";
     /// The region, set by Lambda.
     pub const AWS_REGION: &str = "AWS_REGION";
     /// Any of these turns in-process token verification on.
@@ -129,6 +133,9 @@ impl Config {
                 ack_interval: vars.millis(env::ACK_INTERVAL_MS, DEFAULT_ACK_INTERVAL)?,
                 max_connections_per_user,
                 replay_page,
+                max_subscriptions: vars.parse(env::MAX_SUBSCRIPTIONS, DEFAULT_MAX_SUBSCRIPTIONS)?,
+                namespaces: edgepush_core::Namespaces::from_lookup(&lookup)
+                    .map_err(|e| ConfigError::invalid(edgepush_core::Namespaces::ENV, e))?,
                 ..Settings::default()
             },
         })

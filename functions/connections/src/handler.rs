@@ -26,10 +26,11 @@ use bytes::Bytes;
 use edgepush_core::managed::ManagedServerFrame;
 use edgepush_core::protocol::ErrorBody;
 use edgepush_core::{
-    AuthError, ConnId, IdError, MessageStore, NodeDirectory, NodeId, RouteError, RouteStore, Seq,
-    StoreError, TokenVerifier, UserId,
+    AuthError, ConnId, Identity, MessageStore, Namespaces, NodeDirectory, NodeId, RouteError,
+    RouteStore, Seq, StoreError, TokenVerifier, TopicRoutes, TopicStore, UserId,
 };
 use edgepush_dispatch::{ConnectionPoster, PostToConnectionError};
+use edgepush_redis::RedisRouteStore;
 
 use crate::records::{Admission, ConnectionRecord, ConnectionRecords, DEFAULT_RECORD_TTL};
 
@@ -45,8 +46,7 @@ pub const AUTHORIZER_USER_ID_KEY: &str = "userId";
 /// until API Gateway ends it (2 hours at most).
 pub const AUTHORIZER_EXP_KEY: &str = "exp";
 
-/// Node ids of API Gateway virtual nodes start with this.
-pub const VIRTUAL_NODE_PREFIX: &str = "apigw-";
+pub use edgepush_dispatch::{VIRTUAL_NODE_PREFIX, virtual_node_id};
 
 /// How long a virtual node's directory entry lives after the last
 /// `$connect` by default. It must outlive every connection of the API (API
@@ -65,6 +65,14 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_USER: usize = 64;
 
 /// Default of [`Settings::replay_page`].
 pub const DEFAULT_REPLAY_PAGE: usize = 100;
+
+/// Default of [`Settings::max_subscriptions`]: the edge nodes'.
+pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 128;
+
+/// The key of the token's `subscribe` claim (topic patterns, as a JSON list
+/// in a string: API Gateway passes only strings, numbers and booleans) in
+/// the authorizer's context.
+pub const AUTHORIZER_SUBSCRIBE_KEY: &str = "subscribe";
 
 /// Tunables of the handlers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +98,11 @@ pub struct Settings {
     /// the client asks again for the rest (`resumed` with `more`). Small
     /// enough that a page is posted well within the function's timeout.
     pub replay_page: usize,
+    /// Topic subscriptions one connection may hold
+    /// (`EDGEPUSH_MAX_SUBSCRIPTIONS`, as on edge nodes).
+    pub max_subscriptions: usize,
+    /// The configured topic namespaces (`EDGEPUSH_TOPIC_NAMESPACES`).
+    pub namespaces: Namespaces,
 }
 
 impl Default for Settings {
@@ -101,6 +114,8 @@ impl Default for Settings {
             ack_interval: DEFAULT_ACK_INTERVAL,
             max_connections_per_user: DEFAULT_MAX_CONNECTIONS_PER_USER,
             replay_page: DEFAULT_REPLAY_PAGE,
+            max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
+            namespaces: Namespaces::default(),
         }
     }
 }
@@ -125,6 +140,13 @@ pub struct Connections {
     /// Posts replies and replays to connections, and closes them (the
     /// management API).
     pub poster: Arc<dyn ConnectionPoster>,
+    /// Topic messages: replays after a subscription's `after`.
+    pub topics: Arc<dyn TopicStore>,
+    /// Topic memberships: a subscription makes the connection's virtual
+    /// node a member, so topic fan-out reaches it.
+    pub topic_routes: Arc<dyn TopicRoutes>,
+    /// The connections' topic subscriptions (Redis, read by dispatch).
+    pub subscriptions: Arc<RedisRouteStore>,
     /// Tunables.
     pub settings: Settings,
 }
@@ -242,27 +264,6 @@ fn route_of(ctx: &ApiGatewayWebsocketProxyRequestContext) -> Route {
     }
 }
 
-/// The id of the virtual node standing for the stage `stage` of API
-/// `api_id`: `apigw-<apiId>-<stage>`, or `apigw-<apiId>-<hash of stage>`
-/// when that would be too long for a node id.
-pub fn virtual_node_id(api_id: &str, stage: &str) -> Result<NodeId, IdError> {
-    match NodeId::new(format!("{VIRTUAL_NODE_PREFIX}{api_id}-{stage}")) {
-        Err(IdError::TooLong { .. }) => NodeId::new(format!(
-            "{VIRTUAL_NODE_PREFIX}{api_id}-{:016x}",
-            fnv1a(stage)
-        )),
-        other => other,
-    }
-}
-
-/// FNV-1a, 64 bits: stable across builds and processes (unlike std's
-/// hasher), so every instance names a long stage the same way.
-fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
 /// The management API endpoint dispatch posts to for connections of this
 /// API and stage: `https://<domainName>/<stage>` when clients connect to the
 /// API's own `execute-api` domain, else (a custom domain) the `execute-api`
@@ -317,6 +318,23 @@ fn authorizer_exp(ctx: &ApiGatewayWebsocketProxyRequestContext) -> Result<Option
         Some(serde_json::Value::Number(n)) => n.as_u64().map(Some).ok_or_else(bad),
         Some(serde_json::Value::String(s)) => s.trim().parse().map(Some).map_err(|_| bad()),
         Some(_) => Err(bad()),
+    }
+}
+
+/// The token's `subscribe` patterns the authorizer context names (a JSON
+/// list, in a string or as is); none when absent.
+fn authorizer_subscribe(
+    ctx: &ApiGatewayWebsocketProxyRequestContext,
+) -> Result<Vec<String>, Refusal> {
+    let bad = || {
+        Refusal::Forbidden(format!(
+            "authorizer context {AUTHORIZER_SUBSCRIBE_KEY} is not a list of patterns"
+        ))
+    };
+    match ctx.authorizer.fields.get(AUTHORIZER_SUBSCRIBE_KEY) {
+        None | Some(serde_json::Value::Null) => Ok(Vec::new()),
+        Some(serde_json::Value::String(s)) => serde_json::from_str(s).map_err(|_| bad()),
+        Some(other) => serde_json::from_value(other.clone()).map_err(|_| bad()),
     }
 }
 
@@ -414,11 +432,16 @@ impl Connections {
     ) -> Result<ApiGatewayProxyResponse, Refusal> {
         let ctx = &event.request_context;
         let conn = conn_id(ctx)?;
-        let (user, expires_at, by_authorizer) = match authorizer_user(ctx)? {
-            Some(user) => (user, authorizer_exp(ctx)?, true),
+        let (user, expires_at, subscribe, by_authorizer) = match authorizer_user(ctx)? {
+            Some(user) => (user, authorizer_exp(ctx)?, authorizer_subscribe(ctx)?, true),
             None => {
-                let (user, exp) = self.verify_token(event).await?;
-                (user, exp, false)
+                let identity = self.verify_token(event).await?;
+                (
+                    identity.user_id,
+                    identity.expires_at,
+                    identity.subscribe,
+                    false,
+                )
             }
         };
         let after = after_of(event)?;
@@ -433,6 +456,7 @@ impl Connections {
             // cap and the sweep compare it with this clock.
             connected_at_ms: now,
             started: false,
+            subscribe,
         };
         if record.expired(now) {
             return Err(Refusal::from_auth(AuthError::Expired));
@@ -469,12 +493,12 @@ impl Connections {
         Ok(empty_response(200))
     }
 
-    /// The user of a `$connect` without authorizer context, and the
-    /// token's expiry, from its token.
+    /// The identity of a `$connect` without authorizer context, from its
+    /// token.
     async fn verify_token(
         &self,
         event: &ApiGatewayWebsocketProxyRequest,
-    ) -> Result<(UserId, Option<u64>), Refusal> {
+    ) -> Result<Identity, Refusal> {
         let Some(verifier) = &self.verifier else {
             tracing::warn!(
                 "$connect without authorizer context and no in-process token verifier \
@@ -493,7 +517,7 @@ impl Connections {
                 "a subscribe token cannot open a connection".into(),
             ));
         }
-        Ok((identity.user_id, identity.expires_at))
+        Ok(identity)
     }
 
     /// The virtual node of the event's API and stage, and its management
@@ -601,6 +625,10 @@ impl Connections {
             }
         }
         if let Some(record) = record {
+            self.subscriptions
+                .managed_forget(&record.node, conn)
+                .await
+                .map_err(Refusal::from_route)?;
             self.records
                 .forget(conn, record)
                 .await
@@ -655,18 +683,6 @@ impl Connections {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn virtual_node_ids_fit_and_are_stable() {
-        let node = virtual_node_id("a1b2c3d4e5", "prod").unwrap();
-        assert_eq!(node.as_str(), "apigw-a1b2c3d4e5-prod");
-        let long = "s".repeat(100);
-        let a = virtual_node_id("a1b2c3d4e5", &long).unwrap();
-        assert_eq!(a, virtual_node_id("a1b2c3d4e5", &long).unwrap());
-        assert_ne!(a, virtual_node_id("a1b2c3d4e5", &"t".repeat(100)).unwrap());
-        assert!(a.as_str().starts_with("apigw-a1b2c3d4e5-"));
-        assert!(virtual_node_id("a b", "prod").is_err());
-    }
 
     #[test]
     fn management_endpoints() {

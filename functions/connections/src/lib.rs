@@ -34,6 +34,7 @@
 //!
 //! - [`handler`](mod@handler): [`Connections`], `$connect` and `$disconnect`.
 //! - [`session`]: `$default`, the client frames (`resume`, `ping`, `ack`).
+//! - [`subscriptions`]: the topic frames (`subscribe`, `unsubscribe`).
 //! - [`sweep`]: closes connections whose token expired, forgets stale ones.
 //! - [`records`]: what is kept per connection between its events, the
 //!   per-user cap and the sweep index ([`RedisConnectionRecords`]).
@@ -48,12 +49,13 @@ pub mod lambda;
 pub mod records;
 pub mod session;
 mod start;
+pub mod subscriptions;
 pub mod sweep;
 
 pub use config::{Config, ConfigError};
 pub use handler::{
-    AUTHORIZER_EXP_KEY, AUTHORIZER_USER_ID_KEY, Connections, DEFAULT_NODE_TTL, Settings,
-    VIRTUAL_NODE_PREFIX, management_endpoint, virtual_node_id,
+    AUTHORIZER_EXP_KEY, AUTHORIZER_SUBSCRIBE_KEY, AUTHORIZER_USER_ID_KEY, Connections,
+    DEFAULT_NODE_TTL, Settings, VIRTUAL_NODE_PREFIX, management_endpoint, virtual_node_id,
 };
 pub use lambda::{ConnectionsAnswer, ConnectionsEvent, handler};
 pub use records::{

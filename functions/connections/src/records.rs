@@ -54,6 +54,9 @@ pub struct ConnectionRecord {
     /// Whether the first `resume` came: from then on the connection is a
     /// route and dispatch posts to it.
     pub started: bool,
+    /// The token's `subscribe` claim: topic patterns the client may
+    /// subscribe to on its own (unvalidated, as edge nodes keep them).
+    pub subscribe: Vec<String>,
 }
 
 impl ConnectionRecord {
@@ -185,6 +188,7 @@ mod field {
     pub(super) const AFTER: &str = "a";
     pub(super) const CONNECTED_AT: &str = "c";
     pub(super) const STARTED: &str = "s";
+    pub(super) const SUBSCRIBE: &str = "p";
 }
 
 /// The Redis backend of [`ConnectionRecords`]. Keys, each with one hash
@@ -193,7 +197,7 @@ mod field {
 ///
 /// | key | type | what |
 /// |---|---|---|
-/// | `<prefix>:o:{<conn>}` | HASH | the record (`u` user, `n` node, `x` exp, `a` after, `c` connected at, `s` started), with a TTL |
+/// | `<prefix>:o:{<conn>}` | HASH | the record (`u` user, `n` node, `x` exp, `a` after, `c` connected at, `s` started, `p` subscribe patterns as JSON), with a TTL |
 /// | `<prefix>:ag:{<conn>}`, `<prefix>:ap:{<conn>}` | STRING | the ack gate and the pending ack |
 /// | `<prefix>:mu:{<user>}:<node>` | ZSET | the user's connections on the node, by end of lifetime (the cap) |
 /// | `<prefix>:mx:{<node>}` | ZSET | the node's connections by when they are due (the sweep) |
@@ -357,6 +361,11 @@ impl ConnectionRecords for RedisConnectionRecords {
         if record.started {
             hset.arg(field::STARTED).arg(1);
         }
+        if !record.subscribe.is_empty() {
+            // A list of strings: serialising cannot fail.
+            let patterns = serde_json::to_string(&record.subscribe).unwrap_or_default();
+            hset.arg(field::SUBSCRIBE).arg(patterns);
+        }
         let written = async {
             self.run::<()>("write record", redis::cmd("DEL").arg(self.key(conn)))
                 .await?;
@@ -412,6 +421,12 @@ impl ConnectionRecords for RedisConnectionRecords {
             after: number(&fields, field::AFTER)?,
             connected_at_ms: number(&fields, field::CONNECTED_AT)?.unwrap_or(0),
             started: fields.contains_key(field::STARTED),
+            subscribe: match fields.get(field::SUBSCRIBE) {
+                None => Vec::new(),
+                Some(raw) => serde_json::from_str(raw).map_err(|e| {
+                    RouteError::Backend(format!("stored subscribe patterns are invalid: {e}"))
+                })?,
+            },
         }))
     }
 
@@ -546,6 +561,7 @@ mod tests {
             after: None,
             connected_at_ms: 1_000_000,
             started: false,
+            subscribe: Vec::new(),
         }
     }
 

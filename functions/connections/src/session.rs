@@ -5,7 +5,8 @@
 //! | `{"type":"resume","after":N}` | the first one starts the connection: posts `hello`, then records the route (from here on dispatch posts live messages to it); every one then replays one page of what is stored after `N` (else after the connect URL's `after`, else after the user's acked seq) and posts `resumed` |
 //! | `{"type":"ping"}` | posts `pong` |
 //! | `{"type":"ack","seq":N}` | records the ack, coalesced and clipped like on edge nodes |
-//! | `subscribe`, `unsubscribe`, `publish` | refused with `400` (topics are not on the managed edge yet); the connection goes on |
+//! | `subscribe`, `unsubscribe` | topic subscriptions with the edge nodes' rules ([`subscriptions`](crate::subscriptions)) |
+//! | `publish` | refused with `400` (client publishing is an edge-node feature); the connection goes on |
 //! | anything else | closes the connection with 1008, like an edge node |
 //!
 //! Before any of it, a connection whose token has expired is closed with
@@ -88,14 +89,25 @@ impl Connections {
             ManagedClientFrame::Client(ClientFrame::Ack { seq }) => {
                 self.ack(&conn, user.as_ref(), seq).await
             }
-            // Topics on the managed edge are still to come: a topic frame
-            // is refused in words (the connection goes on), never dropped.
-            ManagedClientFrame::Client(
-                ClientFrame::Subscribe { .. }
-                | ClientFrame::Unsubscribe { .. }
-                | ClientFrame::Publish { .. },
-            ) => Err(Refusal::BadRequest(
-                "topics are not available on API Gateway connections yet; connect to an edge node"
+            ManagedClientFrame::Client(ClientFrame::Subscribe {
+                topic,
+                after,
+                token,
+            }) => match record {
+                Some(record) => {
+                    self.subscribe(&endpoint, &conn, &record, &topic, after, token, deadline_ms)
+                        .await
+                }
+                None => self.unknown(&endpoint, &conn).await,
+            },
+            ManagedClientFrame::Client(ClientFrame::Unsubscribe { topic }) => match record {
+                Some(record) => self.unsubscribe(&endpoint, &conn, &record, &topic).await,
+                None => self.unknown(&endpoint, &conn).await,
+            },
+            // Publishing from a client is an edge-node feature for now: a
+            // publish is refused in words (the connection goes on).
+            ManagedClientFrame::Client(ClientFrame::Publish { .. }) => Err(Refusal::BadRequest(
+                "publishing from API Gateway connections is not available; publish through collect"
                     .into(),
             )),
             ManagedClientFrame::Ping => {
@@ -109,17 +121,7 @@ impl Connections {
             }
             ManagedClientFrame::Resume { after } => {
                 let Some(record) = record else {
-                    // Admitted, but Redis no longer knows it (flushed, or
-                    // failed over without the data): the client must come
-                    // again through `$connect`.
-                    self.close(
-                        &endpoint,
-                        &conn,
-                        CLOSE_INTERNAL,
-                        "connection unknown; reconnect",
-                    )
-                    .await;
-                    return Ok(empty_response(200));
+                    return self.unknown(&endpoint, &conn).await;
                 };
                 self.resume(&endpoint, &conn, &record, after, deadline_ms)
                     .await
@@ -228,6 +230,24 @@ impl Connections {
             more = replayed.more,
             "replayed"
         );
+        Ok(empty_response(200))
+    }
+
+    /// A frame of a connection Redis no longer knows (flushed, or failed
+    /// over without the data): closed with 1011, so its client comes again
+    /// through `$connect`.
+    async fn unknown(
+        &self,
+        endpoint: &str,
+        conn: &ConnId,
+    ) -> Result<ApiGatewayProxyResponse, Refusal> {
+        self.close(
+            endpoint,
+            conn,
+            CLOSE_INTERNAL,
+            "connection unknown; reconnect",
+        )
+        .await;
         Ok(empty_response(200))
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use edgepush_auth::JwtVerifier;
 use edgepush_core::{RouteError, StoreError, TokenVerifier};
 use edgepush_dispatch::SdkConnectionPoster;
-use edgepush_mongo::MongoMessageStore;
+use edgepush_mongo::{MongoMessageStore, MongoTopicStore};
 use edgepush_redis::RedisRouteStore;
 
 use crate::{Config, Connections, RedisConnectionRecords};
@@ -40,9 +40,13 @@ pub async fn connect(
         None => None,
     };
     let messages = Arc::new(MongoMessageStore::connect(config.mongo.clone()).await?);
+    let topics = Arc::new(MongoTopicStore::connect(config.mongo.clone()).await?);
     Ok(Connections {
         routes: routes.clone(),
-        nodes: routes,
+        nodes: routes.clone(),
+        topics,
+        topic_routes: routes.clone(),
+        subscriptions: routes,
         records,
         verifier,
         messages,

@@ -23,7 +23,7 @@ use edgepush_core::{
 use edgepush_dispatch::{
     DispatchReport, Dispatcher, ManagedEdgePusher, RetryPolicy, SdkConnectionPoster,
 };
-use edgepush_mongo::{MongoConfig, MongoMessageStore};
+use edgepush_mongo::{MongoConfig, MongoMessageStore, MongoTopicStore};
 use edgepush_redis::{RedisConfig, RedisRouteStore};
 use edgepush_testkit::{
     ManagementApiStandIn, SeenRequest, TestDatabase, delete_prefix, redis_url, route_names,
@@ -150,6 +150,13 @@ pub enum Seen {
         user: String,
     },
     Msg(u64),
+    TopicMsg(String, u64),
+    Subscribed(String, u64),
+    Unsubscribed(String),
+    Refused {
+        op: String,
+        code: String,
+    },
     Resumed {
         after: u64,
         through: u64,
@@ -175,7 +182,20 @@ impl Seen {
             Some("hello") => Self::Hello {
                 user: v["user_id"].as_str().unwrap_or_default().to_owned(),
             },
-            Some("msg") => Self::Msg(n("seq")),
+            Some("msg") => match v["topic"].as_str() {
+                Some(topic) => Self::TopicMsg(topic.to_owned(), n("seq")),
+                None => Self::Msg(n("seq")),
+            },
+            Some("subscribed") => {
+                Self::Subscribed(v["topic"].as_str().unwrap_or_default().to_owned(), n("seq"))
+            }
+            Some("unsubscribed") => {
+                Self::Unsubscribed(v["topic"].as_str().unwrap_or_default().to_owned())
+            }
+            Some("error") => Self::Refused {
+                op: v["op"].as_str().unwrap_or_default().to_owned(),
+                code: v["code"].as_str().unwrap_or_default().to_owned(),
+            },
             Some("resumed") => Self::Resumed {
                 after: n("after"),
                 through: n("through"),
@@ -214,6 +234,7 @@ pub struct Env {
     pub routes: Arc<RedisRouteStore>,
     pub records: Arc<RedisConnectionRecords>,
     pub messages: Arc<MongoMessageStore>,
+    pub topics: Arc<MongoTopicStore>,
     pub api: ManagementApiStandIn,
     pub dispatcher: Dispatcher,
     pub redis: redis::aio::MultiplexedConnection,
@@ -241,7 +262,8 @@ impl Env {
         let db = TestDatabase::shared()?;
         let mut mongo = MongoConfig::new(db.uri());
         mongo.database = db.name().to_owned();
-        let messages = Arc::new(MongoMessageStore::connect(mongo).await?);
+        let messages = Arc::new(MongoMessageStore::connect(mongo.clone()).await?);
+        let topics = Arc::new(MongoTopicStore::connect(mongo).await?);
         let api = ManagementApiStandIn::start().await?;
         let poster = Arc::new(poster(&api));
         let connections = Connections {
@@ -253,6 +275,9 @@ impl Env {
             ))?)),
             messages: messages.clone(),
             poster: poster.clone(),
+            topics: topics.clone(),
+            topic_routes: routes.clone(),
+            subscriptions: routes.clone(),
             settings: Settings {
                 region: Some("us-east-1".into()),
                 ..settings
@@ -262,7 +287,10 @@ impl Env {
             routes: routes.clone(),
             nodes: routes.clone(),
             topic_routes: routes.clone(),
-            pusher: Arc::new(ManagedEdgePusher::new(Arc::new(NoEdgeNodes), poster)),
+            pusher: Arc::new(
+                ManagedEdgePusher::new(Arc::new(NoEdgeNodes), poster)
+                    .with_topic_subscribers(routes.clone()),
+            ),
             // Quick retries, so a post that keeps failing is given up soon.
             retry: RetryPolicy {
                 first_delay: Duration::from_millis(5),
@@ -275,6 +303,7 @@ impl Env {
             routes,
             records,
             messages,
+            topics,
             api,
             dispatcher,
             redis,
@@ -359,6 +388,11 @@ impl Env {
 
     pub async fn routes_of(&self, name: &str) -> Result<Vec<(String, String)>> {
         Ok(route_names(&self.routes.routes_of(&[user(name)]).await?[0]))
+    }
+
+    /// The managed-edge subscriptions (the route store's Redis).
+    pub fn subscriptions(&self) -> &RedisRouteStore {
+        &self.routes
     }
 
     /// The record of `conn`, if any.
