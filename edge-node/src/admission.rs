@@ -12,8 +12,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use edgepush_core::protocol::encode_error;
-use edgepush_core::topic::{TopicPattern, parse_resume};
+use edgepush_core::topic::parse_resume;
 use edgepush_core::{AuthError, ConnId, Identity, Seq, TopicName};
 
 use crate::handshake::UpgradeRequest;
@@ -245,73 +244,18 @@ pub(crate) async fn admit(
     })
 }
 
-/// The server-side subscriptions of a connection: the token's topics that
-/// are valid and in configured namespaces (up to the subscription cap), the
-/// positions its `resume` list gives them and the broadcast topic, its
-/// subscribe patterns, and an error frame for each thing that could not be
-/// taken (the connection is admitted all the same).
+/// The server-side subscriptions of a connection (the rules are shared
+/// with the managed edge: [`edgepush_core::topic::server_side`]).
 fn server_side(
     state: &NodeState,
     identity: &Identity,
     resume: Vec<(TopicName, Seq)>,
 ) -> ServerSide {
-    let mut out = ServerSide::default();
-    let max = state.config.max_subscriptions;
-    let namespaces = &state.config.namespaces;
-    for raw in &identity.topics {
-        let topic = match TopicName::new(raw) {
-            Ok(topic) => topic,
-            Err(e) => {
-                out.notices
-                    .push(encode_error("connect", raw, "bad_topic", &e.to_string()));
-                continue;
-            }
-        };
-        if namespaces.options(&topic).is_none() {
-            let message = format!("the namespace {:?} is not configured", topic.namespace());
-            out.notices
-                .push(encode_error("connect", raw, "unknown_namespace", &message));
-            continue;
-        }
-        if out.topics.iter().any(|(t, _)| *t == topic) {
-            continue;
-        }
-        if out.topics.len() >= max {
-            let message = format!("a connection may hold at most {max} subscriptions");
-            out.notices.push(encode_error(
-                "connect",
-                raw,
-                "too_many_subscriptions",
-                &message,
-            ));
-            continue;
-        }
-        out.topics.push((topic, None));
-    }
-    for (topic, seq) in resume {
-        if topic.is_broadcast() {
-            out.broadcast_after = Some(seq);
-        } else if let Some(slot) = out.topics.iter_mut().find(|(t, _)| *t == topic) {
-            slot.1 = Some(seq);
-        } else {
-            out.notices.push(encode_error(
-                "connect",
-                topic.as_str(),
-                "not_subscribed",
-                "resume names a topic the token does not subscribe to; send a subscribe frame for it",
-            ));
-        }
-    }
-    for raw in &identity.subscribe {
-        match TopicPattern::new(raw.as_str()) {
-            Ok(pattern) => out.patterns.push(pattern),
-            Err(e) => out.notices.push(encode_error(
-                "connect",
-                raw,
-                "bad_topic",
-                &format!("the token's subscribe pattern is not valid: {e}"),
-            )),
-        }
-    }
-    out
+    edgepush_core::topic::server_side(
+        &identity.topics,
+        &identity.subscribe,
+        resume,
+        &state.config.namespaces,
+        state.config.max_subscriptions,
+    )
 }

@@ -159,21 +159,7 @@ enum JobKind {
     Publish,
 }
 
-/// The server-side subscriptions a connection starts with, from its token
-/// and its `resume` list (decided by the admission).
-#[derive(Debug, Default)]
-pub(crate) struct ServerSide {
-    /// The token's topics, joined and registered, each with the position
-    /// the client resumes after (`None`: the latest).
-    pub topics: Vec<(TopicName, Option<Seq>)>,
-    /// Where the broadcast stream resumes (`None`: the latest).
-    pub broadcast_after: Option<Seq>,
-    /// The token's subscribe patterns.
-    pub patterns: Vec<TopicPattern>,
-    /// Error frames to send right after `hello` (bad topics or patterns of
-    /// the token, resume entries that name no server-side topic).
-    pub notices: Vec<String>,
-}
+pub(crate) use edgepush_core::topic::ServerSide;
 
 /// One client's session; see the module docs.
 pub(crate) struct Session {

@@ -19,6 +19,10 @@ pub const CLOSE_BAD_TOKEN: u16 = 4001;
 pub const CLOSE_TOO_SLOW: u16 = 4008;
 /// Close code: a frame was larger than the node accepts.
 pub const CLOSE_TOO_BIG: u16 = 1009;
+/// The largest client frame accepted by default, in bytes
+/// (`EDGEPUSH_MAX_CLIENT_FRAME` on edge nodes; the managed edge's limit):
+/// beyond it the connection is closed with [`CLOSE_TOO_BIG`].
+pub const DEFAULT_MAX_CLIENT_FRAME: usize = 4096;
 /// Close code: the node is draining; reconnect (to another node).
 pub const CLOSE_DRAINING: u16 = 1012;
 /// Close code: the client sent a frame the protocol does not define.
