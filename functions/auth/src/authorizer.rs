@@ -52,6 +52,11 @@ pub const EXP_CONTEXT_KEY: &str = "exp";
 /// `edgepush_connections::AUTHORIZER_SUBSCRIBE_KEY`.
 pub const SUBSCRIBE_CONTEXT_KEY: &str = "subscribe";
 
+/// The authorizer context key that carries the token's `topics` claim (the
+/// server-side subscriptions, a JSON list in a string). It must match
+/// `edgepush_connections::AUTHORIZER_TOPICS_KEY`.
+pub const TOPICS_CONTEXT_KEY: &str = "topics";
+
 /// The IAM policy language version API Gateway expects.
 const POLICY_VERSION: &str = "2012-10-17";
 
@@ -196,6 +201,10 @@ pub fn allow(identity: &Identity, resource: &str) -> ApiGatewayCustomAuthorizerR
         let patterns = serde_json::to_string(&identity.subscribe).unwrap_or_default();
         context.insert(SUBSCRIBE_CONTEXT_KEY.into(), patterns.into());
     }
+    if !identity.topics.is_empty() {
+        let topics = serde_json::to_string(&identity.topics).unwrap_or_default();
+        context.insert(TOPICS_CONTEXT_KEY.into(), topics.into());
+    }
     response.context = serde_json::Value::Object(context);
     response
 }
@@ -245,10 +254,12 @@ mod tests {
         assert_eq!(allowed["context"], serde_json::json!({"userId": "alice"}));
         let chatty = Identity {
             subscribe: vec!["chat:*".into()],
+            topics: vec!["news".into()],
             ..forever.clone()
         };
         let allowed = serde_json::to_value(allow(&chatty, "arn:x/$connect")).expect("serialises");
         assert_eq!(allowed["context"]["subscribe"], r#"["chat:*"]"#);
+        assert_eq!(allowed["context"]["topics"], r#"["news"]"#);
         assert_eq!(allowed["policyDocument"]["Version"], POLICY_VERSION);
         let statement = &allowed["policyDocument"]["Statement"][0];
         assert_eq!(statement["Effect"], "Allow");
