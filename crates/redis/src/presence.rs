@@ -101,7 +101,7 @@ impl RedisRouteStore {
 }
 
 /// `"<user>/<node>"`: a member field.
-fn member_field(user: &UserId, node: &NodeId) -> String {
+pub(crate) fn member_field(user: &UserId, node: &NodeId) -> String {
     format!("{user}/{node}")
 }
 
