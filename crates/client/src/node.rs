@@ -102,16 +102,18 @@ impl Node {
         self.build(self.url_for(after, resume), token)
     }
 
-    /// The upgrade request of an attempt on the managed edge: the token in
-    /// `?token=` as well, because API Gateway refuses a `$connect` that
-    /// lacks the authorizer's identity source (the query string by
-    /// default) without asking the authorizer.
+    /// The upgrade request of an attempt on the managed edge (with the
+    /// `resume` list of the server-side topics, as on edge nodes): the
+    /// token in `?token=` as well, because API Gateway refuses a
+    /// `$connect` that lacks the authorizer's identity source (the query
+    /// string by default) without asking the authorizer.
     pub(crate) fn managed_request(
         &self,
         after: Option<Seq>,
+        resume: Option<&str>,
         token: &str,
     ) -> Result<Request, String> {
-        let mut url = self.url_for(after, None);
+        let mut url = self.url_for(after, resume);
         let sep = if url.contains('?') { '&' } else { '?' };
         url.push_str(&format!(
             "{sep}token={}",
@@ -160,8 +162,12 @@ mod tests {
     #[test]
     fn the_managed_edge_gets_the_token_in_the_query_too() {
         let node = Node::parse("ws://h:1/prod").unwrap();
-        let req = node.managed_request(Some(3), "a.b-c_d").unwrap();
+        let req = node.managed_request(Some(3), None, "a.b-c_d").unwrap();
         assert_eq!(req.uri().query(), Some("after=3&token=a.b-c_d"));
+        let req = node
+            .managed_request(None, Some("$broadcast~2"), "t")
+            .unwrap();
+        assert_eq!(req.uri().query(), Some("resume=%24broadcast~2&token=t"));
         assert_eq!(req.headers()["authorization"], "Bearer a.b-c_d");
     }
 

@@ -220,7 +220,7 @@ impl Runner {
         let token = self.token.token();
         let resume = self.shared.book().resume();
         let request = match self.managed {
-            Some(_) => node.managed_request(self.last, &token),
+            Some(_) => node.managed_request(self.last, resume.as_deref(), &token),
             None => node.request_with(self.last, resume.as_deref(), &token),
         };
         let request = match request {
