@@ -12,6 +12,7 @@
 //! | `EDGEPUSH_APIGW_NODE_TTL_SECS` | lifetime of the virtual node entry (default 86400, at least 7200) |
 //! | `EDGEPUSH_TOPIC_NAMESPACES` | the topic namespaces, as for edge nodes and collect |
 //! | `EDGEPUSH_MAX_SUBSCRIPTIONS` | topic subscriptions per connection (default 128, as on edge nodes) |
+//! | `EDGEPUSH_PUSH_ACCESS_KEY_ID`, `EDGEPUSH_PUSH_SECRET_ACCESS_KEY`, `EDGEPUSH_PUSH_REGION` | optional: the credential dispatch signs edge-node pushes with; a client `publish` fans out to edge nodes with it (unset: only API Gateway subscribers are reached, a publish to a topic with edge-node subscribers answers `unavailable`) |
 //! | `AWS_REGION` | set by Lambda: names the management endpoint behind a custom domain |
 //!
 //! The management API client (replays, `pong`, closing connections) uses
@@ -72,6 +73,9 @@ pub struct Config {
     pub mongo: MongoConfig,
     /// Handler tunables.
     pub settings: Settings,
+    /// The credential that signs pushes to edge nodes (a client `publish`
+    /// fans out to them too), when `EDGEPUSH_PUSH_ACCESS_KEY_ID` is set.
+    pub push: Option<edgepush_dispatch::PushConfig>,
 }
 
 impl fmt::Debug for Config {
@@ -81,6 +85,7 @@ impl fmt::Debug for Config {
             .field("auth", &self.auth.as_ref().map(|a| a.key.algorithm_name()))
             .field("mongo", &self.mongo)
             .field("settings", &self.settings)
+            .field("push", &self.push)
             .finish()
     }
 }
@@ -123,9 +128,15 @@ impl Config {
                 format!("must be 1..={MAX_REPLAY_PAGE}"),
             ));
         }
+        let push = if vars.is_set(edgepush_dispatch::config::env::PUSH_ACCESS_KEY_ID) {
+            Some(edgepush_dispatch::PushConfig::from_lookup(&lookup)?)
+        } else {
+            None
+        };
         Ok(Self {
             redis,
             auth,
+            push,
             mongo: MongoConfig::from_lookup(&lookup)?,
             settings: Settings {
                 node_ttl,

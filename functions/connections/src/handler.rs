@@ -2,9 +2,9 @@
 //!
 //! | route | does | answers |
 //! |---|---|---|
-//! | `$connect` | identifies the user (authorizer context `userId`, else the token in `Authorization: Bearer` or `?token=`), reads `?after=`, refreshes the API's virtual node, admits the connection under the per-user cap and records it ([`ConnectionRecords`]) | `200`; `400` bad `after` or malformed event; `401` bad or missing token; `403` bad authorizer context; `429` the user holds [`Settings::max_connections_per_user`] connections; `503`/`500` store failure |
+//! | `$connect` | identifies the user (authorizer context `userId`, else the token in `Authorization: Bearer` or `?token=`), reads `?after=` and `?resume=`, refreshes the API's virtual node, admits the connection under the per-user cap and records it ([`ConnectionRecords`]) | `200`; `400` bad `after` or `resume`, or malformed event; `401` bad or missing token; `403` bad authorizer context; `429` the user holds [`Settings::max_connections_per_user`] connections; `503`/`500` store failure |
 //! | `$default` | a client frame ([`session`](crate::session)): `resume` starts the connection (`hello`, the route, the replay) or fills a gap, `ping` is answered with `pong`, `ack` is recorded; anything else closes the connection with 1008; a connection whose token expired is closed with 4001 | `200`; `400` bad frame; `503`/`500` store failure |
-//! | `$disconnect` | removes the route and the record, writes the last pending ack | `200` (API Gateway ignores the answer) |
+//! | `$disconnect` | removes the route, the subscriptions, the presence entries and the record, writes the last pending ack | `200` (API Gateway ignores the answer) |
 //!
 //! API Gateway refuses the WebSocket upgrade unless `$connect` answers 2xx,
 //! so nothing is recorded for a refused client. No route exists until the
@@ -24,12 +24,15 @@ use aws_lambda_events::http::HeaderValue;
 use aws_lambda_events::http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use bytes::Bytes;
 use edgepush_core::managed::ManagedServerFrame;
+use edgepush_core::ports::PresenceWrite;
 use edgepush_core::protocol::ErrorBody;
+use edgepush_core::topic::parse_resume;
 use edgepush_core::{
-    AuthError, ConnId, Identity, MessageStore, Namespaces, NodeDirectory, NodeId, RouteError,
-    RouteStore, Seq, StoreError, TokenVerifier, TopicRoutes, TopicStore, UserId,
+    AuthError, ConnId, Identity, MessageStore, Namespaces, NodeDirectory, NodeId, PresenceStore,
+    RouteError, RouteStore, Seq, StoreError, TokenVerifier, TopicName, TopicRoutes, TopicStore,
+    UserId,
 };
-use edgepush_dispatch::{ConnectionPoster, PostToConnectionError};
+use edgepush_dispatch::{ConnectionPoster, Dispatcher, PostToConnectionError};
 use edgepush_redis::RedisRouteStore;
 
 use crate::records::{Admission, ConnectionRecord, ConnectionRecords, DEFAULT_RECORD_TTL};
@@ -73,6 +76,10 @@ pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 128;
 /// in a string: API Gateway passes only strings, numbers and booleans) in
 /// the authorizer's context.
 pub const AUTHORIZER_SUBSCRIBE_KEY: &str = "subscribe";
+
+/// The key of the token's `topics` claim (the server-side subscriptions,
+/// as a JSON list in a string) in the authorizer's context.
+pub const AUTHORIZER_TOPICS_KEY: &str = "topics";
 
 /// Tunables of the handlers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,8 +152,15 @@ pub struct Connections {
     /// Topic memberships: a subscription makes the connection's virtual
     /// node a member, so topic fan-out reaches it.
     pub topic_routes: Arc<dyn TopicRoutes>,
-    /// The connections' topic subscriptions (Redis, read by dispatch).
+    /// The connections' topic subscriptions (Redis, read by dispatch),
+    /// and their share of topic presence.
     pub subscriptions: Arc<RedisRouteStore>,
+    /// Who is online: a started connection is an entry of its virtual
+    /// node, as an edge node's connections are of theirs.
+    pub presence: Arc<dyn PresenceStore>,
+    /// Fans a client's `publish` out to every subscriber (edge nodes and
+    /// API Gateway connections), as dispatch does for collect.
+    pub fanout: Arc<Dispatcher>,
     /// Tunables.
     pub settings: Settings,
 }
@@ -321,20 +335,31 @@ fn authorizer_exp(ctx: &ApiGatewayWebsocketProxyRequestContext) -> Result<Option
     }
 }
 
-/// The token's `subscribe` patterns the authorizer context names (a JSON
-/// list, in a string or as is); none when absent.
-fn authorizer_subscribe(
+/// A list of strings the authorizer context names under `key` (a JSON
+/// list, in a string or as is: the token's `subscribe` patterns or
+/// `topics`); empty when absent.
+fn authorizer_list(
     ctx: &ApiGatewayWebsocketProxyRequestContext,
+    key: &str,
 ) -> Result<Vec<String>, Refusal> {
-    let bad = || {
-        Refusal::Forbidden(format!(
-            "authorizer context {AUTHORIZER_SUBSCRIBE_KEY} is not a list of patterns"
-        ))
-    };
-    match ctx.authorizer.fields.get(AUTHORIZER_SUBSCRIBE_KEY) {
+    let bad = || Refusal::Forbidden(format!("authorizer context {key} is not a list of strings"));
+    match ctx.authorizer.fields.get(key) {
         None | Some(serde_json::Value::Null) => Ok(Vec::new()),
         Some(serde_json::Value::String(s)) => serde_json::from_str(s).map_err(|_| bad()),
         Some(other) => serde_json::from_value(other.clone()).map_err(|_| bad()),
+    }
+}
+
+/// The `?resume=` of a `$connect` request (`topic~seq,...`), refused as an
+/// edge node refuses it.
+fn resume_of(event: &ApiGatewayWebsocketProxyRequest) -> Result<Vec<(TopicName, Seq)>, Refusal> {
+    match event.query_string_parameters.first("resume") {
+        None => Ok(Vec::new()),
+        Some(raw) => parse_resume(raw).map_err(|e| {
+            Refusal::BadRequest(format!(
+                "resume must be topic~seq entries separated by commas: {e}"
+            ))
+        }),
     }
 }
 
@@ -432,19 +457,27 @@ impl Connections {
     ) -> Result<ApiGatewayProxyResponse, Refusal> {
         let ctx = &event.request_context;
         let conn = conn_id(ctx)?;
-        let (user, expires_at, subscribe, by_authorizer) = match authorizer_user(ctx)? {
-            Some(user) => (user, authorizer_exp(ctx)?, authorizer_subscribe(ctx)?, true),
+        let (user, expires_at, subscribe, topics, by_authorizer) = match authorizer_user(ctx)? {
+            Some(user) => (
+                user,
+                authorizer_exp(ctx)?,
+                authorizer_list(ctx, AUTHORIZER_SUBSCRIBE_KEY)?,
+                authorizer_list(ctx, AUTHORIZER_TOPICS_KEY)?,
+                true,
+            ),
             None => {
                 let identity = self.verify_token(event).await?;
                 (
                     identity.user_id,
                     identity.expires_at,
                     identity.subscribe,
+                    identity.topics,
                     false,
                 )
             }
         };
         let after = after_of(event)?;
+        let resume = resume_of(event)?;
         let (node, endpoint) = self.virtual_node(ctx)?;
         let now = edgepush_core::message::now_ms();
         let record = ConnectionRecord {
@@ -457,6 +490,8 @@ impl Connections {
             connected_at_ms: now,
             started: false,
             subscribe,
+            topics,
+            resume,
         };
         if record.expired(now) {
             return Err(Refusal::from_auth(AuthError::Expired));
@@ -624,7 +659,27 @@ impl Connections {
                 tracing::warn!(conn = %conn, error = %e, "could not read the pending ack")
             }
         }
+        // Out of presence: the user's entry, and the topics it counted in.
+        let offline = PresenceWrite {
+            connections: vec![(user.clone(), conn.clone(), None)],
+            topics: Vec::new(),
+        };
+        // Removing names only the user and the connection; any node does.
+        let node = match record {
+            Some(record) => Ok(record.node.clone()),
+            None => NodeId::new(VIRTUAL_NODE_PREFIX),
+        };
+        if let Ok(node) = node {
+            self.presence
+                .write(&node, &offline)
+                .await
+                .map_err(Refusal::from_route)?;
+        }
         if let Some(record) = record {
+            self.subscriptions
+                .managed_presence_forget(&record.node, conn)
+                .await
+                .map_err(Refusal::from_route)?;
             self.subscriptions
                 .managed_forget(&record.node, conn)
                 .await

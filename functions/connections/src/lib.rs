@@ -54,8 +54,9 @@ pub mod sweep;
 
 pub use config::{Config, ConfigError};
 pub use handler::{
-    AUTHORIZER_EXP_KEY, AUTHORIZER_SUBSCRIBE_KEY, AUTHORIZER_USER_ID_KEY, Connections,
-    DEFAULT_NODE_TTL, Settings, VIRTUAL_NODE_PREFIX, management_endpoint, virtual_node_id,
+    AUTHORIZER_EXP_KEY, AUTHORIZER_SUBSCRIBE_KEY, AUTHORIZER_TOPICS_KEY, AUTHORIZER_USER_ID_KEY,
+    Connections, DEFAULT_NODE_TTL, Settings, VIRTUAL_NODE_PREFIX, management_endpoint,
+    virtual_node_id,
 };
 pub use lambda::{ConnectionsAnswer, ConnectionsEvent, handler};
 pub use records::{

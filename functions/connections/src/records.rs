@@ -24,7 +24,8 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use edgepush_core::{ConnId, NodeId, RouteError, Seq, UserId};
+use edgepush_core::topic::{format_resume, parse_resume};
+use edgepush_core::{ConnId, NodeId, RouteError, Seq, TopicName, UserId};
 use edgepush_redis::RedisConnection;
 
 /// A record lives this long by default: API Gateway closes every WebSocket
@@ -57,6 +58,12 @@ pub struct ConnectionRecord {
     /// The token's `subscribe` claim: topic patterns the client may
     /// subscribe to on its own (unvalidated, as edge nodes keep them).
     pub subscribe: Vec<String>,
+    /// The token's `topics` claim: the server-side subscriptions the first
+    /// `resume` starts (unvalidated: refusals are `error` frames then).
+    pub topics: Vec<String>,
+    /// The `?resume=` of the connect URL: where the server-side topics
+    /// (and `$broadcast`) resume.
+    pub resume: Vec<(TopicName, Seq)>,
 }
 
 impl ConnectionRecord {
@@ -189,6 +196,8 @@ mod field {
     pub(super) const CONNECTED_AT: &str = "c";
     pub(super) const STARTED: &str = "s";
     pub(super) const SUBSCRIBE: &str = "p";
+    pub(super) const TOPICS: &str = "t";
+    pub(super) const RESUME: &str = "r";
 }
 
 /// The Redis backend of [`ConnectionRecords`]. Keys, each with one hash
@@ -197,7 +206,7 @@ mod field {
 ///
 /// | key | type | what |
 /// |---|---|---|
-/// | `<prefix>:o:{<conn>}` | HASH | the record (`u` user, `n` node, `x` exp, `a` after, `c` connected at, `s` started, `p` subscribe patterns as JSON), with a TTL |
+/// | `<prefix>:o:{<conn>}` | HASH | the record (`u` user, `n` node, `x` exp, `a` after, `c` connected at, `s` started, `p` subscribe patterns and `t` token topics as JSON, `r` the resume list), with a TTL |
 /// | `<prefix>:ag:{<conn>}`, `<prefix>:ap:{<conn>}` | STRING | the ack gate and the pending ack |
 /// | `<prefix>:mu:{<user>}:<node>` | ZSET | the user's connections on the node, by end of lifetime (the cap) |
 /// | `<prefix>:mx:{<node>}` | ZSET | the node's connections by when they are due (the sweep) |
@@ -313,6 +322,18 @@ fn number<T: std::str::FromStr>(
         .transpose()
 }
 
+/// Parses a stored JSON list of strings (absent: empty).
+fn json_list(
+    fields: &std::collections::HashMap<String, String>,
+    name: &str,
+) -> Result<Vec<String>, RouteError> {
+    match fields.get(name) {
+        None => Ok(Vec::new()),
+        Some(raw) => serde_json::from_str(raw)
+            .map_err(|e| RouteError::Backend(format!("record field {name} is invalid: {e}"))),
+    }
+}
+
 #[async_trait]
 impl ConnectionRecords for RedisConnectionRecords {
     async fn admit(
@@ -365,6 +386,14 @@ impl ConnectionRecords for RedisConnectionRecords {
             // A list of strings: serialising cannot fail.
             let patterns = serde_json::to_string(&record.subscribe).unwrap_or_default();
             hset.arg(field::SUBSCRIBE).arg(patterns);
+        }
+        if !record.topics.is_empty() {
+            let topics = serde_json::to_string(&record.topics).unwrap_or_default();
+            hset.arg(field::TOPICS).arg(topics);
+        }
+        if !record.resume.is_empty() {
+            hset.arg(field::RESUME)
+                .arg(format_resume(record.resume.iter().map(|(t, s)| (t, *s))));
         }
         let written = async {
             self.run::<()>("write record", redis::cmd("DEL").arg(self.key(conn)))
@@ -421,10 +450,12 @@ impl ConnectionRecords for RedisConnectionRecords {
             after: number(&fields, field::AFTER)?,
             connected_at_ms: number(&fields, field::CONNECTED_AT)?.unwrap_or(0),
             started: fields.contains_key(field::STARTED),
-            subscribe: match fields.get(field::SUBSCRIBE) {
+            subscribe: json_list(&fields, field::SUBSCRIBE)?,
+            topics: json_list(&fields, field::TOPICS)?,
+            resume: match fields.get(field::RESUME) {
                 None => Vec::new(),
-                Some(raw) => serde_json::from_str(raw).map_err(|e| {
-                    RouteError::Backend(format!("stored subscribe patterns are invalid: {e}"))
+                Some(raw) => parse_resume(raw).map_err(|e| {
+                    RouteError::Backend(format!("stored resume list is invalid: {e}"))
                 })?,
             },
         }))
@@ -562,6 +593,8 @@ mod tests {
             connected_at_ms: 1_000_000,
             started: false,
             subscribe: Vec::new(),
+            topics: Vec::new(),
+            resume: Vec::new(),
         }
     }
 

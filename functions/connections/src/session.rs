@@ -2,12 +2,11 @@
 //!
 //! | frame | what the function does |
 //! |---|---|
-//! | `{"type":"resume","after":N}` | the first one starts the connection: posts `hello`, then records the route (from here on dispatch posts live messages to it); every one then replays one page of what is stored after `N` (else after the connect URL's `after`, else after the user's acked seq) and posts `resumed` |
+//! | `{"type":"resume","after":N}` | the first one starts the connection: posts `hello`, records the route (from here on dispatch posts live messages to it) and the user's presence, starts the server-side subscriptions (`$broadcast` and the token's `topics`, after their `?resume=` positions: [`subscriptions`](crate::subscriptions)); every one then replays one page of what is stored after `N` (else after the connect URL's `after`, else after the user's acked seq) and posts `resumed` |
 //! | `{"type":"ping"}` | posts `pong` |
 //! | `{"type":"ack","seq":N}` | records the ack, coalesced and clipped like on edge nodes |
-//! | `subscribe`, `unsubscribe` | topic subscriptions with the edge nodes' rules ([`subscriptions`](crate::subscriptions)) |
-//! | `publish` | refused with `400` (client publishing is an edge-node feature); the connection goes on |
-//! | anything else | closes the connection with 1008, like an edge node |
+//! | `subscribe`, `unsubscribe`, `publish` | topic subscriptions and client publishing with the edge nodes' rules ([`subscriptions`](crate::subscriptions)) |
+//! | anything else | closes the connection with 1008, like an edge node; a frame over 4 KiB with 1009 |
 //!
 //! Before any of it, a connection whose token has expired is closed with
 //! 4001, and one without a record (Redis lost it) with 1011, so its client
@@ -26,8 +25,10 @@
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use bytes::Bytes;
 use edgepush_core::managed::{ManagedClientFrame, ManagedServerFrame, PONG_FRAME};
+use edgepush_core::ports::PresenceWrite;
 use edgepush_core::protocol::{
-    CLOSE_BAD_FRAME, CLOSE_BAD_TOKEN, CLOSE_INTERNAL, ClientFrame, encode_hello, encode_msg,
+    CLOSE_BAD_FRAME, CLOSE_BAD_TOKEN, CLOSE_INTERNAL, CLOSE_TOO_BIG, ClientFrame,
+    DEFAULT_MAX_CLIENT_FRAME, encode_hello, encode_msg,
 };
 use edgepush_core::{ConnId, Seq, UserId};
 
@@ -72,6 +73,15 @@ impl Connections {
             self.forget(&record.user, &conn, Some(record)).await?;
             return Ok(empty_response(200));
         }
+        let body_len = event.body.as_deref().map_or(0, str::len);
+        if body_len > DEFAULT_MAX_CLIENT_FRAME {
+            // As an edge node closes a frame over its limit.
+            self.close(&endpoint, &conn, CLOSE_TOO_BIG, "frame too large")
+                .await;
+            return Err(Refusal::BadRequest(format!(
+                "a client frame may be at most {DEFAULT_MAX_CLIENT_FRAME} bytes, got {body_len}"
+            )));
+        }
         let frame = match frame {
             Ok(frame) => frame,
             Err(reason) => {
@@ -104,12 +114,17 @@ impl Connections {
                 Some(record) => self.unsubscribe(&endpoint, &conn, &record, &topic).await,
                 None => self.unknown(&endpoint, &conn).await,
             },
-            // Publishing from a client is an edge-node feature for now: a
-            // publish is refused in words (the connection goes on).
-            ManagedClientFrame::Client(ClientFrame::Publish { .. }) => Err(Refusal::BadRequest(
-                "publishing from API Gateway connections is not available; publish through collect"
-                    .into(),
-            )),
+            ManagedClientFrame::Client(ClientFrame::Publish {
+                topic,
+                data,
+                idempotency_key,
+            }) => match record {
+                Some(record) => {
+                    self.publish(&endpoint, &conn, &record, &topic, data, idempotency_key)
+                        .await
+                }
+                None => self.unknown(&endpoint, &conn).await,
+            },
             ManagedClientFrame::Ping => {
                 match self
                     .post(&endpoint, &conn, Bytes::from_static(PONG_FRAME.as_bytes()))
@@ -158,6 +173,29 @@ impl Connections {
                 .add_route(user, conn, &record.node)
                 .await
                 .map_err(Refusal::from_route)?;
+            // Online from here, on the virtual node, since `$connect`.
+            let online = PresenceWrite {
+                connections: vec![(user.clone(), conn.clone(), Some(record.connected_at_ms))],
+                topics: Vec::new(),
+            };
+            self.presence
+                .write(&record.node, &online)
+                .await
+                .map_err(Refusal::from_route)?;
+            // `$broadcast` and the token's topics, as an edge node starts
+            // them; their messages come live from here too.
+            match self
+                .start_server_side(endpoint, conn, record, deadline_ms)
+                .await
+            {
+                Ok(Posted::Sent) => {}
+                Ok(Posted::Gone) => return self.gone(user, conn, record).await,
+                Err(refusal) => {
+                    self.close(endpoint, conn, CLOSE_INTERNAL, "unavailable; reconnect")
+                        .await;
+                    return Err(refusal);
+                }
+            }
             tracing::info!(user = %user, conn = %conn, "API Gateway connection started");
         }
 

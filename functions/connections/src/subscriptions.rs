@@ -1,5 +1,7 @@
-//! Topics on the managed edge: the `subscribe` and `unsubscribe` frames of
-//! a connection, with the edge nodes' rules.
+//! Topics on the managed edge: the server-side subscriptions a connection
+//! starts with (the token's `topics` and `$broadcast`, at its first
+//! `resume`), and the `subscribe`, `unsubscribe` and `publish` frames of a
+//! connection, with the edge nodes' rules.
 //!
 //! | check | refusal (an `error` frame; the connection goes on) |
 //! |---|---|
@@ -17,13 +19,17 @@
 //! stored after it is replayed (as many pages as fit the invocation); then
 //! `{"type":"subscribed","topic":...,"seq":<latest>}`.
 
+use std::sync::Arc;
+
 use aws_lambda_events::apigw::ApiGatewayProxyResponse;
 use bytes::Bytes;
 use edgepush_core::protocol::{
-    encode_error, encode_subscribed, encode_topic_msg, encode_unsubscribed,
+    encode_error, encode_published, encode_subscribed, encode_topic_msg, encode_unsubscribed,
 };
-use edgepush_core::topic::TopicPattern;
-use edgepush_core::{AuthError, ConnId, Seq, TopicName};
+use edgepush_core::submit::Limits;
+use edgepush_core::topic::{ClientPublish, TopicPattern, server_side};
+use edgepush_core::{AuthError, ConnId, NewTopicMessage, RouteError, Seq, TopicMessage, TopicName};
+use serde_json::value::RawValue;
 
 use crate::handler::{Connections, Posted, Refusal, empty_response};
 use crate::records::ConnectionRecord;
@@ -66,11 +72,7 @@ impl Connections {
             }
             Err((code, message)) => {
                 // Not in place: the client subscribes again later.
-                if let Err(e) = self
-                    .subscriptions
-                    .managed_unsubscribe(&record.node, conn, &topic)
-                    .await
-                {
+                if let Err(e) = self.leave(conn, record, &topic).await {
                     tracing::warn!(conn = %conn, topic = %topic, error = %e, "could not undo a failed subscription");
                 }
                 self.refuse_topic(endpoint, conn, "subscribe", raw, code, &message)
@@ -91,8 +93,7 @@ impl Connections {
             Err(e) => ("bad_topic", e.to_string()),
             Ok(topic) => {
                 let held = self
-                    .subscriptions
-                    .managed_unsubscribe(&record.node, conn, &topic)
+                    .leave(conn, record, &topic)
                     .await
                     .map_err(Refusal::from_route)?;
                 if held {
@@ -108,6 +109,212 @@ impl Connections {
         };
         self.refuse_topic(endpoint, conn, "unsubscribe", raw, code, &message)
             .await
+    }
+
+    /// Records `conn`'s subscriptions of `topics` (dispatch posts their
+    /// messages to it from now on), counts it in the presence of those in
+    /// namespaces that keep presence, and makes the virtual node a member
+    /// of every topic, so topic fan-out reaches it.
+    pub(crate) async fn join(
+        &self,
+        conn: &ConnId,
+        record: &ConnectionRecord,
+        topics: &[TopicName],
+    ) -> Result<(), RouteError> {
+        for topic in topics {
+            self.subscriptions
+                .managed_subscribe(&record.node, conn, topic)
+                .await?;
+            if self.keeps_presence(topic) {
+                self.subscriptions
+                    .managed_presence_join(&record.node, &record.user, conn, topic)
+                    .await?;
+            }
+        }
+        self.topic_routes.add_topics(&record.node, topics).await
+    }
+
+    /// Ends `conn`'s subscription of `topic` and its place in the topic's
+    /// presence; false when it had none.
+    pub(crate) async fn leave(
+        &self,
+        conn: &ConnId,
+        record: &ConnectionRecord,
+        topic: &TopicName,
+    ) -> Result<bool, RouteError> {
+        let held = self
+            .subscriptions
+            .managed_unsubscribe(&record.node, conn, topic)
+            .await?;
+        self.subscriptions
+            .managed_presence_leave(&record.node, conn, topic)
+            .await?;
+        Ok(held)
+    }
+
+    /// Whether `topic`'s namespace keeps presence.
+    fn keeps_presence(&self, topic: &TopicName) -> bool {
+        self.settings
+            .namespaces
+            .options(topic)
+            .is_some_and(|o| o.presence)
+    }
+
+    /// The server-side subscriptions, at the connection's first `resume`
+    /// (after `hello`, before the user's replay): the `error` frames for
+    /// what the token or `?resume=` named wrongly, then `$broadcast` and
+    /// the token's topics, each replayed after its `?resume=` position
+    /// (else started at its latest) and confirmed with `subscribed`, as
+    /// an edge node starts them. `Gone` when the connection went away.
+    pub(crate) async fn start_server_side(
+        &self,
+        endpoint: &str,
+        conn: &ConnId,
+        record: &ConnectionRecord,
+        deadline_ms: Option<i64>,
+    ) -> Result<Posted, Refusal> {
+        let server = server_side(
+            &record.topics,
+            &record.subscribe,
+            record.resume.clone(),
+            &self.settings.namespaces,
+            self.settings.max_subscriptions,
+        );
+        for notice in server.notices {
+            let posted = self
+                .post(endpoint, conn, Bytes::from(notice))
+                .await
+                .map_err(|e| Refusal::Unavailable(format!("posting a connect notice: {e}")))?;
+            if let Posted::Gone = posted {
+                return Ok(Posted::Gone);
+            }
+        }
+        let mut streams = Vec::with_capacity(1 + server.topics.len());
+        streams.push((TopicName::broadcast(), server.broadcast_after));
+        streams.extend(server.topics);
+        let topics: Vec<TopicName> = streams.iter().map(|(t, _)| t.clone()).collect();
+        self.join(conn, record, &topics)
+            .await
+            .map_err(Refusal::from_route)?;
+        for (topic, after) in streams {
+            match self
+                .start_subscription(endpoint, conn, record, &topic, after, deadline_ms)
+                .await
+            {
+                Ok(Posted::Sent) => {}
+                Ok(Posted::Gone) => return Ok(Posted::Gone),
+                // As on an edge node: the broadcast stream cannot go
+                // without, the connection closes and its client comes back.
+                Err((_, message)) if topic.is_broadcast() => {
+                    return Err(Refusal::Unavailable(format!(
+                        "starting the broadcast stream: {message}"
+                    )));
+                }
+                // A token topic that cannot start is refused and undone;
+                // the connection goes on.
+                Err((code, message)) => {
+                    self.leave(conn, record, &topic)
+                        .await
+                        .map_err(Refusal::from_route)?;
+                    self.refuse_topic(endpoint, conn, "subscribe", topic.as_str(), code, &message)
+                        .await?;
+                }
+            }
+        }
+        Ok(Posted::Sent)
+    }
+
+    /// `{"type":"publish","topic":T,"data":...,"idempotency_key":K}`: as
+    /// on an edge node, allowed in namespaces with `client_publish:
+    /// "subscribers"` to a topic the connection is subscribed to; stored
+    /// under the source `client:<user>`, fanned out to every subscriber
+    /// (edge nodes and API Gateway connections), answered `published`.
+    pub(crate) async fn publish(
+        &self,
+        endpoint: &str,
+        conn: &ConnId,
+        record: &ConnectionRecord,
+        raw: &str,
+        data: Box<RawValue>,
+        idempotency_key: Option<String>,
+    ) -> Result<ApiGatewayProxyResponse, Refusal> {
+        match self
+            .publish_checked(conn, record, raw, data, idempotency_key)
+            .await
+        {
+            Ok(stored) => {
+                tracing::debug!(user = %record.user, conn = %conn, topic = %stored.topic, seq = stored.seq, "client publish");
+                self.post_text(endpoint, conn, encode_published(&stored))
+                    .await
+            }
+            Err((code, message)) => {
+                self.refuse_topic(endpoint, conn, "publish", raw, code, &message)
+                    .await
+            }
+        }
+    }
+
+    /// The checks, the write and the fan-out of a client publish.
+    async fn publish_checked(
+        &self,
+        conn: &ConnId,
+        record: &ConnectionRecord,
+        raw: &str,
+        data: Box<RawValue>,
+        idempotency_key: Option<String>,
+    ) -> Result<TopicMessage, TopicRefusal> {
+        let topic = TopicName::new(raw).map_err(|e| ("bad_topic", e.to_string()))?;
+        let Some(options) = self.settings.namespaces.options(&topic) else {
+            return Err((
+                "unknown_namespace",
+                format!("the namespace {:?} is not configured", topic.namespace()),
+            ));
+        };
+        let subscribed = options.client_publish == ClientPublish::Subscribers
+            && self
+                .subscriptions
+                .managed_topics(conn)
+                .await
+                .map_err(|e| ("unavailable", e.to_string()))?
+                .contains(&topic);
+        if !subscribed {
+            return Err((
+                "forbidden",
+                "clients may publish only to topics they are subscribed to, in namespaces that allow it".into(),
+            ));
+        }
+        let max_key = Limits::default().max_idempotency_key_len;
+        if let Some(key) = &idempotency_key
+            && (key.is_empty() || key.len() > max_key)
+        {
+            return Err((
+                "bad_request",
+                format!("idempotency_key must be 1 to {max_key} bytes"),
+            ));
+        }
+        let retention = self.settings.namespaces.retention(&topic);
+        let message = NewTopicMessage {
+            topics: vec![(topic, retention)],
+            data: Arc::from(data),
+            source: format!("client:{}", record.user),
+            idempotency_key,
+        };
+        let stored = match self.topics.publish(&message).await {
+            Ok(mut stored) if stored.len() == 1 => stored.remove(0),
+            Ok(_) | Err(_) => {
+                return Err((
+                    "unavailable",
+                    "the message store is unavailable; publish again later (with the same idempotency_key)".into(),
+                ));
+            }
+        };
+        match self.fanout.dispatch_topics(std::slice::from_ref(&stored)).await {
+            Ok(report) if report.undelivered.is_empty() => Ok(stored),
+            Ok(_) | Err(_) => Err((
+                "unavailable",
+                "the message is stored but could not reach every node; publish again with the same idempotency_key".into(),
+            )),
+        }
     }
 
     /// The checks of a subscription, then its record; the topic.
@@ -138,7 +345,7 @@ impl Connections {
             ));
         }
         let max = self.settings.max_subscriptions;
-        if held.len() >= max {
+        if held.iter().filter(|t| !t.is_broadcast()).count() >= max {
             return Err((
                 "too_many_subscriptions",
                 format!("a connection may hold at most {max} subscriptions"),
@@ -152,12 +359,7 @@ impl Connections {
         if !granted {
             self.check_subscribe_token(record, &topic, token).await?;
         }
-        self.subscriptions
-            .managed_subscribe(&record.node, conn, &topic)
-            .await
-            .map_err(unavailable)?;
-        self.topic_routes
-            .add_topics(&record.node, std::slice::from_ref(&topic))
+        self.join(conn, record, std::slice::from_ref(&topic))
             .await
             .map_err(unavailable)?;
         Ok(topic)

@@ -98,6 +98,7 @@ async fn topics_on_the_managed_edge_subscribe_replay_fan_out_and_refuse() -> Res
     assert_eq!(
         topic_frames(&env.seen(conn)),
         [
+            Seen::Subscribed("$broadcast".into(), 0),
             Seen::TopicMsg(room.into(), 2),
             Seen::TopicMsg(room.into(), 3),
             Seen::Subscribed(room.into(), 3),

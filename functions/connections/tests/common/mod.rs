@@ -153,6 +153,7 @@ pub enum Seen {
     TopicMsg(String, u64),
     Subscribed(String, u64),
     Unsubscribed(String),
+    Published(String, u64),
     Refused {
         op: String,
         code: String,
@@ -188,6 +189,9 @@ impl Seen {
             },
             Some("subscribed") => {
                 Self::Subscribed(v["topic"].as_str().unwrap_or_default().to_owned(), n("seq"))
+            }
+            Some("published") => {
+                Self::Published(v["topic"].as_str().unwrap_or_default().to_owned(), n("seq"))
             }
             Some("unsubscribed") => {
                 Self::Unsubscribed(v["topic"].as_str().unwrap_or_default().to_owned())
@@ -266,6 +270,21 @@ impl Env {
         let topics = Arc::new(MongoTopicStore::connect(mongo).await?);
         let api = ManagementApiStandIn::start().await?;
         let poster = Arc::new(poster(&api));
+        let dispatcher = Dispatcher {
+            routes: routes.clone(),
+            nodes: routes.clone(),
+            topic_routes: routes.clone(),
+            pusher: Arc::new(
+                ManagedEdgePusher::new(Arc::new(NoEdgeNodes), poster.clone())
+                    .with_topic_subscribers(routes.clone()),
+            ),
+            // Quick retries, so a post that keeps failing is given up soon.
+            retry: RetryPolicy {
+                first_delay: Duration::from_millis(5),
+                max_delay: Duration::from_millis(20),
+                give_up_after: Duration::from_millis(200),
+            },
+        };
         let connections = Connections {
             routes: routes.clone(),
             nodes: routes.clone(),
@@ -278,24 +297,13 @@ impl Env {
             topics: topics.clone(),
             topic_routes: routes.clone(),
             subscriptions: routes.clone(),
+            presence: routes.clone(),
+            // Client publishes fan out with the same dispatcher the tests
+            // dispatch with.
+            fanout: Arc::new(dispatcher.clone()),
             settings: Settings {
                 region: Some("us-east-1".into()),
                 ..settings
-            },
-        };
-        let dispatcher = Dispatcher {
-            routes: routes.clone(),
-            nodes: routes.clone(),
-            topic_routes: routes.clone(),
-            pusher: Arc::new(
-                ManagedEdgePusher::new(Arc::new(NoEdgeNodes), poster)
-                    .with_topic_subscribers(routes.clone()),
-            ),
-            // Quick retries, so a post that keeps failing is given up soon.
-            retry: RetryPolicy {
-                first_delay: Duration::from_millis(5),
-                max_delay: Duration::from_millis(20),
-                give_up_after: Duration::from_millis(200),
             },
         };
         Ok(Self {
