@@ -9,46 +9,14 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
 use common::*;
 use edgepush_auth::{Claims, mint_hs256};
 use edgepush_connections::Settings;
-use edgepush_core::{
-    Namespaces, NewTopicMessage, TopicMessage, TopicName, TopicStore, UserId, presence,
-};
+use edgepush_core::{TopicName, TopicStore, UserId, presence};
 use serde_json::{Value, json};
-
-fn namespaces(json: &str) -> Result<Namespaces> {
-    Ok(Namespaces::from_lookup(|name| {
-        (name == Namespaces::ENV).then(|| json.to_owned())
-    })?)
-}
-
-async fn publish_to(env: &Env, topic: TopicName, count: u64) -> Result<Vec<TopicMessage>> {
-    let mut stored = Vec::new();
-    for k in 0..count {
-        stored.extend(
-            env.topics
-                .publish(&NewTopicMessage {
-                    topics: vec![(topic.clone(), Duration::from_secs(3600))],
-                    data: Arc::from(serde_json::value::RawValue::from_string(format!(
-                        r#"{{"k":{k}}}"#
-                    ))?),
-                    source: "test".into(),
-                    idempotency_key: None,
-                })
-                .await?,
-        );
-    }
-    Ok(stored)
-}
-
-async fn publish(env: &Env, topic: &str, count: u64) -> Result<Vec<TopicMessage>> {
-    publish_to(env, TopicName::new(topic)?, count).await
-}
 
 /// `$connect` of `conn` with a token of `claims` in the query string,
 /// plus the query `extra` (e.g. `resume`).

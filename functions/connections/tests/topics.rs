@@ -6,41 +6,13 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
 use common::*;
 use edgepush_auth::{Claims, mint_hs256};
 use edgepush_connections::Settings;
-use edgepush_core::{Namespaces, NewTopicMessage, TopicMessage, TopicName, TopicStore};
 use serde_json::json;
-
-fn namespaces() -> Result<Namespaces> {
-    let json = r#"{"": {}, "chat": {}}"#;
-    Ok(Namespaces::from_lookup(|name| {
-        (name == Namespaces::ENV).then(|| json.to_owned())
-    })?)
-}
-
-async fn publish(env: &Env, topic: &str, count: u64) -> Result<Vec<TopicMessage>> {
-    let mut stored = Vec::new();
-    for k in 0..count {
-        stored.extend(
-            env.topics
-                .publish(&NewTopicMessage {
-                    topics: vec![(TopicName::new(topic)?, Duration::from_secs(3600))],
-                    data: Arc::from(serde_json::value::RawValue::from_string(format!(
-                        r#"{{"k":{k}}}"#
-                    ))?),
-                    source: "test".into(),
-                    idempotency_key: None,
-                })
-                .await?,
-        );
-    }
-    Ok(stored)
-}
 
 /// The topic frames `frames` hold, in order.
 fn topic_frames(frames: &[Seen]) -> Vec<Seen> {
@@ -64,7 +36,7 @@ async fn topics_on_the_managed_edge_subscribe_replay_fan_out_and_refuse() -> Res
     let env = Env::with_settings(
         "topics_managed",
         Settings {
-            namespaces: namespaces()?,
+            namespaces: namespaces(r#"{"": {}, "chat": {}}"#)?,
             max_subscriptions: 2,
             ..Settings::default()
         },

@@ -18,7 +18,8 @@ use edgepush_auth::{AuthConfig, Claims, JwtVerifier, mint_hs256};
 use edgepush_connections::{ConnectionRecord, Connections, RedisConnectionRecords, Settings};
 use edgepush_core::protocol::PushItem;
 use edgepush_core::{
-    MessageStore, NewMessage, PushError, PushReport, Pusher, RouteStore, StoredMessage,
+    MessageStore, Namespaces, NewMessage, NewTopicMessage, PushError, PushReport, Pusher,
+    RouteStore, StoredMessage, TopicMessage, TopicName, TopicStore,
 };
 use edgepush_dispatch::{
     DispatchReport, Dispatcher, ManagedEdgePusher, RetryPolicy, SdkConnectionPoster,
@@ -102,6 +103,39 @@ pub fn new_message(user_name: &str, k: u64) -> NewMessage {
         source: "test".into(),
         idempotency_key: None,
     }
+}
+
+/// The topic namespaces `json` configures (`EDGEPUSH_TOPIC_NAMESPACES`).
+pub fn namespaces(json: &str) -> Result<Namespaces> {
+    Ok(Namespaces::from_lookup(|name| {
+        (name == Namespaces::ENV).then(|| json.to_owned())
+    })?)
+}
+
+/// Publishes `count` messages to `topic` straight into the topic store (as
+/// collect stores them); they get the next seqs.
+pub async fn publish_to(env: &Env, topic: TopicName, count: u64) -> Result<Vec<TopicMessage>> {
+    let mut stored = Vec::new();
+    for k in 0..count {
+        stored.extend(
+            env.topics
+                .publish(&NewTopicMessage {
+                    topics: vec![(topic.clone(), Duration::from_secs(3600))],
+                    data: Arc::from(serde_json::value::RawValue::from_string(format!(
+                        r#"{{"k":{k}}}"#
+                    ))?),
+                    source: "test".into(),
+                    idempotency_key: None,
+                })
+                .await?,
+        );
+    }
+    Ok(stored)
+}
+
+/// [`publish_to`] a topic named by a client.
+pub async fn publish(env: &Env, topic: &str, count: u64) -> Result<Vec<TopicMessage>> {
+    publish_to(env, TopicName::new(topic)?, count).await
 }
 
 pub fn body_text(response: &ApiGatewayProxyResponse) -> String {
