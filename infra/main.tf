@@ -71,8 +71,10 @@ locals {
       EDGEPUSH_API_KEYS    = local.ssm["api-keys"]
       EDGEPUSH_MONGODB_URI = local.ssm["mongodb-uri"]
     })
-    dispatch    = local.push_ssm
-    connections = { EDGEPUSH_MONGODB_URI = local.ssm["mongodb-uri"] }
+    dispatch = local.push_ssm
+    # The push credential: a client's `publish` on the managed edge fans
+    # out to edge-node subscribers too.
+    connections = merge(local.push_ssm, { EDGEPUSH_MONGODB_URI = local.ssm["mongodb-uri"] })
   }
 
   edge_environment = merge(local.common_env, local.jwt_env, {
