@@ -20,8 +20,12 @@ use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use common::*;
-use edgepush_client::{AckPolicy, Client, ClientConfig, Event, ManagedEdge, Seq, TokenSource};
+use edgepush_auth::{Claims, mint_hs256};
+use edgepush_client::{
+    AckPolicy, Client, ClientConfig, Event, ManagedEdge, Seq, TokenSource, TopicEvent,
+};
 use edgepush_connections::Settings;
+use edgepush_core::TopicName;
 use edgepush_testkit::wait::{self, Check};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
@@ -88,19 +92,44 @@ fn connect_event(request: &Request, conn: &str) -> serde_json::Value {
         value["headers"]["Authorization"] = json!(auth);
         value["multiValueHeaders"]["Authorization"] = json!([auth]);
     }
+    // API Gateway hands the handlers the query string decoded.
     let pairs: Vec<(String, String)> = request
         .uri()
         .query()
         .unwrap_or_default()
         .split('&')
         .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .map(|(k, v)| (k.to_owned(), percent_decoded(v)))
         .collect();
     let pairs: Vec<(&str, &str)> = pairs
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     with_query(value, &pairs)
+}
+
+/// `%XX` escapes of a query value, decoded.
+fn percent_decoded(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (other, _) => {
+                out.push(other);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// One connection: `$connect` decides the upgrade; then client frames go
@@ -309,6 +338,135 @@ async fn the_rust_client_resumes_orders_and_repairs_gaps_on_the_managed_edge() -
     drop(gateway);
     // The database goes with the last handle on the environment (the
     // gateway's tasks end with the runtime); the keys go now.
+    edgepush_testkit::delete_prefix(&edgepush_testkit::redis_url()?, &env.prefix).await?;
+    Ok(())
+}
+
+/// What the client showed of its topics, by kind.
+#[derive(Default)]
+struct TopicLog {
+    /// `subscribed` events: (topic, latest seq).
+    subscribed: Vec<(String, Seq)>,
+    /// Topic messages: (topic, seq).
+    messages: Vec<(String, Seq)>,
+    /// The connections it had (`hello`).
+    conns: Vec<edgepush_core::ConnId>,
+}
+
+/// Waits until `log` satisfies `done`, following its growth.
+async fn until_log(
+    log: &Mutex<TopicLog>,
+    what: &str,
+    done: impl Fn(&TopicLog) -> bool,
+) -> Result<()> {
+    wait::until(what, wait::stall(), || async {
+        let log = log.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        Ok(if done(&log) {
+            Check::Done(())
+        } else {
+            Check::Waiting(log.subscribed.len() + log.messages.len() + log.conns.len())
+        })
+    })
+    .await
+}
+
+/// The client's server-side topics on the managed edge: the token's topic
+/// and broadcast start at its first `resume`, live messages come, and
+/// after a reconnect the client's `?resume=` list replays what it missed
+/// of each, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_resumes_its_token_topics_and_broadcast_on_the_managed_edge() -> Result<()>
+{
+    let env = Arc::new(Env::new("client_managed_topics").await?);
+    let gateway = ApiGateway::start(env.clone()).await?;
+    let mut claims = Claims::new("lee", Duration::from_secs(3600));
+    claims.topics = vec!["news".into()];
+    let config = ClientConfig {
+        managed: Some(ManagedEdge::default()),
+        ..ClientConfig::new(
+            [gateway.url.clone()],
+            TokenSource::fixed(mint_hs256(SECRET, &claims)),
+        )
+    };
+    let mut client = Client::connect(config)?;
+    let log: Arc<Mutex<TopicLog>> = Arc::default();
+    let sink = log.clone();
+    let reader = tokio::spawn(async move {
+        while let Some(event) = client.recv().await {
+            let Ok(mut log) = sink.lock() else { return };
+            match event {
+                Event::Connected { conn_id, .. } => log.conns.push(conn_id),
+                Event::Topic(TopicEvent::Subscribed { topic, seq }) => {
+                    log.subscribed.push((topic.to_string(), seq));
+                }
+                Event::Topic(TopicEvent::Message(msg)) => {
+                    let topic = msg.topic.map(|t| t.to_string()).unwrap_or_default();
+                    log.messages.push((topic, msg.seq));
+                }
+                _ => {}
+            }
+        }
+    });
+    until_log(&log, "both server-side subscriptions", |l| {
+        l.subscribed.len() >= 2
+    })
+    .await?;
+    {
+        let log = log.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        let mut subscribed = log.subscribed.clone();
+        subscribed.sort();
+        assert_eq!(subscribed, [("$broadcast".into(), 0), ("news".into(), 0)]);
+    }
+
+    // Live messages of both.
+    let mut live = publish(&env, "news", 1).await?;
+    live.extend(publish_to(&env, TopicName::broadcast(), 1).await?);
+    env.dispatcher.dispatch_topics(&live).await?;
+    until_log(&log, "the live topic messages", |l| l.messages.len() >= 2).await?;
+
+    // Stored while the client is away (nothing dispatched), then the
+    // connection ends; the client comes back with `?resume=`.
+    publish(&env, "news", 1).await?;
+    publish_to(&env, TopicName::broadcast(), 1).await?;
+    let first = log
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .conns
+        .first()
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no connection"))?;
+    env.connections
+        .poster
+        .delete_connection(FIXTURE_ENDPOINT, &first)
+        .await?;
+    until_log(&log, "the missed topic messages", |l| l.messages.len() >= 4).await?;
+
+    let log = log.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    assert_eq!(log.conns.len(), 2, "one reconnect");
+    for topic in ["news", "$broadcast"] {
+        let seqs: Vec<Seq> = log
+            .messages
+            .iter()
+            .filter(|(t, _)| t == topic)
+            .map(|(_, s)| *s)
+            .collect();
+        assert_eq!(seqs, [1, 2], "{topic}: each once, in order");
+    }
+    let upgrades = gateway
+        .queries
+        .lock()
+        .map(|q| q.clone())
+        .unwrap_or_default();
+    let again = upgrades.last().cloned().unwrap_or_default();
+    ensure!(
+        again.contains("news~1") && again.contains("%24broadcast~1"),
+        "the reconnect resumes both: {upgrades:?}"
+    );
+    drop(log);
+
+    reader.abort();
+    let _ = reader.await;
+    drop(gateway);
     edgepush_testkit::delete_prefix(&edgepush_testkit::redis_url()?, &env.prefix).await?;
     Ok(())
 }
