@@ -441,28 +441,29 @@ async fn the_rust_client_resumes_its_token_topics_and_broadcast_on_the_managed_e
         .await?;
     until_log(&log, "the missed topic messages", |l| l.messages.len() >= 4).await?;
 
-    let log = log.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-    assert_eq!(log.conns.len(), 2, "one reconnect");
-    for topic in ["news", "$broadcast"] {
-        let seqs: Vec<Seq> = log
-            .messages
-            .iter()
-            .filter(|(t, _)| t == topic)
-            .map(|(_, s)| *s)
-            .collect();
-        assert_eq!(seqs, [1, 2], "{topic}: each once, in order");
+    {
+        let log = log.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        assert_eq!(log.conns.len(), 2, "one reconnect");
+        for topic in ["news", "$broadcast"] {
+            let seqs: Vec<Seq> = log
+                .messages
+                .iter()
+                .filter(|(t, _)| t == topic)
+                .map(|(_, s)| *s)
+                .collect();
+            assert_eq!(seqs, [1, 2], "{topic}: each once, in order");
+        }
+        let upgrades = gateway
+            .queries
+            .lock()
+            .map(|q| q.clone())
+            .unwrap_or_default();
+        let again = upgrades.last().cloned().unwrap_or_default();
+        ensure!(
+            again.contains("news~1") && again.contains("%24broadcast~1"),
+            "the reconnect resumes both: {upgrades:?}"
+        );
     }
-    let upgrades = gateway
-        .queries
-        .lock()
-        .map(|q| q.clone())
-        .unwrap_or_default();
-    let again = upgrades.last().cloned().unwrap_or_default();
-    ensure!(
-        again.contains("news~1") && again.contains("%24broadcast~1"),
-        "the reconnect resumes both: {upgrades:?}"
-    );
-    drop(log);
 
     reader.abort();
     let _ = reader.await;
