@@ -33,8 +33,11 @@
 //! # Layout
 //!
 //! - [`handler`](mod@handler): [`Connections`], `$connect` and `$disconnect`.
-//! - [`session`]: `$default`, the client frames (`resume`, `ping`, `ack`).
-//! - [`subscriptions`]: the topic frames (`subscribe`, `unsubscribe`).
+//! - [`session`]: `$default`, the client frames (`resume`, `ping`, `ack`),
+//!   and the user's presence from the first `resume`.
+//! - [`subscriptions`]: topics: the server-side subscriptions (the token's
+//!   `topics`, `$broadcast`), the `subscribe`, `unsubscribe` and `publish`
+//!   frames, and the connections' share of topic presence.
 //! - [`sweep`]: closes connections whose token expired, forgets stale ones.
 //! - [`records`]: what is kept per connection between its events, the
 //!   per-user cap and the sweep index ([`RedisConnectionRecords`]).

@@ -18,6 +18,22 @@
 //! at worst: the client drops a seq it has). With `after`, everything
 //! stored after it is replayed (as many pages as fit the invocation); then
 //! `{"type":"subscribed","topic":...,"seq":<latest>}`.
+//!
+//! The server-side subscriptions are decided by the edge nodes' own rules
+//! ([`edgepush_core::topic::server_side`]) at the first `resume`:
+//! `"op":"connect"` error frames first, then `$broadcast` and the token's
+//! topics, each after its `?resume=` position.
+//!
+//! A `publish` is checked as on edge nodes (the namespace's
+//! `client_publish`, a subscription of the connection, the idempotency
+//! key), stored under `client:<user>` and fanned out with dispatch's
+//! [`Dispatcher`](edgepush_dispatch::Dispatcher) before `published` is
+//! posted; a store or fan-out failure is an `unavailable` error frame.
+//!
+//! Subscriptions in namespaces with `presence` count in the topic's
+//! presence with the virtual node as their node (see
+//! `edgepush_redis::managed`), until unsubscribe, `$disconnect` or the
+//! sweep.
 
 use std::sync::Arc;
 
