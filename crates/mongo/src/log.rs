@@ -53,7 +53,8 @@ use crate::schema::{EntryTemplate, get_seq, seq_to_bson};
 const MAX_BACKOFF_MS: u64 = 50;
 
 /// What one insert came to.
-enum Inserted {
+#[derive(Debug)]
+pub(crate) enum Inserted {
     /// The entry is stored.
     Yes,
     /// A unique index refused it.
@@ -156,7 +157,7 @@ impl SeqLog {
     }
 
     /// The highest seq stored in the log (0 when none).
-    async fn highest_stored_seq(&self, key: &str) -> Result<Seq, StoreError> {
+    pub(crate) async fn highest_stored_seq(&self, key: &str) -> Result<Seq, StoreError> {
         let doc = self
             .entries
             .find_one(doc! { self.key_field: key })
@@ -168,7 +169,7 @@ impl SeqLog {
     }
 
     /// The entry stored in the log under `(source, idem)`, if any.
-    async fn find_entry(
+    pub(crate) async fn find_entry(
         &self,
         source: &str,
         idem: &str,
@@ -197,34 +198,38 @@ impl SeqLog {
     /// error comes back with the server's structured fields (`keyPattern`,
     /// `keyValue`), which the driver's `insert_one` drops.
     async fn insert(&self, entry: Document) -> Result<Inserted, StoreError> {
-        let mut command =
-            doc! { "insert": self.entries.name(), "documents": [entry], "ordered": true };
-        if let Some(wc) = self.entries.write_concern()
-            && let Ok(wc) = mongodb::bson::to_document(wc)
-            && !wc.is_empty()
-        {
-            command.insert("writeConcern", wc);
+        match self.insert_many(vec![entry]).await?.pop() {
+            Some(Ok(inserted)) => Ok(inserted),
+            Some(Err(e)) => Err(e),
+            None => Err(StoreError::Backend(
+                "storing a message: no outcome for the document".into(),
+            )),
         }
+    }
+
+    /// Inserts `entries` with one unordered `insert` command and answers
+    /// each document's outcome, in the order given: stored, refused by a
+    /// unique index (which one), or another write error. A failure of the
+    /// whole command (the server unreachable, or a write concern error: the
+    /// writes are not known to be durable) fails them all: what was stored
+    /// then is found again by an idempotent retry.
+    ///
+    /// Unordered: one document's refusal does not stop the others, so a
+    /// caller must never put two entries of one log in one call (see
+    /// [`crate::batcher`]: one entry per log per round).
+    pub(crate) async fn insert_many(
+        &self,
+        entries: Vec<Document>,
+    ) -> Result<Vec<Result<Inserted, StoreError>>, StoreError> {
+        let count = entries.len();
+        let mut command =
+            doc! { "insert": self.entries.name(), "documents": entries, "ordered": false };
+        add_write_concern(&mut command, &self.entries);
         let reply = self
             .db
             .run_command(command)
             .await
             .map_err(|e| store_error("storing a message", e))?;
-        if let Ok(errors) = reply.get_array("writeErrors")
-            && let Some(first) = errors.first().and_then(|e| e.as_document())
-        {
-            let code = first.get_i32("code").unwrap_or(0);
-            let text = first.get_str("errmsg").unwrap_or("");
-            return match code {
-                11000 | 11001 => Ok(Inserted::Duplicate(duplicate_of(first))),
-                c if is_transient_code(c) => Err(StoreError::Unavailable(format!(
-                    "storing a message: code {c}: {text}"
-                ))),
-                c => Err(StoreError::Backend(format!(
-                    "storing a message: code {c}: {text}"
-                ))),
-            };
-        }
         if let Ok(wce) = reply.get_document("writeConcernError") {
             // The write happened on the primary but is not known to be
             // durable as asked: not an acknowledgement collect may answer
@@ -233,7 +238,31 @@ impl SeqLog {
                 "storing a message: write concern error {wce}"
             )));
         }
-        Ok(Inserted::Yes)
+        let mut outcomes: Vec<Result<Inserted, StoreError>> =
+            (0..count).map(|_| Ok(Inserted::Yes)).collect();
+        if let Ok(errors) = reply.get_array("writeErrors") {
+            for error in errors.iter().filter_map(|e| e.as_document()) {
+                let Some(slot) = error_index(error).and_then(|i| outcomes.get_mut(i)) else {
+                    // A write error that names no document of ours: the
+                    // outcome of every document is unknown.
+                    return Err(StoreError::Backend(format!(
+                        "storing a message: a write error without a valid index: {error}"
+                    )));
+                };
+                let code = error.get_i32("code").unwrap_or(0);
+                let text = error.get_str("errmsg").unwrap_or("");
+                *slot = match code {
+                    11000 | 11001 => Ok(Inserted::Duplicate(duplicate_of(error))),
+                    c if is_transient_code(c) => Err(StoreError::Unavailable(format!(
+                        "storing a message: code {c}: {text}"
+                    ))),
+                    c => Err(StoreError::Backend(format!(
+                        "storing a message: code {c}: {text}"
+                    ))),
+                };
+            }
+        }
+        Ok(outcomes)
     }
 
     /// Stores `tpl` at the log's next free seq, or returns the entry an
@@ -338,5 +367,25 @@ impl SeqLog {
             .await
             .map(|_| ())
             .map_err(|e| store_error("pinging MongoDB", e))
+    }
+}
+
+/// The `index` of a write error (int32 or int64), if valid.
+pub(crate) fn error_index(error: &Document) -> Option<usize> {
+    match error.get("index")? {
+        mongodb::bson::Bson::Int32(i) => usize::try_from(*i).ok(),
+        mongodb::bson::Bson::Int64(i) => usize::try_from(*i).ok(),
+        _ => None,
+    }
+}
+
+/// Adds `collection`'s write concern, if it has one, to a write command
+/// sent with `run_command` (which does not add it by itself).
+pub(crate) fn add_write_concern(command: &mut Document, collection: &Collection<Document>) {
+    if let Some(wc) = collection.write_concern()
+        && let Ok(wc) = mongodb::bson::to_document(wc)
+        && !wc.is_empty()
+    {
+        command.insert("writeConcern", wc);
     }
 }
