@@ -14,10 +14,12 @@
 //!    its backend and would scan the whole collection for an `$in`);
 //! 2. **one** unordered `insert` of every copy of the round, each at its
 //!    user's base + 1;
-//! 3. **one** unordered `update` with one `$max` statement per user moving
-//!    the counters up to what the insert stored; it runs while the next
-//!    round's reads and insert go on (two rounds in flight at most), and a
-//!    request is answered once the counters of all its copies moved.
+//! 3. unordered `update` commands with one `$max` statement per user moving
+//!    the counters up to what the insert stored (one command per 16 users:
+//!    FerretDB v1 holds a connection per statement until its command ends,
+//!    see [`crate::counters`]); they run while the next round's reads and
+//!    insert go on (two rounds in flight at most), and a request is
+//!    answered once the counters of all its copies moved.
 //!
 //! With 32 requests in flight this is 3 round trips for 32 copies instead
 //! of 2–3 round trips per copy.
@@ -380,6 +382,12 @@ impl Task {
             }
         }
         self.queue = rest;
+        tracing::debug!(
+            copies = picked.len(),
+            waiting = self.queue.len(),
+            requests = self.jobs.len(),
+            "append round"
+        );
 
         let bases = self.bases(users, now).await;
         let mut claims: Vec<Claim> = Vec::with_capacity(picked.len());

@@ -35,12 +35,33 @@ pub(crate) async fn bump_counter(
     }
 }
 
+/// Most statements in one `update` command. FerretDB v1 (PostgreSQL
+/// backend) holds a database connection for each statement that modifies a
+/// document until the whole command ends, and its pool has 50: a command of
+/// more statements deadlocks it (measured: 40 pass, 60 hang). MongoDB has
+/// no such limit; a chunk costs it one more round trip.
+const STATEMENTS_PER_UPDATE: usize = 16;
+
 /// `$max`es the `last_seq` of every `(key, seq)` in `counters` (creating
-/// missing documents) with one `update` command of one statement per key,
-/// unordered; answers each key's outcome in the order given. Statements
-/// refused as duplicate keys (two first upserts of one key raced) are sent
-/// again, like [`bump_counter`] does.
+/// missing documents) with `update` commands of one statement per key (at
+/// most [`STATEMENTS_PER_UPDATE`] each, one after the other), unordered;
+/// answers each key's outcome in the order given.
 pub(crate) async fn bump_counters(
+    db: &Database,
+    counters: &Collection<Document>,
+    targets: &[(UserId, Seq)],
+) -> Vec<Result<(), StoreError>> {
+    let mut outcomes = Vec::with_capacity(targets.len());
+    for chunk in targets.chunks(STATEMENTS_PER_UPDATE) {
+        outcomes.extend(bump_counters_once(db, counters, chunk).await);
+    }
+    outcomes
+}
+
+/// One `update` command of [`bump_counters`]. Statements refused as
+/// duplicate keys (two first upserts of one key raced) are sent again, like
+/// [`bump_counter`] does.
+async fn bump_counters_once(
     db: &Database,
     counters: &Collection<Document>,
     targets: &[(UserId, Seq)],
