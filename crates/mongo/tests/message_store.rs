@@ -180,6 +180,18 @@ async fn a_large_fan_out_is_stored_once_per_recipient_in_rounds() -> anyhow::Res
     for name in &names {
         assert_eq!(t.copies_of(&user(name)).await?, 1, "copies of {name}");
     }
+
+    // A round of a hundred users whose counters exist: their counter
+    // updates modify documents (FerretDB v1 holds a connection per such
+    // statement until its command ends, so they must not all go in one).
+    let store = t.store().await?;
+    let hundred: Vec<String> = (0..100).map(|i| format!("wide-{i}")).collect();
+    let to: Vec<&str> = hundred.iter().map(String::as_str).collect();
+    for round in 1..=2 {
+        let stored = store.append(&message(&to, "1", None)).await?;
+        assert!(stored.iter().all(|m| m.seq == round), "round {round}");
+    }
+    assert_eq!(store.position(&user("wide-99")).await?.last_seq, 2);
     t.drop_db().await
 }
 
