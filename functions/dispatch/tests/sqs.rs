@@ -12,10 +12,10 @@ use async_trait::async_trait;
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use edgepush_aws::{AwsSettings, SqsHandoff, SqsHandoffConfig};
 use edgepush_core::memory::MemoryRouteStore;
-use edgepush_core::protocol::PushItem;
+use edgepush_core::protocol::{PushItem, TopicPushItem, TopicPushResult};
 use edgepush_core::{
     ConnId, Handoff, MessageId, NodeDirectory, NodeId, PushError, PushReport, Pusher, RouteError,
-    RouteStore, StoredMessage, UserId,
+    RouteStore, StoredMessage, TopicMessage, TopicName, TopicRoutes, UserId,
 };
 use edgepush_dispatch::{Dispatcher, sqs_handler};
 use edgepush_testkit::wait::{Progress, stall};
@@ -30,6 +30,8 @@ const MALFORMED_ID: &str = "5f3c9a8e-0b1d-4c2e-9f7a-3d6b8e1a2c4f";
 #[derive(Default)]
 struct RecordingPusher {
     items: Mutex<Vec<(String, PushItem)>>,
+    /// (push URL, topic, seq) of every topic message pushed, in push order.
+    topic_items: Mutex<Vec<(String, String, u64)>>,
 }
 
 impl RecordingPusher {
@@ -50,6 +52,11 @@ impl RecordingPusher {
         out.sort();
         out
     }
+
+    /// (push URL, topic, seq) of every topic message pushed, in push order.
+    fn topic_pushes(&self) -> Vec<(String, String, u64)> {
+        self.topic_items.lock().expect("recording lock").clone()
+    }
 }
 
 #[async_trait]
@@ -63,6 +70,23 @@ impl Pusher for RecordingPusher {
         Ok(PushReport {
             delivered,
             gone: Vec::new(),
+        })
+    }
+
+    async fn push_topics(
+        &self,
+        push_url: &str,
+        items: &[TopicPushItem],
+    ) -> Result<TopicPushResult, PushError> {
+        let mut recorded = self.topic_items.lock().expect("recording lock");
+        for item in items {
+            if let Some(message) = &item.message {
+                recorded.push((push_url.to_owned(), item.topic.to_string(), message.seq));
+            }
+        }
+        Ok(TopicPushResult {
+            delivered: recorded.len() as u64,
+            absent: Vec::new(),
         })
     }
 }
@@ -302,32 +326,12 @@ async fn collect_to_sqs_to_dispatch_end_to_end() -> anyhow::Result<()> {
 
     // What the event source mapping does: receive, and hand the records to
     // the function as an SqsEvent.
-    let mut records: Vec<SqsMessage> = Vec::new();
-    let mut progress = Progress::new(stall());
-    while records.len() < 13 {
-        progress.observe("13 records on the queue", records.len())?;
-        let out = sqs
-            .receive_message()
-            .queue_url(&queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await?;
-        for m in out.messages() {
-            let mut record = SqsMessage::default();
-            record.message_id = m.message_id().map(str::to_owned);
-            record.receipt_handle = m.receipt_handle().map(str::to_owned);
-            record.body = m.body().map(str::to_owned);
-            record.md5_of_body = m.md5_of_body().map(str::to_owned);
-            record.event_source = Some("aws:sqs".to_owned());
-            record.event_source_arn = Some(format!("arn:aws:sqs:us-east-1:000000000000:{name}"));
-            record.aws_region = Some("us-east-1".to_owned());
-            records.push(record);
-        }
-    }
-    assert_eq!(records.len(), 13, "12 hand-off messages and the garbage");
-    let mut event = SqsEvent::default();
-    event.records = records;
+    let event = receive_records(&sqs, &name, &queue_url, 13).await?;
+    assert_eq!(
+        event.records.len(),
+        13,
+        "12 hand-off messages and the garbage"
+    );
 
     let (dispatcher, routes, pusher) = world(false).await?;
     let response = sqs_handler(&dispatcher, LambdaEvent::new(event, Context::default()))
@@ -346,6 +350,104 @@ async fn collect_to_sqs_to_dispatch_end_to_end() -> anyhow::Result<()> {
         .collect();
     assert_eq!(pushed, want, "every handed-off message reached the pusher");
     assert_eq!(routes.routes_of_calls.load(Ordering::SeqCst), 1);
+
+    sqs.delete_queue().queue_url(&queue_url).send().await?;
+    Ok(())
+}
+
+/// Receives `n` records from `queue_url` as the event source mapping does,
+/// shaped as the records of an [`SqsEvent`].
+async fn receive_records(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    queue_url: &str,
+    n: usize,
+) -> anyhow::Result<SqsEvent> {
+    let mut records: Vec<SqsMessage> = Vec::new();
+    let mut progress = Progress::new(stall());
+    while records.len() < n {
+        progress.observe(&format!("{n} records on the queue"), records.len())?;
+        let out = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await?;
+        for m in out.messages() {
+            let mut record = SqsMessage::default();
+            record.message_id = m.message_id().map(str::to_owned);
+            record.receipt_handle = m.receipt_handle().map(str::to_owned);
+            record.body = m.body().map(str::to_owned);
+            record.md5_of_body = m.md5_of_body().map(str::to_owned);
+            record.event_source = Some("aws:sqs".to_owned());
+            record.event_source_arn = Some(format!("arn:aws:sqs:us-east-1:000000000000:{name}"));
+            record.aws_region = Some("us-east-1".to_owned());
+            records.push(record);
+        }
+    }
+    let mut event = SqsEvent::default();
+    event.records = records;
+    Ok(event)
+}
+
+/// Topic messages take the same road: collect hands them to SQS, dispatch
+/// reads the records and sends one push per subscribed live node, with
+/// every stored copy, and none to a node without subscribers.
+#[tokio::test]
+async fn topic_messages_go_through_sqs_to_the_nodes_with_subscribers() -> anyhow::Result<()> {
+    let (sqs, name, queue_url) = fresh_queue("edgepush-topics", None).await?;
+    let news = TopicName::new("news:sport")?;
+    let quiet = TopicName::new("news:quiet")?;
+    let sent: Vec<TopicMessage> = (1..=5)
+        .map(|seq| {
+            Ok(TopicMessage {
+                topic: if seq == 5 {
+                    quiet.clone()
+                } else {
+                    news.clone()
+                },
+                seq: if seq == 5 { 1 } else { seq },
+                id: MessageId::new(format!("t-{seq}"))?,
+                data: Arc::from(RawValue::from_string(format!(r#"{{"n":{seq}}}"#))?),
+                created_at_ms: 1_767_225_600_000,
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let handoff = one_copy_per_message(&sqs, &queue_url);
+    handoff.hand_off_topics(&sent).await?;
+    let event = receive_records(&sqs, &name, &queue_url, sent.len()).await?;
+    assert_eq!(event.records.len(), sent.len(), "one record per copy");
+
+    let (mut dispatcher, _, pusher) = world(false).await?;
+    let topic_routes = Arc::new(edgepush_core::memory::MemoryTopicRoutes::default());
+    topic_routes
+        .add_topics(&NodeId::new("n1")?, std::slice::from_ref(&news))
+        .await?;
+    dispatcher.topic_routes = topic_routes;
+    let response = sqs_handler(&dispatcher, LambdaEvent::new(event, Context::default()))
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+
+    assert_eq!(failures(&response), BTreeSet::new(), "no record failed");
+    let pushed = pusher.topic_pushes();
+    assert!(
+        pushed.iter().all(|(url, _, _)| url == "http://n1"),
+        "only the subscribed node gets pushes: {pushed:?}"
+    );
+    let mut seqs: Vec<u64> = pushed
+        .iter()
+        .filter(|(_, topic, _)| *topic == news.to_string())
+        .map(|(_, _, seq)| *seq)
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, [1, 2, 3, 4], "every copy of news:sport, once");
+    assert!(
+        pushed
+            .iter()
+            .all(|(_, topic, _)| *topic != quiet.to_string()),
+        "nothing for a topic without subscribers"
+    );
 
     sqs.delete_queue().queue_url(&queue_url).send().await?;
     Ok(())
