@@ -6,8 +6,8 @@ use edgepush_core::{Seq, StoreError, UserId};
 use mongodb::bson::{Document, doc};
 use mongodb::{Collection, Database};
 
+use crate::command::{add_write_concern, error_index};
 use crate::error::{is_duplicate_key, is_transient_code, store_error};
-use crate::log::{add_write_concern, error_index};
 use crate::schema::seq_to_bson;
 
 /// `$max`es `field` of `key`'s document in `counters` to `seq`, creating the

@@ -41,6 +41,7 @@
 //! own: crash repair, retention, malformed documents, failure to connect.
 
 mod batcher;
+mod command;
 pub mod config;
 mod counters;
 mod error;

@@ -44,6 +44,7 @@ use mongodb::bson::{Document, doc};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, Database, IndexModel};
 
+use crate::command::{add_write_concern, error_index};
 use crate::counters::bump_counter;
 use crate::error::{DuplicateOf, duplicate_of, is_transient_code, store_error};
 use crate::locks::KeyLocks;
@@ -367,25 +368,5 @@ impl SeqLog {
             .await
             .map(|_| ())
             .map_err(|e| store_error("pinging MongoDB", e))
-    }
-}
-
-/// The `index` of a write error (int32 or int64), if valid.
-pub(crate) fn error_index(error: &Document) -> Option<usize> {
-    match error.get("index")? {
-        mongodb::bson::Bson::Int32(i) => usize::try_from(*i).ok(),
-        mongodb::bson::Bson::Int64(i) => usize::try_from(*i).ok(),
-        _ => None,
-    }
-}
-
-/// Adds `collection`'s write concern, if it has one, to a write command
-/// sent with `run_command` (which does not add it by itself).
-pub(crate) fn add_write_concern(command: &mut Document, collection: &Collection<Document>) {
-    if let Some(wc) = collection.write_concern()
-        && let Ok(wc) = mongodb::bson::to_document(wc)
-        && !wc.is_empty()
-    {
-        command.insert("writeConcern", wc);
     }
 }
