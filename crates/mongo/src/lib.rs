@@ -30,7 +30,7 @@
 //! See [`log`] for how seqs stay gap-free and appends idempotent under
 //! concurrent writers and crashes, and `batcher` (the group commit of user
 //! message appends: the copies of concurrent requests stored with one
-//! `insert` and one counter `update` per round) for how that holds when
+//! `insert` and a few counter `update`s per round) for how that holds when
 //! appends are batched.
 //!
 //! # Tests
