@@ -60,7 +60,7 @@ locals {
     })
     dispatch = local.common_env
     # connections derives the @connections endpoint from its events; MongoDB
-    # records the acks clients send over the managed edge.
+    # holds what it replays on a client's resume and the acks it records.
     connections = merge(local.common_env, { EDGEPUSH_MONGODB_DATABASE = var.mongodb_database })
   }
   function_ssm = {
@@ -197,6 +197,7 @@ module "websocket_api" {
   auth_invoke_arn           = module.functions.invoke_arns["auth"]
   connections_function_name = module.functions.function_names["connections"]
   connections_invoke_arn    = module.functions.invoke_arns["connections"]
+  connections_function_arn  = module.functions.function_arns["connections"]
   identity_sources          = var.websocket_identity_sources
   log_retention_days        = var.log_retention_days
 }

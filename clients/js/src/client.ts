@@ -27,12 +27,37 @@
  *
  * Backoff: exponential with full jitter, reset by a connection that
  * delivered a message or stayed up for `resetAfterMs`.
+ *
+ * Managed edge (`managed` option: the endpoints are an API Gateway
+ * WebSocket API, `functions/connections`): the server cannot speak first,
+ * so on open the client sends `{"type":"resume","after":<last seq>}` and
+ * waits for `hello`. Live messages are posted one HTTP call each there and
+ * may overtake each other or the replay, so a seq that comes early is held
+ * until the ones before it arrive; a gap still open after `gapWaitMs` is
+ * asked for with `resume` after the last contiguous seq (no reconnect).
+ * `resumed` with `more` makes it ask again; without a known position the
+ * first `resumed`'s `after` is where the stream starts. A
+ * `{"type":"close","code":C}` frame counts as a close with code `C`. The
+ * client pings every `pingEveryMs` (API Gateway closes idle connections
+ * after 10 minutes). See docs/protocol.md, "Managed edge".
  */
 import { Backoff, type BackoffOptions } from './backoff.js';
 import { Delivery, MessageIterator, SeqTracker } from './delivery.js';
 import { Emitter } from './emitter.js';
 import { EdgepushError, type ErrorCode } from './errors.js';
-import { ackFrame, attemptUrl, BROADCAST, checkNodeUrl, CloseCode, type Message, parseFrame, subscribeFrame, unsubscribeFrame } from './protocol.js';
+import {
+  ackFrame,
+  attemptUrl,
+  BROADCAST,
+  checkNodeUrl,
+  CloseCode,
+  type Message,
+  parseFrame,
+  PING_FRAME,
+  resumeFrame,
+  subscribeFrame,
+  unsubscribeFrame,
+} from './protocol.js';
 import { encodePositions, loadPositions, type PositionStorage, type Positions } from './storage.js';
 import { Subscription, type SubscriptionHost, type SubscriptionOptions } from './subscription.js';
 import { readClaims } from './token.js';
@@ -91,6 +116,19 @@ export interface AckOptions {
   maxDelayMs?: number;
 }
 
+/** The managed edge's timings (see the `managed` option). */
+export interface ManagedOptions {
+  /** How long a seq that came early waits for the ones before it before the gap is asked for (default 1000 ms). */
+  gapWaitMs?: number;
+  /** How often the client pings (default 300 000 ms; API Gateway closes a connection idle for 10 minutes). */
+  pingEveryMs?: number;
+  /** A `resume` unanswered (no `resumed`, no message) this long ends the connection (default 30 000 ms). */
+  answerTimeoutMs?: number;
+}
+
+/** Most early messages held on the managed edge; beyond, the gap request replays them. */
+const MAX_HELD = 10_000;
+
 export interface ClientOptions {
   /** Edge node endpoints, `ws://host:port/ws`; the client starts at a random one. */
   nodes: string | readonly string[];
@@ -124,6 +162,12 @@ export interface ClientOptions {
   random?: () => number;
   /** Timers (default the global ones and `Date.now`). */
   timers?: Timers;
+  /**
+   * The endpoints are an API Gateway WebSocket API (the managed edge), not
+   * edge nodes: `true` for the default timings. Subscription objects work
+   * there; the token's topics and broadcast are not served there yet.
+   */
+  managed?: boolean | ManagedOptions;
 }
 
 /** Counters of the client's life. */
@@ -163,6 +207,7 @@ export class EdgepushClient extends Emitter<ClientEvents> implements Subscriptio
   private readonly ackDelayMs: number;
   private readonly connectTimeoutMs: number;
   private readonly refreshBeforeExpMs: number;
+  private readonly managed: Required<ManagedOptions> | undefined;
 
   private current: ClientState = 'disconnected';
   private ws: WebSocketLike | undefined;
@@ -197,6 +242,11 @@ export class EdgepushClient extends Emitter<ClientEvents> implements Subscriptio
   private connectTimer: unknown;
   private ackTimer: unknown;
   private refreshTimer: unknown;
+  /** Managed edge: messages of the user's stream that came early, by seq. */
+  private readonly held = new Map<number, Message>();
+  private gapTimer: unknown;
+  private answerTimer: unknown;
+  private pingTimer: unknown;
 
   private node_: string | undefined;
   private connId_: string | undefined;
@@ -235,6 +285,12 @@ export class EdgepushClient extends Emitter<ClientEvents> implements Subscriptio
     this.ackDelayMs = Math.max(0, ack.maxDelayMs ?? 1000);
     this.connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
     this.refreshBeforeExpMs = options.refreshBeforeExpMs ?? 30_000;
+    const managed: ManagedOptions | undefined = options.managed === true ? {} : options.managed || undefined;
+    this.managed = managed && {
+      gapWaitMs: Math.max(0, managed.gapWaitMs ?? 1000),
+      pingEveryMs: Math.max(1000, managed.pingEveryMs ?? 300_000),
+      answerTimeoutMs: Math.max(1, managed.answerTimeoutMs ?? 30_000),
+    };
     this.nodeIndex =
       options.firstNode !== undefined ? Math.abs(Math.floor(options.firstNode)) % nodes.length : Math.floor(random() * nodes.length) % nodes.length;
     if (options.after !== undefined) this.user.last = options.after;
@@ -415,6 +471,18 @@ export class EdgepushClient extends Emitter<ClientEvents> implements Subscriptio
     ws.onerror = () => {
       // A close event follows; it says what happened.
     };
+    if (this.managed) {
+      // The managed edge waits for the client to speak first.
+      ws.onopen = () => {
+        if (this.ws !== ws) return;
+        try {
+          ws.send(resumeFrame(this.user.last));
+        } catch {
+          return; // a close event follows
+        }
+        this.armAnswer(ws);
+      };
+    }
     this.connectTimer = this.timers.setTimeout(() => {
       if (this.ws !== ws || this.helloSeen) return;
       this.abandon(ws, 'connect timeout');
@@ -440,14 +508,24 @@ export class EdgepushClient extends Emitter<ClientEvents> implements Subscriptio
       if (data instanceof ArrayBuffer) this.emit('frame', data);
       return;
     }
-    const frame = parseFrame(data);
+    const frame = parseFrame(data, this.managed !== undefined);
+    if (frame.type === 'close') {
+      // The managed edge's close code, posted before API Gateway closes.
+      this.abandon(ws, 'closed by the server');
+      return this.onClose(frame.code, frame.reason);
+    }
     if (!this.helloSeen) {
       if (frame.type !== 'hello') return this.malformed(ws, `expected hello, got ${frame.type}`);
       return this.onHello(node, frame.connId, frame.userId);
     }
     switch (frame.type) {
       case 'msg':
+        if (this.managed && frame.message.topic === undefined) return this.onManagedMsg(frame.message);
         return this.onMsg(ws, frame.message);
+      case 'resumed':
+        return this.onResumed(ws, frame.after, frame.more);
+      case 'pong':
+        return;
       case 'subscribed':
         this.subs.get(frame.topic)?.onSubscribed(frame.seq);
         return;
@@ -482,6 +560,7 @@ export class EdgepushClient extends Emitter<ClientEvents> implements Subscriptio
     this.connId_ = connId;
     this.userId_ = userId;
     this.setState('connected', { node, connId, userId });
+    if (this.managed) this.armPing();
     this.flushAck();
     for (const sub of this.subs.values()) {
       if (sub.active) void this.sendSubscribe(sub, this.generation);
@@ -538,6 +617,101 @@ export class EdgepushClient extends Emitter<ClientEvents> implements Subscriptio
     }
   }
 
+  // ---- the managed edge ------------------------------------------------
+
+  /** A message of the user's stream on the managed edge: held until the ones before it are here. */
+  private onManagedMsg(message: Message): void {
+    const last = this.user.last;
+    if (last !== undefined && message.seq <= last) {
+      this.counters.duplicatesDropped += 1;
+      return;
+    }
+    if (this.answerTimer !== undefined && this.ws) this.armAnswer(this.ws); // a replay is coming in
+    if (this.held.size < MAX_HELD || this.held.has(message.seq)) this.held.set(message.seq, message);
+    this.releaseHeld();
+  }
+
+  /** `resumed`: the replay is posted; the first one names where the stream starts. */
+  private onResumed(ws: WebSocketLike, after: number, more: boolean): void {
+    this.timers.clearTimeout(this.answerTimer);
+    this.answerTimer = undefined;
+    if (this.user.last === undefined) this.user.last = after;
+    this.releaseHeld();
+    if (more && this.send(resumeFrame(this.user.last))) this.armAnswer(ws);
+    else this.armGap();
+  }
+
+  /** Delivers the held messages that follow the last seq without a gap. */
+  private releaseHeld(): void {
+    const tracker = this.user;
+    if (tracker.last === undefined) return;
+    for (const seq of [...this.held.keys()]) {
+      if (seq <= tracker.last) {
+        this.held.delete(seq);
+        this.counters.duplicatesDropped += 1;
+      }
+    }
+    for (let next = this.held.get(tracker.last + 1); next; next = this.held.get(tracker.last + 1)) {
+      this.held.delete(next.seq);
+      tracker.accept(next.seq);
+      this.counters.messages += 1;
+      this.deliveredSinceUp = true;
+      this.delivery.push(next);
+    }
+    this.armGap();
+  }
+
+  /** Arms the gap timer while early messages wait and no `resume` is out; disarms it when none wait. */
+  private armGap(): void {
+    if (this.held.size === 0) {
+      this.timers.clearTimeout(this.gapTimer);
+      this.gapTimer = undefined;
+      return;
+    }
+    if (this.gapTimer !== undefined || this.answerTimer !== undefined || !this.managed) return;
+    const ws = this.ws;
+    this.gapTimer = this.timers.setTimeout(() => {
+      this.gapTimer = undefined;
+      if (this.ws !== ws || !ws || this.held.size === 0 || this.user.last === undefined) return;
+      this.counters.gaps += 1;
+      const first = Math.min(...this.held.keys());
+      this.report('gap', `user stream: had seq ${this.user.last}, holding ${first}; asking for the gap`);
+      if (this.send(resumeFrame(this.user.last))) this.armAnswer(ws);
+    }, this.managed.gapWaitMs);
+  }
+
+  /** A `resume` is out: without an answer in time the connection is given up. */
+  private armAnswer(ws: WebSocketLike): void {
+    if (!this.managed) return;
+    this.timers.clearTimeout(this.answerTimer);
+    this.answerTimer = this.timers.setTimeout(() => {
+      this.answerTimer = undefined;
+      if (this.ws !== ws) return;
+      const wasUp = this.helloSeen;
+      this.abandon(ws, 'resume unanswered');
+      if (wasUp) this.connectionEnded(CloseCode.GoingAway, 'resume unanswered', true);
+      else this.attemptFailed('no answer to resume');
+    }, this.managed.answerTimeoutMs);
+  }
+
+  private armPing(): void {
+    if (!this.managed) return;
+    const ws = this.ws;
+    this.timers.clearTimeout(this.pingTimer);
+    this.pingTimer = this.timers.setTimeout(() => {
+      if (this.ws !== ws || !this.helloSeen) return;
+      this.send(PING_FRAME);
+      this.armPing();
+    }, this.managed.pingEveryMs);
+  }
+
+  /** The connection is over: what the managed edge kept for it goes (a resume asks again). */
+  private resetManaged(): void {
+    for (const timer of [this.gapTimer, this.answerTimer, this.pingTimer]) this.timers.clearTimeout(timer);
+    this.gapTimer = this.answerTimer = this.pingTimer = undefined;
+    this.held.clear();
+  }
+
   private malformed(ws: WebSocketLike, detail: string): void {
     this.counters.malformed += 1;
     this.report('malformed_frame', detail);
@@ -550,6 +724,7 @@ export class EdgepushClient extends Emitter<ClientEvents> implements Subscriptio
   private onClose(code: number, reason: string): void {
     this.ws = undefined;
     this.timers.clearTimeout(this.connectTimer);
+    this.resetManaged();
     if (code === CloseCode.PolicyViolation || code === CloseCode.TooLarge) {
       const what: ErrorCode = code === CloseCode.PolicyViolation ? 'protocol_violation' : 'frame_too_large';
       const text = code === CloseCode.PolicyViolation ? 'the node closed with 1008: it received a frame the protocol does not define' : 'the node closed with 1009: a frame was too large';
@@ -595,6 +770,7 @@ export class EdgepushClient extends Emitter<ClientEvents> implements Subscriptio
   private abandon(ws: WebSocketLike, reason: string): void {
     if (this.ws === ws) this.ws = undefined;
     this.timers.clearTimeout(this.connectTimer);
+    this.resetManaged();
     ws.onmessage = null;
     ws.onclose = null;
     ws.onerror = null;

@@ -15,6 +15,7 @@ export type {
   ClientOptions,
   ClientState,
   ClientStats,
+  ManagedOptions,
   StateEvent,
   Timers,
   WebSocketConstructor,

@@ -49,13 +49,23 @@ export type ServerFrame =
   | { type: 'unsubscribed'; topic: string }
   /** `op`: what was refused (`subscribe`, `unsubscribe`, `publish`, `connect` for the token's topics or `resume`). */
   | { type: 'error'; op?: string; topic?: string; code: string; message: string }
+  /** Managed edge: the replay a `resume` asked for is posted up to `through`; `more`: ask again. */
+  | { type: 'resumed'; after: number; through: number; more: boolean }
+  /** Managed edge: the answer to `ping`. */
+  | { type: 'pong' }
+  /** Managed edge: the server closes the connection with this code (API Gateway cannot send ours). */
+  | { type: 'close'; code: number; reason: string }
   /** A frame outside the protocol's types: one a business system posted through the push API. */
   | { type: 'other'; text: string }
   /** A protocol frame with missing or wrong fields. */
   | { type: 'malformed'; detail: string };
 
-/** Sorts one text frame. Never throws. */
-export function parseFrame(text: string): ServerFrame {
+/**
+ * Sorts one text frame. Never throws. `managed`: the connection is on the
+ * managed edge, where `resumed`, `pong` and `close` are frames of the
+ * protocol (elsewhere they are frames a business posted).
+ */
+export function parseFrame(text: string, managed = false): ServerFrame {
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -99,10 +109,30 @@ export function parseFrame(text: string): ServerFrame {
       if (typeof frame.op === 'string') error.op = frame.op;
       return error;
     }
+    case 'resumed':
+      if (!managed) return { type: 'other', text };
+      if (!isSeq(frame.after) || !isSeq(frame.through) || typeof frame.more !== 'boolean') {
+        return { type: 'malformed', detail: 'resumed without after/through/more' };
+      }
+      return { type: 'resumed', after: frame.after, through: frame.through, more: frame.more };
+    case 'pong':
+      return managed ? { type: 'pong' } : { type: 'other', text };
+    case 'close':
+      if (!managed) return { type: 'other', text };
+      if (!isSeq(frame.code)) return { type: 'malformed', detail: 'close without code' };
+      return { type: 'close', code: frame.code, reason: typeof frame.reason === 'string' ? frame.reason : '' };
     default:
       return { type: 'other', text };
   }
 }
+
+/** Managed edge: `{"type":"resume","after":N}` (`after` only when known). */
+export function resumeFrame(after: number | undefined): string {
+  return JSON.stringify(after === undefined ? { type: 'resume' } : { type: 'resume', after });
+}
+
+/** Managed edge: the keepalive. */
+export const PING_FRAME = '{"type":"ping"}';
 
 /** A seq: a non-negative integer JavaScript holds exactly. */
 export function isSeq(value: unknown): value is number {

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use edgepush_core::{Seq, TopicName};
 
+use crate::managed::ManagedEdge;
 use crate::topics::TopicSubscription;
 
 /// Where the bearer token of each connection attempt comes from.
@@ -213,12 +214,21 @@ pub struct ClientConfig {
     /// application has of each (from its own storage). Later connections
     /// resume after the last seq the client has seen.
     pub resume: Vec<(TopicName, Seq)>,
+    /// `Some` when the endpoints are an API Gateway WebSocket API (the
+    /// managed edge, `functions/connections`) instead of edge nodes: the
+    /// client then speaks first (`resume`), holds seqs that come early and
+    /// asks for gaps itself, pings, and reads the server's `close` frames
+    /// (see [`crate::managed`] and `docs/protocol.md`, "Managed edge").
+    /// Client subscriptions work there (a topic gap reconnects, as on edge
+    /// nodes); the token's topics and `$broadcast` are not served there yet.
+    pub managed: Option<ManagedEdge>,
 }
 
 impl ClientConfig {
     /// A config for `nodes` and `token` with the defaults: no `after`,
     /// [`AckPolicy::default`], [`Backoff::default`], 10 s connect timeout,
-    /// 60 s idle timeout, a random first node, 256 buffered events.
+    /// 60 s idle timeout, a random first node, 256 buffered events, edge
+    /// nodes (not the managed edge).
     pub fn new<I, S>(nodes: I, token: TokenSource) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -236,6 +246,7 @@ impl ClientConfig {
             event_buffer: 256,
             topics: Vec::new(),
             resume: Vec::new(),
+            managed: None,
         }
     }
 }

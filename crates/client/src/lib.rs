@@ -25,7 +25,11 @@
 //!   subscriptions (the token's topics, `$broadcast`) resume with
 //!   `?resume=topic~seq,...` and the client's own ones are sent again as
 //!   `subscribe` frames with `after` ([`ClientHandle::subscribe`],
-//!   [`ClientConfig::topics`], [`Event::Topic`]).
+//!   [`ClientConfig::topics`], [`Event::Topic`]);
+//! - **speaks the managed edge** too ([`ClientConfig::managed`]): behind an
+//!   API Gateway WebSocket API it sends `resume` first, holds seqs that come
+//!   early (live posts may overtake each other there) and asks for a gap
+//!   that stays open with `resume` after its last contiguous seq.
 //!
 //! Malformed frames never panic: they are counted in [`Stats::malformed`]
 //! and the client reconnects.
@@ -80,6 +84,9 @@
 //!   [`Backoff`].
 //! - [`event`] holds [`Event`], [`TopicEvent`], [`DisconnectReason`].
 //! - [`topics`] holds [`TopicSubscription`] and the per-topic positions.
+//! - [`managed`] holds [`ManagedEdge`] and the bookkeeping of the managed
+//!   edge (API Gateway WebSocket APIs): resume first, hold early seqs, ask
+//!   for gaps.
 //! - [`error`] holds [`ClientError`].
 //! - `client` (private): [`Client`], [`ClientHandle`], [`ClientControl`],
 //!   the application's side.
@@ -92,6 +99,7 @@ mod client;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod managed;
 mod node;
 mod shared;
 mod task;
@@ -103,5 +111,6 @@ pub use edgepush_core::protocol::MsgFrame;
 pub use edgepush_core::{Seq, TopicName};
 pub use error::ClientError;
 pub use event::{DisconnectReason, Event, TopicEvent};
+pub use managed::ManagedEdge;
 pub use shared::Stats;
 pub use topics::TopicSubscription;

@@ -99,10 +99,30 @@ impl Node {
         resume: Option<&str>,
         token: &str,
     ) -> Result<Request, String> {
-        let mut request = self
-            .url_for(after, resume)
-            .into_client_request()
-            .map_err(|e| e.to_string())?;
+        self.build(self.url_for(after, resume), token)
+    }
+
+    /// The upgrade request of an attempt on the managed edge: the token in
+    /// `?token=` as well, because API Gateway refuses a `$connect` that
+    /// lacks the authorizer's identity source (the query string by
+    /// default) without asking the authorizer.
+    pub(crate) fn managed_request(
+        &self,
+        after: Option<Seq>,
+        token: &str,
+    ) -> Result<Request, String> {
+        let mut url = self.url_for(after, None);
+        let sep = if url.contains('?') { '&' } else { '?' };
+        url.push_str(&format!(
+            "{sep}token={}",
+            utf8_percent_encode(token, QUERY_VALUE)
+        ));
+        self.build(url, token)
+    }
+
+    /// A request for `url` with the token in the `Authorization` header.
+    fn build(&self, url: String, token: &str) -> Result<Request, String> {
+        let mut request = url.into_client_request().map_err(|e| e.to_string())?;
         let value = http::HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(|_| "the token holds characters a header cannot carry".to_owned())?;
         request
@@ -135,6 +155,14 @@ mod tests {
         );
         assert_eq!(node.url_for(None, Some("x~1")), "ws://h:1/ws?resume=x~1");
         assert!(node.request_with(None, Some("x:y~1"), "t").is_ok());
+    }
+
+    #[test]
+    fn the_managed_edge_gets_the_token_in_the_query_too() {
+        let node = Node::parse("ws://h:1/prod").unwrap();
+        let req = node.managed_request(Some(3), "a.b-c_d").unwrap();
+        assert_eq!(req.uri().query(), Some("after=3&token=a.b-c_d"));
+        assert_eq!(req.headers()["authorization"], "Bearer a.b-c_d");
     }
 
     #[test]

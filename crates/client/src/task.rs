@@ -11,6 +11,12 @@
 //! | close 1011, 4008, 1009, 1000, other | no | |
 //! | gap in seqs | no | the node replays from `after` |
 //! | HTTP 401 or close 4001 | no | fatal with a static token |
+//! | managed edge: a `close` frame | as its code | then the socket closes |
+//! | managed edge: a `resume` unanswered | yes | [`ManagedEdge::answer_timeout`] |
+//!
+//! On the managed edge a gap does not end the connection: the early seqs
+//! are held and the gap is asked for on the same connection
+//! ([`crate::managed`]).
 //!
 //! The backoff counter resets after a connection that delivered a message
 //! or stayed up for [`Backoff::reset_after`].
@@ -18,6 +24,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use edgepush_core::managed::{ManagedServerFrame, PING_FRAME, encode_resume};
 use edgepush_core::protocol::{
     CLOSE_BAD_FRAME, CLOSE_BAD_TOKEN, CLOSE_DRAINING, CLOSE_GOING_AWAY, CLOSE_NO_STATUS,
     CLOSE_NORMAL, ClientFrame, MsgFrame, ServerFrame,
@@ -36,6 +43,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use crate::config::{AckPolicy, Backoff, ClientConfig, TokenSource};
 use crate::error::ClientError;
 use crate::event::{DisconnectReason, Event, TopicEvent};
+use crate::managed::{Due, ManagedEdge, ManagedState, Taken};
 use crate::node::Node;
 use crate::shared::{Command, Counters, Shared};
 use crate::topics::TopicSeq;
@@ -90,6 +98,16 @@ enum Ended {
     Stopped,
 }
 
+/// What to do after a frame on the managed edge.
+enum ManagedFlow {
+    /// Not a frame of the managed bookkeeping: the common rules apply.
+    Pass,
+    /// Handled; read on.
+    Continue,
+    /// The connection ends.
+    End(Ended),
+}
+
 /// What to do after a `msg` frame.
 enum Flow {
     Continue,
@@ -119,6 +137,8 @@ pub(crate) struct Runner {
     commands: mpsc::UnboundedReceiver<Command>,
     /// Subscriptions refused as `unavailable`, to send again at a time.
     resubscribe: Vec<(TopicName, Instant)>,
+    /// The managed edge's settings, when the endpoints are API Gateway.
+    managed: Option<ManagedEdge>,
 }
 
 impl Runner {
@@ -148,6 +168,7 @@ impl Runner {
             next_node: start,
             commands,
             resubscribe: Vec::new(),
+            managed: config.managed,
         }
     }
 
@@ -198,12 +219,18 @@ impl Runner {
         };
         let token = self.token.token();
         let resume = self.shared.book().resume();
-        let request = match node.request_with(self.last, resume.as_deref(), &token) {
+        let request = match self.managed {
+            Some(_) => node.managed_request(self.last, &token),
+            None => node.request_with(self.last, resume.as_deref(), &token),
+        };
+        let request = match request {
             Ok(request) => request,
             Err(detail) => return self.refused(&node, detail),
         };
         tracing::debug!(node = %node.url, after = ?self.last, "connecting");
-        let opening = timeout(self.connect_timeout, open(&node, request));
+        // The managed edge waits for the client to speak first.
+        let first = self.managed.map(|_| encode_resume(self.last));
+        let opening = timeout(self.connect_timeout, open(&node, request, first));
         let opened = tokio::select! {
             biased;
             _ = self.shared.cancel.cancelled() => return Outcome::Stop,
@@ -319,7 +346,18 @@ impl Runner {
     async fn session(&mut self, ws: &mut Ws, delivered: &mut bool) -> Ended {
         let shared = Arc::clone(&self.shared);
         let idle_timeout = self.idle_timeout;
-        let mut idle_deadline = idle_timeout.map(|d| Instant::now() + d);
+        // The managed edge never pings: there the idle timeout runs from
+        // the client's own ping to any answer.
+        let mut managed = self.managed.map(|m| ManagedState::new(m, Instant::now()));
+        let is_managed = managed.is_some();
+        let idle_after_frame = move || {
+            if is_managed {
+                None
+            } else {
+                idle_timeout.map(|d| Instant::now() + d)
+            }
+        };
+        let mut idle_deadline = idle_after_frame();
         let mut ack_deadline: Option<Instant> = None;
         // Messages taken while no connection was up may be due already.
         if let Err(detail) = self.maybe_ack(ws, &mut ack_deadline).await {
@@ -382,8 +420,39 @@ impl Runner {
                         return lost(detail);
                     }
                 }
+                _ = sleep_until(managed.as_ref().map_or(far, ManagedState::next_deadline)), if is_managed => {
+                    let Some(state) = managed.as_mut() else { continue };
+                    let sent = match state.due(Instant::now(), self.last) {
+                        None => Ok(()),
+                        Some(Due::Resume(after)) => {
+                            Counters::inc(&self.shared.counters.gaps);
+                            tracing::debug!(?after, "a gap stayed open; asking for it");
+                            ws.send(Message::text(encode_resume(after))).await
+                        }
+                        Some(Due::Ping) => {
+                            if idle_deadline.is_none() {
+                                idle_deadline = idle_timeout.map(|d| Instant::now() + d);
+                            }
+                            ws.send(Message::text(PING_FRAME)).await
+                        }
+                        Some(Due::Unanswered) => {
+                            close_with(ws, CLOSE_GOING_AWAY, "resume unanswered").await;
+                            return lost("the server did not answer a resume".to_owned());
+                        }
+                    };
+                    if let Err(e) = sent {
+                        return lost(e.to_string());
+                    }
+                }
                 frame = ws.next() => {
-                    idle_deadline = idle_timeout.map(|d| Instant::now() + d);
+                    idle_deadline = idle_after_frame();
+                    if let (Some(state), Some(Ok(Message::Text(text)))) = (managed.as_mut(), &frame) {
+                        match self.on_managed_text(ws, state, text.as_str(), delivered).await {
+                            ManagedFlow::Pass => {}
+                            ManagedFlow::Continue => continue,
+                            ManagedFlow::End(ended) => return ended,
+                        }
+                    }
                     match frame {
                         None => return lost("connection ended without a close frame".to_owned()),
                         Some(Err(err)) => return lost(err.to_string()),
@@ -458,6 +527,82 @@ impl Runner {
                 return Flow::Gap { last, got: msg.seq };
             }
         }
+        self.accept(msg, delivered).await
+    }
+
+    /// A text frame on the managed edge: its own frames (`resumed`,
+    /// `pong`, `close`) and the user's `msg`s, held until they follow
+    /// without a gap; anything else passes to the common rules.
+    async fn on_managed_text(
+        &mut self,
+        ws: &mut Ws,
+        state: &mut ManagedState,
+        text: &str,
+        delivered: &mut bool,
+    ) -> ManagedFlow {
+        let now = Instant::now();
+        let taken = match ManagedServerFrame::parse(text) {
+            Some(Err(err)) => return ManagedFlow::End(self.malformed(ws, err.to_string()).await),
+            Some(Ok(ManagedServerFrame::Pong)) => return ManagedFlow::Continue,
+            Some(Ok(ManagedServerFrame::Close { code, reason })) => {
+                // API Gateway cannot send our close codes: the server posts
+                // them, then closes.
+                close_with(ws, CLOSE_NORMAL, "closed by the server").await;
+                return ManagedFlow::End(Ended::Reason {
+                    reason: DisconnectReason::Closed { code, reason },
+                    move_on: moves_on(code),
+                });
+            }
+            Some(Ok(ManagedServerFrame::Resumed { after, more, .. })) => {
+                if self.last.is_none() {
+                    // The first `resumed` names where the stream starts.
+                    self.last = Some(after);
+                    self.shared.set_last_seq(after);
+                }
+                let (again, taken) = state.on_resumed(self.last, after, more, now);
+                if let Some(flow) = self.take(ws, taken, delivered).await {
+                    return flow;
+                }
+                if let Some(after) = again
+                    && let Err(e) = ws.send(Message::text(encode_resume(Some(after)))).await
+                {
+                    return ManagedFlow::End(lost(e.to_string()));
+                }
+                return ManagedFlow::Continue;
+            }
+            None => match ServerFrame::parse(text) {
+                Ok(ServerFrame::Msg(msg)) if msg.topic.is_none() => {
+                    state.on_msg(self.last, msg, now)
+                }
+                _ => return ManagedFlow::Pass,
+            },
+        };
+        self.take(ws, taken, delivered)
+            .await
+            .unwrap_or(ManagedFlow::Continue)
+    }
+
+    /// Passes on what the managed bookkeeping let through; `Some` when the
+    /// client must stop.
+    async fn take(
+        &mut self,
+        ws: &mut Ws,
+        taken: Taken,
+        delivered: &mut bool,
+    ) -> Option<ManagedFlow> {
+        for _ in 0..taken.duplicates {
+            Counters::inc(&self.shared.counters.duplicates_dropped);
+        }
+        for msg in taken.deliver {
+            if let Flow::Stop = self.accept(msg, delivered).await {
+                return Some(ManagedFlow::End(self.stop(ws).await));
+            }
+        }
+        None
+    }
+
+    /// The next message of the stream: pass it on.
+    async fn accept(&mut self, msg: MsgFrame, delivered: &mut bool) -> Flow {
         self.last = Some(msg.seq);
         self.shared.set_last_seq(msg.seq);
         Counters::inc(&self.shared.counters.messages);
@@ -697,7 +842,11 @@ impl Runner {
 }
 
 /// Opens the TCP connection, upgrades it and waits for `hello`.
-async fn open(node: &Node, request: Request) -> Result<(Ws, ConnId), OpenError> {
+async fn open(
+    node: &Node,
+    request: Request,
+    first: Option<String>,
+) -> Result<(Ws, ConnId), OpenError> {
     let stream = TcpStream::connect(node.addr())
         .await
         .map_err(|e| OpenError::Transport(e.to_string()))?;
@@ -705,11 +854,22 @@ async fn open(node: &Node, request: Request) -> Result<(Ws, ConnId), OpenError> 
     let (mut ws, _response) = tokio_tungstenite::client_async(request, stream)
         .await
         .map_err(upgrade_error)?;
+    if let Some(first) = first {
+        ws.send(Message::text(first))
+            .await
+            .map_err(|e| OpenError::Transport(e.to_string()))?;
+    }
     loop {
         match ws.next().await {
             None => return Err(OpenError::Transport("closed before hello".to_owned())),
             Some(Err(err)) => return Err(OpenError::Transport(err.to_string())),
             Some(Ok(Message::Text(text))) => {
+                if let Some(Ok(ManagedServerFrame::Close { code, reason })) =
+                    ManagedServerFrame::parse(text.as_str())
+                {
+                    close_with(&mut ws, CLOSE_NORMAL, "closed by the server").await;
+                    return Err(OpenError::Closed(code, reason));
+                }
                 return match ServerFrame::parse(text.as_str()) {
                     Ok(ServerFrame::Hello { conn_id, .. }) => Ok((ws, conn_id)),
                     Ok(_) => {

@@ -305,7 +305,7 @@ var CloseCode = {
   TooSlow: 4008
 };
 var BROADCAST = "$broadcast";
-function parseFrame(text) {
+function parseFrame(text, managed = false) {
   let value;
   try {
     value = JSON.parse(text);
@@ -348,10 +348,26 @@ function parseFrame(text) {
       if (typeof frame.op === "string") error.op = frame.op;
       return error;
     }
+    case "resumed":
+      if (!managed) return { type: "other", text };
+      if (!isSeq(frame.after) || !isSeq(frame.through) || typeof frame.more !== "boolean") {
+        return { type: "malformed", detail: "resumed without after/through/more" };
+      }
+      return { type: "resumed", after: frame.after, through: frame.through, more: frame.more };
+    case "pong":
+      return managed ? { type: "pong" } : { type: "other", text };
+    case "close":
+      if (!managed) return { type: "other", text };
+      if (!isSeq(frame.code)) return { type: "malformed", detail: "close without code" };
+      return { type: "close", code: frame.code, reason: typeof frame.reason === "string" ? frame.reason : "" };
     default:
       return { type: "other", text };
   }
 }
+function resumeFrame(after) {
+  return JSON.stringify(after === void 0 ? { type: "resume" } : { type: "resume", after });
+}
+var PING_FRAME = '{"type":"ping"}';
 function isSeq(value) {
   return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
 }
@@ -560,6 +576,7 @@ function base64UrlDecode(text) {
 }
 
 // src/client.ts
+var MAX_HELD = 1e4;
 var defaultTimers = {
   setTimeout: (fn, ms) => globalThis.setTimeout(fn, ms),
   clearTimeout: (handle) => globalThis.clearTimeout(handle),
@@ -591,6 +608,12 @@ var EdgepushClient = class extends Emitter {
     this.ackDelayMs = Math.max(0, ack.maxDelayMs ?? 1e3);
     this.connectTimeoutMs = options.connectTimeoutMs ?? 1e4;
     this.refreshBeforeExpMs = options.refreshBeforeExpMs ?? 3e4;
+    const managed = options.managed === true ? {} : options.managed || void 0;
+    this.managed = managed && {
+      gapWaitMs: Math.max(0, managed.gapWaitMs ?? 1e3),
+      pingEveryMs: Math.max(1e3, managed.pingEveryMs ?? 3e5),
+      answerTimeoutMs: Math.max(1, managed.answerTimeoutMs ?? 3e4)
+    };
     this.nodeIndex = options.firstNode !== void 0 ? Math.abs(Math.floor(options.firstNode)) % nodes.length : Math.floor(random() * nodes.length) % nodes.length;
     if (options.after !== void 0) this.user.last = options.after;
     if (options.token !== void 0) this.setToken(options.token);
@@ -610,6 +633,7 @@ var EdgepushClient = class extends Emitter {
   ackDelayMs;
   connectTimeoutMs;
   refreshBeforeExpMs;
+  managed;
   current = "disconnected";
   ws;
   /** Bumped by every attempt and by disconnect(): callbacks of older ones do nothing. */
@@ -640,6 +664,11 @@ var EdgepushClient = class extends Emitter {
   connectTimer;
   ackTimer;
   refreshTimer;
+  /** Managed edge: messages of the user's stream that came early, by seq. */
+  held = /* @__PURE__ */ new Map();
+  gapTimer;
+  answerTimer;
+  pingTimer;
   node_;
   connId_;
   userId_;
@@ -797,6 +826,17 @@ var EdgepushClient = class extends Emitter {
     };
     ws.onerror = () => {
     };
+    if (this.managed) {
+      ws.onopen = () => {
+        if (this.ws !== ws) return;
+        try {
+          ws.send(resumeFrame(this.user.last));
+        } catch {
+          return;
+        }
+        this.armAnswer(ws);
+      };
+    }
     this.connectTimer = this.timers.setTimeout(() => {
       if (this.ws !== ws || this.helloSeen) return;
       this.abandon(ws, "connect timeout");
@@ -817,14 +857,23 @@ var EdgepushClient = class extends Emitter {
       if (data instanceof ArrayBuffer) this.emit("frame", data);
       return;
     }
-    const frame = parseFrame(data);
+    const frame = parseFrame(data, this.managed !== void 0);
+    if (frame.type === "close") {
+      this.abandon(ws, "closed by the server");
+      return this.onClose(frame.code, frame.reason);
+    }
     if (!this.helloSeen) {
       if (frame.type !== "hello") return this.malformed(ws, `expected hello, got ${frame.type}`);
       return this.onHello(node, frame.connId, frame.userId);
     }
     switch (frame.type) {
       case "msg":
+        if (this.managed && frame.message.topic === void 0) return this.onManagedMsg(frame.message);
         return this.onMsg(ws, frame.message);
+      case "resumed":
+        return this.onResumed(ws, frame.after, frame.more);
+      case "pong":
+        return;
       case "subscribed":
         this.subs.get(frame.topic)?.onSubscribed(frame.seq);
         return;
@@ -856,6 +905,7 @@ var EdgepushClient = class extends Emitter {
     this.connId_ = connId;
     this.userId_ = userId;
     this.setState("connected", { node, connId, userId });
+    if (this.managed) this.armPing();
     this.flushAck();
     for (const sub of this.subs.values()) {
       if (sub.active) void this.sendSubscribe(sub, this.generation);
@@ -909,6 +959,93 @@ var EdgepushClient = class extends Emitter {
         (sub ? sub.delivery : this.delivery).push(message);
     }
   }
+  // ---- the managed edge ------------------------------------------------
+  /** A message of the user's stream on the managed edge: held until the ones before it are here. */
+  onManagedMsg(message) {
+    const last = this.user.last;
+    if (last !== void 0 && message.seq <= last) {
+      this.counters.duplicatesDropped += 1;
+      return;
+    }
+    if (this.answerTimer !== void 0 && this.ws) this.armAnswer(this.ws);
+    if (this.held.size < MAX_HELD || this.held.has(message.seq)) this.held.set(message.seq, message);
+    this.releaseHeld();
+  }
+  /** `resumed`: the replay is posted; the first one names where the stream starts. */
+  onResumed(ws, after, more) {
+    this.timers.clearTimeout(this.answerTimer);
+    this.answerTimer = void 0;
+    if (this.user.last === void 0) this.user.last = after;
+    this.releaseHeld();
+    if (more && this.send(resumeFrame(this.user.last))) this.armAnswer(ws);
+    else this.armGap();
+  }
+  /** Delivers the held messages that follow the last seq without a gap. */
+  releaseHeld() {
+    const tracker = this.user;
+    if (tracker.last === void 0) return;
+    for (const seq of [...this.held.keys()]) {
+      if (seq <= tracker.last) {
+        this.held.delete(seq);
+        this.counters.duplicatesDropped += 1;
+      }
+    }
+    for (let next = this.held.get(tracker.last + 1); next; next = this.held.get(tracker.last + 1)) {
+      this.held.delete(next.seq);
+      tracker.accept(next.seq);
+      this.counters.messages += 1;
+      this.deliveredSinceUp = true;
+      this.delivery.push(next);
+    }
+    this.armGap();
+  }
+  /** Arms the gap timer while early messages wait and no `resume` is out; disarms it when none wait. */
+  armGap() {
+    if (this.held.size === 0) {
+      this.timers.clearTimeout(this.gapTimer);
+      this.gapTimer = void 0;
+      return;
+    }
+    if (this.gapTimer !== void 0 || this.answerTimer !== void 0 || !this.managed) return;
+    const ws = this.ws;
+    this.gapTimer = this.timers.setTimeout(() => {
+      this.gapTimer = void 0;
+      if (this.ws !== ws || !ws || this.held.size === 0 || this.user.last === void 0) return;
+      this.counters.gaps += 1;
+      const first = Math.min(...this.held.keys());
+      this.report("gap", `user stream: had seq ${this.user.last}, holding ${first}; asking for the gap`);
+      if (this.send(resumeFrame(this.user.last))) this.armAnswer(ws);
+    }, this.managed.gapWaitMs);
+  }
+  /** A `resume` is out: without an answer in time the connection is given up. */
+  armAnswer(ws) {
+    if (!this.managed) return;
+    this.timers.clearTimeout(this.answerTimer);
+    this.answerTimer = this.timers.setTimeout(() => {
+      this.answerTimer = void 0;
+      if (this.ws !== ws) return;
+      const wasUp = this.helloSeen;
+      this.abandon(ws, "resume unanswered");
+      if (wasUp) this.connectionEnded(CloseCode.GoingAway, "resume unanswered", true);
+      else this.attemptFailed("no answer to resume");
+    }, this.managed.answerTimeoutMs);
+  }
+  armPing() {
+    if (!this.managed) return;
+    const ws = this.ws;
+    this.timers.clearTimeout(this.pingTimer);
+    this.pingTimer = this.timers.setTimeout(() => {
+      if (this.ws !== ws || !this.helloSeen) return;
+      this.send(PING_FRAME);
+      this.armPing();
+    }, this.managed.pingEveryMs);
+  }
+  /** The connection is over: what the managed edge kept for it goes (a resume asks again). */
+  resetManaged() {
+    for (const timer of [this.gapTimer, this.answerTimer, this.pingTimer]) this.timers.clearTimeout(timer);
+    this.gapTimer = this.answerTimer = this.pingTimer = void 0;
+    this.held.clear();
+  }
   malformed(ws, detail) {
     this.counters.malformed += 1;
     this.report("malformed_frame", detail);
@@ -920,6 +1057,7 @@ var EdgepushClient = class extends Emitter {
   onClose(code, reason) {
     this.ws = void 0;
     this.timers.clearTimeout(this.connectTimer);
+    this.resetManaged();
     if (code === CloseCode.PolicyViolation || code === CloseCode.TooLarge) {
       const what = code === CloseCode.PolicyViolation ? "protocol_violation" : "frame_too_large";
       const text = code === CloseCode.PolicyViolation ? "the node closed with 1008: it received a frame the protocol does not define" : "the node closed with 1009: a frame was too large";
@@ -962,6 +1100,7 @@ var EdgepushClient = class extends Emitter {
   abandon(ws, reason) {
     if (this.ws === ws) this.ws = void 0;
     this.timers.clearTimeout(this.connectTimer);
+    this.resetManaged();
     ws.onmessage = null;
     ws.onclose = null;
     ws.onerror = null;

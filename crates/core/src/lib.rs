@@ -18,6 +18,8 @@
 //!   subscribe patterns, the `resume` list.
 //! - [`protocol`]: WebSocket frames, the collect API body, the push batch
 //!   bodies (user messages and topic messages).
+//! - [`managed`]: the frames only clients of the managed edge (API Gateway)
+//!   exchange: `resume`, `ping`, `resumed`, `pong`, `close`.
 //! - [`ports`]: the traits [`RouteStore`], [`NodeDirectory`], [`MessageStore`],
 //!   [`TopicStore`], [`TopicRoutes`], [`PresenceStore`], [`Pusher`],
 //!   [`Handoff`], [`TokenVerifier`] and their error types.
@@ -29,6 +31,7 @@
 pub mod bearer;
 pub mod config;
 pub mod id;
+pub mod managed;
 pub mod memory;
 pub mod message;
 pub mod ports;

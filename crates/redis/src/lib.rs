@@ -6,7 +6,8 @@
 //! nodes are alive), [`edgepush_core::TopicRoutes`] (which nodes have
 //! subscribers of a topic, in [`topic_routes`]) and
 //! [`edgepush_core::PresenceStore`] (who is online and subscribed, in
-//! [`presence`]), on one shared, self-healing connection.
+//! [`presence`]), and keeps the topic subscriptions of managed-edge
+//! connections (in [`managed`]), on one shared, self-healing connection.
 //!
 //! # Key layout
 //!
@@ -21,6 +22,7 @@
 //! | `<prefix>:pu:{<user id>}` | HASH | connection id -> `"<node> <connected at ms>"` | route TTL |
 //! | `<prefix>:pc:{<topic>}` | HASH | node id -> `"<subscriptions> <users>"` | route TTL |
 //! | `<prefix>:pm:{<topic>}` | HASH | `"<user>/<node>"` -> subscriptions | route TTL |
+//! | `<prefix>:ms:{<conn>}`, `<prefix>:mt:{<topic>}:<node>` | SET | managed-edge subscriptions: a connection's topics, a topic's connections on a virtual node | route TTL |
 //!
 //! Example: `ep:r:{alice}` = `{ "c-7f3a": "edge-1", "c-91bc": "edge-2" }`,
 //! `ep:n:{edge-1}` = `"http://10.0.3.7:8081"`.
@@ -75,6 +77,7 @@
 pub mod config;
 pub mod connection;
 pub mod keys;
+pub mod managed;
 pub mod presence;
 mod store;
 pub mod topic_routes;

@@ -22,14 +22,19 @@ pub struct SeenRequest {
     pub authorization: String,
     /// The body: the frame posted to the connection.
     pub body: Bytes,
+    /// The status the stand-in answered (`200`, `410`, `500`).
+    pub status: u16,
 }
 
 /// The stand-in for API Gateway's management API: `410` with
 /// `x-amzn-errortype: GoneException` for connections whose id starts with
-/// `gone`, `200` for every other request. Stops when dropped.
+/// `gone`, `500` for posts a test made fail
+/// ([`fail_posts_containing`](Self::fail_posts_containing)), `200` for
+/// every other request. Stops when dropped.
 pub struct ManagementApiStandIn {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<SeenRequest>>>,
+    failing: Arc<Mutex<Vec<Vec<u8>>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -37,17 +42,23 @@ impl ManagementApiStandIn {
     /// Starts one on a free port of 127.0.0.1.
     pub async fn start() -> anyhow::Result<Self> {
         let seen: Arc<Mutex<Vec<SeenRequest>>> = Arc::default();
-        let record = seen.clone();
+        let failing: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let (record, fail) = (seen.clone(), failing.clone());
         let app = axum::Router::new().fallback(move |request: Request<Body>| {
-            let record = record.clone();
-            async move { answer(request, &record).await }
+            let (record, fail) = (record.clone(), fail.clone());
+            async move { answer(request, &record, &fail).await }
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self { addr, seen, task })
+        Ok(Self {
+            addr,
+            seen,
+            failing,
+            task,
+        })
     }
 
     /// Its address.
@@ -60,9 +71,46 @@ impl ManagementApiStandIn {
         format!("http://{}", self.addr)
     }
 
+    /// The management API client's configuration for tests: static
+    /// credentials, a region, no retries. The caller sends it here with an
+    /// endpoint override of [`url`](Self::url) (the stage path kept), as
+    /// `SdkConnectionPoster::new(config).with_endpoint_override(url)` does.
+    pub fn sdk_config(&self) -> aws_sdk_apigatewaymanagement::Config {
+        use aws_sdk_apigatewaymanagement::config::retry::RetryConfig;
+        use aws_sdk_apigatewaymanagement::config::{Credentials, Region};
+        aws_sdk_apigatewaymanagement::Config::builder()
+            .behavior_version_latest()
+            .credentials_provider(Credentials::new(
+                "AKIDMANAGEDEDGE",
+                "managed-edge-secret",
+                None,
+                None,
+                "test",
+            ))
+            .region(Region::new("us-east-1"))
+            .retry_config(RetryConfig::disabled())
+            .build()
+    }
+
     /// Every request so far, in the order they arrived.
     pub fn seen(&self) -> Vec<SeenRequest> {
         self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// From now on, posts whose body contains `needle` are answered `500
+    /// InternalServerErrorException` (API Gateway failing), until
+    /// [`heal`](Self::heal).
+    pub fn fail_posts_containing(&self, needle: &str) {
+        if let Ok(mut failing) = self.failing.lock() {
+            failing.push(needle.as_bytes().to_vec());
+        }
+    }
+
+    /// Answers every post again.
+    pub fn heal(&self) {
+        if let Ok(mut failing) = self.failing.lock() {
+            failing.clear();
+        }
     }
 }
 
@@ -73,7 +121,11 @@ impl Drop for ManagementApiStandIn {
 }
 
 /// Records `request`, then answers like the management API.
-async fn answer(request: Request<Body>, record: &Mutex<Vec<SeenRequest>>) -> Response<Body> {
+async fn answer(
+    request: Request<Body>,
+    record: &Mutex<Vec<SeenRequest>>,
+    failing: &Mutex<Vec<Vec<u8>>>,
+) -> Response<Body> {
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, 1 << 20)
         .await
@@ -86,16 +138,32 @@ async fn answer(request: Request<Body>, record: &Mutex<Vec<SeenRequest>>) -> Res
         .unwrap_or_default()
         .to_owned();
     let gone = path.contains("/@connections/gone");
+    let fail = failing.lock().is_ok_and(|needles| {
+        needles
+            .iter()
+            .any(|needle| body.windows(needle.len().max(1)).any(|w| w == &needle[..]))
+    });
+    let status = match (gone, fail) {
+        (true, _) => 410,
+        (false, true) => 500,
+        (false, false) => 200,
+    };
     if let Ok(mut seen) = record.lock() {
         seen.push(SeenRequest {
             method: parts.method.to_string(),
             path,
             authorization,
             body,
+            status,
         });
     }
     let builder = Response::builder().header("content-type", "application/json");
-    let response = if gone {
+    let response = if fail && !gone {
+        builder
+            .status(StatusCode::INTERNAL_SERVER_ERROR)
+            .header("x-amzn-errortype", "InternalServerErrorException")
+            .body(Body::from(r#"{"message":"Internal server error"}"#))
+    } else if gone {
         builder
             .status(StatusCode::GONE)
             .header("x-amzn-errortype", "GoneException")
@@ -143,6 +211,22 @@ mod tests {
         assert_eq!(&seen[0].body[..], b"frame-1");
         assert_eq!(seen[1].path, "/prod/@connections/gone-1");
         assert_eq!(seen[1].authorization, "");
+        assert_eq!((seen[0].status, seen[1].status), (200, 410));
+
+        // A post a test made fail: 500, recorded with its status; healed.
+        stand_in.fail_posts_containing("\"seq\":7");
+        let post = |body: &'static str| {
+            client
+                .post(format!("{}/prod/@connections/live-1", stand_in.url()))
+                .body(body)
+                .send()
+        };
+        assert_eq!(post(r#"{"seq":7}"#).await?.status().as_u16(), 500);
+        assert_eq!(post(r#"{"seq":8}"#).await?.status().as_u16(), 200);
+        stand_in.heal();
+        assert_eq!(post(r#"{"seq":7}"#).await?.status().as_u16(), 200);
+        let statuses: Vec<u16> = stand_in.seen().iter().map(|r| r.status).collect();
+        assert_eq!(statuses, [200, 410, 500, 200, 200]);
         Ok(())
     }
 }

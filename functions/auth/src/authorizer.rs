@@ -8,9 +8,11 @@
 //! ([`ApiGatewayCustomAuthorizerResponse`]):
 //!
 //! - a good token: `Allow` `execute-api:Invoke` on the event's `methodArn`,
-//!   `principalId` = the user id, and `context: {"userId": "<user>"}`, which
-//!   API Gateway hands to the `$connect` integration as
-//!   `requestContext.authorizer.userId` (what `functions/connections` reads);
+//!   `principalId` = the user id, and `context: {"userId": "<user>", "exp":
+//!   <the token's exp>}` (`exp` only when the token has one), which API
+//!   Gateway hands to every event of the connection as
+//!   `requestContext.authorizer.userId` / `.exp` (what
+//!   `functions/connections` reads: it closes the connection at `exp`);
 //! - a refused token (missing, malformed, wrongly signed, expired, not yet
 //!   valid): an explicit `Deny` on the `methodArn`, which API Gateway turns
 //!   into `403 Forbidden` and the handshake fails.
@@ -40,6 +42,15 @@ use lambda_runtime::{Context, LambdaEvent};
 /// `edgepush_connections::AUTHORIZER_USER_ID_KEY`, which reads it back on
 /// `$connect`.
 pub const USER_ID_CONTEXT_KEY: &str = "userId";
+
+/// The authorizer context key that carries the token's `exp` (seconds since
+/// the Unix epoch). It must match `edgepush_connections::AUTHORIZER_EXP_KEY`.
+pub const EXP_CONTEXT_KEY: &str = "exp";
+
+/// The authorizer context key that carries the token's `subscribe` claim
+/// (topic patterns, a JSON list in a string). It must match
+/// `edgepush_connections::AUTHORIZER_SUBSCRIBE_KEY`.
+pub const SUBSCRIBE_CONTEXT_KEY: &str = "subscribe";
 
 /// The IAM policy language version API Gateway expects.
 const POLICY_VERSION: &str = "2012-10-17";
@@ -123,13 +134,23 @@ fn answer(
     // is the only safe answer.
     let resource = method_arn.filter(|arn| !arn.is_empty());
     match result {
+        Ok(identity) if identity.topic.is_some() => {
+            // A subscribe token is for one topic, never for a connection
+            // (as on edge nodes).
+            tracing::info!(
+                request_id = %context.request_id,
+                user_id = %identity.user_id,
+                "authorizer denied a subscribe token"
+            );
+            Ok(deny(resource.unwrap_or("*")))
+        }
         Ok(identity) if resource.is_some() => {
             tracing::info!(
                 request_id = %context.request_id,
                 user_id = %identity.user_id,
                 "authorizer allowed"
             );
-            Ok(allow(identity.user_id.as_str(), resource.unwrap_or("*")))
+            Ok(allow(&identity, resource.unwrap_or("*")))
         }
         Ok(identity) => {
             tracing::warn!(
@@ -158,11 +179,24 @@ fn answer(
     }
 }
 
-/// `Allow` on `resource` for `user`, with the user id in the context.
-pub fn allow(user: &str, resource: &str) -> ApiGatewayCustomAuthorizerResponse {
+/// `Allow` on `resource` for the token's user, with the user id and the
+/// token's expiry in the context.
+pub fn allow(identity: &Identity, resource: &str) -> ApiGatewayCustomAuthorizerResponse {
     let mut response = policy(IamPolicyEffect::Allow, resource);
+    let user = identity.user_id.as_str();
     response.principal_id = Some(user.to_owned());
-    response.context = serde_json::json!({ USER_ID_CONTEXT_KEY: user });
+    let mut context = serde_json::Map::new();
+    context.insert(USER_ID_CONTEXT_KEY.into(), user.into());
+    if let Some(exp) = identity.expires_at {
+        context.insert(EXP_CONTEXT_KEY.into(), exp.into());
+    }
+    if !identity.subscribe.is_empty() {
+        // API Gateway passes only strings, numbers and booleans on: the
+        // patterns as one JSON string.
+        let patterns = serde_json::to_string(&identity.subscribe).unwrap_or_default();
+        context.insert(SUBSCRIBE_CONTEXT_KEY.into(), patterns.into());
+    }
+    response.context = serde_json::Value::Object(context);
     response
 }
 
@@ -195,9 +229,26 @@ mod tests {
 
     #[test]
     fn policies_have_the_api_gateway_shape() {
-        let allowed = serde_json::to_value(allow("alice", "arn:x/$connect")).expect("serialises");
+        let alice = Identity::new(
+            edgepush_core::UserId::new("alice").expect("valid user id"),
+            Some(1_700_000_000),
+        );
+        let allowed = serde_json::to_value(allow(&alice, "arn:x/$connect")).expect("serialises");
         assert_eq!(allowed["principalId"], "alice");
         assert_eq!(allowed["context"]["userId"], "alice");
+        assert_eq!(allowed["context"]["exp"], 1_700_000_000);
+        let forever = Identity {
+            expires_at: None,
+            ..alice.clone()
+        };
+        let allowed = serde_json::to_value(allow(&forever, "arn:x/$connect")).expect("serialises");
+        assert_eq!(allowed["context"], serde_json::json!({"userId": "alice"}));
+        let chatty = Identity {
+            subscribe: vec!["chat:*".into()],
+            ..forever.clone()
+        };
+        let allowed = serde_json::to_value(allow(&chatty, "arn:x/$connect")).expect("serialises");
+        assert_eq!(allowed["context"]["subscribe"], r#"["chat:*"]"#);
         assert_eq!(allowed["policyDocument"]["Version"], POLICY_VERSION);
         let statement = &allowed["policyDocument"]["Statement"][0];
         assert_eq!(statement["Effect"], "Allow");

@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use edgepush_auth::{AuthConfig, Claims, JwtVerifier, mint_hs256};
-use edgepush_auth_fn::authorizer::{USER_ID_CONTEXT_KEY, request_token};
+use edgepush_auth_fn::authorizer::{
+    EXP_CONTEXT_KEY, SUBSCRIBE_CONTEXT_KEY, USER_ID_CONTEXT_KEY, request_token,
+};
 use edgepush_auth_fn::{AuthAnswer, AuthEvent, dispatch};
 use edgepush_core::{AuthError, Identity, TokenVerifier};
 use lambda_runtime::{Context, LambdaEvent};
@@ -102,10 +104,15 @@ fn the_fixture_is_a_request_authorizer_event() {
 }
 
 #[test]
-fn the_context_key_is_the_one_connections_reads() {
+fn the_context_keys_are_the_ones_connections_reads() {
     assert_eq!(
         USER_ID_CONTEXT_KEY,
         edgepush_connections::AUTHORIZER_USER_ID_KEY
+    );
+    assert_eq!(EXP_CONTEXT_KEY, edgepush_connections::AUTHORIZER_EXP_KEY);
+    assert_eq!(
+        SUBSCRIBE_CONTEXT_KEY,
+        edgepush_connections::AUTHORIZER_SUBSCRIBE_KEY
     );
 }
 
@@ -114,7 +121,16 @@ async fn query_token_is_allowed_with_the_user_in_the_context() {
     let answer = call(with_query_token(&token_for("alice"))).await;
     assert_eq!(statement(&answer)["Effect"], "Allow", "{answer}");
     assert_eq!(answer["principalId"], "alice");
-    assert_eq!(answer["context"], json!({"userId": "alice"}));
+    let context = answer["context"].as_object().expect("a context object");
+    assert_eq!(context.len(), 2, "{answer}");
+    assert_eq!(context["userId"], "alice");
+    // The token's exp, so connections closes the connection then.
+    let exp = context["exp"].as_u64().expect("exp is a number");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    assert!(exp > now && exp <= now + 300, "exp {exp}, now {now}");
 }
 
 #[tokio::test]
@@ -137,6 +153,13 @@ async fn bearer_header_is_allowed_and_wins_over_the_query() {
 async fn expired_token_is_denied() {
     let mut claims = Claims::new("alice", Duration::from_secs(300));
     claims.exp = now() - 3600;
+    assert_denied(&call(with_query_token(&mint_hs256(SECRET, &claims))).await);
+}
+
+#[tokio::test]
+async fn a_subscribe_token_cannot_open_a_connection() {
+    let mut claims = Claims::new("alice", Duration::from_secs(300));
+    claims.topic = Some("vip:lounge".into());
     assert_denied(&call(with_query_token(&mint_hs256(SECRET, &claims))).await);
 }
 

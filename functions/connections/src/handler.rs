@@ -2,12 +2,15 @@
 //!
 //! | route | does | answers |
 //! |---|---|---|
-//! | `$connect` | identifies the user (authorizer context `userId`, else the token in `Authorization: Bearer` or `?token=`), refreshes the API's virtual node, records the route | `200`; `401` bad or missing token; `403` bad authorizer context; `400` malformed event; `503`/`500` store failure |
-//! | `$disconnect` | removes the route | `200` (API Gateway ignores the answer) |
-//! | `$default` (any message) | `{"type":"ack","seq":N}` records the ack when a message store is configured: coalesced (at most one write per connection per [`Settings::ack_interval`], the last one at `$disconnect`) and clipped by the store to the user's last stored seq | `200`; `400` for anything else |
+//! | `$connect` | identifies the user (authorizer context `userId`, else the token in `Authorization: Bearer` or `?token=`), reads `?after=`, refreshes the API's virtual node, admits the connection under the per-user cap and records it ([`ConnectionRecords`]) | `200`; `400` bad `after` or malformed event; `401` bad or missing token; `403` bad authorizer context; `429` the user holds [`Settings::max_connections_per_user`] connections; `503`/`500` store failure |
+//! | `$default` | a client frame ([`session`](crate::session)): `resume` starts the connection (`hello`, the route, the replay) or fills a gap, `ping` is answered with `pong`, `ack` is recorded; anything else closes the connection with 1008; a connection whose token expired is closed with 4001 | `200`; `400` bad frame; `503`/`500` store failure |
+//! | `$disconnect` | removes the route and the record, writes the last pending ack | `200` (API Gateway ignores the answer) |
 //!
 //! API Gateway refuses the WebSocket upgrade unless `$connect` answers 2xx,
-//! so nothing is registered for a refused client.
+//! so nothing is recorded for a refused client. No route exists until the
+//! first `resume`: API Gateway does not let a function post to a connection
+//! before its `$connect` has returned, so the server waits for the client
+//! to speak (see `docs/protocol.md`, "Managed edge").
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,23 +22,31 @@ use aws_lambda_events::apigw::{
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::http::HeaderValue;
 use aws_lambda_events::http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
-use edgepush_core::protocol::{ClientFrame, ErrorBody};
+use bytes::Bytes;
+use edgepush_core::managed::ManagedServerFrame;
+use edgepush_core::protocol::ErrorBody;
 use edgepush_core::{
-    AuthError, ConnId, IdError, MessageStore, NodeDirectory, NodeId, RouteError, RouteStore,
-    StoreError, TokenVerifier, UserId,
+    AuthError, ConnId, Identity, MessageStore, Namespaces, NodeDirectory, NodeId, RouteError,
+    RouteStore, Seq, StoreError, TokenVerifier, TopicRoutes, TopicStore, UserId,
 };
-use lambda_runtime::LambdaEvent;
+use edgepush_dispatch::{ConnectionPoster, PostToConnectionError};
+use edgepush_redis::RedisRouteStore;
 
-use crate::owners::{ConnectionOwners, DEFAULT_OWNER_TTL};
+use crate::records::{Admission, ConnectionRecord, ConnectionRecords, DEFAULT_RECORD_TTL};
 
 /// The key of the user id in the context a REQUEST authorizer returns
-/// (`{"principalId": ..., "context": {"userId": "<user id>"}}`); API
-/// Gateway passes it on as `requestContext.authorizer.userId` in every
+/// (`{"principalId": ..., "context": {"userId": "<user id>", "exp": <exp>}}`);
+/// API Gateway passes it on as `requestContext.authorizer.userId` in every
 /// event of the connection.
 pub const AUTHORIZER_USER_ID_KEY: &str = "userId";
 
-/// Node ids of API Gateway virtual nodes start with this.
-pub const VIRTUAL_NODE_PREFIX: &str = "apigw-";
+/// The key of the token's expiry (seconds since the Unix epoch, a number or
+/// a numeric string) in the authorizer's context: the connection is closed
+/// with 4001 then. Without it a connection admitted by the authorizer lives
+/// until API Gateway ends it (2 hours at most).
+pub const AUTHORIZER_EXP_KEY: &str = "exp";
+
+pub use edgepush_dispatch::{VIRTUAL_NODE_PREFIX, virtual_node_id};
 
 /// How long a virtual node's directory entry lives after the last
 /// `$connect` by default. It must outlive every connection of the API (API
@@ -46,15 +57,32 @@ pub const DEFAULT_NODE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// The shortest node TTL accepted: API Gateway's connection lifetime limit.
 pub const MIN_NODE_TTL: Duration = Duration::from_secs(2 * 60 * 60);
 
+/// Default of [`Settings::ack_interval`].
+pub const DEFAULT_ACK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Default of [`Settings::max_connections_per_user`]: the edge nodes'.
+pub const DEFAULT_MAX_CONNECTIONS_PER_USER: usize = 64;
+
+/// Default of [`Settings::replay_page`].
+pub const DEFAULT_REPLAY_PAGE: usize = 100;
+
+/// Default of [`Settings::max_subscriptions`]: the edge nodes'.
+pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 128;
+
+/// The key of the token's `subscribe` claim (topic patterns, as a JSON list
+/// in a string: API Gateway passes only strings, numbers and booleans) in
+/// the authorizer's context.
+pub const AUTHORIZER_SUBSCRIBE_KEY: &str = "subscribe";
+
 /// Tunables of the handlers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// Lifetime of a virtual node's directory entry, refreshed on every
     /// `$connect`; see [`DEFAULT_NODE_TTL`].
     pub node_ttl: Duration,
-    /// Lifetime of a remembered connection owner; see
-    /// [`crate::owners::DEFAULT_OWNER_TTL`].
-    pub owner_ttl: Duration,
+    /// Lifetime of a connection's record; see
+    /// [`crate::records::DEFAULT_RECORD_TTL`].
+    pub record_ttl: Duration,
     /// The AWS region of the API (`AWS_REGION` in Lambda): needed to name the
     /// management endpoint when clients connect through a custom domain.
     pub region: Option<String>,
@@ -62,18 +90,32 @@ pub struct Settings {
     /// between are coalesced (the highest wins), and the last one is written
     /// at `$disconnect`.
     pub ack_interval: Duration,
+    /// Connections one user may hold on one API stage; `$connect` beyond it
+    /// answers `429 too_many_connections` (`EDGEPUSH_MAX_CONNECTIONS_PER_USER`,
+    /// as on edge nodes).
+    pub max_connections_per_user: usize,
+    /// Messages one `resume` replays (one MongoDB page, posted one by one);
+    /// the client asks again for the rest (`resumed` with `more`). Small
+    /// enough that a page is posted well within the function's timeout.
+    pub replay_page: usize,
+    /// Topic subscriptions one connection may hold
+    /// (`EDGEPUSH_MAX_SUBSCRIPTIONS`, as on edge nodes).
+    pub max_subscriptions: usize,
+    /// The configured topic namespaces (`EDGEPUSH_TOPIC_NAMESPACES`).
+    pub namespaces: Namespaces,
 }
-
-/// Default of [`Settings::ack_interval`].
-pub const DEFAULT_ACK_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
             node_ttl: DEFAULT_NODE_TTL,
-            owner_ttl: DEFAULT_OWNER_TTL,
+            record_ttl: DEFAULT_RECORD_TTL,
             region: None,
             ack_interval: DEFAULT_ACK_INTERVAL,
+            max_connections_per_user: DEFAULT_MAX_CONNECTIONS_PER_USER,
+            replay_page: DEFAULT_REPLAY_PAGE,
+            max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
+            namespaces: Namespaces::default(),
         }
     }
 }
@@ -82,31 +124,44 @@ impl Default for Settings {
 /// backends).
 #[derive(Clone)]
 pub struct Connections {
-    /// user -> connection -> node: where `$connect` records the route.
+    /// user -> connection -> node: where the first `resume` records the
+    /// route dispatch posts to.
     pub routes: Arc<dyn RouteStore>,
     /// Where the API's virtual node says which management endpoint dispatch
     /// posts to.
     pub nodes: Arc<dyn NodeDirectory>,
-    /// Connection -> user, for connections admitted without an authorizer.
-    pub owners: Arc<dyn ConnectionOwners>,
+    /// Each connection's record, the per-user cap and the sweep index.
+    pub records: Arc<dyn ConnectionRecords>,
     /// Verifies tokens in process when an event carries no authorizer
     /// context; `None` when only the authorizer admits clients.
     pub verifier: Option<Arc<dyn TokenVerifier>>,
-    /// Records acks; `None` ignores them (they are advisory).
-    pub messages: Option<Arc<dyn MessageStore>>,
+    /// Replays and acks.
+    pub messages: Arc<dyn MessageStore>,
+    /// Posts replies and replays to connections, and closes them (the
+    /// management API).
+    pub poster: Arc<dyn ConnectionPoster>,
+    /// Topic messages: replays after a subscription's `after`.
+    pub topics: Arc<dyn TopicStore>,
+    /// Topic memberships: a subscription makes the connection's virtual
+    /// node a member, so topic fan-out reaches it.
+    pub topic_routes: Arc<dyn TopicRoutes>,
+    /// The connections' topic subscriptions (Redis, read by dispatch).
+    pub subscriptions: Arc<RedisRouteStore>,
     /// Tunables.
     pub settings: Settings,
 }
 
 /// A request the handlers refuse, with the answer it gets.
 #[derive(Debug, thiserror::Error)]
-enum Refusal {
+pub(crate) enum Refusal {
     #[error("{0}")]
     BadRequest(String),
     #[error("{1}")]
     Unauthorized(&'static str, String),
     #[error("{0}")]
     Forbidden(String),
+    #[error("{0}")]
+    TooMany(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -125,14 +180,14 @@ impl Refusal {
         }
     }
 
-    fn from_route(err: RouteError) -> Self {
+    pub(crate) fn from_route(err: RouteError) -> Self {
         match err {
             RouteError::Unavailable(m) => Self::Unavailable(format!("route store: {m}")),
             RouteError::Backend(m) => Self::Internal(format!("route store: {m}")),
         }
     }
 
-    fn from_store(err: StoreError) -> Self {
+    pub(crate) fn from_store(err: StoreError) -> Self {
         match err {
             StoreError::Unavailable(m) | StoreError::Contention(m) => {
                 Self::Unavailable(format!("message store: {m}"))
@@ -146,6 +201,7 @@ impl Refusal {
             Self::BadRequest(_) => (400, "bad_request"),
             Self::Unauthorized(code, _) => (401, *code),
             Self::Forbidden(_) => (403, "forbidden"),
+            Self::TooMany(_) => (429, "too_many_connections"),
             Self::Unavailable(_) => (503, "unavailable"),
             Self::Internal(_) => (500, "internal"),
         };
@@ -156,17 +212,25 @@ impl Refusal {
             other => other.to_string(),
         };
         let mut response = json_response(status, &ErrorBody::new(code, message));
-        if let Self::Unauthorized(..) = self {
-            response
-                .headers
-                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        match self {
+            Self::Unauthorized(..) => {
+                response
+                    .headers
+                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::TooMany(_) => {
+                response
+                    .headers
+                    .insert("retry-after", HeaderValue::from_static("5"));
+            }
+            _ => {}
         }
         response
     }
 }
 
 /// A response with `status` and no body.
-fn empty_response(status: i64) -> ApiGatewayProxyResponse {
+pub(crate) fn empty_response(status: i64) -> ApiGatewayProxyResponse {
     let mut response = ApiGatewayProxyResponse::default();
     response.status_code = status;
     response
@@ -198,27 +262,6 @@ fn route_of(ctx: &ApiGatewayWebsocketProxyRequestContext) -> Route {
         // `$default` and any custom route: client messages.
         _ => Route::Message,
     }
-}
-
-/// The id of the virtual node standing for the stage `stage` of API
-/// `api_id`: `apigw-<apiId>-<stage>`, or `apigw-<apiId>-<hash of stage>`
-/// when that would be too long for a node id.
-pub fn virtual_node_id(api_id: &str, stage: &str) -> Result<NodeId, IdError> {
-    match NodeId::new(format!("{VIRTUAL_NODE_PREFIX}{api_id}-{stage}")) {
-        Err(IdError::TooLong { .. }) => NodeId::new(format!(
-            "{VIRTUAL_NODE_PREFIX}{api_id}-{:016x}",
-            fnv1a(stage)
-        )),
-        other => other,
-    }
-}
-
-/// FNV-1a, 64 bits: stable across builds and processes (unlike std's
-/// hasher), so every instance names a long stage the same way.
-fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 /// The management API endpoint dispatch posts to for connections of this
@@ -262,6 +305,39 @@ fn authorizer_user(
     }
 }
 
+/// The token expiry the authorizer context names, if any (API Gateway may
+/// pass context numbers as strings).
+fn authorizer_exp(ctx: &ApiGatewayWebsocketProxyRequestContext) -> Result<Option<u64>, Refusal> {
+    let bad = || {
+        Refusal::Forbidden(format!(
+            "authorizer context {AUTHORIZER_EXP_KEY} is not a time"
+        ))
+    };
+    match ctx.authorizer.fields.get(AUTHORIZER_EXP_KEY) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Number(n)) => n.as_u64().map(Some).ok_or_else(bad),
+        Some(serde_json::Value::String(s)) => s.trim().parse().map(Some).map_err(|_| bad()),
+        Some(_) => Err(bad()),
+    }
+}
+
+/// The token's `subscribe` patterns the authorizer context names (a JSON
+/// list, in a string or as is); none when absent.
+fn authorizer_subscribe(
+    ctx: &ApiGatewayWebsocketProxyRequestContext,
+) -> Result<Vec<String>, Refusal> {
+    let bad = || {
+        Refusal::Forbidden(format!(
+            "authorizer context {AUTHORIZER_SUBSCRIBE_KEY} is not a list of patterns"
+        ))
+    };
+    match ctx.authorizer.fields.get(AUTHORIZER_SUBSCRIBE_KEY) {
+        None | Some(serde_json::Value::Null) => Ok(Vec::new()),
+        Some(serde_json::Value::String(s)) => serde_json::from_str(s).map_err(|_| bad()),
+        Some(other) => serde_json::from_value(other.clone()).map_err(|_| bad()),
+    }
+}
+
 /// The token of a `$connect` request: `Authorization: Bearer <jwt>`, else
 /// `?token=<jwt>`.
 fn token_of(event: &ApiGatewayWebsocketProxyRequest) -> Option<String> {
@@ -280,7 +356,17 @@ fn token_of(event: &ApiGatewayWebsocketProxyRequest) -> Option<String> {
     })
 }
 
-fn conn_id(ctx: &ApiGatewayWebsocketProxyRequestContext) -> Result<ConnId, Refusal> {
+/// The `?after=` of a `$connect` request.
+fn after_of(event: &ApiGatewayWebsocketProxyRequest) -> Result<Option<Seq>, Refusal> {
+    match event.query_string_parameters.first("after") {
+        None => Ok(None),
+        Some(raw) => raw.parse::<Seq>().map(Some).map_err(|_| {
+            Refusal::BadRequest(format!("after must be a non-negative integer, got {raw:?}"))
+        }),
+    }
+}
+
+pub(crate) fn conn_id(ctx: &ApiGatewayWebsocketProxyRequestContext) -> Result<ConnId, Refusal> {
     let raw = ctx
         .connection_id
         .as_deref()
@@ -288,16 +374,36 @@ fn conn_id(ctx: &ApiGatewayWebsocketProxyRequestContext) -> Result<ConnId, Refus
     ConnId::new(raw).map_err(|e| Refusal::BadRequest(format!("connectionId {raw:?}: {e}")))
 }
 
+/// What a post to a connection came to.
+#[derive(Debug)]
+pub(crate) enum Posted {
+    /// API Gateway took it.
+    Sent,
+    /// The connection is gone.
+    Gone,
+}
+
 impl Connections {
     /// Handles one event of any route. Never fails: every outcome is an
     /// answer for API Gateway, and failures are logged here.
     pub async fn handle(&self, event: &ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
+        self.handle_until(event, None).await
+    }
+
+    /// [`handle`](Self::handle), with the invocation's deadline
+    /// (milliseconds since the Unix epoch): a replay stops early enough to
+    /// answer before it.
+    pub async fn handle_until(
+        &self,
+        event: &ApiGatewayWebsocketProxyRequest,
+        deadline_ms: Option<i64>,
+    ) -> ApiGatewayProxyResponse {
         let ctx = &event.request_context;
         let route = route_of(ctx);
         let result = match route {
             Route::Connect => self.connect(event).await,
             Route::Disconnect => self.disconnect(ctx).await,
-            Route::Message => self.message(event).await,
+            Route::Message => self.message(event, deadline_ms).await,
         };
         match result {
             Ok(response) => response,
@@ -319,49 +425,80 @@ impl Connections {
         }
     }
 
-    /// `$connect`: identify, refresh the virtual node, record the route.
+    /// `$connect`: identify, read `after`, refresh the virtual node, admit.
     async fn connect(
         &self,
         event: &ApiGatewayWebsocketProxyRequest,
     ) -> Result<ApiGatewayProxyResponse, Refusal> {
         let ctx = &event.request_context;
         let conn = conn_id(ctx)?;
-        let (user, by_authorizer) = match authorizer_user(ctx)? {
-            Some(user) => (user, true),
-            None => (self.verify_token(event).await?, false),
+        let (user, expires_at, subscribe, by_authorizer) = match authorizer_user(ctx)? {
+            Some(user) => (user, authorizer_exp(ctx)?, authorizer_subscribe(ctx)?, true),
+            None => {
+                let identity = self.verify_token(event).await?;
+                (
+                    identity.user_id,
+                    identity.expires_at,
+                    identity.subscribe,
+                    false,
+                )
+            }
         };
+        let after = after_of(event)?;
         let (node, endpoint) = self.virtual_node(ctx)?;
+        let now = edgepush_core::message::now_ms();
+        let record = ConnectionRecord {
+            user,
+            node,
+            expires_at,
+            after,
+            // This function's clock, not the event's `connectedAt`: the
+            // cap and the sweep compare it with this clock.
+            connected_at_ms: now,
+            started: false,
+            subscribe,
+        };
+        if record.expired(now) {
+            return Err(Refusal::from_auth(AuthError::Expired));
+        }
 
         self.nodes
-            .heartbeat(&node, &endpoint, self.settings.node_ttl)
+            .heartbeat(&record.node, &endpoint, self.settings.node_ttl)
             .await
             .map_err(Refusal::from_route)?;
-        if !by_authorizer {
-            // Later events of this connection will not name the user.
-            self.owners
-                .remember(&conn, &user, self.settings.owner_ttl)
-                .await
-                .map_err(Refusal::from_route)?;
+        let admission = self
+            .records
+            .admit(
+                &conn,
+                &record,
+                self.settings.max_connections_per_user,
+                self.settings.record_ttl,
+            )
+            .await
+            .map_err(Refusal::from_route)?;
+        if let Admission::Full(held) = admission {
+            return Err(Refusal::TooMany(format!(
+                "this user holds its most connections on this API stage ({held})"
+            )));
         }
-        self.routes
-            .add_route(&user, &conn, &node)
-            .await
-            .map_err(Refusal::from_route)?;
         tracing::info!(
-            user = %user,
+            user = %record.user,
             conn = %conn,
-            node = %node,
+            node = %record.node,
             by_authorizer,
-            "API Gateway connection registered"
+            after = ?record.after,
+            expires_at = ?record.expires_at,
+            "API Gateway connection admitted; waiting for its resume"
         );
         Ok(empty_response(200))
     }
 
-    /// The user of a `$connect` without authorizer context, from its token.
+    /// The identity of a `$connect` without authorizer context, from its
+    /// token.
     async fn verify_token(
         &self,
         event: &ApiGatewayWebsocketProxyRequest,
-    ) -> Result<UserId, Refusal> {
+    ) -> Result<Identity, Refusal> {
         let Some(verifier) = &self.verifier else {
             tracing::warn!(
                 "$connect without authorizer context and no in-process token verifier \
@@ -374,12 +511,18 @@ impl Connections {
         };
         let token = token_of(event).ok_or(Refusal::from_auth(AuthError::Missing))?;
         let identity = verifier.verify(&token).await.map_err(Refusal::from_auth)?;
-        Ok(identity.user_id)
+        if identity.topic.is_some() {
+            return Err(Refusal::Unauthorized(
+                "invalid_token",
+                "a subscribe token cannot open a connection".into(),
+            ));
+        }
+        Ok(identity)
     }
 
     /// The virtual node of the event's API and stage, and its management
     /// endpoint.
-    fn virtual_node(
+    pub(crate) fn virtual_node(
         &self,
         ctx: &ApiGatewayWebsocketProxyRequestContext,
     ) -> Result<(NodeId, String), Refusal> {
@@ -408,60 +551,45 @@ impl Connections {
         Ok((node, endpoint))
     }
 
-    /// The user holding the event's connection: the authorizer context's,
-    /// else the remembered owner (`None` when unknown).
-    async fn owner_of(
+    /// The record of the event's connection, and the user holding it: the
+    /// authorizer context's, else the record's (`None` when unknown).
+    pub(crate) async fn owner_of(
         &self,
         ctx: &ApiGatewayWebsocketProxyRequestContext,
         conn: &ConnId,
-    ) -> Result<(Option<UserId>, bool), Refusal> {
-        match authorizer_user(ctx) {
-            Ok(Some(user)) => return Ok((Some(user), true)),
-            Ok(None) => {}
+    ) -> Result<(Option<UserId>, Option<ConnectionRecord>), Refusal> {
+        let record = self
+            .records
+            .record(conn)
+            .await
+            .map_err(Refusal::from_route)?;
+        let user = match authorizer_user(ctx) {
+            Ok(Some(user)) => Some(user),
+            Ok(None) => None,
             Err(refusal) => {
-                tracing::warn!(conn = %conn, reason = %refusal, "ignoring the authorizer context")
+                tracing::warn!(conn = %conn, reason = %refusal, "ignoring the authorizer context");
+                None
             }
-        }
-        let owner = self.owners.owner(conn).await.map_err(Refusal::from_route)?;
-        Ok((owner, false))
+        };
+        Ok((
+            user.or_else(|| record.as_ref().map(|r| r.user.clone())),
+            record,
+        ))
     }
 
-    /// `$disconnect`: remove the route.
+    /// `$disconnect`: remove the route and the record, write the last ack.
     async fn disconnect(
         &self,
         ctx: &ApiGatewayWebsocketProxyRequestContext,
     ) -> Result<ApiGatewayProxyResponse, Refusal> {
         let conn = conn_id(ctx)?;
-        let (user, by_authorizer) = self.owner_of(ctx, &conn).await?;
+        let (user, record) = self.owner_of(ctx, &conn).await?;
         let Some(user) = user else {
             // The route, if any, goes on the first GoneException or with its TTL.
             tracing::info!(conn = %conn, "disconnect of a connection without a known owner");
             return Ok(empty_response(200));
         };
-        self.routes
-            .remove_routes(&[(user.clone(), conn.clone())])
-            .await
-            .map_err(Refusal::from_route)?;
-        if let Some(messages) = &self.messages {
-            // The last acks of a connection may wait behind the gate.
-            match self.owners.take_pending_ack(&conn).await {
-                Ok(Some(seq)) => {
-                    if let Err(e) = messages.ack(&user, seq).await {
-                        tracing::warn!(user = %user, conn = %conn, seq, error = %e, "could not record the last ack");
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(conn = %conn, error = %e, "could not read the pending ack")
-                }
-            }
-        }
-        if !by_authorizer {
-            self.owners
-                .forget(&conn)
-                .await
-                .map_err(Refusal::from_route)?;
-        }
+        self.forget(&user, &conn, record.as_ref()).await?;
         tracing::info!(
             user = %user,
             conn = %conn,
@@ -472,83 +600,89 @@ impl Connections {
         Ok(empty_response(200))
     }
 
-    /// `$default`: a client frame; only acks are defined.
-    async fn message(
+    /// Removes everything of `conn`: its route, its pending ack (written),
+    /// its record and its places in the indexes.
+    pub(crate) async fn forget(
         &self,
-        event: &ApiGatewayWebsocketProxyRequest,
-    ) -> Result<ApiGatewayProxyResponse, Refusal> {
-        if event.is_base64_encoded {
-            return Err(Refusal::BadRequest(
-                "binary frames are not part of the protocol".into(),
-            ));
-        }
-        let text = event.body.as_deref().unwrap_or_default();
-        let seq = match ClientFrame::parse(text) {
-            Ok(ClientFrame::Ack { seq }) => seq,
-            // Topics on the managed edge come with its resume work: until
-            // then a topic frame is refused in words, never dropped.
-            Ok(
-                ClientFrame::Subscribe { .. }
-                | ClientFrame::Unsubscribe { .. }
-                | ClientFrame::Publish { .. },
-            ) => {
-                return Err(Refusal::BadRequest(
-                    "topics are not available on API Gateway connections yet; connect to an edge node".into(),
-                ));
-            }
-            Err(e) => return Err(Refusal::BadRequest(format!("unknown client frame: {e}"))),
-        };
-        let Some(messages) = &self.messages else {
-            return Ok(empty_response(200));
-        };
-        let ctx = &event.request_context;
-        let conn = conn_id(ctx)?;
-        let (user, _) = self.owner_of(ctx, &conn).await?;
-        let Some(user) = user else {
-            tracing::warn!(conn = %conn, seq, "ack from a connection without a known owner; ignored");
-            return Ok(empty_response(200));
-        };
-        let due = self
-            .owners
-            .throttle_ack(&conn, seq, self.settings.ack_interval)
+        user: &UserId,
+        conn: &ConnId,
+        record: Option<&ConnectionRecord>,
+    ) -> Result<(), Refusal> {
+        self.routes
+            .remove_routes(&[(user.clone(), conn.clone())])
             .await
             .map_err(Refusal::from_route)?;
-        let Some(seq) = due else {
-            tracing::debug!(user = %user, conn = %conn, seq, "ack coalesced");
-            return Ok(empty_response(200));
-        };
-        let acked = messages
-            .ack(&user, seq)
-            .await
-            .map_err(Refusal::from_store)?;
-        tracing::debug!(user = %user, conn = %conn, seq, acked, "ack recorded");
-        Ok(empty_response(200))
+        // The last acks of a connection may wait behind the gate.
+        match self.records.take_pending_ack(conn).await {
+            Ok(Some(seq)) => {
+                if let Err(e) = self.messages.ack(user, seq).await {
+                    tracing::warn!(user = %user, conn = %conn, seq, error = %e, "could not record the last ack");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(conn = %conn, error = %e, "could not read the pending ack")
+            }
+        }
+        if let Some(record) = record {
+            self.subscriptions
+                .managed_forget(&record.node, conn)
+                .await
+                .map_err(Refusal::from_route)?;
+            self.records
+                .forget(conn, record)
+                .await
+                .map_err(Refusal::from_route)?;
+        }
+        Ok(())
     }
-}
 
-/// The Lambda handler: [`Connections::handle`] on the event's payload.
-pub async fn handler(
-    connections: &Connections,
-    event: LambdaEvent<ApiGatewayWebsocketProxyRequest>,
-) -> Result<ApiGatewayProxyResponse, lambda_runtime::Error> {
-    Ok(connections.handle(&event.payload).await)
+    /// Posts `data` to `conn`.
+    pub(crate) async fn post(
+        &self,
+        endpoint: &str,
+        conn: &ConnId,
+        data: Bytes,
+    ) -> Result<Posted, PostToConnectionError> {
+        match self.poster.post_to_connection(endpoint, conn, data).await {
+            Ok(()) => Ok(Posted::Sent),
+            Err(PostToConnectionError::Gone) => Ok(Posted::Gone),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Ends `conn` as an edge node would close it with `code`: posts
+    /// `{"type":"close","code":...}` (API Gateway cannot send a close code
+    /// of ours), then closes the connection. Best effort: failures are
+    /// logged; `$disconnect` or the sweep cleans up after it.
+    pub(crate) async fn close(&self, endpoint: &str, conn: &ConnId, code: u16, reason: &str) {
+        let frame = ManagedServerFrame::Close {
+            code,
+            reason: reason.to_owned(),
+        };
+        match self
+            .post(endpoint, conn, Bytes::from(frame.to_text()))
+            .await
+        {
+            Ok(Posted::Gone) => return,
+            Ok(Posted::Sent) => {}
+            Err(e) => {
+                tracing::warn!(conn = %conn, code, error = %e, "could not post the close frame")
+            }
+        }
+        match self.poster.delete_connection(endpoint, conn).await {
+            Ok(()) | Err(PostToConnectionError::Gone) => {}
+            Err(e) => {
+                tracing::warn!(conn = %conn, code, error = %e, "could not close the connection")
+            }
+        }
+        tracing::info!(conn = %conn, code, reason, "API Gateway connection closed");
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn virtual_node_ids_fit_and_are_stable() {
-        let node = virtual_node_id("a1b2c3d4e5", "prod").unwrap();
-        assert_eq!(node.as_str(), "apigw-a1b2c3d4e5-prod");
-        let long = "s".repeat(100);
-        let a = virtual_node_id("a1b2c3d4e5", &long).unwrap();
-        assert_eq!(a, virtual_node_id("a1b2c3d4e5", &long).unwrap());
-        assert_ne!(a, virtual_node_id("a1b2c3d4e5", &"t".repeat(100)).unwrap());
-        assert!(a.as_str().starts_with("apigw-a1b2c3d4e5-"));
-        assert!(virtual_node_id("a b", "prod").is_err());
-    }
 
     #[test]
     fn management_endpoints() {
@@ -574,5 +708,36 @@ mod tests {
             management_endpoint(Some("ws.example.com"), "a1", "prod", None),
             None
         );
+    }
+
+    #[test]
+    fn authorizer_expiry_comes_as_a_number_or_a_string() {
+        let ctx = |exp: serde_json::Value| {
+            let mut ctx = ApiGatewayWebsocketProxyRequestContext::default();
+            ctx.authorizer
+                .fields
+                .insert(AUTHORIZER_EXP_KEY.to_owned(), exp);
+            ctx
+        };
+        assert_eq!(
+            authorizer_exp(&ctx(serde_json::json!(1_700_000_000))).unwrap(),
+            Some(1_700_000_000)
+        );
+        assert_eq!(
+            authorizer_exp(&ctx(serde_json::json!("1700000000"))).unwrap(),
+            Some(1_700_000_000)
+        );
+        assert_eq!(
+            authorizer_exp(&ApiGatewayWebsocketProxyRequestContext::default()).unwrap(),
+            None
+        );
+        for bad in [
+            serde_json::json!(-1),
+            serde_json::json!("soon"),
+            serde_json::json!(1.5),
+            serde_json::json!([1]),
+        ] {
+            assert!(authorizer_exp(&ctx(bad.clone())).is_err(), "{bad}");
+        }
     }
 }

@@ -1,172 +1,36 @@
-//! The managed-edge handlers against real API Gateway WebSocket event
-//! payloads (`tests/fixtures/*.json`) and the real stores: Redis
-//! (`EDGEPUSH_TEST_REDIS_URL`) for routes, virtual nodes and owners, MongoDB
-//! (`EDGEPUSH_TEST_MONGODB_URI`) for acks. Each test uses a key prefix and a
-//! database of its own.
+//! The managed-edge handlers' routes against real API Gateway WebSocket
+//! event payloads (`tests/fixtures/*.json`) and the real stores: Redis
+//! (`EDGEPUSH_TEST_REDIS_URL`) for routes, virtual nodes and connection
+//! records, MongoDB (`EDGEPUSH_TEST_MONGODB_URI`) for acks and replays, and
+//! the testkit's management API stand-in for what the function posts. Each
+//! test uses a key prefix and a database of its own.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail, ensure};
-use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
-use aws_lambda_events::encodings::Body;
-use edgepush_auth::{AuthConfig, Claims, JwtVerifier, mint_hs256};
-use edgepush_connections::{
-    ConnectionOwners, Connections, DEFAULT_NODE_TTL, RedisConnectionOwners, Settings, handler,
-};
-use edgepush_core::{ConnId, MessageStore, NewMessage, NodeDirectory, NodeId, RouteStore, UserId};
-use edgepush_mongo::{MongoConfig, MongoMessageStore};
-use edgepush_redis::{RedisConfig, RedisRouteStore};
-use edgepush_testkit::{TestDatabase, delete_prefix, redis_url, route_names, unique_prefix, user};
+use anyhow::{Result, bail, ensure};
+use common::*;
+use edgepush_auth::{Claims, mint_hs256};
+use edgepush_connections::{DEFAULT_NODE_TTL, handler};
+use edgepush_core::{ConnId, NodeDirectory, NodeId, RouteStore};
+use edgepush_testkit::user;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{Value, json};
 
-const SECRET: &[u8] = b"connections-test-secret-0123456789";
-/// The connection id of the fixtures: a real API Gateway id shape.
-const FIXTURE_CONN: &str = "L0SM9cOFvHcCIhw=";
-const FIXTURE_NODE: &str = "apigw-abcdef1234-prod";
-const FIXTURE_ENDPOINT: &str = "https://abcdef1234.execute-api.us-east-1.amazonaws.com/prod";
-
-fn fixture(name: &str) -> Result<Value> {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    Ok(serde_json::from_str(&text)?)
-}
-
-fn event(value: Value) -> Result<ApiGatewayWebsocketProxyRequest> {
-    serde_json::from_value(value).context("the fixture is not an API Gateway WebSocket event")
-}
-
-fn without_authorizer(mut value: Value) -> Value {
-    if let Some(ctx) = value["requestContext"].as_object_mut() {
-        ctx.remove("authorizer");
-    }
-    value
-}
-
-fn with_query_token(mut value: Value, token: &str) -> Value {
-    value["queryStringParameters"] = json!({ "token": token });
-    value["multiValueQueryStringParameters"] = json!({ "token": [token] });
-    value
-}
-
-fn token(user: &str, ttl: Duration) -> String {
-    mint_hs256(SECRET, &Claims::new(user, ttl))
-}
-
-/// Message `k` to `user`.
-fn new_message(user: &str, k: u64) -> NewMessage {
-    NewMessage {
-        to: vec![UserId::new(user).expect("valid user")],
-        data: Arc::from(
-            serde_json::value::RawValue::from_string(k.to_string()).expect("valid JSON"),
-        ),
-        source: "test".into(),
-        idempotency_key: None,
-    }
-}
-
-/// The handlers on a private key prefix, and the stores to inspect.
-struct Env {
-    connections: Connections,
-    routes: Arc<RedisRouteStore>,
-    owners: Arc<RedisConnectionOwners>,
-    redis: redis::aio::MultiplexedConnection,
-    prefix: String,
-}
-
-impl Env {
-    async fn new(test: &str) -> Result<Self> {
-        let prefix = unique_prefix(test);
-        let config = RedisConfig {
-            key_prefix: prefix.clone(),
-            route_ttl: Duration::from_secs(600),
-            ..RedisConfig::new(redis_url()?)
-        };
-        let routes = Arc::new(RedisRouteStore::connect(config.clone()).await?);
-        let owners = Arc::new(RedisConnectionOwners::connect(&config).await?);
-        let redis = redis::Client::open(redis_url()?)?
-            .get_multiplexed_async_connection()
-            .await?;
-        let connections = Connections {
-            routes: routes.clone(),
-            nodes: routes.clone(),
-            owners: owners.clone(),
-            verifier: Some(Arc::new(JwtVerifier::new(AuthConfig::hs256(
-                SECRET.to_vec(),
-            ))?)),
-            messages: None,
-            settings: Settings {
-                region: Some("us-east-1".into()),
-                ..Settings::default()
-            },
-        };
-        Ok(Self {
-            connections,
-            routes,
-            owners,
-            redis,
-            prefix,
-        })
-    }
-
-    async fn handle(&self, value: Value) -> Result<ApiGatewayProxyResponse> {
-        Ok(self.connections.handle(&event(value)?).await)
-    }
-
-    async fn routes_of(&self, name: &str) -> Result<Vec<(String, String)>> {
-        Ok(route_names(&self.routes.routes_of(&[user(name)]).await?[0]))
-    }
-
-    async fn owner(&self, conn: &str) -> Result<Option<String>> {
-        Ok(self
-            .owners
-            .owner(&ConnId::new(conn)?)
-            .await?
-            .map(|u| u.to_string()))
-    }
-
-    /// Every key under this test's prefix.
-    async fn keys(&mut self) -> Result<Vec<String>> {
-        let mut keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.prefix))
-            .query_async(&mut self.redis)
-            .await?;
-        keys.sort();
-        Ok(keys)
-    }
-
-    async fn cleanup(self) -> Result<()> {
-        delete_prefix(&redis_url()?, &self.prefix).await?;
-        Ok(())
-    }
-}
-
-fn body_text(response: &ApiGatewayProxyResponse) -> String {
-    match &response.body {
-        Some(Body::Text(text)) => text.clone(),
-        Some(Body::Binary(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
-        _ => String::new(),
-    }
-}
-
-fn error_code(response: &ApiGatewayProxyResponse) -> String {
-    serde_json::from_str::<Value>(&body_text(response))
-        .ok()
-        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 #[tokio::test]
-async fn connect_with_authorizer_context_registers_the_route_and_the_virtual_node() -> Result<()> {
+async fn connect_admits_and_the_first_resume_makes_the_route() -> Result<()> {
     let mut env = Env::new("connect_authorizer").await?;
     let response = env.handle(fixture("connect.json")?).await?;
-    assert_eq!(response.status_code, 200, "{}", body_text(&response));
+    ensure_status(&response, 200, "$connect")?;
 
-    assert_eq!(
-        env.routes_of("alice").await?,
-        [(FIXTURE_CONN.to_owned(), FIXTURE_NODE.to_owned())]
-    );
+    // Admitted, but no route yet: nothing may be posted before the client
+    // speaks (API Gateway refuses posts before `$connect` returned).
+    assert!(env.routes_of("alice").await?.is_empty());
+    let record = env.record(FIXTURE_CONN).await?.expect("a record");
+    assert_eq!(record.user.as_str(), "alice");
+    assert!(!record.started);
+
     let node = NodeId::new(FIXTURE_NODE)?;
     let live = env.routes.live_nodes(std::slice::from_ref(&node)).await?;
     assert_eq!(live.get(&node).map(String::as_str), Some(FIXTURE_ENDPOINT));
@@ -180,34 +44,83 @@ async fn connect_with_authorizer_context_registers_the_route_and_the_virtual_nod
         pttl > ttl_ms - 60_000 && pttl <= ttl_ms,
         "virtual node PTTL {pttl} ms, expected about {ttl_ms}"
     );
-    // The authorizer names the user in every event: no owner is stored.
-    assert_eq!(env.owner(FIXTURE_CONN).await?, None);
+
+    let response = env
+        .frame(FIXTURE_CONN, "alice", r#"{"type":"resume"}"#)
+        .await?;
+    ensure_status(&response, 200, "resume")?;
+    assert_eq!(
+        env.routes_of("alice").await?,
+        [(FIXTURE_CONN.to_owned(), FIXTURE_NODE.to_owned())]
+    );
+    assert_eq!(
+        env.seen(FIXTURE_CONN),
+        [
+            Seen::Hello {
+                user: "alice".into()
+            },
+            Seen::Resumed {
+                after: 0,
+                through: 0,
+                more: false
+            }
+        ]
+    );
+    // The posts went to the stage path, signed.
+    let posts = env.api.seen();
+    assert!(
+        posts
+            .iter()
+            .all(|r| r.path.starts_with("/prod/@connections/"))
+    );
+    assert!(
+        posts
+            .iter()
+            .all(|r| r.authorization.starts_with("AWS4-HMAC-SHA256"))
+    );
     env.cleanup().await
 }
 
 #[tokio::test]
 async fn connect_with_a_query_token_then_disconnect() -> Result<()> {
-    let env = Env::new("connect_query").await?;
+    let mut env = Env::new("connect_query").await?;
     let connect = with_query_token(
         without_authorizer(fixture("connect.json")?),
         &token("bob", Duration::from_secs(300)),
     );
-    let response = env.handle(connect).await?;
-    assert_eq!(response.status_code, 200, "{}", body_text(&response));
+    ensure_status(&env.handle(connect).await?, 200, "$connect")?;
+    // Later events carry no user: the record names it.
+    let mut resume = without_authorizer(fixture("default-ack.json")?);
+    resume["body"] = json!(r#"{"type":"resume"}"#);
+    ensure_status(&env.handle(resume).await?, 200, "resume")?;
     assert_eq!(
         env.routes_of("bob").await?,
         [(FIXTURE_CONN.to_owned(), FIXTURE_NODE.to_owned())]
     );
     assert!(env.routes_of("alice").await?.is_empty());
-    assert_eq!(env.owner(FIXTURE_CONN).await?.as_deref(), Some("bob"));
+    assert_eq!(
+        env.seen(FIXTURE_CONN).first(),
+        Some(&Seen::Hello { user: "bob".into() })
+    );
 
-    // $disconnect carries no user: the remembered owner names it.
     let response = env
         .handle(without_authorizer(fixture("disconnect.json")?))
         .await?;
-    assert_eq!(response.status_code, 200);
+    ensure_status(&response, 200, "$disconnect")?;
     assert!(env.routes_of("bob").await?.is_empty(), "route removed");
-    assert_eq!(env.owner(FIXTURE_CONN).await?, None, "owner forgotten");
+    // Only the virtual node (and the set of swept nodes) is left.
+    let keys = env.keys().await?;
+    ensure!(
+        keys.iter()
+            .all(|k| k.ends_with(":mn") || k.contains(FIXTURE_NODE)),
+        "record and indexes forgotten: {keys:?}"
+    );
+    ensure!(
+        !keys
+            .iter()
+            .any(|k| k.contains(":mx:") || k.contains(":mu:")),
+        "{keys:?}"
+    );
     env.cleanup().await
 }
 
@@ -218,17 +131,16 @@ async fn connect_with_a_bearer_header() -> Result<()> {
     let bearer = format!("Bearer {}", token("carol", Duration::from_secs(300)));
     connect["headers"]["Authorization"] = json!(bearer);
     connect["multiValueHeaders"]["Authorization"] = json!([bearer]);
-    let response = env.handle(connect).await?;
-    assert_eq!(response.status_code, 200, "{}", body_text(&response));
-    assert_eq!(
-        env.routes_of("carol").await?,
-        [(FIXTURE_CONN.to_owned(), FIXTURE_NODE.to_owned())]
-    );
+    ensure_status(&env.handle(connect).await?, 200, "$connect")?;
+    let record = env.record(FIXTURE_CONN).await?.expect("a record");
+    assert_eq!(record.user.as_str(), "carol");
+    // The token's exp is the connection's end.
+    assert!(record.expires_at.is_some());
     env.cleanup().await
 }
 
 #[tokio::test]
-async fn bad_tokens_are_refused_and_register_nothing() -> Result<()> {
+async fn bad_tokens_and_bad_requests_are_refused_and_register_nothing() -> Result<()> {
     let mut env = Env::new("connect_refused").await?;
     let base = without_authorizer(fixture("connect.json")?);
     let wrong_key = mint_hs256(
@@ -238,35 +150,35 @@ async fn bad_tokens_are_refused_and_register_nothing() -> Result<()> {
     let mut expired = Claims::new("mallory", Duration::from_secs(300));
     expired.exp = 1_000_000;
     let expired = mint_hs256(SECRET, &expired);
+    let mut subscribe_only = Claims::new("mallory", Duration::from_secs(300));
+    subscribe_only.topic = Some("vip:lounge".into());
+    let subscribe_only = mint_hs256(SECRET, &subscribe_only);
     let cases = [
-        ("no token", base.clone(), 401, "missing_token"),
+        (
+            "a subscribe token",
+            with_query_token(base.clone(), &subscribe_only),
+            "invalid_token",
+        ),
+        ("no token", base.clone(), "missing_token"),
         (
             "wrong key",
             with_query_token(base.clone(), &wrong_key),
-            401,
             "invalid_token",
         ),
         (
             "garbage",
             with_query_token(base.clone(), "not-a-jwt"),
-            401,
             "invalid_token",
         ),
         (
             "expired",
             with_query_token(base.clone(), &expired),
-            401,
             "token_expired",
         ),
     ];
-    for (what, value, status, code) in cases {
+    for (what, value, code) in cases {
         let response = env.handle(value).await?;
-        assert_eq!(
-            response.status_code,
-            status,
-            "{what}: {}",
-            body_text(&response)
-        );
+        ensure_status(&response, 401, what)?;
         assert_eq!(error_code(&response), code, "{what}");
         assert!(
             response.headers.get("www-authenticate").is_some(),
@@ -274,11 +186,27 @@ async fn bad_tokens_are_refused_and_register_nothing() -> Result<()> {
         );
     }
 
-    // An authorizer context that does not hold a valid user id.
+    // An authorizer context that does not hold a valid user id, or an
+    // expiry that is not a time.
     let mut bad_context = fixture("connect.json")?;
     bad_context["requestContext"]["authorizer"]["userId"] = json!("no spaces allowed");
-    let response = env.handle(bad_context).await?;
-    assert_eq!(response.status_code, 403, "{}", body_text(&response));
+    ensure_status(&env.handle(bad_context).await?, 403, "bad user id")?;
+    let mut bad_exp = fixture("connect.json")?;
+    bad_exp["requestContext"]["authorizer"]["exp"] = json!("soon");
+    ensure_status(&env.handle(bad_exp).await?, 403, "bad exp")?;
+    // An authorizer context whose token has expired already.
+    let mut gone_exp = fixture("connect.json")?;
+    gone_exp["requestContext"]["authorizer"]["exp"] = json!(1_000_000);
+    let response = env.handle(gone_exp).await?;
+    ensure_status(&response, 401, "expired exp")?;
+    assert_eq!(error_code(&response), "token_expired");
+    // A bad `after`.
+    for after in ["-1", "x", "1.5"] {
+        let value = with_query(fixture("connect.json")?, &[("after", after)]);
+        let response = env.handle(value).await?;
+        ensure_status(&response, 400, after)?;
+        assert_eq!(error_code(&response), "bad_request");
+    }
 
     // No authorizer and no in-process verifier: refused too.
     let mut authorizer_only = Env::new("connect_refused_no_verifier").await?;
@@ -289,13 +217,14 @@ async fn bad_tokens_are_refused_and_register_nothing() -> Result<()> {
             &token("alice", Duration::from_secs(300)),
         ))
         .await?;
-    assert_eq!(response.status_code, 401);
+    ensure_status(&response, 401, "no verifier")?;
 
     assert!(
         env.keys().await?.is_empty(),
-        "nothing registered: no route, no virtual node, no owner"
+        "nothing registered: no route, no virtual node, no record"
     );
     assert!(authorizer_only.keys().await?.is_empty());
+    assert!(env.api.seen().is_empty(), "nothing posted");
     authorizer_only.cleanup().await?;
     env.cleanup().await
 }
@@ -303,7 +232,13 @@ async fn bad_tokens_are_refused_and_register_nothing() -> Result<()> {
 #[tokio::test]
 async fn disconnect_removes_only_its_route() -> Result<()> {
     let env = Env::new("disconnect").await?;
-    assert_eq!(env.handle(fixture("connect.json")?).await?.status_code, 200);
+    ensure_status(
+        &env.handle(fixture("connect.json")?).await?,
+        200,
+        "$connect",
+    )?;
+    env.send(FIXTURE_CONN, "alice", r#"{"type":"resume"}"#)
+        .await?;
     // A second connection of alice, on an edge node.
     env.routes
         .add_route(
@@ -313,8 +248,11 @@ async fn disconnect_removes_only_its_route() -> Result<()> {
         )
         .await?;
 
-    let response = env.handle(fixture("disconnect.json")?).await?;
-    assert_eq!(response.status_code, 200);
+    ensure_status(
+        &env.handle(fixture("disconnect.json")?).await?,
+        200,
+        "$disconnect",
+    )?;
     assert_eq!(
         env.routes_of("alice").await?,
         [("edge-conn-1".to_owned(), "edge-1".to_owned())]
@@ -324,140 +262,127 @@ async fn disconnect_removes_only_its_route() -> Result<()> {
     let response = env
         .handle(without_authorizer(fixture("disconnect.json")?))
         .await?;
-    assert_eq!(response.status_code, 200);
+    ensure_status(&response, 200, "unknown $disconnect")?;
     assert_eq!(env.routes_of("alice").await?.len(), 1);
     env.cleanup().await
 }
 
 #[tokio::test]
-async fn default_route_acks_and_refuses_anything_else() -> Result<()> {
-    let db = TestDatabase::shared()?;
-    let mut mongo = MongoConfig::new(db.uri());
-    mongo.database = db.name().to_owned();
-    let store = Arc::new(MongoMessageStore::connect(mongo).await?);
+async fn default_route_answers_ping_and_refuses_what_is_not_in_the_protocol() -> Result<()> {
+    let env = Env::new("default_route").await?;
+    ensure_status(
+        &env.handle(fixture("connect.json")?).await?,
+        200,
+        "$connect",
+    )?;
 
-    let mut env = Env::new("default_route").await?;
-    // Without a message store, an ack is answered and ignored.
-    let response = env.handle(fixture("default-ack.json")?).await?;
-    assert_eq!(response.status_code, 200, "{}", body_text(&response));
-
-    env.connections.messages = Some(store.clone());
-    // Nothing stored yet: an ack moves nothing.
-    let response = env.handle(fixture("default-ack.json")?).await?;
-    assert_eq!(response.status_code, 200, "{}", body_text(&response));
-    assert_eq!(store.acked(&user("alice")).await?, 0, "nothing was stored");
-    for user in ["alice", "dora"] {
-        for k in 0..10 {
-            store.append(&new_message(user, k)).await?;
-        }
-    }
-    // The first ack of an interval is written (through a fresh connection:
-    // the gate of the one above is still closed).
-    let mut first = fixture("default-ack.json")?;
-    first["requestContext"]["connectionId"] = json!("AckConn1");
-    let response = env.handle(first.clone()).await?;
-    assert_eq!(response.status_code, 200, "{}", body_text(&response));
-    assert_eq!(
-        store.acked(&user("alice")).await?,
-        3,
-        "the ack was recorded"
-    );
-
-    // A flood of acks within the interval: coalesced, nothing written; a
-    // bogus one among them is clipped to the last stored seq when written.
-    for seq in [4, 1_000_000, 5] {
-        let mut ack = first.clone();
-        ack["body"] = json!(format!(r#"{{"type":"ack","seq":{seq}}}"#));
-        assert_eq!(env.handle(ack).await?.status_code, 200);
-    }
-    assert_eq!(
-        store.acked(&user("alice")).await?,
-        3,
-        "acks within the interval are coalesced"
-    );
-    // `$disconnect` writes the pending one, clipped.
-    let mut bye = fixture("disconnect.json")?;
-    bye["requestContext"]["connectionId"] = json!("AckConn1");
-    assert_eq!(env.handle(bye).await?.status_code, 200);
-    assert_eq!(
-        store.acked(&user("alice")).await?,
-        10,
-        "the bogus ack is clipped to what is stored"
-    );
-    // A new message after the clipped ack is not hidden.
-    store.append(&new_message("alice", 10)).await?;
-    let next = store
-        .read_after(&user("alice"), store.acked(&user("alice")).await?, 10)
+    env.send(FIXTURE_CONN, "alice", r#"{"type":"ping"}"#)
         .await?;
-    assert_eq!(next.iter().map(|m| m.seq).collect::<Vec<_>>(), [11]);
+    assert_eq!(env.seen(FIXTURE_CONN), [Seen::Pong]);
 
-    // An ack of a connection admitted by token: the owner names the user.
-    let mut connect = with_query_token(
-        without_authorizer(fixture("connect.json")?),
-        &token("dora", Duration::from_secs(300)),
+    // A publish from a client: refused in words, the connection goes on.
+    let response = env
+        .frame(
+            FIXTURE_CONN,
+            "alice",
+            r#"{"type":"publish","topic":"news","data":1}"#,
+        )
+        .await?;
+    ensure_status(&response, 400, "publish")?;
+    assert!(
+        body_text(&response).contains("publish"),
+        "{}",
+        body_text(&response)
     );
-    connect["requestContext"]["connectionId"] = json!("DoraConn1");
-    assert_eq!(env.handle(connect).await?.status_code, 200);
-    let mut ack = without_authorizer(fixture("default-ack.json")?);
-    ack["requestContext"]["connectionId"] = json!("DoraConn1");
-    ack["body"] = json!(r#"{"type":"ack","seq":9}"#);
-    assert_eq!(env.handle(ack).await?.status_code, 200);
-    assert_eq!(store.acked(&user("dora")).await?, 9);
+    assert_eq!(env.seen(FIXTURE_CONN), [Seen::Pong], "nothing posted");
+    // A subscription the token does not allow: an error frame (topics:
+    // tests/topics.rs).
+    env.send(
+        FIXTURE_CONN,
+        "alice",
+        r#"{"type":"subscribe","topic":"news"}"#,
+    )
+    .await?;
+    assert_eq!(
+        env.seen(FIXTURE_CONN).last(),
+        Some(&Seen::Refused {
+            op: "subscribe".into(),
+            code: "forbidden".into()
+        })
+    );
 
-    // Anything but an ack is a bad request.
+    // Frames outside the protocol: 400, and the connection is closed with
+    // 1008 as an edge node would (a close frame, then DELETE).
     let response = env.handle(fixture("default-bad.json")?).await?;
-    assert_eq!(response.status_code, 400);
+    ensure_status(&response, 400, "default-bad.json")?;
     assert_eq!(error_code(&response), "bad_request");
+    assert_eq!(
+        env.seen(FIXTURE_CONN)[2..],
+        [Seen::Close(1008), Seen::Deleted]
+    );
     for body in [
         json!("not json"),
         json!(r#"{"type":"ack","seq":-1}"#),
         json!(r#"{"type":"ack"}"#),
+        json!(r#"{"type":"resume","after":"3"}"#),
+        json!(r#"{"type":"resume","x":1}"#),
         Value::Null,
     ] {
         let mut bad = fixture("default-ack.json")?;
         bad["body"] = body.clone();
-        let response = env.handle(bad).await?;
-        assert_eq!(response.status_code, 400, "body {body}");
+        ensure_status(&env.handle(bad).await?, 400, &format!("body {body}"))?;
     }
     let mut binary = fixture("default-ack.json")?;
     binary["isBase64Encoded"] = json!(true);
     binary["body"] = json!("eyJ0eXBlIjoiYWNrIiwic2VxIjozfQ==");
-    assert_eq!(env.handle(binary).await?.status_code, 400);
-    assert_eq!(
-        store.acked(&user("alice")).await?,
-        10,
-        "bad frames ack nothing"
-    );
+    ensure_status(&env.handle(binary).await?, 400, "binary")?;
+    env.cleanup().await
+}
 
-    env.cleanup().await?;
-    db.cleanup().await
+#[tokio::test]
+async fn a_resume_of_a_connection_redis_forgot_closes_it() -> Result<()> {
+    let env = Env::new("unknown_conn").await?;
+    // No `$connect` came through this store (Redis lost the record).
+    let response = env
+        .frame("ForgottenC0nn=", "alice", r#"{"type":"resume"}"#)
+        .await?;
+    ensure_status(&response, 200, "resume")?;
+    assert_eq!(
+        env.seen("ForgottenC0nn="),
+        [Seen::Close(1011), Seen::Deleted],
+        "closed so its client reconnects through $connect"
+    );
+    assert!(env.routes_of("alice").await?.is_empty());
+    env.cleanup().await
 }
 
 #[tokio::test]
 async fn lambda_handler_answers_in_the_api_gateway_shape() -> Result<()> {
     let env = Env::new("lambda_shape").await?;
-    let payload = event(fixture("connect.json")?)?;
-    let response = handler(
-        &env.connections,
-        LambdaEvent::new(payload, Context::default()),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!(e))?;
-    let json = serde_json::to_value(&response)?;
+    let call = |payload: Value| {
+        let connections = env.connections.clone();
+        async move {
+            let event = serde_json::from_value(payload)?;
+            handler(&connections, LambdaEvent::new(event, Context::default()))
+                .await
+                .map_err(|e| anyhow::anyhow!(e))
+                .and_then(|answer| Ok(serde_json::to_value(&answer)?))
+        }
+    };
+    let json = call(fixture("connect.json")?).await?;
     assert_eq!(json["statusCode"], 200, "{json}");
 
-    let payload = event(fixture("default-bad.json")?)?;
-    let response = handler(
-        &env.connections,
-        LambdaEvent::new(payload, Context::default()),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!(e))?;
-    let json = serde_json::to_value(&response)?;
+    let json = call(fixture("default-bad.json")?).await?;
     assert_eq!(json["statusCode"], 400, "{json}");
     let Some(body) = json["body"].as_str() else {
         bail!("the 400 has a text body: {json}");
     };
     assert!(body.contains("bad_request"), "{body}");
+
+    // The schedule runs the sweep: nothing is due yet.
+    let scheduled = fixture("scheduled.json")?;
+    let json = call(scheduled).await?;
+    assert_eq!(json["expired_closed"], 0, "{json}");
+    assert_eq!(json["incomplete"], false, "{json}");
     env.cleanup().await
 }

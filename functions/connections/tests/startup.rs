@@ -6,8 +6,8 @@
 //! The same steps as `main.rs` (the shared start-up path, `Config`,
 //! `connect`, the handler), with an environment built from pairs instead of
 //! the process's, against a real AWS emulator (`EDGEPUSH_TEST_AWS_ENDPOINT`,
-//! LocalStack from scripts/test) and the real Redis
-//! (`EDGEPUSH_TEST_REDIS_URL`).
+//! LocalStack from scripts/test), the real Redis (`EDGEPUSH_TEST_REDIS_URL`)
+//! and MongoDB (`EDGEPUSH_TEST_MONGODB_URI`).
 
 use std::time::Duration;
 
@@ -16,15 +16,17 @@ use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use aws_sdk_ssm::types::ParameterType;
 use edgepush_auth::{Claims, mint_hs256};
 use edgepush_aws::AwsSettings;
-use edgepush_connections::{Config, handler};
-use edgepush_core::{RouteStore, UserId};
-use edgepush_redis::RedisRouteStore;
+use edgepush_connections::{
+    Config, ConnectionRecords as _, ConnectionsAnswer, ConnectionsEvent, RedisConnectionRecords,
+    handler,
+};
+use edgepush_core::ConnId;
 use edgepush_startup::Env;
-use edgepush_testkit::{aws_endpoint, redis_url, unique};
+use edgepush_testkit::{TestDatabase, aws_endpoint, redis_url, unique};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{Value, json};
 
-fn connect_event(token: &str) -> Result<ApiGatewayWebsocketProxyRequest> {
+fn connect_event(token: &str) -> Result<ConnectionsEvent> {
     let path = format!("{}/tests/fixtures/connect.json", env!("CARGO_MANIFEST_DIR"));
     let mut value: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
     // No authorizer: the function verifies the token itself, with the key
@@ -34,7 +36,16 @@ fn connect_event(token: &str) -> Result<ApiGatewayWebsocketProxyRequest> {
     }
     value["queryStringParameters"] = json!({ "token": token });
     value["multiValueQueryStringParameters"] = json!({ "token": [token] });
-    Ok(serde_json::from_value(value)?)
+    let event: ApiGatewayWebsocketProxyRequest = serde_json::from_value(value)?;
+    Ok(event.into())
+}
+
+/// The status of the function's answer to a WebSocket event.
+fn status(answer: &ConnectionsAnswer) -> Result<i64> {
+    match answer {
+        ConnectionsAnswer::WebSocket(response) => Ok(response.status_code),
+        other => anyhow::bail!("not a WebSocket answer: {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -42,6 +53,7 @@ async fn references_are_resolved_before_the_stores_and_the_verifier_see_them() -
     let endpoint = aws_endpoint()?;
     let redis_url = redis_url()?;
     let jwt_secret = "connections-secret-from-secrets-manager";
+    let db = TestDatabase::shared()?;
 
     // The references: the Redis URL in SSM, the JWT key in a JSON secret.
     let sdk = AwsSettings::for_endpoint(&endpoint).load().await;
@@ -69,6 +81,8 @@ async fn references_are_resolved_before_the_stores_and_the_verifier_see_them() -
         ("AWS_ACCESS_KEY_ID", "test".to_owned()),
         ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
         ("EDGEPUSH_REDIS_URL", format!("ssm:{parameter}")),
+        ("EDGEPUSH_MONGODB_URI", db.uri().to_owned()),
+        ("EDGEPUSH_MONGODB_DATABASE", db.name().to_owned()),
         (
             "EDGEPUSH_JWT_SECRET",
             format!("secretsmanager:{secret}#jwt"),
@@ -85,7 +99,8 @@ async fn references_are_resolved_before_the_stores_and_the_verifier_see_them() -
     assert!(config.auth.is_some(), "the JWT key turns verification on");
 
     // The stores and the verifier the function would serve with.
-    let connections = edgepush_connections::connect(&config)
+    let aws = AwsSettings::from_lookup(env.lookup()).load().await;
+    let connections = edgepush_connections::connect(&config, &aws)
         .await
         .context("connecting with the resolved values")?;
     let user = unique("ssm-user");
@@ -100,14 +115,15 @@ async fn references_are_resolved_before_the_stores_and_the_verifier_see_them() -
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     ensure!(
-        response.status_code == 200,
+        status(&response)? == 200,
         "a token signed with the secret's key is accepted: {response:?}"
     );
-    let routes = RedisRouteStore::connect(config.redis.clone())
+    let record = RedisConnectionRecords::connect(&config.redis)
         .await?
-        .routes_of(&[UserId::new(&user)?])
-        .await?;
-    assert_eq!(routes[0].len(), 1, "the route is in the resolved Redis");
+        .record(&ConnId::new("L0SM9cOFvHcCIhw=")?)
+        .await?
+        .context("the connection is recorded in the resolved Redis")?;
+    assert_eq!(record.user.as_str(), user);
 
     // A token signed with another key is refused: the key really is the
     // secret's value.
@@ -121,8 +137,8 @@ async fn references_are_resolved_before_the_stores_and_the_verifier_see_them() -
     )
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    assert_eq!(response.status_code, 401, "{response:?}");
-    Ok(())
+    assert_eq!(status(&response)?, 401, "{response:?}");
+    db.cleanup().await
 }
 
 #[tokio::test]

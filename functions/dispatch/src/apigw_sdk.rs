@@ -8,9 +8,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_apigatewaymanagement::config::http::HttpResponse;
 use aws_sdk_apigatewaymanagement::config::retry::RetryConfig;
 use aws_sdk_apigatewaymanagement::config::timeout::TimeoutConfig;
-use aws_sdk_apigatewaymanagement::error::DisplayErrorContext;
+use aws_sdk_apigatewaymanagement::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use bytes::Bytes;
 use edgepush_core::ConnId;
@@ -149,22 +150,41 @@ impl ConnectionPoster for SdkConnectionPoster {
             .data(Blob::new(data.to_vec()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) => {
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_gone_exception())
-                {
-                    return Err(PostToConnectionError::Gone);
-                }
-                Err(PostToConnectionError::Failed {
-                    status: err.raw_response().map(|r| r.status().as_u16()),
-                    reason: DisplayErrorContext(&err).to_string(),
-                })
-            }
-        }
+        outcome(result)
     }
+
+    async fn delete_connection(
+        &self,
+        endpoint: &str,
+        connection: &ConnId,
+    ) -> Result<(), PostToConnectionError> {
+        let result = self
+            .client(endpoint)
+            .delete_connection()
+            .connection_id(connection.as_str())
+            .send()
+            .await;
+        outcome(result)
+    }
+}
+
+/// A management API call's result: `Gone` for a `GoneException` (410),
+/// `Failed` with the status and the SDK's whole error chain otherwise.
+fn outcome<O, E>(result: Result<O, SdkError<E, HttpResponse>>) -> Result<(), PostToConnectionError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let err = match result {
+        Ok(_) => return Ok(()),
+        Err(err) => err,
+    };
+    if err.as_service_error().and_then(|e| e.code()) == Some("GoneException") {
+        return Err(PostToConnectionError::Gone);
+    }
+    Err(PostToConnectionError::Failed {
+        status: err.raw_response().map(|r| r.status().as_u16()),
+        reason: DisplayErrorContext(&err).to_string(),
+    })
 }
 
 #[cfg(test)]

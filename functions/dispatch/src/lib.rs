@@ -49,7 +49,10 @@ pub mod sqs;
 #[cfg(feature = "aws")]
 pub mod start;
 
-pub use apigw::{ConnectionPoster, ManagedEdgePusher, PostToConnectionError};
+pub use apigw::{
+    ConnectionPoster, ManagedEdgePusher, PostToConnectionError, TopicSubscribers,
+    VIRTUAL_NODE_PREFIX, virtual_node_id, virtual_node_of_endpoint,
+};
 #[cfg(feature = "aws")]
 pub use apigw_sdk::SdkConnectionPoster;
 pub use config::{Config, ConfigError, PushConfig};

@@ -38,7 +38,8 @@ pub async fn connect(
     let pusher = ManagedEdgePusher::new(
         Arc::new(config.push.http_pusher()?),
         Arc::new(SdkConnectionPoster::from_sdk_config(aws)),
-    );
+    )
+    .with_topic_subscribers(routes.clone());
     Ok(Dispatcher {
         routes: routes.clone(),
         nodes: routes.clone(),

@@ -11,8 +11,6 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use async_trait::async_trait;
-use aws_sdk_apigatewaymanagement::config::retry::RetryConfig;
-use aws_sdk_apigatewaymanagement::config::{Credentials, Region};
 use bytes::Bytes;
 use edgepush_core::protocol::{PushItem, encode_msg};
 use edgepush_core::{
@@ -140,6 +138,18 @@ impl ConnectionPoster for RecordingPoster {
             });
         }
         Ok(())
+    }
+
+    async fn delete_connection(
+        &self,
+        _endpoint: &str,
+        _connection: &ConnId,
+    ) -> Result<(), PostToConnectionError> {
+        // Dispatch never closes connections.
+        Err(PostToConnectionError::Failed {
+            status: None,
+            reason: "dispatch must not close connections".into(),
+        })
     }
 }
 
@@ -326,19 +336,9 @@ async fn the_sdk_poster_turns_a_real_410_into_a_removed_route() -> Result<()> {
 
     // The real client, with static credentials, sent to the stand-in
     // instead of execute-api (the stage path is kept).
-    let base = aws_sdk_apigatewaymanagement::Config::builder()
-        .behavior_version_latest()
-        .credentials_provider(Credentials::new(
-            "AKIDMANAGEDEDGE",
-            "managed-edge-secret",
-            None,
-            None,
-            "test",
-        ))
-        .region(Region::new("us-east-1"))
-        .retry_config(RetryConfig::disabled())
-        .build();
-    let poster = Arc::new(SdkConnectionPoster::new(base).with_endpoint_override(stand_in.url()));
+    let poster = Arc::new(
+        SdkConnectionPoster::new(stand_in.sdk_config()).with_endpoint_override(stand_in.url()),
+    );
     let message = stored("bob", 5, "m5")?;
     let report = dispatcher(&store, Arc::new(RecordingPusher::default()), poster)
         .dispatch(std::slice::from_ref(&message))

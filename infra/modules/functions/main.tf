@@ -12,7 +12,8 @@
 #   collect      sqs:SendMessage to the hand-off queue; its SSM parameters
 #   dispatch     consume the hand-off queue; execute-api:ManageConnections
 #                on the WebSocket API's stage; its SSM parameters
-#   connections  execute-api:ManageConnections; its SSM parameters
+#   connections  execute-api:ManageConnections (replays, pong, closing
+#                expired connections with DELETE); its SSM parameters
 
 terraform {
   required_version = ">= 1.5.0"

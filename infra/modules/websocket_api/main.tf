@@ -2,9 +2,12 @@
 # instead of (or next to) the self-hosted edge nodes.
 #
 #   $connect     REQUEST authorizer = the auth function, then connections
-#                (records the connection id as a route in Redis)
-#   $disconnect  connections (removes the route)
-#   $default     connections (client frames, e.g. acks)
+#                (admits the connection under the per-user cap, records it)
+#   $disconnect  connections (removes the route and the record)
+#   $default     connections (client frames: resume -> hello, the route and
+#                the replay; ping; ack)
+#   schedule     connections' sweep, every minute (EventBridge): closes
+#                connections whose token expired (4001)
 #
 # Dispatch pushes with PostToConnection on
 # https://<id>.execute-api.<region>.amazonaws.com/<stage>/@connections/<id>,
@@ -130,4 +133,29 @@ resource "aws_lambda_permission" "connections" {
   function_name = var.connections_function_name
   principal     = "apigateway.amazonaws.com"
   source_arn    = "${aws_apigatewayv2_api.this.execution_arn}/*"
+}
+
+# The sweep of the connections function (functions/connections/src/sweep.rs):
+# closes connections whose token expired while they stayed quiet (4001), and
+# forgets those past API Gateway's 2-hour lifetime whose $disconnect never
+# came. The function tells this event from a WebSocket event by its source.
+resource "aws_cloudwatch_event_rule" "sweep" {
+  name                = "${var.name}-sweep"
+  description         = "Runs the connections function's sweep of expired managed-edge connections."
+  schedule_expression = var.sweep_schedule
+  tags                = var.tags
+}
+
+resource "aws_cloudwatch_event_target" "sweep" {
+  rule = aws_cloudwatch_event_rule.sweep.name
+  arn  = var.connections_function_arn
+}
+
+# EventBridge may call connections for this rule only.
+resource "aws_lambda_permission" "sweep" {
+  statement_id  = "AllowSweepSchedule"
+  action        = "lambda:InvokeFunction"
+  function_name = var.connections_function_name
+  principal     = "events.amazonaws.com"
+  source_arn    = aws_cloudwatch_event_rule.sweep.arn
 }

@@ -24,6 +24,17 @@ variable "connections_function_name" {
   type        = string
 }
 
+variable "connections_function_arn" {
+  description = "ARN of the connections function (the target of the sweep schedule)."
+  type        = string
+}
+
+variable "sweep_schedule" {
+  description = "How often the connections function sweeps expired and stale connections (an EventBridge schedule expression)."
+  type        = string
+  default     = "rate(1 minute)"
+}
+
 variable "connections_invoke_arn" {
   description = "Invoke ARN of the connections function."
   type        = string

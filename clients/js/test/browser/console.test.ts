@@ -131,19 +131,47 @@ describe('demo console in Chromium', () => {
       await open(page, user, false);
       await send(user, 1, 4);
       await shown(page, 4, 'before the reload');
-      const written = async () => (await dev.nodeStatus()).reduce((sum, n) => sum + (n.figures?.ack_writes_total ?? 0), 0);
-      const before = await written();
       await page.click('#disconnect'); // acks what the page showed
-      await until(written, (n) => n > before, 'the node to store the ack');
+      // Where a connection without `after` starts is what the store holds
+      // for this user: a probe connection (no `after`, no acks) names it by
+      // the first message replayed to it once message 5 exists. (A node-wide
+      // ack-write counter moved for other users' acks too.)
+      await send(user, 5, 5);
+      await until(() => firstReplayed(page, user), (seq) => seq === 5, 'the node to store the ack of seq 4');
       await page.reload();
       await page.evaluate(() => localStorage.clear());
       await open(page, user, false);
       assert.equal(await page.textContent('#resumed'), 'the position the node has acked');
-      await send(user, 5, 6);
+      await send(user, 6, 6);
       await shown(page, 2, 'after the reload');
       assert.deepEqual(await shownSeqs(page), [5, 6]);
     } finally {
       await context.close();
     }
   });
+
+  /**
+   * Opens a WebSocket from the page as `user` without `after` and returns
+   * the seq of the first message the node replays to it (it sends no ack,
+   * so it moves nothing).
+   */
+  async function firstReplayed(page: Page, user: string): Promise<number> {
+    const url = `${dev.nodes[0]}?token=${encodeURIComponent(await dev.token(user))}`;
+    return page.evaluate(
+      (url) =>
+        new Promise<number>((resolve, reject) => {
+          const ws = new WebSocket(url);
+          ws.onmessage = (event) => {
+            const frame = JSON.parse(String(event.data)) as { type?: string; seq?: number };
+            if (frame.type === 'msg' && typeof frame.seq === 'number') {
+              ws.close();
+              resolve(frame.seq);
+            }
+          };
+          ws.onclose = (event) => reject(new Error(`probe closed with ${event.code} before a message`));
+        }),
+      url,
+    );
+  }
+
 });

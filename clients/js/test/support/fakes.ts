@@ -108,9 +108,14 @@ export class FakeSocket implements WebSocketLike {
 
   /** The node: the upgrade worked and it says hello. */
   hello(user = 'alice', connId = `conn-${FakeSocket.all.length}`): void {
+    if (this.readyState !== 1) this.open();
+    this.text({ type: 'hello', conn_id: connId, user_id: user });
+  }
+
+  /** The upgrade worked (the managed edge then waits for the client to speak). */
+  open(): void {
     this.readyState = 1;
     this.onopen?.({});
-    this.text({ type: 'hello', conn_id: connId, user_id: user });
   }
 
   text(frame: unknown): void {
