@@ -52,6 +52,12 @@ use crate::schema::{EntryTemplate, get_seq, seq_to_bson};
 
 /// Longest pause between two attempts to claim a seq under contention.
 const MAX_BACKOFF_MS: u64 = 50;
+/// The most document bytes one `insert` command carries. `run_command`
+/// sends the documents inside the command, one BSON document of at most
+/// 16 MiB, so a round of large copies (a 64 KiB message to 1,000
+/// recipients is 64 MiB) goes in several commands; half the limit leaves
+/// room for the command's own fields and each array entry's key.
+pub(crate) const MAX_INSERT_BYTES: usize = 8 * 1024 * 1024;
 
 /// What one insert came to.
 #[derive(Debug)]
@@ -208,17 +214,32 @@ impl SeqLog {
         }
     }
 
-    /// Inserts `entries` with one unordered `insert` command and answers
-    /// each document's outcome, in the order given: stored, refused by a
-    /// unique index (which one), or another write error. A failure of the
-    /// whole command (the server unreachable, or a write concern error: the
+    /// Inserts `entries` with unordered `insert` commands and answers each
+    /// document's outcome, in the order given: stored, refused by a unique
+    /// index (which one), or another write error. A failure of a whole
+    /// command (the server unreachable, or a write concern error: the
     /// writes are not known to be durable) fails them all: what was stored
     /// then is found again by an idempotent retry.
     ///
     /// Unordered: one document's refusal does not stop the others, so a
     /// caller must never put two entries of one log in one call (see
-    /// [`crate::batcher`]: one entry per log per round).
+    /// [`crate::batcher`]: one entry per log per round). For the same
+    /// reason the split into commands of at most [`MAX_INSERT_BYTES`]
+    /// changes nothing: each document's outcome is its own.
     pub(crate) async fn insert_many(
+        &self,
+        entries: Vec<Document>,
+    ) -> Result<Vec<Result<Inserted, StoreError>>, StoreError> {
+        let mut outcomes = Vec::with_capacity(entries.len());
+        for chunk in insert_chunks(entries, MAX_INSERT_BYTES) {
+            outcomes.extend(self.insert_command(chunk).await?);
+        }
+        Ok(outcomes)
+    }
+
+    /// One unordered `insert` command of `entries` (see
+    /// [`insert_many`](Self::insert_many)).
+    async fn insert_command(
         &self,
         entries: Vec<Document>,
     ) -> Result<Vec<Result<Inserted, StoreError>>, StoreError> {
@@ -368,5 +389,98 @@ impl SeqLog {
             .await
             .map(|_| ())
             .map_err(|e| store_error("pinging MongoDB", e))
+    }
+}
+
+/// Splits `entries` into runs of at most `max_bytes` of BSON each, in
+/// order; a document larger than `max_bytes` alone forms a run (the server
+/// answers it with a write error of its own).
+fn insert_chunks(entries: Vec<Document>, max_bytes: usize) -> Vec<Vec<Document>> {
+    let mut chunks: Vec<Vec<Document>> = Vec::new();
+    let mut current: Vec<Document> = Vec::new();
+    let mut bytes = 0;
+    for entry in entries {
+        let size = bson_len(&entry);
+        if !current.is_empty() && bytes + size > max_bytes {
+            chunks.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += size;
+        current.push(entry);
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+/// The encoded size of `doc`, counted without building the bytes.
+fn bson_len(doc: &Document) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail; a document that cannot be encoded
+    // fails the command itself.
+    let _ = doc.to_writer(&mut count);
+    count.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(i: usize, data_bytes: usize) -> Document {
+        doc! { "_id": format!("u{i}:1"), "data": "x".repeat(data_bytes) }
+    }
+
+    #[test]
+    fn bson_len_is_the_encoded_size() {
+        let d = entry(7, 1000);
+        let mut bytes = Vec::new();
+        d.to_writer(&mut bytes).expect("encodes");
+        assert_eq!(bson_len(&d), bytes.len());
+    }
+
+    #[test]
+    fn large_rounds_are_split_in_order_within_the_limit() {
+        // 1,000 copies of a 64 KiB message: 64 MiB, over the 16 MiB a
+        // command may carry.
+        let entries: Vec<Document> = (0..1000).map(|i| entry(i, 64 * 1024)).collect();
+        let total: usize = entries.iter().map(bson_len).sum();
+        let chunks = insert_chunks(entries, MAX_INSERT_BYTES);
+        assert!(
+            chunks.len() >= total / MAX_INSERT_BYTES,
+            "{} chunks",
+            chunks.len()
+        );
+        for chunk in &chunks {
+            assert!(chunk.iter().map(bson_len).sum::<usize>() <= MAX_INSERT_BYTES);
+        }
+        let ids: Vec<String> = chunks
+            .iter()
+            .flatten()
+            .map(|d| d.get_str("_id").expect("id").to_owned())
+            .collect();
+        let want: Vec<String> = (0..1000).map(|i| format!("u{i}:1")).collect();
+        assert_eq!(ids, want);
+    }
+
+    #[test]
+    fn small_rounds_stay_one_command_and_a_huge_document_stands_alone() {
+        let small: Vec<Document> = (0..32).map(|i| entry(i, 100)).collect();
+        assert_eq!(insert_chunks(small, MAX_INSERT_BYTES).len(), 1);
+        let mixed = vec![entry(0, 10), entry(1, 5000), entry(2, 10)];
+        let chunks = insert_chunks(mixed, 1000);
+        let sizes: Vec<usize> = chunks.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [1, 1, 1]);
+        assert!(insert_chunks(Vec::new(), 1000).is_empty());
     }
 }
