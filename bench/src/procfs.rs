@@ -67,10 +67,55 @@ pub fn memory(pid: u32) -> Result<Memory, ProcError> {
 
 /// User plus system CPU time used so far by `pid` (all its threads).
 pub fn cpu_time(pid: u32) -> Result<Duration, ProcError> {
+    Ok(stat_times(pid)?.own)
+}
+
+/// CPU time of `pid` and of its descendants: those alive (read one by
+/// one) and those already reaped (the kernel's `cutime`/`cstime`). For a
+/// server made of processes, like PostgreSQL (one backend per connection).
+pub fn tree_cpu_time(pid: u32) -> Result<Duration, ProcError> {
+    let root = stat_times(pid)?;
+    let mut total = root.own + root.reaped_children;
+    // Parent of every process, read once.
+    let mut children: std::collections::HashMap<u32, Vec<u32>> = Default::default();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(p) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Ok(t) = stat_times(p) {
+                children.entry(t.ppid).or_default().push(p);
+            }
+        }
+    }
+    let mut todo = children.get(&pid).cloned().unwrap_or_default();
+    while let Some(p) = todo.pop() {
+        if let Ok(t) = stat_times(p) {
+            // A live child's own time; its reaped children are in its
+            // cutime, which only moves into ours when it is reaped.
+            total += t.own + t.reaped_children;
+        }
+        todo.extend(children.get(&p).into_iter().flatten().copied());
+    }
+    Ok(total)
+}
+
+/// The CPU times and parent of one process.
+struct StatTimes {
+    ppid: u32,
+    own: Duration,
+    reaped_children: Duration,
+}
+
+fn stat_times(pid: u32) -> Result<StatTimes, ProcError> {
     let (path, text) = read(format!("/proc/{pid}/stat"))?;
     // The command name (field 2) is in parentheses and may hold spaces:
-    // count fields after its closing parenthesis. utime and stime are fields
-    // 14 and 15, so the 12th and 13th after it.
+    // count fields after its closing parenthesis: state (3), ppid (4), ...,
+    // utime (14), stime (15), cutime (16), cstime (17).
     let rest = text
         .rfind(')')
         .map(|i| &text[i + 1..])
@@ -78,21 +123,22 @@ pub fn cpu_time(pid: u32) -> Result<Duration, ProcError> {
             path: path.clone(),
             what: "command name",
         })?;
-    let mut fields = rest.split_whitespace().skip(11);
-    let mut next = |what| {
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize, what| {
         fields
-            .next()
+            .get(i)
             .and_then(|f| f.parse::<u64>().ok())
             .ok_or(ProcError::Format {
                 path: path.clone(),
                 what,
             })
     };
-    let utime = next("utime")?;
-    let stime = next("stime")?;
-    Ok(Duration::from_millis(
-        (utime + stime) * 1000 / TICKS_PER_SEC,
-    ))
+    let ticks = |t: u64| Duration::from_millis(t * 1000 / TICKS_PER_SEC);
+    Ok(StatTimes {
+        ppid: u32::try_from(field(1, "ppid")?).unwrap_or(0),
+        own: ticks(field(11, "utime")? + field(12, "stime")?),
+        reaped_children: ticks(field(13, "cutime")? + field(14, "cstime")?),
+    })
 }
 
 /// Kernel-wide TCP socket memory, from `/proc/net/sockstat`: sockets in use
@@ -148,6 +194,8 @@ mod tests {
         }
         std::hint::black_box(x);
         assert!(cpu_time(me).unwrap() >= a);
+        let own = cpu_time(me).unwrap();
+        assert!(tree_cpu_time(me).unwrap() >= own);
         assert!(sockstat().is_ok());
     }
 
@@ -155,5 +203,6 @@ mod tests {
     fn a_missing_process_is_an_error() {
         assert!(memory(u32::MAX).is_err());
         assert!(cpu_time(u32::MAX).is_err());
+        assert!(tree_cpu_time(u32::MAX).is_err());
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Targets:
 //! - [`Target::Collect`]: edgepush's collect API (`POST /v1/messages`), the
-//!   whole path: MongoDB, dispatch, Redis, edge node.
+//!   whole path: MongoDB, dispatch, Redis, edge node; each message to all
+//!   of `to`, or to the next `per_message` of them in rotation.
 //! - [`Target::Batch`]: an edge node's batch push API (`POST /@batch`,
 //!   SigV4-signed by [`HttpPusher`]): one message to many connections of
 //!   one user, the node's fan-out path alone. Seqs increase by one per
@@ -18,6 +19,9 @@
 //! - [`Target::Centrifugo`]: Centrifugo's `/api/publish` to one channel.
 //! - [`Target::CentrifugoBroadcast`]: Centrifugo's `/api/broadcast`, one
 //!   publication into each of many channels (its unicast to many users).
+//! - [`Target::CentrifugoSpread`]: each message to the next `per_message`
+//!   of many channels in rotation (`/api/publish` for one, `/api/broadcast`
+//!   for more): the peer of collect's rotation.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,10 +46,12 @@ pub enum Target {
         base: String,
         /// The API key (`Authorization: Bearer`).
         api_key: String,
-        /// The recipients of every message.
+        /// The recipients.
         to: Vec<String>,
-        /// Send message `k` to `to[k % len]` alone instead of to all.
-        rotate: bool,
+        /// Recipients per message: 0 sends every message to all of `to`;
+        /// `n` sends message `k` to the `n` names from `to[k * n % len]`
+        /// on (wrapping), so consecutive messages go to other users.
+        per_message: usize,
     },
     /// An edge node's batch push API: each message to `conn_ids`, all of `user`.
     Batch {
@@ -86,6 +92,17 @@ pub enum Target {
         /// The channel.
         channel: String,
     },
+    /// Centrifugo, each message into the next `per_message` channels.
+    CentrifugoSpread {
+        /// Base URL.
+        base: String,
+        /// `X-API-Key`.
+        api_key: String,
+        /// The channels.
+        channels: Vec<String>,
+        /// Channels per message (at least 1).
+        per_message: usize,
+    },
     /// Centrifugo's broadcast: each message into every channel.
     CentrifugoBroadcast {
         /// Base URL.
@@ -110,6 +127,9 @@ pub struct PublishConfig {
     pub concurrency: usize,
     /// Size of each message's data in bytes (`{"t":...,"p":"xx.."}`).
     pub payload_bytes: usize,
+    /// Seconds after which no further message is started (0: no limit):
+    /// a sustained-rate run of bounded length whatever the rate.
+    pub max_secs: f64,
 }
 
 impl Default for PublishConfig {
@@ -119,6 +139,7 @@ impl Default for PublishConfig {
             rate: 0.0,
             concurrency: 1,
             payload_bytes: 64,
+            max_secs: 0.0,
         }
     }
 }
@@ -255,7 +276,9 @@ impl Publisher {
         let latency = Latency::new();
         let first_error = std::sync::Mutex::new(None::<String>);
         let rate = cfg.rate;
+        let cap = (cfg.max_secs > 0.0).then(|| started + Duration::from_secs_f64(cfg.max_secs));
         futures_util::stream::iter(0..cfg.count)
+            .take_while(|_| std::future::ready(cap.is_none_or(|cap| Instant::now() < cap)))
             .map(|k| {
                 let (sent, errors, delivered, latency, first_error) =
                     (&sent, &errors, &delivered, &latency, &first_error);
@@ -306,11 +329,11 @@ impl Publisher {
                 base,
                 api_key,
                 to,
-                rotate,
+                per_message,
             } => {
-                let to = match (rotate, to.is_empty()) {
-                    (true, false) => serde_json::to_string(&[&to[k as usize % to.len()]]),
-                    _ => serde_json::to_string(to),
+                let to = match (*per_message, to.is_empty()) {
+                    (0, _) | (_, true) => serde_json::to_string(to),
+                    (n, false) => serde_json::to_string(&spread(to, k, n)),
                 }
                 .map_err(|e| e.to_string())?;
                 let body = format!(r#"{{"to":{to},"data":{data}}}"#);
@@ -327,14 +350,21 @@ impl Publisher {
                 api_key,
                 channel,
             } => {
-                let body = format!(
-                    r#"{{"channel":{},"data":{data}}}"#,
-                    serde_json::to_string(channel).map_err(|e| e.to_string())?
-                );
-                let answer = self
-                    .post(&format!("{base}/api/publish"), ("x-api-key", api_key), body)
-                    .await?;
-                centrifugo_ok(&answer).map(|_| 0)
+                let to = Channels::One(channel);
+                self.centrifugo(base, api_key, to, &data).await.map(|_| 0)
+            }
+            Target::CentrifugoSpread {
+                base,
+                api_key,
+                channels,
+                per_message,
+            } => {
+                let picked = spread(channels, k, (*per_message).max(1));
+                let to = match picked.as_slice() {
+                    [one] => Channels::One(one),
+                    many => Channels::Many(many),
+                };
+                self.centrifugo(base, api_key, to, &data).await.map(|_| 0)
             }
             Target::CentrifugoBroadcast {
                 base,
@@ -343,18 +373,9 @@ impl Publisher {
                 chunk,
             } => {
                 for part in channels.chunks((*chunk).max(1)) {
-                    let body = format!(
-                        r#"{{"channels":{},"data":{data}}}"#,
-                        serde_json::to_string(part).map_err(|e| e.to_string())?
-                    );
-                    let answer = self
-                        .post(
-                            &format!("{base}/api/broadcast"),
-                            ("x-api-key", api_key),
-                            body,
-                        )
+                    let part: Vec<&String> = part.iter().collect();
+                    self.centrifugo(base, api_key, Channels::Many(&part), &data)
                         .await?;
-                    centrifugo_ok(&answer)?;
                 }
                 Ok(0)
             }
@@ -422,6 +443,31 @@ impl Publisher {
         }
     }
 
+    /// Publishes `data` to `to` through Centrifugo's HTTP API at `base`
+    /// (`/api/publish` for one channel, `/api/broadcast` for several).
+    async fn centrifugo(
+        &self,
+        base: &str,
+        api_key: &str,
+        to: Channels<'_>,
+        data: &str,
+    ) -> Result<(), String> {
+        let (method, field, to) = match to {
+            Channels::One(channel) => ("publish", "channel", serde_json::to_string(channel)),
+            Channels::Many(channels) => ("broadcast", "channels", serde_json::to_string(channels)),
+        };
+        let to = to.map_err(|e| e.to_string())?;
+        let body = format!(r#"{{"{field}":{to},"data":{data}}}"#);
+        let answer = self
+            .post(
+                &format!("{base}/api/{method}"),
+                ("x-api-key", api_key),
+                body,
+            )
+            .await?;
+        centrifugo_ok(&answer)
+    }
+
     async fn post(&self, url: &str, auth: (&str, &str), body: String) -> Result<String, String> {
         let answer = self
             .http
@@ -441,6 +487,26 @@ impl Publisher {
         }
         Ok(text)
     }
+}
+
+/// Where a Centrifugo publication goes.
+#[derive(Debug, Clone, Copy)]
+enum Channels<'a> {
+    /// One channel: `/api/publish`.
+    One(&'a String),
+    /// Several: `/api/broadcast`.
+    Many(&'a [&'a String]),
+}
+
+/// The `n` names of `names` from `names[k * n % len]` on, wrapping (each
+/// name at most once, however large `n`).
+fn spread(names: &[String], k: u64, n: usize) -> Vec<&String> {
+    let len = names.len();
+    if len == 0 {
+        return Vec::new();
+    }
+    let start = (k as usize).wrapping_mul(n) % len;
+    (0..n.min(len)).map(|j| &names[(start + j) % len]).collect()
 }
 
 fn raw(data: String) -> Result<Arc<RawValue>, String> {
@@ -497,6 +563,24 @@ mod tests {
             Publisher::new(bad, Some(cred)),
             Err(PublishError::Id(_))
         ));
+    }
+
+    #[test]
+    fn spread_rotates_through_the_names() {
+        let names: Vec<String> = (0..5).map(|i| format!("u{i}")).collect();
+        let got = |k, n| {
+            spread(&names, k, n)
+                .into_iter()
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(got(0, 1), ["u0"]);
+        assert_eq!(got(3, 1), ["u3"]);
+        assert_eq!(got(6, 1), ["u1"]);
+        assert_eq!(got(1, 2), ["u2", "u3"]);
+        assert_eq!(got(2, 2), ["u4", "u0"]);
+        assert_eq!(got(0, 9), ["u0", "u1", "u2", "u3", "u4"]);
+        assert!(spread(&[], 3, 2).is_empty());
     }
 
     #[test]

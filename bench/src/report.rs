@@ -1,6 +1,7 @@
 //! The results of a `bench-run`: one JSON document, rendered as a markdown
-//! table (with edgepush/Centrifugo ratios) and an SVG plot of memory per
-//! connection and latency against connections.
+//! table (with edgepush/Centrifugo ratios) and an SVG plot: memory per
+//! connection and unicast latency against connections, latency percentiles
+//! at a steady rate, and collect throughput, each beside Centrifugo's.
 
 use std::fmt::Write as _;
 
@@ -24,6 +25,9 @@ pub struct Results {
     pub fanout: Vec<FanoutRow>,
     /// Publish-to-receive latency at a steady rate.
     pub latency: Vec<LatencyRow>,
+    /// Accepted messages per second through the write path.
+    #[serde(default)]
+    pub collect: Vec<CollectRow>,
     /// Allocations per delivered message (edge node in process).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allocations: Option<serde_json::Value>,
@@ -125,6 +129,41 @@ pub struct LatencyRow {
     pub latency: LatencySummary,
     /// CPU seconds per process meanwhile (name, seconds).
     pub cpu_s: Vec<(String, f64)>,
+}
+
+/// Messages accepted per second through one system's write path, as fast as
+/// it answers with a fixed number of requests in flight.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CollectRow {
+    /// `edgepush` or `centrifugo`.
+    pub system: String,
+    /// The API and what it writes to.
+    pub path: String,
+    /// Where the messages are kept (the MongoDB wire server and its
+    /// backend; Redis for Centrifugo's history).
+    pub store: String,
+    /// Recipients (users, channels) per message.
+    pub recipients: usize,
+    /// Distinct recipients the messages rotate over.
+    pub users: usize,
+    /// Requests in flight.
+    pub concurrency: usize,
+    /// Messages accepted.
+    pub messages: u64,
+    /// Requests refused or failed.
+    pub errors: u64,
+    /// Seconds from the first request to the last answer.
+    pub elapsed_s: f64,
+    /// Messages accepted per second.
+    pub messages_per_s: f64,
+    /// Copies (message x recipient) stored per second.
+    pub copies_per_s: f64,
+    /// From sending a request to its answer.
+    pub request_latency: LatencySummary,
+    /// CPU seconds of each process (and its children) during the run.
+    pub cpu_s: Vec<(String, f64)>,
+    /// The 1-minute load average when the run started.
+    pub loadavg_1m: f64,
 }
 
 /// The many-process idle run.
@@ -352,6 +391,48 @@ impl Results {
             );
         }
 
+        if !self.collect.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n## Collect throughput: accepted messages per second, as fast as the server answers\n"
+            );
+            let _ = writeln!(
+                s,
+                "| system | path | store | recipients per message | in flight | msgs/s | copies/s | ratio (msgs/s) | request p50 / p99 / p999 ms | errors | CPU s per process | load avg |"
+            );
+            let _ = writeln!(s, "|---|---|---|---:|---:|---:|---:|---|---|---:|---|---:|");
+            for r in &self.collect {
+                let other = self
+                    .collect
+                    .iter()
+                    .find(|o| o.system == "centrifugo" && o.recipients == r.recipients);
+                let rat = match (r.system.as_str(), other) {
+                    ("edgepush", Some(o)) => ratio(r.messages_per_s, o.messages_per_s, false),
+                    _ => String::new(),
+                };
+                let l = &r.request_latency;
+                let cpu: Vec<String> = r.cpu_s.iter().map(|(n, c)| format!("{n} {c:.2}")).collect();
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {:.0} | {:.0} | {} | {} / {} / {} | {} | {} | {:.2} |",
+                    r.system,
+                    r.path,
+                    r.store,
+                    r.recipients,
+                    r.concurrency,
+                    r.messages_per_s,
+                    r.copies_per_s,
+                    rat,
+                    ms(l.p50_us),
+                    ms(l.p99_us),
+                    ms(l.p999_us),
+                    r.errors,
+                    cpu.join(", "),
+                    r.loadavg_1m
+                );
+            }
+        }
+
         if let Some(a) = &self.allocations {
             let _ = writeln!(
                 s,
@@ -397,18 +478,21 @@ impl Results {
         v
     }
 
-    /// The SVG plot: memory per idle connection (left) and unicast latency
-    /// p50/p99 (right) against connections, one line per system.
+    /// The SVG plot, four panels, each system in its colour: memory per
+    /// idle connection and unicast-round latency p50/p99 against
+    /// connections (top); publish-to-receive latency p50/p99/p999 at a
+    /// steady rate (the node's push path against Centrifugo's publish) and
+    /// accepted messages per second through collect against Centrifugo's
+    /// publish with history (bottom).
     pub fn svg(&self) -> String {
-        let (w, h) = (960.0, 420.0);
+        let (w, h) = (960.0, 820.0);
         let mut s = String::new();
         let _ = writeln!(
             s,
             r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"##
         );
         let _ = writeln!(s, r##"<rect width="100%" height="100%" fill="white"/>"##);
-        let systems = [("edgepush", "#1f77b4"), ("centrifugo", "#d62728")];
-        let mem: Vec<Line<'_>> = systems
+        let mem: Vec<Line<'_>> = SYSTEMS
             .iter()
             .map(|(name, color)| {
                 let pts = self
@@ -425,14 +509,14 @@ impl Results {
             60.0,
             40.0,
             380.0,
-            320.0,
+            300.0,
             "Memory per idle connection (KiB)",
             &mem,
             &[],
         );
         let mut lat = Vec::new();
         let mut dashed = Vec::new();
-        for (name, color) in systems {
+        for (name, color) in SYSTEMS {
             let rows: Vec<&MemoryRow> = self.memory.iter().filter(|r| r.system == name).collect();
             lat.push((
                 name,
@@ -465,26 +549,361 @@ impl Results {
             540.0,
             40.0,
             380.0,
-            320.0,
+            300.0,
             "Unicast round latency (ms): p50 solid, p99 dashed",
             &lat,
             &dashed,
         );
+        let _ = writeln!(s, r##"<text x="60" y="372">x: connections held.</text>"##);
+
+        // Steady-rate latency: the first row of each system that goes
+        // through its own push path (edgepush: the node's batch push API;
+        // Centrifugo: /api/publish to one channel).
+        let steady = |system: &str| {
+            self.latency.iter().find(|r| {
+                r.system == system
+                    && (r.path.contains("batch push")
+                        || r.path
+                            .contains("/api/publish -> Redis -> N subscribers of 1"))
+            })
+        };
+        let mut groups = Vec::new();
+        for (label, pick) in [("p50", 0usize), ("p99", 1), ("p999", 2)] {
+            let bars: Vec<(&str, &str, f64)> = SYSTEMS
+                .iter()
+                .filter_map(|(name, color)| {
+                    steady(name).map(|r| {
+                        let l = &r.latency;
+                        let us = [l.p50_us, l.p99_us, l.p999_us][pick];
+                        (*name, *color, us as f64 / 1000.0)
+                    })
+                })
+                .collect();
+            groups.push((label.to_owned(), bars));
+        }
+        let title = steady("edgepush").map_or_else(
+            || "Latency at a steady rate (ms)".to_owned(),
+            |r| {
+                format!(
+                    "Latency, {:.0} msg/s to {} connections (ms)",
+                    r.rate, r.connections
+                )
+            },
+        );
+        bars(&mut s, 60.0, 440.0, 380.0, 300.0, &title, &groups);
+
+        let mut groups = Vec::new();
+        let mut recipients: Vec<usize> = self.collect.iter().map(|r| r.recipients).collect();
+        recipients.sort_unstable();
+        recipients.dedup();
+        for n in recipients {
+            let bars: Vec<(&str, &str, f64)> = SYSTEMS
+                .iter()
+                .filter_map(|(name, color)| {
+                    self.collect
+                        .iter()
+                        .find(|r| r.system == *name && r.recipients == n)
+                        .map(|r| (*name, *color, r.messages_per_s))
+                })
+                .collect();
+            groups.push((
+                format!("{n} recipient{}", if n == 1 { "" } else { "s" }),
+                bars,
+            ));
+        }
+        bars(
+            &mut s,
+            540.0,
+            440.0,
+            380.0,
+            300.0,
+            "Accepted messages per second (collect / publish)",
+            &groups,
+        );
         let _ = writeln!(
             s,
-            r##"<text x="60" y="405">x: connections held. Source: docs/benchmarks/results.json</text>"##
+            r##"<text x="60" y="800">Source: docs/benchmarks/results.json (results.md has every row, with CPU seconds and load average).</text>"##
         );
-        let mut lx = 600.0;
-        for (name, color) in systems {
+        let mut lx = 640.0;
+        for (name, color) in SYSTEMS {
             let _ = writeln!(
                 s,
-                r##"<rect x="{lx}" y="395" width="14" height="4" fill="{color}"/><text x="{}" y="402">{name}</text>"##,
+                r##"<rect x="{lx}" y="16" width="14" height="4" fill="{color}"/><text x="{}" y="22">{name}</text>"##,
                 lx + 18.0
             );
             lx += 120.0;
         }
         s.push_str("</svg>\n");
         s
+    }
+}
+
+/// One figure followed over several runs.
+struct Series {
+    section: &'static str,
+    row: String,
+    unit: &'static str,
+    values: Vec<f64>,
+}
+
+/// Medians and spread of the key figures of several runs (markdown): one
+/// line per figure with its median, its range and every run's value, and
+/// for each latency row measured for both systems, the edgepush /
+/// Centrifugo ratio of each run at p50, p99 and p999 (below 1: edgepush
+/// ahead).
+pub fn summary(runs: &[Results]) -> String {
+    let mut series: Vec<Series> = Vec::new();
+    let mut add = |section: &'static str, row: String, unit: &'static str, v: f64| match series
+        .iter_mut()
+        .find(|s| s.section == section && s.row == row && s.unit == unit)
+    {
+        Some(s) => s.values.push(v),
+        None => series.push(Series {
+            section,
+            row,
+            unit,
+            values: vec![v],
+        }),
+    };
+    for r in runs {
+        for m in &r.memory {
+            add(
+                "memory per idle connection",
+                format!("{}, N = {}", m.system, m.connections),
+                "B",
+                m.bytes_per_conn,
+            );
+        }
+        for f in &r.fanout {
+            add(
+                "deliveries per server CPU second",
+                format!(
+                    "{}, {}, N = {} ({})",
+                    f.system, f.mode, f.connections, f.path
+                ),
+                "/s",
+                f.deliveries_per_server_cpu_s,
+            );
+        }
+        for l in &r.latency {
+            let row = format!(
+                "{}: {}, N = {}, {:.0} msg/s",
+                l.system, l.path, l.connections, l.rate
+            );
+            for (unit, us) in [
+                ("p50 ms", l.latency.p50_us),
+                ("p99 ms", l.latency.p99_us),
+                ("p999 ms", l.latency.p999_us),
+            ] {
+                add("latency", row.clone(), unit, us as f64 / 1000.0);
+            }
+        }
+        for c in &r.collect {
+            let row = format!(
+                "{}: {} recipient(s) per message, {} in flight ({})",
+                c.system, c.recipients, c.concurrency, c.store
+            );
+            add("collect", row.clone(), "msgs/s", c.messages_per_s);
+            add(
+                "collect",
+                row,
+                "request p99 ms",
+                c.request_latency.p99_us as f64 / 1000.0,
+            );
+        }
+        if let Some(a) = &r.allocations {
+            for (key, label) in [
+                ("fanout_per_delivery", "fan-out"),
+                ("unicast_per_delivery", "unicast"),
+            ] {
+                if let Some(v) = a[key]["allocs_per_unit"].as_f64() {
+                    add("allocations per delivery", label.to_owned(), "allocs", v);
+                }
+            }
+        }
+        if let Some(b) = &r.big {
+            add(
+                "many processes",
+                format!("{} connections, {} nodes", b.connections, b.nodes),
+                "B/conn",
+                b.bytes_per_conn,
+            );
+        }
+    }
+
+    let mut s = String::new();
+    let loads: Vec<String> = runs
+        .iter()
+        .map(|r| format!("{:.2}", r.machine.loadavg_at_start))
+        .collect();
+    let _ = writeln!(s, "# Summary of {} runs\n", runs.len());
+    let _ = writeln!(
+        s,
+        "Load average at the start of each run: {}. Median, range and each run's value, in run order.\n",
+        loads.join(", ")
+    );
+    let _ = writeln!(s, "| figure | row | unit | median | min – max | runs |");
+    let _ = writeln!(s, "|---|---|---|---:|---|---|");
+    for x in &series {
+        let each: Vec<String> = x.values.iter().map(|v| short(*v)).collect();
+        let (lo, hi) = x
+            .values
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                (lo.min(*v), hi.max(*v))
+            });
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} – {} | {} |",
+            x.section,
+            x.row,
+            x.unit,
+            short(median(&x.values)),
+            short(lo),
+            short(hi),
+            each.join(", ")
+        );
+    }
+
+    // Ratios per run for rows both systems have (same N and rate, each
+    // through its own push path).
+    let mut ratios = String::new();
+    for (i, r) in runs.iter().enumerate() {
+        for e in r.latency.iter().filter(|l| l.system == "edgepush") {
+            let Some(c) = r.latency.iter().find(|c| {
+                c.system == "centrifugo"
+                    && c.connections == e.connections
+                    && c.rate == e.rate
+                    && same_shape(&e.path, &c.path)
+            }) else {
+                continue;
+            };
+            let q = |a: u64, b: u64| {
+                if b == 0 {
+                    "–".to_owned()
+                } else {
+                    format!("{:.2}", a as f64 / b as f64)
+                }
+            };
+            let _ = writeln!(
+                ratios,
+                "| {} | {} | {} | {} | {} | {} |",
+                i + 1,
+                e.path,
+                c.path,
+                q(e.latency.p50_us, c.latency.p50_us),
+                q(e.latency.p99_us, c.latency.p99_us),
+                q(e.latency.p999_us, c.latency.p999_us)
+            );
+        }
+    }
+    if !ratios.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Latency, edgepush / Centrifugo, each run (below 1: edgepush ahead)\n"
+        );
+        let _ = writeln!(
+            s,
+            "| run | edgepush path | Centrifugo path | p50 | p99 | p999 |"
+        );
+        let _ = writeln!(s, "|---:|---|---|---:|---:|---:|");
+        s.push_str(&ratios);
+    }
+    s
+}
+
+/// Whether two latency rows measure the same shape of load through each
+/// system's own push path: one user's N connections (one channel's N
+/// subscribers), or one topic's N subscribers. The end-to-end rows through
+/// collect have no Centrifugo counterpart.
+fn same_shape(edgepush: &str, centrifugo: &str) -> bool {
+    let topic = |p: &str| p.contains("topic") || p.contains("N users");
+    !edgepush.starts_with("collect") && topic(edgepush) == topic(centrifugo)
+}
+
+/// The median of `values` (the mean of the two middle ones for an even
+/// count); 0 for none.
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// The systems plotted, and their colours.
+const SYSTEMS: [(&str, &str); 2] = [("edgepush", "#1f77b4"), ("centrifugo", "#d62728")];
+
+/// One group of bars: its label and (system, colour, value) per bar.
+type BarGroup<'a> = (String, Vec<(&'a str, &'a str, f64)>);
+
+/// A panel of grouped bars, each labelled with its value.
+fn bars(s: &mut String, x0: f64, y0: f64, w: f64, h: f64, title: &str, groups: &[BarGroup<'_>]) {
+    let _ = writeln!(
+        s,
+        r##"<text x="{x0}" y="{}" font-weight="bold">{title}</text>"##,
+        y0 - 12.0
+    );
+    let _ = writeln!(
+        s,
+        r##"<rect x="{x0}" y="{y0}" width="{w}" height="{h}" fill="none" stroke="#888"/>"##
+    );
+    let ymax = groups
+        .iter()
+        .flat_map(|g| g.1.iter().map(|b| b.2))
+        .fold(0.0, f64::max)
+        .max(1e-3)
+        * 1.15;
+    if groups.iter().all(|g| g.1.is_empty()) {
+        let _ = writeln!(
+            s,
+            r##"<text x="{}" y="{}" text-anchor="middle" fill="#888">not measured in this run</text>"##,
+            x0 + w / 2.0,
+            y0 + h / 2.0
+        );
+        return;
+    }
+    let slot = w / groups.len().max(1) as f64;
+    for (g, (label, group)) in groups.iter().enumerate() {
+        let gx = x0 + slot * g as f64;
+        let bw = (slot * 0.8 / group.len().max(1) as f64).min(60.0);
+        let start = gx + (slot - bw * group.len() as f64) / 2.0;
+        for (i, (_, color, v)) in group.iter().enumerate() {
+            let bh = v / ymax * h;
+            let x = start + bw * i as f64;
+            let y = y0 + h - bh;
+            let _ = writeln!(
+                s,
+                r##"<rect x="{x:.1}" y="{y:.1}" width="{:.1}" height="{bh:.1}" fill="{color}"/><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">{}</text>"##,
+                bw - 4.0,
+                x + (bw - 4.0) / 2.0,
+                y - 3.0,
+                short(*v)
+            );
+        }
+        let _ = writeln!(
+            s,
+            r##"<text x="{:.1}" y="{}" text-anchor="middle">{label}</text>"##,
+            gx + slot / 2.0,
+            y0 + h + 16.0
+        );
+    }
+}
+
+/// A value in at most 4 significant characters (`1.23`, `45.6`, `7,890`).
+fn short(v: f64) -> String {
+    if v >= 1000.0 {
+        let whole = v.round() as u64;
+        let (th, rest) = (whole / 1000, whole % 1000);
+        format!("{th},{rest:03}")
+    } else if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
     }
 }
 
@@ -593,6 +1012,38 @@ mod tests {
         r
     }
 
+    /// The steady-rate rows of both systems (1,000 connections, 20 msg/s,
+    /// p50 5 ms) with these p99s and p999 (µs).
+    fn steady_rows(edgepush_p99: u64, centrifugo_p99: u64, p999: u64) -> Vec<LatencyRow> {
+        [
+            (
+                "edgepush",
+                "node batch push API -> N connections of 1 user",
+                edgepush_p99,
+            ),
+            (
+                "centrifugo",
+                "/api/publish -> Redis -> N subscribers of 1 channel",
+                centrifugo_p99,
+            ),
+        ]
+        .into_iter()
+        .map(|(system, path, p99)| LatencyRow {
+            system: system.into(),
+            path: path.into(),
+            connections: 1000,
+            rate: 20.0,
+            latency: LatencySummary {
+                p50_us: 5000,
+                p99_us: p99,
+                p999_us: p999,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .collect()
+    }
+
     #[test]
     fn markdown_shows_ratios_per_size() {
         let md = sample().markdown();
@@ -608,5 +1059,63 @@ mod tests {
         let svg = sample().svg();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert_eq!(svg.matches("<polyline").count(), 6);
+        assert_eq!(svg.matches("not measured in this run").count(), 2);
+    }
+
+    #[test]
+    fn a_summary_gives_medians_ranges_and_ratios_per_run() {
+        let runs: Vec<Results> = [(9000, 12000, 0.9), (11000, 10000, 2.5), (8000, 12500, 4.0)]
+            .into_iter()
+            .map(|(e99, c99, load)| {
+                let mut r = sample();
+                r.machine.loadavg_at_start = load;
+                r.latency.extend(steady_rows(e99, c99, 20000));
+                r
+            })
+            .collect();
+        let md = summary(&runs);
+        assert!(
+            md.contains("Load average at the start of each run: 0.90, 2.50, 4.00"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| latency | edgepush: node batch push API -> N connections of 1 user, N = 1000, 20 msg/s | p99 ms | 9.00 | 8.00 – 11.0 | 9.00, 11.0, 8.00 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| memory per idle connection | edgepush, N = 1000 | B | 3,000 |"),
+            "{md}"
+        );
+        // Run 2 has Centrifugo ahead at p99.
+        assert!(md.contains("| 2 | node batch push API"), "{md}");
+        assert!(md.contains("| 1.00 | 1.10 | 1.00 |"), "{md}");
+        assert_eq!(median(&[3.0, 1.0, 2.0, 10.0]), 2.5);
+        assert_eq!(median(&[]), 0.0);
+    }
+
+    #[test]
+    fn latency_and_collect_are_plotted_beside_centrifugo() {
+        let mut r = sample();
+        r.latency.extend(steady_rows(9000, 12000, 15000));
+        for (system, recipients, rate) in [
+            ("edgepush", 1, 5200.0),
+            ("centrifugo", 1, 9000.0),
+            ("edgepush", 100, 300.0),
+        ] {
+            r.collect.push(CollectRow {
+                system: system.into(),
+                recipients,
+                messages_per_s: rate,
+                ..Default::default()
+            });
+        }
+        let svg = r.svg();
+        assert_eq!(svg.matches("not measured in this run").count(), 0);
+        // 3 percentiles x 2 systems + 3 collect bars.
+        assert_eq!(svg.matches("<rect x=").count() - 6, 9, "{svg}");
+        assert!(svg.contains(">5,200<") && svg.contains(">12.0<"), "{svg}");
+        let md = r.markdown();
+        assert!(md.contains("| 1 | 0 | 5200 |"), "{md}");
+        assert!(md.contains("0.58 (Centrifugo ahead)"), "{md}");
     }
 }

@@ -88,7 +88,7 @@ async fn every_connection_gets_exactly_its_messages() -> anyhow::Result<()> {
             base,
             api_key: edgepush_tests::API_KEY.into(),
             to: (0..CONNECTIONS).map(|i| format!("{prefix}{i}")).collect(),
-            rotate: false,
+            per_message: 0,
         },
         None,
     )?;

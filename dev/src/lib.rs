@@ -65,6 +65,9 @@ pub struct DevConfig {
     /// Run the nodes as child processes of this binary (`serve`), so one can
     /// be killed from a terminal; needs Redis and MongoDB.
     pub node_processes: Option<std::path::PathBuf>,
+    /// Most connections of one user on a node (in-process nodes): the
+    /// benchmarks hold a thousand connections of one user.
+    pub max_connections_per_user: usize,
 }
 
 impl Default for DevConfig {
@@ -78,6 +81,7 @@ impl Default for DevConfig {
             ws_ports: [9001, 9002],
             push_ports: [9101, 9102],
             node_processes: None,
+            max_connections_per_user: edge_node::config::DEFAULT_MAX_CONNECTIONS_PER_USER,
         }
     }
 }
@@ -316,6 +320,7 @@ pub async fn start(cfg: DevConfig) -> anyhow::Result<DevSystem> {
         });
         let node_cfg = NodeConfig {
             namespaces: dev_namespaces(),
+            max_connections_per_user: cfg.max_connections_per_user,
             ..NodeConfig::for_local(&format!("dev-{}", i + 1), auth.clone(), credential.clone())
         };
         let deps = deps.clone();

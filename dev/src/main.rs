@@ -81,6 +81,9 @@ struct DevArgs {
     /// REDIS_URL and MONGODB_URI.
     #[arg(long)]
     node_processes: bool,
+    /// Most connections of one user on each (in-process) node.
+    #[arg(long, default_value_t = edge_node::config::DEFAULT_MAX_CONNECTIONS_PER_USER)]
+    max_connections_per_user: usize,
 }
 
 /// A port for each node: `port` and the next one, or two free ones for 0.
@@ -134,6 +137,7 @@ async fn main() -> anyhow::Result<()> {
                 } else {
                     None
                 },
+                max_connections_per_user: args.max_connections_per_user,
                 ..DevConfig::default()
             };
             let running = edgepush_dev::start(cfg).await?;

@@ -40,7 +40,7 @@ use axum::response::{IntoResponse, Response};
 use edgepush_core::protocol::{
     self, ErrorBody, PushBatchRef, PushBatchResult, TopicPushBatchRef, TopicPushResult,
 };
-use edgepush_core::{ConnId, MessageId, TopicName};
+use edgepush_core::{ConnId, MessageId, Seq, TopicName};
 use edgepush_delivery::sigv4;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -52,8 +52,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::hub::{Delivery, Outbound};
 use crate::metrics::Metrics;
-use crate::session::text_frame;
+use crate::session::{text_frame, text_frame_from_string};
 use crate::state::NodeState;
+use serde_json::value::RawValue;
+use tokio_tungstenite::tungstenite::Message;
 
 /// The largest `PostToConnection` body, as API Gateway allows.
 pub(crate) const MAX_POST_BYTES: usize = 128 * 1024;
@@ -356,12 +358,14 @@ fn batch(state: &NodeState, body: &[u8]) -> Result<Response, ApiError> {
     let batch: PushBatchRef<'_> = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("batch body: {e}")))?;
     let mut result = PushBatchResult::default();
+    let mut frames = FrameArena::default();
     for item in &batch.items {
         let m = &item.message;
         MessageId::validate(m.id).map_err(|e| ApiError::BadRequest(format!("message id: {e}")))?;
-        // Serialise once per message; every connection shares the bytes.
-        let frame = text_frame(protocol::encode_msg_unchecked(m.seq, m.id, m.data));
-        for conn in &item.connection_ids {
+        // Serialise once per message, into the batch's shared buffer;
+        // every connection shares the bytes.
+        let frame = frames.frame(m.seq, m.id, m.data);
+        for conn in item.connection_ids.iter() {
             let out = Outbound {
                 seq: m.seq,
                 topic: None,
@@ -387,6 +391,34 @@ fn batch(state: &NodeState, body: &[u8]) -> Result<Response, ApiError> {
         .push_gone
         .fetch_add(result.gone.len() as u64, Ordering::Relaxed);
     Ok((StatusCode::OK, axum::Json(result)).into_response())
+}
+
+/// Frames of one push batch, written one after the other into shared
+/// buffers of [`FRAME_ARENA`] bytes: one allocation (and one reference
+/// count) serves every frame that fits, where a buffer per frame costs an
+/// allocation per message of a unicast batch.
+#[derive(Default)]
+struct FrameArena {
+    /// The current buffer's free part.
+    free: bytes::BytesMut,
+}
+
+/// Size of a [`FrameArena`] buffer: ~35 frames of a 64-byte payload. A
+/// frame still queued to a slow connection keeps its whole buffer alive,
+/// so this bounds what one queued frame can hold (the send queue bounds
+/// the frames).
+const FRAME_ARENA: usize = 4096;
+
+impl FrameArena {
+    /// The `msg` frame of a stored message (`id` validated).
+    fn frame(&mut self, seq: Seq, id: &str, data: &RawValue) -> Message {
+        let len = protocol::msg_len_unchecked(seq, id, data);
+        if self.free.capacity() - self.free.len() < len {
+            self.free = bytes::BytesMut::with_capacity(FRAME_ARENA.max(len));
+        }
+        protocol::put_msg_unchecked(&mut self.free, seq, id, data);
+        text_frame(self.free.split().freeze())
+    }
 }
 
 /// A topic push: each item's frame is made once, only when the topic has
@@ -425,16 +457,18 @@ fn topics(state: &NodeState, body: &[u8]) -> Result<Response, ApiError> {
         let seq = item.message.as_ref().map_or(0, |m| m.seq);
         // Serialised once, and only when the topic has subscribers here.
         let encode = || match (&item.message, &item.presence) {
-            (Some(m), _) => protocol::encode_topic_msg_unchecked(item.topic, m.seq, m.id, m.data),
-            (None, Some(event)) => protocol::encode_presence(item.topic, event),
-            (None, None) => bytes::Bytes::new(),
+            (Some(m), _) => text_frame_from_string(protocol::topic_msg_text_unchecked(
+                item.topic, m.seq, m.id, m.data,
+            )),
+            (None, Some(event)) => text_frame(protocol::encode_presence(item.topic, event)),
+            (None, None) => text_frame(bytes::Bytes::new()),
         };
         let fanned = state
             .topics
             .fan_out(&state.hub, item.topic, seq, |topic| Outbound {
                 seq,
                 topic: Some(topic.clone()),
-                frame: text_frame(encode()),
+                frame: encode(),
             });
         match fanned {
             Some(done) => {

@@ -130,10 +130,22 @@ impl<'w> Burst<'w> {
 /// A text frame of JSON bytes (binary if they were somehow not UTF-8).
 pub(crate) fn text_frame(bytes: bytes::Bytes) -> Message {
     // The encoders write JSON text from validated strings: always UTF-8.
-    match Utf8Bytes::try_from(bytes.clone()) {
-        Ok(text) => Message::Text(text),
-        Err(_) => Message::Binary(bytes),
+    // Checked before the bytes are handed over: a clone to keep them for
+    // the fallback would allocate (it makes the buffer a shared one).
+    if std::str::from_utf8(&bytes).is_err() {
+        return Message::Binary(bytes);
     }
+    match Utf8Bytes::try_from(bytes) {
+        Ok(text) => Message::Text(text),
+        Err(_) => Message::Binary(bytes::Bytes::new()),
+    }
+}
+
+/// A text frame that takes `text`'s buffer over: no copy, no check, no
+/// second allocation when `text` is exactly as long as its capacity (the
+/// protocol's frame encoders build them so).
+pub(crate) fn text_frame_from_string(text: String) -> Message {
+    Message::Text(Utf8Bytes::from(text))
 }
 
 /// One stream's position.

@@ -254,6 +254,14 @@ start_postgres() {
         return 1
     }
     "${run_as[@]}" "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres ferretdb || return 1
+    # Indexes FerretDB's pushed-down filters can use (see the file);
+    # EDGEPUSH_FERRETDB_GIN=0 leaves FerretDB's own indexes alone.
+    if [[ ${EDGEPUSH_FERRETDB_GIN:-1} == 1 ]]; then
+        "${run_as[@]}" "$bin/psql" -q -h 127.0.0.1 -p "$port" -U postgres -d ferretdb \
+            -v ON_ERROR_STOP=1 <"$repo_root/scripts/lib/ferretdb-gin.sql" >/dev/null || {
+            warn "could not add the GIN index trigger to PostgreSQL; FerretDB scans whole tables"
+        }
+    fi
     pg_url="postgres://postgres@127.0.0.1:$port/ferretdb"
 }
 

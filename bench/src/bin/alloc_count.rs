@@ -8,7 +8,7 @@
 //! push API request (HTTP, SigV4 check, JSON parse of the batch), the hub,
 //! the per-connection queues and the WebSocket writes.
 //!
-//! Phases (N connections, K messages each):
+//! Phases (N connections, K messages each, after [`WARM_UP`] messages):
 //! - `idle`: allocations and live heap bytes per connection after N connect;
 //! - `fanout`: K batches, each one message to all N connections of one user;
 //! - `fanout_gone`: the same batches to N connection ids that are not on the
@@ -21,7 +21,12 @@
 //!
 //! ```text
 //! alloc-count --connections 1000 --messages 20
+//! alloc-count --connections 200 --messages 5 --trace-unicast 7
 //! ```
+//!
+//! `--trace-unicast K` also samples every K-th allocation of the unicast
+//! phase with a backtrace and prints, on stderr, the call sites that
+//! allocate most (where an allocation per delivery comes from).
 #![allow(unsafe_code)] // A global allocator is an `unsafe impl`; it only forwards to `System`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -77,12 +82,75 @@ fn counted() -> bool {
     COUNTED.try_with(Cell::get).unwrap_or(false)
 }
 
+thread_local! {
+    /// Set while this thread captures a backtrace (whose own allocations
+    /// are neither counted nor traced).
+    static TRACING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Sample every this many counted allocations with a backtrace (0: off).
+static TRACE_EVERY: AtomicU64 = AtomicU64::new(0);
+/// The sampled backtraces, resolved when printed.
+static TRACES: std::sync::Mutex<Vec<std::backtrace::Backtrace>> = std::sync::Mutex::new(Vec::new());
+
+/// Counts an allocation of the node; samples it when tracing is on.
+fn note_node_alloc(size: usize) {
+    if TRACING.try_with(Cell::get).unwrap_or(true) {
+        return;
+    }
+    note_alloc(size);
+    let every = TRACE_EVERY.load(Ordering::Relaxed);
+    if every > 0 && ALLOCS.load(Ordering::Relaxed).is_multiple_of(every) {
+        TRACING.with(|t| t.set(true));
+        let trace = std::backtrace::Backtrace::force_capture();
+        if let Ok(mut traces) = TRACES.lock() {
+            traces.push(trace);
+        }
+        TRACING.with(|t| t.set(false));
+    }
+}
+
+/// The sampled call sites, most frequent first: each backtrace cut to the
+/// frames below the allocator, with the crates' own frames kept.
+fn print_traces(samples_every: u64) {
+    let traces = std::mem::take(&mut *TRACES.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut sites: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for trace in &traces {
+        let text = trace.to_string();
+        let frames: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.starts_with("at "))
+            .map(|l| l.split_once(": ").map_or(l, |(_, f)| f))
+            .filter(|f| {
+                !f.starts_with("std::")
+                    && !f.starts_with("alloc::")
+                    && !f.starts_with("core::")
+                    && !f.starts_with("<alloc_count::Counting")
+                    && !f.starts_with("alloc_count::note")
+                    && !f.starts_with("__rust")
+            })
+            .take(14)
+            .collect();
+        *sites.entry(frames.join("\n    ")).or_default() += 1;
+    }
+    let mut sites: Vec<(String, u64)> = sites.into_iter().collect();
+    sites.sort_by_key(|s| std::cmp::Reverse(s.1));
+    eprintln!(
+        "alloc-count: {} sampled allocations (1 in {samples_every}), top call sites:",
+        traces.len()
+    );
+    for (site, n) in sites.iter().take(12) {
+        eprintln!("  {n} x\n    {site}");
+    }
+}
+
 // SAFETY: every method forwards to `System` with the caller's arguments;
 // the counting only touches atomics and a const thread-local.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if counted() {
-            note_alloc(layout.size());
+            note_node_alloc(layout.size());
         }
         // SAFETY: forwarded as is.
         unsafe { System.alloc(layout) }
@@ -90,14 +158,14 @@ unsafe impl GlobalAlloc for Counting {
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if counted() {
-            note_alloc(layout.size());
+            note_node_alloc(layout.size());
         }
         // SAFETY: forwarded as is.
         unsafe { System.alloc_zeroed(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if counted() {
+        if counted() && !TRACING.try_with(Cell::get).unwrap_or(true) {
             note_free(layout.size());
         }
         // SAFETY: forwarded as is.
@@ -105,9 +173,9 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if counted() {
+        if counted() && !TRACING.try_with(Cell::get).unwrap_or(true) {
             // A realloc may move: count it as an allocation and a free.
-            note_alloc(new_size);
+            note_node_alloc(new_size);
             note_free(layout.size());
         }
         // SAFETY: forwarded as is.
@@ -183,9 +251,21 @@ struct Args {
     /// Bytes of data per message.
     #[arg(long, default_value_t = 64)]
     payload_bytes: usize,
+    /// Sample every K-th allocation of the unicast phase with a backtrace
+    /// and print the top call sites on stderr (0: off; slows the phase).
+    #[arg(long, default_value_t = 0)]
+    trace_unicast: u64,
 }
 
 const SECRET: &str = "alloc-count-secret-0123456789";
+
+/// Messages sent before each measured phase. Seqs and message ids
+/// (`bench-<seq>`) then have two digits in every measured message (seqs
+/// 10..=99, for up to 90 messages): frames keep one length, so the
+/// connections' write buffers, grown once to their steady size during the
+/// warm-up, are not grown again by a frame one digit longer — a growth
+/// that happens once per connection in a lifetime, not per message.
+const WARM_UP: u64 = 9;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -214,6 +294,8 @@ fn main() -> anyhow::Result<()> {
     config.node_ttl = Duration::from_secs(1200);
     config.ping_interval = Duration::from_secs(600);
     config.idle_timeout = Duration::from_secs(1200);
+    // The fan-out phase holds N connections of one user.
+    config.max_connections_per_user = config.max_connections;
     let stop = tokio_util::sync::CancellationToken::new();
     let (ws_addr, push_addr) = node_rt.block_on(async {
         let ws = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -274,7 +356,7 @@ fn main() -> anyhow::Result<()> {
         let mut idle = per(s0, s1, n as u64);
         idle["live_allocations_by_size"] = live_by_size(s0, s1, n as u64);
 
-        // Fan-out: one message to N connections, K times (after one warm-up).
+        // Fan-out: one message to N connections, K times (after the warm-up).
         let conn_ids: Vec<String> = fan.conn_ids().into_iter().flatten().collect();
         let warm = Publisher::new(
             Target::Batch {
@@ -285,9 +367,9 @@ fn main() -> anyhow::Result<()> {
             },
             Some(credential.clone()),
         )?;
-        warm.run(&pc(1)).await;
+        warm.run(&pc(WARM_UP)).await;
         anyhow::ensure!(
-            fan.wait_received(n as u64, wait).await,
+            fan.wait_received(n as u64 * WARM_UP, wait).await,
             "warm-up not delivered"
         );
         settle().await;
@@ -297,13 +379,13 @@ fn main() -> anyhow::Result<()> {
                 push_url: push_url.clone(),
                 user: "fan".into(),
                 conn_ids,
-                first_seq: 2,
+                first_seq: WARM_UP + 1,
             },
             Some(credential.clone()),
         )?;
         let published = batch.run(&pc(k)).await;
         anyhow::ensure!(
-            fan.wait_received(n as u64 * (k + 1), wait).await,
+            fan.wait_received(n as u64 * (k + WARM_UP), wait).await,
             "fan-out not delivered: {published:?}"
         );
         settle().await;
@@ -348,13 +430,15 @@ fn main() -> anyhow::Result<()> {
             },
             Some(credential.clone()),
         )?;
-        warm.run(&pc(1)).await;
+        warm.run(&pc(WARM_UP)).await;
         anyhow::ensure!(
-            uni.wait_received(n as u64, wait).await,
+            uni.wait_received(n as u64 * WARM_UP, wait).await,
             "unicast warm-up not delivered"
         );
-        let pairs: Vec<(String, String, u64)> =
-            pairs.into_iter().map(|(u, c, _)| (u, c, 2)).collect();
+        let pairs: Vec<(String, String, u64)> = pairs
+            .into_iter()
+            .map(|(u, c, _)| (u, c, WARM_UP + 1))
+            .collect();
         let rounds = Publisher::new(
             Target::BatchUnicast {
                 push_url: push_url.clone(),
@@ -365,12 +449,14 @@ fn main() -> anyhow::Result<()> {
         )?;
         settle().await;
         let s6 = snapshot();
+        TRACE_EVERY.store(args.trace_unicast, Ordering::Relaxed);
         rounds.run(&pc(k)).await;
         anyhow::ensure!(
-            uni.wait_received(n as u64 * (k + 1), wait).await,
+            uni.wait_received(n as u64 * (k + WARM_UP), wait).await,
             "unicast not delivered"
         );
         settle().await;
+        TRACE_EVERY.store(0, Ordering::Relaxed);
         let s7 = snapshot();
         let unicast = per(s6, s7, n as u64 * k);
 
@@ -388,6 +474,9 @@ fn main() -> anyhow::Result<()> {
     })?;
     stop.cancel();
     drop(node_rt);
+    if args.trace_unicast > 0 {
+        print_traces(args.trace_unicast);
+    }
     #[allow(clippy::print_stdout)]
     {
         println!("{report}");

@@ -17,13 +17,19 @@
 //!    node's batch push API and end to end through collect (MongoDB,
 //!    dispatch, Redis), Centrifugo through `/api/publish`; plus the end to
 //!    end sustained rate through collect;
-//! 4. topic: one topic (edgepush) / channel (Centrifugo) with N
+//! 4. collect: accepted messages per second through collect (dev mode:
+//!    collect -> MongoDB -> dispatch) as fast as it answers, 32 requests in
+//!    flight, each message to 1 user (and, separately, to 100 users) of
+//!    many in rotation, with the request latency; beside Centrifugo's
+//!    publish API with history kept in Redis (`/api/publish`, and
+//!    `/api/broadcast` to 100 channels);
+//! 5. topic: one topic (edgepush) / channel (Centrifugo) with N
 //!    subscribers on one node, N distinct users: deliveries per server CPU
 //!    second at full speed, then publish-to-receive latency at a steady
 //!    rate; edgepush through the node's topic push API (`/@topics`, what
 //!    dispatch sends), Centrifugo through `/api/publish`;
-//! 5. allocations: `alloc-count`;
-//! 6. many processes: `--big` connections over several node and generator
+//! 6. allocations: `alloc-count`;
+//! 7. many processes: `--big` connections over several node and generator
 //!    processes.
 
 use std::io::{BufRead, BufReader, Write as _};
@@ -39,13 +45,18 @@ use edgepush_bench::latency::LatencySummary;
 use edgepush_bench::loadgen::{Protocol, Sources, Swarm, SwarmConfig, Users};
 use edgepush_bench::procfs;
 use edgepush_bench::publish::{PublishConfig, Publisher, Target};
-use edgepush_bench::report::{BigRun, FanoutRow, LatencyRow, Machine, MemoryRow, Results};
+use edgepush_bench::report::{
+    BigRun, CollectRow, FanoutRow, LatencyRow, Machine, MemoryRow, Results,
+};
 use edgepush_delivery::sigv4::PushCredential;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "bench-run",
-    about = "edgepush and Centrifugo benchmark scenarios"
+    about = "edgepush and Centrifugo benchmark scenarios",
+    // A flag given again (scripts/bench passes the binaries, a caller may
+    // name others) takes the last value.
+    args_override_self = true
 )]
 struct Args {
     /// Where results.json, results.md and memory_latency.svg go.
@@ -105,6 +116,25 @@ struct Args {
     /// Messages of the end-to-end sustained-rate run through collect.
     #[arg(long, default_value_t = 2000)]
     e2e_messages: u64,
+    /// Messages per second of the end-to-end unicast row (collect ->
+    /// MongoDB -> dispatch -> Redis -> node -> client, one user each).
+    #[arg(long, default_value_t = 200.0)]
+    e2e_rate: f64,
+    /// Recipients per message of the collect scenario's runs.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 100])]
+    collect_recipients: Vec<usize>,
+    /// Distinct users (channels) the collect scenario rotates over.
+    #[arg(long, default_value_t = 10_000)]
+    collect_users: usize,
+    /// Seconds of each collect run.
+    #[arg(long, default_value_t = 10.0)]
+    collect_secs: f64,
+    /// Requests in flight in the collect scenario.
+    #[arg(long, default_value_t = 32)]
+    collect_concurrency: usize,
+    /// What the MongoDB wire server is, shown beside the collect figures.
+    #[arg(long, default_value = "MongoDB wire server")]
+    store_label: String,
     /// Total connections of the many-process run (0: skip).
     #[arg(long, default_value_t = 0)]
     big: usize,
@@ -117,7 +147,7 @@ struct Args {
     /// New connections per second.
     #[arg(long, default_value_t = 2000)]
     rate: u32,
-    /// Only these scenarios (memory, fanout, latency, topic, alloc, big); all when empty.
+    /// Only these scenarios (memory, fanout, latency, collect, topic, alloc, big); all when empty.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -126,6 +156,8 @@ const JWT_SECRET: &str = "bench-jwt-secret-0123456789abcdef";
 const PUSH_KEY: &str = "bench-push";
 const PUSH_SECRET: &str = "bench-push-secret";
 const CF_API_KEY: &str = "bench-api-key";
+/// Collect's API key in dev mode.
+const DEV_API_KEY: &str = "bench-collect-key";
 
 fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
@@ -136,6 +168,9 @@ fn main() -> anyhow::Result<()> {
         args.latency_connections = 100;
         args.latency_secs = 3.0;
         args.e2e_messages = 100;
+        args.e2e_rate = 50.0;
+        args.collect_secs = 3.0;
+        args.collect_users = 1000;
         args.topic_connections = 500;
         if args.big > 0 {
             args.big = 2000;
@@ -299,6 +334,13 @@ impl Runner {
             self.latency_e2e().await?;
             self.write()?;
         }
+        if self.wants("collect") {
+            self.collect(Protocol::Edgepush).await?;
+            if has_cf {
+                self.collect(Protocol::Centrifugo).await?;
+            }
+            self.write()?;
+        }
         if self.wants("topic") {
             self.topic(Protocol::Edgepush).await?;
             if has_cf {
@@ -351,6 +393,8 @@ impl Runner {
                 format!("bench_{}", self.run_id),
             )
             .env("EDGEPUSH_NODE_ID", format!("bench-{}-{tag}", self.run_id))
+            // The fan-out and latency scenarios hold N connections of one user.
+            .env("EDGEPUSH_MAX_CONNECTIONS_PER_USER", "1000000")
             .env("EDGEPUSH_WS_ADDR", format!("127.0.0.1:{ws}"))
             .env("EDGEPUSH_PUSH_ADDR", format!("127.0.0.1:{push}"))
             .env("EDGEPUSH_JWT_SECRET", JWT_SECRET)
@@ -373,14 +417,17 @@ impl Runner {
         })
     }
 
-    async fn start_centrifugo(&self, tag: &str) -> anyhow::Result<Server> {
+    /// Centrifugo on the private Redis; with `history`, every channel keeps
+    /// its last 100 publications for 5 minutes in Redis (`history_size`,
+    /// `history_ttl`): what a publish that must survive a disconnect costs.
+    async fn start_centrifugo(&self, tag: &str, history: bool) -> anyhow::Result<Server> {
         let bin = self
             .args
             .centrifugo_bin
             .as_ref()
             .context("no Centrifugo binary")?;
         let port = free_port()?;
-        let config = serde_json::json!({
+        let mut config = serde_json::json!({
             "http_server": {"address": "127.0.0.1", "port": port},
             "log": {"level": "warn"},
             "client": {"token": {"hmac_secret_key": JWT_SECRET}, "allowed_origins": ["*"]},
@@ -389,6 +436,11 @@ impl Runner {
             "health": {"enabled": true},
             "usage_stats": {"disabled": true},
         });
+        if history {
+            config["channel"] = serde_json::json!({
+                "without_namespace": {"history_size": 100, "history_ttl": "300s"}
+            });
+        }
         let config_path = self.args.work_dir.join(format!("centrifugo-{tag}.json"));
         std::fs::write(&config_path, serde_json::to_string_pretty(&config)?)?;
         let log = self.args.work_dir.join(format!("centrifugo-{tag}.log"));
@@ -420,7 +472,7 @@ impl Runner {
     async fn start(&self, protocol: Protocol, tag: &str) -> anyhow::Result<Server> {
         match protocol {
             Protocol::Edgepush => self.start_edge_node(tag).await,
-            Protocol::Centrifugo => self.start_centrifugo(tag).await,
+            Protocol::Centrifugo => self.start_centrifugo(tag, false).await,
         }
     }
 
@@ -755,7 +807,15 @@ impl Runner {
         if protocol == Protocol::Centrifugo {
             pids.extend(self.store_pids().into_iter().filter(|(n, _)| n == "redis"));
         }
-        let (published, deliveries, latency, cpu) = self.steady(&swarm, &publisher, &pids).await;
+        let (published, deliveries, latency, cpu) = self
+            .steady(
+                &swarm,
+                &publisher,
+                &pids,
+                self.args.latency_rate,
+                swarm.connected() as u64,
+            )
+            .await;
         eprintln!(
             "   steady {} msg/s: p50 {} us, p99 {} us, p999 {} us ({deliveries} deliveries)",
             self.args.latency_rate, latency.p50_us, latency.p99_us, latency.p999_us
@@ -779,48 +839,37 @@ impl Runner {
     // ---------------------------------------------------------------
     // 3. Latency at a steady rate.
 
+    /// `latency_secs` of messages at `rate` per second; each message is
+    /// expected at `per_message` connections.
     async fn steady(
         &mut self,
         swarm: &Swarm,
         publisher: &Publisher,
         pids: &[(String, u32)],
+        rate: f64,
+        per_message: u64,
     ) -> (
         edgepush_bench::publish::PublishReport,
         u64,
         LatencySummary,
         Vec<(String, f64)>,
     ) {
-        let count = (self.args.latency_rate * self.args.latency_secs)
-            .round()
-            .max(1.0) as u64;
+        let count = (rate * self.args.latency_secs).round().max(1.0) as u64;
         swarm.latency().reset();
         let before = swarm.received();
-        let cpu0: Vec<f64> = pids
-            .iter()
-            .map(|(_, p)| procfs::cpu_time(*p).map_or(0.0, |d| d.as_secs_f64()))
-            .collect();
-        let own0 = self.own_cpu();
+        let cpu0 = CpuClock::start(self, pids);
         let published = publisher
             .run(&PublishConfig {
                 count,
-                rate: self.args.latency_rate,
+                rate,
                 concurrency: 16,
                 payload_bytes: self.args.payload_bytes,
+                max_secs: 0.0,
             })
             .await;
-        let want = before + published.sent * swarm.connected() as u64;
+        let want = before + published.sent * per_message;
         swarm.wait_received(want, Duration::from_secs(60)).await;
-        let mut cpu: Vec<(String, f64)> = pids
-            .iter()
-            .zip(cpu0)
-            .map(|((name, p), c0)| {
-                (
-                    name.clone(),
-                    procfs::cpu_time(*p).map_or(0.0, |d| d.as_secs_f64()) - c0,
-                )
-            })
-            .collect();
-        cpu.push(("loadgen+publisher".into(), self.own_cpu() - own0));
+        let cpu = cpu0.stop(self);
         (
             published,
             swarm.received() - before,
@@ -881,8 +930,15 @@ impl Runner {
             if protocol == Protocol::Centrifugo {
                 pids.extend(self.store_pids().into_iter().filter(|(n, _)| n == "redis"));
             }
-            let (published, deliveries, latency, cpu) =
-                self.steady(&swarm, &publisher, &pids).await;
+            let (published, deliveries, latency, cpu) = self
+                .steady(
+                    &swarm,
+                    &publisher,
+                    &pids,
+                    self.args.latency_rate,
+                    swarm.connected() as u64,
+                )
+                .await;
             eprintln!(
                 "   p50 {} us, p99 {} us, p999 {} us ({deliveries} deliveries)",
                 latency.p50_us, latency.p99_us, latency.p999_us
@@ -904,11 +960,9 @@ impl Runner {
         Ok(())
     }
 
-    /// Collect -> MongoDB -> dispatch -> Redis -> node -> client, in
-    /// dev mode (`edgepush-dev`: collect, dispatch and two nodes in one process) on
-    /// the real stores.
-    async fn latency_e2e(&mut self) -> anyhow::Result<()> {
-        eprintln!("== latency: edgepush end to end (collect)");
+    /// Dev mode (`edgepush-dev`: collect, dispatch and two nodes in one
+    /// process) on the private Redis and MongoDB; `http_url` is collect's.
+    async fn start_dev(&self) -> anyhow::Result<Server> {
         let collect_port = free_port()?;
         let ws_port = free_pair()?;
         let push_port = free_pair()?;
@@ -921,13 +975,14 @@ impl Runner {
                 &self.args.mongodb_uri,
             ])
             .args(["--collect-addr", &format!("127.0.0.1:{collect_port}")])
+            .args(["--max-connections-per-user", "1000000"])
             .args([
                 "--ws-port",
                 &ws_port.to_string(),
                 "--push-port",
                 &push_port.to_string(),
             ])
-            .env("EDGEPUSH_DEV_API_KEY", "bench-collect-key")
+            .env("EDGEPUSH_DEV_API_KEY", DEV_API_KEY)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
@@ -941,13 +996,22 @@ impl Runner {
         )
         .await?;
         let pid = child.id();
-        let server = Server {
+        Ok(Server {
             name: "edgepush-dev".into(),
             child,
             pid,
             ws_url: format!("ws://127.0.0.1:{ws_port}/ws"),
             http_url: format!("http://127.0.0.1:{collect_port}"),
-        };
+        })
+    }
+
+    /// Collect -> MongoDB -> dispatch -> Redis -> node -> client, in
+    /// dev mode (`edgepush-dev`: collect, dispatch and two nodes in one process) on
+    /// the real stores.
+    async fn latency_e2e(&mut self) -> anyhow::Result<()> {
+        eprintln!("== latency: edgepush end to end (collect)");
+        let server = self.start_dev().await?;
+        let pid = server.pid;
         let mut pids = vec![("edgepush-dev (collect+dispatch+nodes)".to_owned(), pid)];
         pids.extend(self.store_pids());
 
@@ -961,13 +1025,21 @@ impl Runner {
         let publisher = Publisher::new(
             Target::Collect {
                 base: server.http_url.clone(),
-                api_key: "bench-collect-key".into(),
+                api_key: DEV_API_KEY.into(),
                 to: vec![user],
-                rotate: false,
+                per_message: 0,
             },
             None,
         )?;
-        let (published, deliveries, latency, cpu) = self.steady(&swarm, &publisher, &pids).await;
+        let (published, deliveries, latency, cpu) = self
+            .steady(
+                &swarm,
+                &publisher,
+                &pids,
+                self.args.latency_rate,
+                swarm.connected() as u64,
+            )
+            .await;
         eprintln!(
             "   p50 {} us, p99 {} us ({deliveries} deliveries, {} errors {:?})",
             latency.p50_us, latency.p99_us, published.errors, published.first_error
@@ -999,39 +1071,55 @@ impl Runner {
         let publisher = Publisher::new(
             Target::Collect {
                 base: server.http_url.clone(),
-                api_key: "bench-collect-key".into(),
+                api_key: DEV_API_KEY.into(),
                 to: (0..n).map(|i| format!("{prefix}{i}")).collect(),
-                rotate: true,
+                per_message: 1,
             },
             None,
         )?;
-        let cpu0: Vec<f64> = pids
-            .iter()
-            .map(|(_, p)| procfs::cpu_time(*p).map_or(0.0, |d| d.as_secs_f64()))
-            .collect();
-        let own0 = self.own_cpu();
+
+        // End to end at a steady rate, each message to one user of many
+        // (the unicast a business system sends).
+        let rate = self.args.e2e_rate;
+        let (published, deliveries, latency, cpu) =
+            self.steady(&swarm, &publisher, &pids, rate, 1).await;
+        eprintln!(
+            "   unicast end to end at {rate} msg/s: p50 {} us, p99 {} us, p999 {} us ({deliveries} deliveries, {} errors {:?})",
+            latency.p50_us,
+            latency.p99_us,
+            latency.p999_us,
+            published.errors,
+            published.first_error
+        );
+        self.results.latency.push(LatencyRow {
+            system: "edgepush".into(),
+            path:
+                "collect -> MongoDB -> dispatch -> Redis -> node -> client, 1 user of N per message"
+                    .into(),
+            connections: swarm.connected(),
+            rate,
+            messages: published.sent,
+            deliveries,
+            errors: published.errors,
+            latency,
+            cpu_s: cpu,
+        });
+
+        let cpu0 = CpuClock::start(self, &pids);
         let published = publisher
             .run(&PublishConfig {
                 count: self.args.e2e_messages,
                 rate: 0.0,
                 concurrency: 32,
                 payload_bytes: self.args.payload_bytes,
+                max_secs: 0.0,
             })
             .await;
+        let before = swarm.received();
         swarm
-            .wait_received(published.sent, Duration::from_secs(60))
+            .wait_received(before + published.sent, Duration::from_secs(60))
             .await;
-        let mut cpu: Vec<(String, f64)> = pids
-            .iter()
-            .zip(cpu0)
-            .map(|((name, p), c0)| {
-                (
-                    name.clone(),
-                    procfs::cpu_time(*p).map_or(0.0, |d| d.as_secs_f64()) - c0,
-                )
-            })
-            .collect();
-        cpu.push(("loadgen+publisher".into(), self.own_cpu() - own0));
+        let cpu = cpu0.stop(self);
         let latency = swarm.latency().summary();
         eprintln!(
             "   sustained: {:.0} msgs/s accepted by collect ({} errors), p50 {} us p99 {} us",
@@ -1052,6 +1140,105 @@ impl Runner {
             cpu_s: cpu,
         });
         swarm.close(Duration::from_secs(20)).await;
+        server.stop();
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------
+    // Collect throughput: accepted messages per second.
+
+    /// Each of `collect_recipients` runs: `collect_secs` of messages as fast
+    /// as the server answers, `collect_concurrency` requests in flight, each
+    /// to the next `recipients` of `collect_users` users in rotation (no
+    /// client connected: this is the write path). edgepush through collect
+    /// in dev mode (MongoDB, then dispatch's route lookup); Centrifugo
+    /// through its publish API with history in Redis.
+    async fn collect(&mut self, protocol: Protocol) -> anyhow::Result<()> {
+        let system = system_name(protocol);
+        eprintln!("== collect throughput: {system}");
+        let server = match protocol {
+            Protocol::Edgepush => self.start_dev().await?,
+            Protocol::Centrifugo => self.start_centrifugo("collect", true).await?,
+        };
+        let mut pids = vec![(server.name.clone(), server.pid)];
+        pids.extend(
+            self.store_pids()
+                .into_iter()
+                .filter(|(n, _)| protocol == Protocol::Edgepush || n == "redis"),
+        );
+        let (store, path) = match protocol {
+            Protocol::Edgepush => (
+                self.args.store_label.clone(),
+                "POST /v1/messages -> MongoDB -> dispatch",
+            ),
+            Protocol::Centrifugo => (
+                "Redis (history_size 100, history_ttl 300 s)".to_owned(),
+                "/api/publish (1 channel) or /api/broadcast (channels), history in Redis",
+            ),
+        };
+        let users: Vec<String> = (0..self.args.collect_users.max(1))
+            .map(|i| format!("k{}x{i}", self.run_id))
+            .collect();
+        for recipients in self.args.collect_recipients.clone() {
+            let recipients = recipients.max(1);
+            let target = match protocol {
+                Protocol::Edgepush => Target::Collect {
+                    base: server.http_url.clone(),
+                    api_key: DEV_API_KEY.into(),
+                    to: users.clone(),
+                    per_message: recipients,
+                },
+                Protocol::Centrifugo => Target::CentrifugoSpread {
+                    base: server.http_url.clone(),
+                    api_key: CF_API_KEY.into(),
+                    channels: users.clone(),
+                    per_message: recipients,
+                },
+            };
+            let publisher = Publisher::new(target, None)?;
+            let run = |count, max_secs| PublishConfig {
+                count,
+                rate: 0.0,
+                concurrency: self.args.collect_concurrency.max(1),
+                payload_bytes: self.args.payload_bytes,
+                max_secs,
+            };
+            // Warm-up: connections, indexes, the first counters.
+            let warm = 2 * self.args.collect_concurrency.max(1) as u64;
+            publisher.run(&run(warm, 0.0)).await;
+            let loadavg = loadavg_1m();
+            let cpu0 = CpuClock::start(self, &pids);
+            let published = publisher.run(&run(u64::MAX, self.args.collect_secs)).await;
+            let cpu = cpu0.stop(self);
+            let r = &published.request_latency;
+            eprintln!(
+                "   {recipients} recipient(s) per message: {:.0} msgs/s ({:.0} copies/s) accepted, request p50 {} us p99 {} us p999 {} us, {} errors {:?}",
+                published.rate,
+                published.rate * recipients as f64,
+                r.p50_us,
+                r.p99_us,
+                r.p999_us,
+                published.errors,
+                published.first_error
+            );
+            self.results.collect.push(CollectRow {
+                system: system.into(),
+                path: path.into(),
+                store: store.clone(),
+                recipients,
+                users: users.len(),
+                concurrency: self.args.collect_concurrency.max(1),
+                messages: published.sent,
+                errors: published.errors,
+                elapsed_s: published.elapsed_s,
+                messages_per_s: published.rate,
+                copies_per_s: published.rate * recipients as f64,
+                request_latency: published.request_latency,
+                cpu_s: cpu,
+                loadavg_1m: loadavg,
+            });
+            self.write()?;
+        }
         server.stop();
         Ok(())
     }
@@ -1224,6 +1411,50 @@ impl Runner {
     }
 }
 
+/// CPU seconds of some processes (and their children) and of this one,
+/// from a starting point.
+struct CpuClock {
+    start: Vec<(String, u32, f64)>,
+    own: f64,
+}
+
+impl CpuClock {
+    fn start(runner: &Runner, pids: &[(String, u32)]) -> Self {
+        Self {
+            start: pids
+                .iter()
+                .map(|(name, pid)| (name.clone(), *pid, tree_cpu(*pid)))
+                .collect(),
+            own: runner.own_cpu(),
+        }
+    }
+
+    /// `(process, CPU seconds since the start)`, this process last.
+    fn stop(self, runner: &Runner) -> Vec<(String, f64)> {
+        let mut out: Vec<(String, f64)> = self
+            .start
+            .into_iter()
+            .map(|(name, pid, c0)| (name, tree_cpu(pid) - c0))
+            .collect();
+        out.push(("loadgen+publisher".into(), runner.own_cpu() - self.own));
+        out
+    }
+}
+
+/// CPU seconds of `pid` and its children (PostgreSQL is one process per
+/// connection).
+fn tree_cpu(pid: u32) -> f64 {
+    procfs::tree_cpu_time(pid).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The 1-minute load average now.
+fn loadavg_1m() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
+}
+
 fn system_name(p: Protocol) -> &'static str {
     match p {
         Protocol::Edgepush => "edgepush",
@@ -1239,10 +1470,7 @@ fn machine() -> Machine {
         .and_then(|r| r.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    let loadavg = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
-        .unwrap_or(0.0);
+    let loadavg = loadavg_1m();
     Machine {
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
         mem_total_kib,

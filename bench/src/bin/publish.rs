@@ -29,9 +29,14 @@ struct Args {
     /// Collect: recipients of every message.
     #[arg(long, value_delimiter = ',')]
     to: Vec<String>,
-    /// Collect: send message k to the k-th recipient (round robin) alone.
-    #[arg(long)]
+    /// Collect: send message k to the k-th recipient (round robin) alone
+    /// (`--per-message 1`).
+    #[arg(long, conflicts_with = "per_message")]
     rotate: bool,
+    /// Collect: send each message to the next N recipients of `--to` in
+    /// rotation instead of to all of them.
+    #[arg(long)]
+    per_message: Option<usize>,
     /// Centrifugo: the channel.
     #[arg(long, default_value = "bench")]
     channel: String,
@@ -59,7 +64,10 @@ async fn main() -> anyhow::Result<()> {
                 base: base.trim_end_matches('/').to_owned(),
                 api_key: args.api_key.clone(),
                 to: args.to.clone(),
-                rotate: args.rotate,
+                per_message: match (args.rotate, args.per_message) {
+                    (true, _) => 1,
+                    (false, n) => n.unwrap_or(0),
+                },
             }
         }
         (None, Some(base)) => Target::Centrifugo {
@@ -76,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
             rate: args.rate,
             concurrency: args.concurrency,
             payload_bytes: args.payload_bytes,
+            max_secs: 0.0,
         })
         .await;
     #[allow(clippy::print_stdout)]

@@ -226,36 +226,86 @@ pub fn encode_msg(seq: Seq, id: &MessageId, data: &RawValue) -> Bytes {
 /// [`encode_msg`] for an id the caller has validated with
 /// [`MessageId::validate`] (so it needs no JSON escaping).
 pub fn encode_msg_unchecked(seq: Seq, id: &str, data: &RawValue) -> Bytes {
-    let data = data.get();
-    let mut buf = BytesMut::with_capacity(40 + id.len() + data.len() + 20);
-    buf.put_slice(b"{\"type\":\"msg\",\"seq\":");
-    let mut digits = [0u8; 20];
-    buf.put_slice(format_u64(seq, &mut digits));
-    buf.put_slice(b",\"id\":\"");
-    buf.put_slice(id.as_bytes());
-    buf.put_slice(b"\",\"data\":");
-    buf.put_slice(data.as_bytes());
-    buf.put_u8(b'}');
-    buf.freeze()
+    Bytes::from(msg_text_unchecked(seq, id, data))
+}
+
+/// The `msg` frame of [`encode_msg_unchecked`] as a `String` of exactly its
+/// length: one allocation, which a WebSocket text frame (and [`Bytes`])
+/// takes over as it is, without copying, validating or a second
+/// allocation.
+pub fn msg_text_unchecked(seq: Seq, id: &str, data: &RawValue) -> String {
+    msg_text(None, seq, id, data)
 }
 
 /// The `msg` frame of a topic message, serialised once per node and shared
 /// by every local subscriber. `topic` and `id` must be validated (topic
 /// names and ids need no JSON escaping).
 pub fn encode_topic_msg_unchecked(topic: &str, seq: Seq, id: &str, data: &RawValue) -> Bytes {
-    let data = data.get();
-    let mut buf = BytesMut::with_capacity(50 + topic.len() + id.len() + data.len() + 20);
-    buf.put_slice(b"{\"type\":\"msg\",\"topic\":\"");
-    buf.put_slice(topic.as_bytes());
-    buf.put_slice(b"\",\"seq\":");
+    Bytes::from(topic_msg_text_unchecked(topic, seq, id, data))
+}
+
+/// The frame of [`encode_topic_msg_unchecked`] as a `String` of exactly its
+/// length (see [`msg_text_unchecked`]).
+pub fn topic_msg_text_unchecked(topic: &str, seq: Seq, id: &str, data: &RawValue) -> String {
+    msg_text(Some(topic), seq, id, data)
+}
+
+/// The length in bytes of the `msg` frame [`put_msg_unchecked`] writes.
+pub fn msg_len_unchecked(seq: Seq, id: &str, data: &RawValue) -> usize {
     let mut digits = [0u8; 20];
-    buf.put_slice(format_u64(seq, &mut digits));
-    buf.put_slice(b",\"id\":\"");
-    buf.put_slice(id.as_bytes());
-    buf.put_slice(b"\",\"data\":");
-    buf.put_slice(data.as_bytes());
-    buf.put_u8(b'}');
-    buf.freeze()
+    msg_parts(None, seq, id, data, &mut digits)
+        .iter()
+        .map(|p| p.len())
+        .sum()
+}
+
+/// Appends the `msg` frame of [`encode_msg_unchecked`] to `out`, which
+/// should have room for [`msg_len_unchecked`] more bytes (else it grows):
+/// for frames of many messages written into one shared buffer.
+pub fn put_msg_unchecked(out: &mut BytesMut, seq: Seq, id: &str, data: &RawValue) {
+    let mut digits = [0u8; 20];
+    for part in msg_parts(None, seq, id, data, &mut digits) {
+        out.put_slice(part.as_bytes());
+    }
+}
+
+/// A `msg` frame, of a topic's stream or (without `topic`) the user's,
+/// written into a `String` whose capacity is exactly its length.
+fn msg_text(topic: Option<&str>, seq: Seq, id: &str, data: &RawValue) -> String {
+    let mut digits = [0u8; 20];
+    let parts = msg_parts(topic, seq, id, data, &mut digits);
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        out.push_str(part);
+    }
+    out
+}
+
+/// The pieces of a `msg` frame, in order (`digits` holds the seq's).
+fn msg_parts<'a>(
+    topic: Option<&'a str>,
+    seq: Seq,
+    id: &'a str,
+    data: &'a RawValue,
+    digits: &'a mut [u8; 20],
+) -> [&'a str; 11] {
+    let (topic_open, topic, topic_close) = match topic {
+        Some(topic) => (r#""topic":""#, topic, r#"","#),
+        None => ("", "", ""),
+    };
+    [
+        r#"{"type":"msg","#,
+        topic_open,
+        topic,
+        topic_close,
+        r#""seq":"#,
+        format_u64(seq, digits),
+        r#","id":""#,
+        id,
+        r#"","data":"#,
+        data.get(),
+        "}",
+    ]
 }
 
 /// The `msg` frame of a stored topic message.
@@ -300,7 +350,7 @@ pub fn encode_presence(topic: &str, event: &PresenceEvent) -> Bytes {
 }
 
 /// Writes `n` in decimal into `buf` without allocating; returns the digits.
-fn format_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+fn format_u64(mut n: u64, buf: &mut [u8; 20]) -> &str {
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -310,7 +360,8 @@ fn format_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
             break;
         }
     }
-    &buf[i..]
+    // ASCII digits only.
+    std::str::from_utf8(&buf[i..]).unwrap_or("0")
 }
 
 /// A `msg` frame as a client reads it.
@@ -494,10 +545,65 @@ pub struct PushBatchRef<'a> {
 pub struct PushItemRef<'a> {
     /// The connections, unvalidated (an unknown or malformed id is "gone").
     #[serde(borrow)]
-    pub connection_ids: Vec<&'a str>,
+    pub connection_ids: ConnIdsRef<'a>,
     /// The message.
     #[serde(borrow)]
     pub message: StoredMessageRef<'a>,
+}
+
+/// The connection ids of a [`PushItemRef`], borrowed from the body. The
+/// first id is held inline, so the common item, one message to one
+/// connection (a unicast), costs no allocation; further ids go in a
+/// vector.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ConnIdsRef<'a> {
+    first: Option<&'a str>,
+    more: Vec<&'a str>,
+}
+
+impl<'a> ConnIdsRef<'a> {
+    /// The ids, in the order of the body.
+    pub fn iter(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.first.into_iter().chain(self.more.iter().copied())
+    }
+
+    /// How many ids there are.
+    pub fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.more.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ConnIdsRef<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Ids<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Ids<'a> {
+            type Value = ConnIdsRef<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of connection ids")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut ids = ConnIdsRef {
+                    first: seq.next_element::<&'de str>()?,
+                    more: Vec::new(),
+                };
+                if ids.first.is_some() {
+                    while let Some(id) = seq.next_element::<&'de str>()? {
+                        ids.more.push(id);
+                    }
+                }
+                Ok(ids)
+            }
+        }
+        d.deserialize_seq(Ids(std::marker::PhantomData))
+    }
 }
 
 /// A [`StoredMessage`] borrowed from a request body.
@@ -683,12 +789,56 @@ mod tests {
     #[test]
     fn numbers_are_formatted_without_allocation() {
         let mut buf = [0u8; 20];
-        assert_eq!(format_u64(0, &mut buf), b"0");
-        assert_eq!(format_u64(1234567890, &mut buf), b"1234567890");
-        assert_eq!(
-            format_u64(u64::MAX, &mut buf),
-            u64::MAX.to_string().as_bytes()
-        );
+        assert_eq!(format_u64(0, &mut buf), "0");
+        assert_eq!(format_u64(1234567890, &mut buf), "1234567890");
+        assert_eq!(format_u64(u64::MAX, &mut buf), u64::MAX.to_string());
+    }
+
+    #[test]
+    fn connection_ids_hold_the_first_inline() {
+        // (len, is_empty, the ids) of an item's `connection_ids`.
+        let read = |ids: &str| {
+            let body = format!(
+                r#"{{"items":[{{"connection_ids":{ids},"message":{{"user_id":"u","seq":1,"id":"m","data":1}}}}]}}"#
+            );
+            let batch: PushBatchRef<'_> = serde_json::from_str(&body).unwrap();
+            let ids = &batch.items[0].connection_ids;
+            let got: Vec<String> = ids.iter().map(str::to_owned).collect();
+            (ids.len(), ids.is_empty(), got)
+        };
+        assert_eq!(read("[]"), (0, true, vec![]));
+        assert_eq!(read(r#"["c1"]"#), (1, false, vec!["c1".to_owned()]));
+        let three = read(r#"["c1","c2","c3"]"#);
+        assert_eq!(three.0, 3);
+        assert_eq!(three.2, ["c1", "c2", "c3"]);
+        let not_a_list = r#"{"items":[{"connection_ids":"c1","message":{"user_id":"u","seq":1,"id":"m","data":1}}]}"#;
+        assert!(serde_json::from_str::<PushBatchRef<'_>>(not_a_list).is_err());
+    }
+
+    #[test]
+    fn frames_are_built_at_their_exact_length() {
+        let data = RawValue::from_string(r#"{"a":[1,"x"]}"#.to_owned()).unwrap();
+        for seq in [0, 9, 10, 123_456, u64::MAX] {
+            let text = msg_text_unchecked(seq, "m-1", &data);
+            assert_eq!(text.len(), text.capacity(), "seq {seq}");
+            assert_eq!(
+                text,
+                format!(r#"{{"type":"msg","seq":{seq},"id":"m-1","data":{{"a":[1,"x"]}}}}"#)
+            );
+            let mut shared = BytesMut::new();
+            put_msg_unchecked(&mut shared, seq, "m-1", &data);
+            put_msg_unchecked(&mut shared, seq, "m-1", &data);
+            assert_eq!(shared.len(), 2 * msg_len_unchecked(seq, "m-1", &data));
+            assert_eq!(&shared[..text.len()], text.as_bytes());
+            let topic = topic_msg_text_unchecked("news", seq, "m-1", &data);
+            assert_eq!(topic.len(), topic.capacity(), "seq {seq}");
+            assert_eq!(
+                topic,
+                format!(
+                    r#"{{"type":"msg","topic":"news","seq":{seq},"id":"m-1","data":{{"a":[1,"x"]}}}}"#
+                )
+            );
+        }
     }
 
     #[test]
@@ -709,7 +859,8 @@ mod tests {
         let body = serde_json::to_vec(&owned).unwrap();
         let batch: PushBatchRef<'_> = serde_json::from_slice(&body).unwrap();
         let item = &batch.items[0];
-        assert_eq!(item.connection_ids, ["c1", "c2"]);
+        assert_eq!(item.connection_ids.iter().collect::<Vec<_>>(), ["c1", "c2"]);
+        assert_eq!(item.connection_ids.len(), 2);
         assert_eq!(
             (item.message.user_id, item.message.seq, item.message.id),
             ("alice", 3, "m1")

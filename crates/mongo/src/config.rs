@@ -24,6 +24,8 @@ pub const DEFAULT_SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default number of recipients of one append written at the same time.
 pub const DEFAULT_APPEND_CONCURRENCY: usize = 32;
+/// Default bound on the copies stored by one round of the append batcher.
+pub const DEFAULT_APPEND_BATCH: usize = 1000;
 /// Default number of attempts to claim a seq before giving up with
 /// [`StoreError::Contention`](edgepush_core::StoreError::Contention).
 pub const DEFAULT_MAX_SEQ_ATTEMPTS: u32 = 100;
@@ -48,10 +50,15 @@ pub struct MongoConfig {
     pub server_selection_timeout: Duration,
     /// Bound on opening one TCP/TLS connection, for the same reason.
     pub connect_timeout: Duration,
-    /// How many recipients of one append are written concurrently: enough to
-    /// hide round trips on large fan-outs, bounded so one request cannot
-    /// monopolise the connection pool.
+    /// How many reads of the append path (seq counters of the users of a
+    /// round, existing copies) run concurrently: enough to hide round trips
+    /// on large fan-outs, bounded so that appends cannot monopolise the
+    /// connection pool.
     pub append_concurrency: usize,
+    /// How many copies one round of the append batcher stores at most
+    /// (one `insert` and one counter `update` each): bounds the size of a
+    /// command; copies beyond wait for the next round.
+    pub append_batch: usize,
     /// How many times one recipient's append tries to claim the next seq
     /// before answering `Contention`; only hot users with many concurrent
     /// writers ever need more than a few.
@@ -68,6 +75,7 @@ impl MongoConfig {
             server_selection_timeout: DEFAULT_SERVER_SELECTION_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             append_concurrency: DEFAULT_APPEND_CONCURRENCY,
+            append_batch: DEFAULT_APPEND_BATCH,
             max_seq_attempts: DEFAULT_MAX_SEQ_ATTEMPTS,
         }
     }
@@ -118,6 +126,7 @@ impl fmt::Debug for MongoConfig {
             .field("server_selection_timeout", &self.server_selection_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("append_concurrency", &self.append_concurrency)
+            .field("append_batch", &self.append_batch)
             .field("max_seq_attempts", &self.max_seq_attempts)
             .finish()
     }

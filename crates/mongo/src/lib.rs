@@ -28,7 +28,10 @@
 //! Topic messages: see [`topics`].
 //!
 //! See [`log`] for how seqs stay gap-free and appends idempotent under
-//! concurrent writers and crashes.
+//! concurrent writers and crashes, and `batcher` (the group commit of user
+//! message appends: the copies of concurrent requests stored with one
+//! `insert` and a few counter `update`s per round) for how that holds when
+//! appends are batched.
 //!
 //! # Tests
 //!
@@ -37,6 +40,8 @@
 //! `scripts/test`); `tests/message_store.rs` covers what is this adapter's
 //! own: crash repair, retention, malformed documents, failure to connect.
 
+mod batcher;
+mod command;
 pub mod config;
 mod counters;
 mod error;

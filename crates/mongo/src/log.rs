@@ -44,6 +44,7 @@ use mongodb::bson::{Document, doc};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, Database, IndexModel};
 
+use crate::command::{add_write_concern, error_index};
 use crate::counters::bump_counter;
 use crate::error::{DuplicateOf, duplicate_of, is_transient_code, store_error};
 use crate::locks::KeyLocks;
@@ -51,9 +52,16 @@ use crate::schema::{EntryTemplate, get_seq, seq_to_bson};
 
 /// Longest pause between two attempts to claim a seq under contention.
 const MAX_BACKOFF_MS: u64 = 50;
+/// The most document bytes one `insert` command carries. `run_command`
+/// sends the documents inside the command, one BSON document of at most
+/// 16 MiB, so a round of large copies (a 64 KiB message to 1,000
+/// recipients is 64 MiB) goes in several commands; half the limit leaves
+/// room for the command's own fields and each array entry's key.
+pub(crate) const MAX_INSERT_BYTES: usize = 8 * 1024 * 1024;
 
 /// What one insert came to.
-enum Inserted {
+#[derive(Debug)]
+pub(crate) enum Inserted {
     /// The entry is stored.
     Yes,
     /// A unique index refused it.
@@ -156,7 +164,7 @@ impl SeqLog {
     }
 
     /// The highest seq stored in the log (0 when none).
-    async fn highest_stored_seq(&self, key: &str) -> Result<Seq, StoreError> {
+    pub(crate) async fn highest_stored_seq(&self, key: &str) -> Result<Seq, StoreError> {
         let doc = self
             .entries
             .find_one(doc! { self.key_field: key })
@@ -168,7 +176,7 @@ impl SeqLog {
     }
 
     /// The entry stored in the log under `(source, idem)`, if any.
-    async fn find_entry(
+    pub(crate) async fn find_entry(
         &self,
         source: &str,
         idem: &str,
@@ -197,34 +205,53 @@ impl SeqLog {
     /// error comes back with the server's structured fields (`keyPattern`,
     /// `keyValue`), which the driver's `insert_one` drops.
     async fn insert(&self, entry: Document) -> Result<Inserted, StoreError> {
-        let mut command =
-            doc! { "insert": self.entries.name(), "documents": [entry], "ordered": true };
-        if let Some(wc) = self.entries.write_concern()
-            && let Ok(wc) = mongodb::bson::to_document(wc)
-            && !wc.is_empty()
-        {
-            command.insert("writeConcern", wc);
+        match self.insert_many(vec![entry]).await?.pop() {
+            Some(Ok(inserted)) => Ok(inserted),
+            Some(Err(e)) => Err(e),
+            None => Err(StoreError::Backend(
+                "storing a message: no outcome for the document".into(),
+            )),
         }
+    }
+
+    /// Inserts `entries` with unordered `insert` commands and answers each
+    /// document's outcome, in the order given: stored, refused by a unique
+    /// index (which one), or another write error. A failure of a whole
+    /// command (the server unreachable, or a write concern error: the
+    /// writes are not known to be durable) fails them all: what was stored
+    /// then is found again by an idempotent retry.
+    ///
+    /// Unordered: one document's refusal does not stop the others, so a
+    /// caller must never put two entries of one log in one call (see
+    /// [`crate::batcher`]: one entry per log per round). For the same
+    /// reason the split into commands of at most [`MAX_INSERT_BYTES`]
+    /// changes nothing: each document's outcome is its own.
+    pub(crate) async fn insert_many(
+        &self,
+        entries: Vec<Document>,
+    ) -> Result<Vec<Result<Inserted, StoreError>>, StoreError> {
+        let mut outcomes = Vec::with_capacity(entries.len());
+        for chunk in insert_chunks(entries, MAX_INSERT_BYTES) {
+            outcomes.extend(self.insert_command(chunk).await?);
+        }
+        Ok(outcomes)
+    }
+
+    /// One unordered `insert` command of `entries` (see
+    /// [`insert_many`](Self::insert_many)).
+    async fn insert_command(
+        &self,
+        entries: Vec<Document>,
+    ) -> Result<Vec<Result<Inserted, StoreError>>, StoreError> {
+        let count = entries.len();
+        let mut command =
+            doc! { "insert": self.entries.name(), "documents": entries, "ordered": false };
+        add_write_concern(&mut command, &self.entries);
         let reply = self
             .db
             .run_command(command)
             .await
             .map_err(|e| store_error("storing a message", e))?;
-        if let Ok(errors) = reply.get_array("writeErrors")
-            && let Some(first) = errors.first().and_then(|e| e.as_document())
-        {
-            let code = first.get_i32("code").unwrap_or(0);
-            let text = first.get_str("errmsg").unwrap_or("");
-            return match code {
-                11000 | 11001 => Ok(Inserted::Duplicate(duplicate_of(first))),
-                c if is_transient_code(c) => Err(StoreError::Unavailable(format!(
-                    "storing a message: code {c}: {text}"
-                ))),
-                c => Err(StoreError::Backend(format!(
-                    "storing a message: code {c}: {text}"
-                ))),
-            };
-        }
         if let Ok(wce) = reply.get_document("writeConcernError") {
             // The write happened on the primary but is not known to be
             // durable as asked: not an acknowledgement collect may answer
@@ -233,7 +260,31 @@ impl SeqLog {
                 "storing a message: write concern error {wce}"
             )));
         }
-        Ok(Inserted::Yes)
+        let mut outcomes: Vec<Result<Inserted, StoreError>> =
+            (0..count).map(|_| Ok(Inserted::Yes)).collect();
+        if let Ok(errors) = reply.get_array("writeErrors") {
+            for error in errors.iter().filter_map(|e| e.as_document()) {
+                let Some(slot) = error_index(error).and_then(|i| outcomes.get_mut(i)) else {
+                    // A write error that names no document of ours: the
+                    // outcome of every document is unknown.
+                    return Err(StoreError::Backend(format!(
+                        "storing a message: a write error without a valid index: {error}"
+                    )));
+                };
+                let code = error.get_i32("code").unwrap_or(0);
+                let text = error.get_str("errmsg").unwrap_or("");
+                *slot = match code {
+                    11000 | 11001 => Ok(Inserted::Duplicate(duplicate_of(error))),
+                    c if is_transient_code(c) => Err(StoreError::Unavailable(format!(
+                        "storing a message: code {c}: {text}"
+                    ))),
+                    c => Err(StoreError::Backend(format!(
+                        "storing a message: code {c}: {text}"
+                    ))),
+                };
+            }
+        }
+        Ok(outcomes)
     }
 
     /// Stores `tpl` at the log's next free seq, or returns the entry an
@@ -338,5 +389,98 @@ impl SeqLog {
             .await
             .map(|_| ())
             .map_err(|e| store_error("pinging MongoDB", e))
+    }
+}
+
+/// Splits `entries` into runs of at most `max_bytes` of BSON each, in
+/// order; a document larger than `max_bytes` alone forms a run (the server
+/// answers it with a write error of its own).
+fn insert_chunks(entries: Vec<Document>, max_bytes: usize) -> Vec<Vec<Document>> {
+    let mut chunks: Vec<Vec<Document>> = Vec::new();
+    let mut current: Vec<Document> = Vec::new();
+    let mut bytes = 0;
+    for entry in entries {
+        let size = bson_len(&entry);
+        if !current.is_empty() && bytes + size > max_bytes {
+            chunks.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += size;
+        current.push(entry);
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+/// The encoded size of `doc`, counted without building the bytes.
+fn bson_len(doc: &Document) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail; a document that cannot be encoded
+    // fails the command itself.
+    let _ = doc.to_writer(&mut count);
+    count.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(i: usize, data_bytes: usize) -> Document {
+        doc! { "_id": format!("u{i}:1"), "data": "x".repeat(data_bytes) }
+    }
+
+    #[test]
+    fn bson_len_is_the_encoded_size() {
+        let d = entry(7, 1000);
+        let mut bytes = Vec::new();
+        d.to_writer(&mut bytes).expect("encodes");
+        assert_eq!(bson_len(&d), bytes.len());
+    }
+
+    #[test]
+    fn large_rounds_are_split_in_order_within_the_limit() {
+        // 1,000 copies of a 64 KiB message: 64 MiB, over the 16 MiB a
+        // command may carry.
+        let entries: Vec<Document> = (0..1000).map(|i| entry(i, 64 * 1024)).collect();
+        let total: usize = entries.iter().map(bson_len).sum();
+        let chunks = insert_chunks(entries, MAX_INSERT_BYTES);
+        assert!(
+            chunks.len() >= total / MAX_INSERT_BYTES,
+            "{} chunks",
+            chunks.len()
+        );
+        for chunk in &chunks {
+            assert!(chunk.iter().map(bson_len).sum::<usize>() <= MAX_INSERT_BYTES);
+        }
+        let ids: Vec<String> = chunks
+            .iter()
+            .flatten()
+            .map(|d| d.get_str("_id").expect("id").to_owned())
+            .collect();
+        let want: Vec<String> = (0..1000).map(|i| format!("u{i}:1")).collect();
+        assert_eq!(ids, want);
+    }
+
+    #[test]
+    fn small_rounds_stay_one_command_and_a_huge_document_stands_alone() {
+        let small: Vec<Document> = (0..32).map(|i| entry(i, 100)).collect();
+        assert_eq!(insert_chunks(small, MAX_INSERT_BYTES).len(), 1);
+        let mixed = vec![entry(0, 10), entry(1, 5000), entry(2, 10)];
+        let chunks = insert_chunks(mixed, 1000);
+        let sizes: Vec<usize> = chunks.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [1, 1, 1]);
+        assert!(insert_chunks(Vec::new(), 1000).is_empty());
     }
 }

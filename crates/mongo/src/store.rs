@@ -2,30 +2,32 @@
 //!
 //! The per-user log (gap-free seqs without transactions, idempotent
 //! appends) is a [`SeqLog`] keyed by user: see [`crate::log`] for how it
-//! stays gap-free under concurrent writers and crashes. This module adds
-//! what only users have: acks and the stream position.
+//! stays gap-free under concurrent writers and crashes. Appends go through
+//! one [`AppendBatcher`] per store (shared by its clones), which stores the
+//! copies of concurrent requests together, a few round trips per round
+//! instead of per copy: see [`crate::batcher`] for how, and why the
+//! guarantees hold. This module adds what only users have: acks and the
+//! stream position.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use edgepush_core::message::now_ms;
 use edgepush_core::{
     MessageStore, NewMessage, Seq, StoreError, StoredMessage, StreamPosition, UserId,
 };
-use futures_util::{StreamExt, TryStreamExt, stream};
 use mongodb::Database;
 use mongodb::bson::doc;
 use mongodb::options::ClientOptions;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::batcher::{AppendBatcher, BatchSettings, KNOWN_FOR};
 use crate::config::{MongoConfig, redact_uri};
 use crate::counters::bump_counter;
 use crate::error::store_error;
-use crate::log::{Claimed, SeqLog};
+use crate::log::SeqLog;
 use crate::retention::{self, Expiry, RetentionMode};
 use crate::schema::{
-    CopyTemplate, INDEX_IDEMPOTENCY, INDEX_USER_SEQ, MESSAGES, USERS, get_seq, idem_value,
-    message_from_doc, seq_to_bson,
+    INDEX_IDEMPOTENCY, INDEX_USER_SEQ, MESSAGES, USERS, get_seq, message_from_doc, seq_to_bson,
 };
 
 /// The message log on MongoDB. Cheap to clone: clones share one driver client
@@ -39,7 +41,9 @@ pub struct MongoMessageStore {
 struct Inner {
     /// `messages` (one document per (user, seq)) and `users` (seq counter
     /// and acked seq per user).
-    log: SeqLog,
+    log: Arc<SeqLog>,
+    /// Stores the copies of concurrent appends together.
+    batcher: AppendBatcher,
     /// Bounds from the config, kept for the append path.
     config: MongoConfig,
     /// How the server enforces retention.
@@ -73,7 +77,13 @@ impl MongoMessageStore {
     /// The store on a database handle already connected (shares its client
     /// and connection pool); creates the indexes.
     pub async fn on(db: Database, config: MongoConfig) -> Result<Self, StoreError> {
-        let log = SeqLog::new(db, MESSAGES, USERS, "user", config.max_seq_attempts);
+        let log = Arc::new(SeqLog::new(
+            db,
+            MESSAGES,
+            USERS,
+            "user",
+            config.max_seq_attempts,
+        ));
         log.create_indexes(INDEX_USER_SEQ, INDEX_IDEMPOTENCY)
             .await?;
         let expiry = Expiry::messages(config.retention);
@@ -98,9 +108,21 @@ impl MongoMessageStore {
             retention_mode = ?retention_mode,
             "message store connected"
         );
+        let batcher = AppendBatcher::spawn(
+            Arc::clone(&log),
+            BatchSettings {
+                max_copies: config.append_batch.max(1),
+                concurrency: config.append_concurrency.max(1),
+                max_attempts: config.max_seq_attempts.max(1),
+                // Shorter than a quarter of the retention, so that nothing
+                // stored after a remembered seq can have expired.
+                known_for: KNOWN_FOR.min(config.retention / 4),
+            },
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 log,
+                batcher,
                 config,
                 retention_mode,
                 _sweeper: sweeper,
@@ -128,6 +150,9 @@ impl MongoMessageStore {
     /// background sweeper does periodically) and returns how many went.
     /// Each affected user's counter is kept, so their seq continues.
     pub async fn sweep_expired(&self) -> Result<u64, StoreError> {
+        // Seqs the appends remember may be about to be deleted (a test
+        // ages documents by hand): read the counters again afterwards.
+        self.inner.batcher.forget().await;
         let log = &self.inner.log;
         retention::sweep(
             &log.entries,
@@ -135,17 +160,6 @@ impl MongoMessageStore {
             Expiry::messages(self.inner.config.retention),
         )
         .await
-    }
-
-    /// Stores `tpl` for its user at the next free seq, or returns the copy an
-    /// earlier or concurrent identical request stored.
-    async fn append_one(&self, tpl: CopyTemplate<'_>) -> Result<StoredMessage, StoreError> {
-        match self.inner.log.append(&tpl.entry()).await? {
-            Claimed::Inserted(seq) => Ok(tpl.stored(seq)),
-            Claimed::Existing(doc) => {
-                message_from_doc(&doc).map_err(|e| StoreError::Backend(e.to_string()))
-            }
-        }
     }
 }
 
@@ -180,29 +194,7 @@ pub(crate) async fn connect_db(config: &MongoConfig) -> Result<Database, StoreEr
 #[async_trait]
 impl MessageStore for MongoMessageStore {
     async fn append(&self, msg: &NewMessage) -> Result<Vec<StoredMessage>, StoreError> {
-        let id = msg.message_id();
-        let idem = idem_value(msg.idempotency_key.as_deref(), &id);
-        let created_at_ms = now_ms();
-        // Futures built up front: a `map` closure over borrowed recipients
-        // trips the compiler's `Send` inference in `async_trait`.
-        let copies: Vec<_> = msg
-            .to
-            .iter()
-            .map(|user| {
-                self.append_one(CopyTemplate {
-                    user,
-                    id: &id,
-                    data: &msg.data,
-                    source: &msg.source,
-                    idem: &idem,
-                    created_at_ms,
-                })
-            })
-            .collect();
-        stream::iter(copies)
-            .buffered(self.inner.config.append_concurrency.max(1))
-            .try_collect()
-            .await
+        self.inner.batcher.append(msg).await
     }
 
     async fn read_after(

@@ -2,8 +2,10 @@
 //! what is peculiar to this adapter. The rules every message store keeps
 //! (seqs, idempotency, paging, acks) are checked by the contract suite in
 //! `contract.rs`; here are crash repair (a writer dying between its insert
-//! and its counter update), index-name lookalikes, retention, malformed
-//! documents, stored layout details and failure to connect.
+//! and its counter update), the batched append path (many concurrent
+//! requests of one store, hot users, large fan-outs, a caller that gives
+//! up), index-name lookalikes, retention, malformed documents, stored
+//! layout details and failure to connect.
 
 mod common;
 
@@ -14,6 +16,7 @@ use edgepush_core::message::now_ms;
 use edgepush_core::{MessageStore, Seq, StoreError, StoredMessage};
 use edgepush_mongo::{MongoConfig, MongoMessageStore, RetentionMode};
 use edgepush_testkit::wait::{Check, stall, until};
+use futures_util::FutureExt as _;
 use mongodb::bson::{DateTime, doc};
 
 fn seqs(messages: &[StoredMessage]) -> Vec<Seq> {
@@ -93,6 +96,132 @@ async fn a_retry_completes_a_partially_stored_multi_recipient_request() -> anyho
         seqs(&store.append(&message(&["m2"], "1", None)).await?),
         [2]
     );
+    t.drop_db().await
+}
+
+/// The batched path: many concurrent requests of one store (grouped into
+/// rounds of at most one copy per user), to many users and to one hot user
+/// that every request names, all stored exactly once at gap-free seqs and
+/// readable as answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_of_one_store_are_stored_together_without_gaps() -> anyhow::Result<()> {
+    const REQUESTS: usize = 60;
+    let t = TestDb::new().await?;
+    let store = t.store().await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for k in 0..REQUESTS {
+        let store = store.clone();
+        // Each request: its own user, and the hot user every one shares.
+        let own = format!("many-{k}");
+        tasks.spawn(async move {
+            let msg = message(&[own.as_str(), "hot"], &k.to_string(), None);
+            let stored = store.append(&msg).await;
+            (k, stored)
+        });
+    }
+    let mut hot_seqs = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (k, stored) = joined?;
+        let stored = stored?;
+        assert_eq!(stored.len(), 2);
+        assert_eq!(stored[0].user_id, user(&format!("many-{k}")));
+        assert_eq!(stored[0].seq, 1, "the first copy of many-{k}");
+        assert_eq!(stored[1].user_id, user("hot"));
+        assert_eq!(stored[0].id, stored[1].id);
+        hot_seqs.push(stored[1].seq);
+    }
+    hot_seqs.sort_unstable();
+    assert_eq!(hot_seqs, (1..=REQUESTS as Seq).collect::<Vec<_>>());
+    assert_eq!(
+        seqs(&store.read_after(&user("hot"), 0, 1000).await?),
+        hot_seqs
+    );
+    assert_eq!(
+        store.position(&user("hot")).await?.last_seq,
+        REQUESTS as Seq
+    );
+    // One counter document per user.
+    assert_eq!(
+        t.users().count_documents(doc! {}).await?,
+        REQUESTS as u64 + 1
+    );
+    t.drop_db().await
+}
+
+/// One request to many recipients (more than a round holds) stores one
+/// copy each, answered in the order of `to`, with one message id; a retry
+/// returns the same copies; a recipient named twice gets one copy.
+#[tokio::test]
+async fn a_large_fan_out_is_stored_once_per_recipient_in_rounds() -> anyhow::Result<()> {
+    let t = TestDb::new().await?;
+    let mut config = t.config();
+    config.append_batch = 7;
+    let store = MongoMessageStore::connect(config).await?;
+    let names: Vec<String> = (0..40).map(|i| format!("fan-{i}")).collect();
+    let mut to: Vec<&str> = names.iter().map(String::as_str).collect();
+    to.push("fan-3");
+    let msg = message(&to, r#"{"fan":40}"#, Some("fan-key"));
+    let stored = store.append(&msg).await?;
+    assert_eq!(stored.len(), 41);
+    for (m, name) in stored.iter().zip(&to) {
+        assert_eq!(m.user_id, user(name));
+        assert_eq!(m.seq, 1, "{name}");
+        assert_eq!(m.id, stored[0].id);
+    }
+    assert_eq!(
+        stored[40], stored[3],
+        "a recipient named twice gets one copy"
+    );
+    assert_eq!(
+        store.append(&msg).await?,
+        stored,
+        "a retry stores nothing new"
+    );
+    for name in &names {
+        assert_eq!(t.copies_of(&user(name)).await?, 1, "copies of {name}");
+    }
+
+    // A round of a hundred users whose counters exist: their counter
+    // updates modify documents (FerretDB v1 holds a connection per such
+    // statement until its command ends, so they must not all go in one).
+    let store = t.store().await?;
+    let hundred: Vec<String> = (0..100).map(|i| format!("wide-{i}")).collect();
+    let to: Vec<&str> = hundred.iter().map(String::as_str).collect();
+    for round in 1..=2 {
+        let stored = store.append(&message(&to, "1", None)).await?;
+        assert!(stored.iter().all(|m| m.seq == round), "round {round}");
+    }
+    assert_eq!(store.position(&user("wide-99")).await?.last_seq, 2);
+    t.drop_db().await
+}
+
+/// An append whose caller stops waiting (a dropped future: a client that
+/// hung up, a Lambda that timed out) is still completed, counter included:
+/// no lagging counter is left behind for the next writer to repair.
+#[tokio::test]
+async fn an_abandoned_append_is_completed_counter_included() -> anyhow::Result<()> {
+    let t = TestDb::new().await?;
+    let store = t.store().await?;
+    let msg = message(&["quitter"], r#""gone""#, Some("abandoned"));
+    // Polled once (the request is handed to the batcher), then dropped.
+    let mut append = Box::pin(store.append(&msg));
+    assert!(
+        (&mut append).now_or_never().is_none(),
+        "an append needs the server"
+    );
+    drop(append);
+    let u = user("quitter");
+    until("the abandoned append's counter", stall(), || async {
+        Ok(match store.position(&u).await?.last_seq {
+            1 => Check::Done(()),
+            other => Check::Waiting(other),
+        })
+    })
+    .await?;
+    assert_eq!(t.copies_of(&u).await?, 1);
+    // Its retry finds the copy.
+    let again = store.append(&msg).await?;
+    assert_eq!(seqs(&again), [1]);
     t.drop_db().await
 }
 

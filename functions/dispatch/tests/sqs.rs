@@ -79,13 +79,15 @@ impl Pusher for RecordingPusher {
         items: &[TopicPushItem],
     ) -> Result<TopicPushResult, PushError> {
         let mut recorded = self.topic_items.lock().expect("recording lock");
+        let before = recorded.len();
         for item in items {
             if let Some(message) = &item.message {
                 recorded.push((push_url.to_owned(), item.topic.to_string(), message.seq));
             }
         }
         Ok(TopicPushResult {
-            delivered: recorded.len() as u64,
+            // This push's messages, not every one recorded so far.
+            delivered: (recorded.len() - before) as u64,
             absent: Vec::new(),
         })
     }

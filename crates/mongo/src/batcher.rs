@@ -1,0 +1,711 @@
+//! [`AppendBatcher`]: group commit of user-message appends.
+//!
+//! Every append of a [`MongoMessageStore`](crate::MongoMessageStore) (and of
+//! its clones) is handed to one batcher task, which stores the copies of
+//! all the requests waiting at that moment together, in rounds. A round
+//! costs a few round trips however many copies it carries, where an append
+//! used to cost 2–3 per copy:
+//!
+//! 1. the base seq of each user in the round: the last seq this batcher
+//!    stored for the user if that is recent (see *Known seqs*), else the
+//!    user's counter, read by `_id` (the reads run concurrently, bounded by
+//!    [`append_concurrency`](crate::MongoConfig::append_concurrency): one
+//!    `find` per user, because FerretDB pushes only `_id` equality down to
+//!    its backend and would scan the whole collection for an `$in`);
+//! 2. **one** unordered `insert` of every copy of the round, each at its
+//!    user's base + 1;
+//! 3. unordered `update` commands with one `$max` statement per user moving
+//!    the counters up to what the insert stored (one command per 16 users:
+//!    FerretDB v1 holds a connection per statement until its command ends,
+//!    see [`crate::counters`]); they run while the next round's reads and
+//!    insert go on (two rounds in flight at most), and a request is
+//!    answered once the counters of all its copies moved.
+//!
+//! With 32 single-recipient requests in flight that is a wave of
+//! concurrent reads, one insert and two update commands for 32 copies,
+//! instead of 64–96 round trips. On a server where each operation costs
+//! far more CPU than a round trip (FerretDB v1: ~0.6 ms per read, ~0.8 ms
+//! per counter statement, ~0.1 ms per batched insert) the reads and the
+//! counter statements remain the cost: see *Why the counter write stays*.
+//!
+//! # Why seqs stay gap-free
+//!
+//! The rule of [`crate::log`] holds copy by copy: a copy is inserted at
+//! `base + 1` where `base` is a seq known to be stored (or 0), under the
+//! unique `_id` `"<user>:<seq>"`; counters only ever move to seqs that are
+//! stored. What batching adds is one constraint: **a round holds at most
+//! one copy per user.** The insert is unordered (one refused document does
+//! not stop the others), so with two copies of one user at `s+1` and `s+2`
+//! a refusal of the first would leave the second stored above a hole. With
+//! one copy per user and round, a refusal leaves nothing above it; further
+//! copies of that user wait for the next round, whose base is the seq just
+//! stored. Hot users therefore cost a round per message, shared with every
+//! other user's copies of that round.
+//!
+//! A refused copy is handled as in [`crate::log`]: a duplicate on the seq
+//! means another writer (another process, or a writer that crashed before
+//! moving the counter) took it: the copy goes back to the queue and its
+//! user's next base is read as the highest of the counter and the highest
+//! stored seq. A duplicate on the idempotency index means this request's
+//! copy exists: it is read and returned, and the counter is moved up to it
+//! (its writer may have crashed before doing so). After
+//! [`max_seq_attempts`](crate::MongoConfig::max_seq_attempts) refusals the
+//! request fails with [`StoreError::Contention`].
+//!
+//! # Crash safety
+//!
+//! A crash of the process at any point leaves what a crash of the
+//! one-copy path leaves, once per user: copies stored whose counter did not
+//! move yet (the insert landed, the `update` did not). The next writer of
+//! such a user meets the stored copy on the seq and continues after it;
+//! an idempotent retry of the request finds its copies and moves the
+//! counters; the retention sweep moves the counter before deleting. No
+//! request was answered for a copy whose counter had not moved, so nothing
+//! acknowledged to a caller depends on the repair. A round that fails as a
+//! whole (the server unreachable, a write concern error) fails every
+//! request in it: some of its copies may be stored, and the caller's retry
+//! with the same idempotency key finds them.
+//!
+//! A request whose caller gave up (a dropped future, a timed-out Lambda)
+//! is still completed by the batcher, counters included, so dropping an
+//! append never leaves a lagging counter behind.
+//!
+//! # Known seqs
+//!
+//! The batcher remembers, per user, the last seq it stored, for
+//! [`KNOWN_FOR`] at most (and a quarter of the retention, if shorter); a
+//! round uses it instead of reading the counter. A remembered seq may be
+//! stale (another process stored after it): the insert then meets a
+//! duplicate seq and the user's base is read again, never skipped. It can
+//! never point at a seq retention deleted: everything stored after it was
+//! stored less than a quarter of the retention ago, so is not expired; and
+//! this store forgets all it remembers whenever its own sweep runs.
+//!
+//! # Why the counter write stays on the hot path
+//!
+//! The counter could be dropped from the append (the last seq being the
+//! highest `(user, seq)` in `messages`, the counter kept only for when
+//! retention deletes a user's every message). It is kept because readers
+//! rely on it being exact once an append returned (`position` answers the
+//! end of the log in one `_id` read; an edge node's replay stops there),
+//! and because without it a writer would need the highest stored seq as
+//! well as the counter for every user it has no fresh seq for: a sorted
+//! query per user, which FerretDB answers far slower than an `_id` read.
+//! Batched, the counter costs one round trip per 16 users of a round; on
+//! FerretDB it stays the largest cost per copy (a statement, ~0.8 ms of
+//! server CPU), and dropping it (the sweep keeping the counter for
+//! retention; `position` and `ack` reading the highest stored seq as well)
+//! is the next step there. On MongoDB with a TTL index the counter must
+//! stay: the TTL monitor deletes without moving it.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use edgepush_core::{MessageId, NewMessage, Seq, StoreError, StoredMessage, UserId};
+use futures_util::{StreamExt, stream};
+use mongodb::bson::Document;
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::counters::{bump_counters, copy_error};
+use crate::error::DuplicateOf;
+use crate::log::{Inserted, SeqLog};
+use crate::schema::{CopyTemplate, message_from_doc, seq_to_bson};
+
+/// How long a seq this batcher stored stands in for the user's counter.
+pub(crate) const KNOWN_FOR: Duration = Duration::from_secs(5);
+/// Requests waiting to enter the batcher, at most; appends wait beyond.
+const QUEUE: usize = 4096;
+/// Longest pause before a copy refused on its seq tries again.
+const MAX_BACKOFF_MS: u64 = 50;
+
+/// How the batcher works, from the store's configuration.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchSettings {
+    /// Copies in one round, at most.
+    pub(crate) max_copies: usize,
+    /// Concurrent reads (counters, highest seqs, existing copies).
+    pub(crate) concurrency: usize,
+    /// Refusals of one copy before its request fails with `Contention`.
+    pub(crate) max_attempts: u32,
+    /// How long a stored seq stands in for the counter.
+    pub(crate) known_for: Duration,
+}
+
+/// The handle appends go through; the task stops when the last handle
+/// is dropped, after finishing what it holds.
+#[derive(Debug)]
+pub(crate) struct AppendBatcher {
+    jobs: mpsc::Sender<Command>,
+}
+
+/// What the task is asked to do.
+enum Command {
+    /// Store a request's copies.
+    Append(Job),
+    /// Forget every remembered seq (this store's sweep is about to delete).
+    Forget(oneshot::Sender<()>),
+}
+
+impl AppendBatcher {
+    /// Starts the task (inside a tokio runtime) on `log`.
+    pub(crate) fn spawn(log: Arc<SeqLog>, settings: BatchSettings) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let task = Task {
+            log,
+            settings,
+            rx,
+            open: true,
+            jobs: HashMap::new(),
+            next_job: 0,
+            queue: VecDeque::new(),
+            known: HashMap::new(),
+            pruned: Instant::now(),
+            stale: HashSet::new(),
+        };
+        tokio::spawn(task.run());
+        Self { jobs: tx }
+    }
+
+    /// Stores one copy of `msg` per recipient (see the module docs), or
+    /// returns the copies an earlier or concurrent identical request stored;
+    /// in the order of `msg.to`.
+    pub(crate) async fn append(&self, msg: &NewMessage) -> Result<Vec<StoredMessage>, StoreError> {
+        if msg.to.is_empty() {
+            return Ok(Vec::new());
+        }
+        let id = msg.message_id();
+        let entry = Arc::new(Entry {
+            idem: crate::schema::idem_value(msg.idempotency_key.as_deref(), &id),
+            id,
+            data: Arc::clone(&msg.data),
+            source: msg.source.clone(),
+            created_at_ms: edgepush_core::message::now_ms(),
+        });
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            entry,
+            done: vec![None; msg.to.len()],
+            to: msg.to.clone(),
+            left: msg.to.len(),
+            reply: Some(reply),
+        };
+        self.jobs
+            .send(Command::Append(job))
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Makes the task forget the seqs it remembers; returns once it has.
+    pub(crate) async fn forget(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.jobs.send(Command::Forget(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("the message store's append task stopped".into())
+}
+
+/// The fields every copy of one request shares.
+struct Entry {
+    id: MessageId,
+    data: Arc<RawValue>,
+    source: String,
+    idem: String,
+    created_at_ms: i64,
+}
+
+/// One append request.
+struct Job {
+    entry: Arc<Entry>,
+    /// The recipients, in the caller's order.
+    to: Vec<UserId>,
+    /// Each recipient's copy, once stored (or found) and its counter moved.
+    done: Vec<Option<StoredMessage>>,
+    /// Copies not yet done.
+    left: usize,
+    /// Where the answer goes; `None` once answered.
+    reply: Option<oneshot::Sender<Result<Vec<StoredMessage>, StoreError>>>,
+}
+
+impl Job {
+    fn template(&self, idx: usize) -> CopyTemplate<'_> {
+        CopyTemplate {
+            user: &self.to[idx],
+            id: &self.entry.id,
+            data: &self.entry.data,
+            source: &self.entry.source,
+            idem: &self.entry.idem,
+            created_at_ms: self.entry.created_at_ms,
+        }
+    }
+}
+
+/// One copy waiting for a round.
+#[derive(Debug, Clone, Copy)]
+struct Queued {
+    job: u64,
+    idx: usize,
+    /// Refusals so far.
+    attempts: u32,
+    /// Not tried again before this (back-off after a refusal).
+    not_before: Option<Instant>,
+}
+
+/// A copy picked for a round, at its seq.
+struct Claim {
+    copy: Queued,
+    user: UserId,
+    /// The document to insert.
+    doc: Document,
+    /// The copy as answered once stored.
+    message: StoredMessage,
+}
+
+/// A copy stored or found in a round, waiting for its counter.
+struct Pending {
+    job: u64,
+    idx: usize,
+    message: StoredMessage,
+}
+
+/// The counter update of a round, in flight.
+type Finishing = JoinHandle<(Vec<Pending>, Vec<(UserId, Result<(), StoreError>)>)>;
+
+/// A seq this batcher stored, and when.
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    seq: Seq,
+    at: Instant,
+}
+
+struct Task {
+    log: Arc<SeqLog>,
+    settings: BatchSettings,
+    rx: mpsc::Receiver<Command>,
+    /// Whether `rx` may still deliver.
+    open: bool,
+    jobs: HashMap<u64, Job>,
+    next_job: u64,
+    /// Copies waiting, in arrival order.
+    queue: VecDeque<Queued>,
+    known: HashMap<UserId, Known>,
+    /// When `known` was last pruned of old entries.
+    pruned: Instant,
+    /// Users whose counter is known to lag: their base is the highest of
+    /// the counter and the highest stored seq.
+    stale: HashSet<UserId>,
+}
+
+impl Task {
+    async fn run(mut self) {
+        let mut finishing: Option<Finishing> = None;
+        loop {
+            self.take_waiting();
+            let now = Instant::now();
+            let runnable = self
+                .queue
+                .iter()
+                .any(|c| c.not_before.is_none_or(|t| t <= now));
+            if !runnable {
+                if let Some(handle) = finishing.take() {
+                    self.finish(handle).await;
+                    continue;
+                }
+                if !self.open && self.queue.is_empty() {
+                    return;
+                }
+                let wake = self.queue.iter().filter_map(|c| c.not_before).min();
+                tokio::select! {
+                    command = self.rx.recv(), if self.open => match command {
+                        Some(command) => self.accept(command),
+                        None => self.open = false,
+                    },
+                    () = sleep_until(wake), if wake.is_some() => {}
+                }
+                continue;
+            }
+            self.round(&mut finishing).await;
+        }
+    }
+
+    /// Takes every request waiting in the channel, without waiting.
+    fn take_waiting(&mut self) {
+        while self.open {
+            match self.rx.try_recv() {
+                Ok(command) => self.accept(command),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => self.open = false,
+            }
+        }
+    }
+
+    fn accept(&mut self, command: Command) {
+        match command {
+            Command::Append(job) => {
+                let id = self.next_job;
+                self.next_job += 1;
+                for idx in 0..job.to.len() {
+                    self.queue.push_back(Queued {
+                        job: id,
+                        idx,
+                        attempts: 0,
+                        not_before: None,
+                    });
+                }
+                self.jobs.insert(id, job);
+            }
+            Command::Forget(done) => {
+                self.known.clear();
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// One round: picks at most one runnable copy per user, finds their
+    /// bases, inserts them, and starts moving their counters (after the
+    /// previous round's counter update is done).
+    async fn round(&mut self, finishing: &mut Option<Finishing>) {
+        let now = Instant::now();
+        let mut picked: Vec<(Queued, UserId)> = Vec::new();
+        let mut users: HashSet<UserId> = HashSet::new();
+        let mut rest = VecDeque::with_capacity(self.queue.len());
+        for copy in std::mem::take(&mut self.queue) {
+            let Some(job) = self.jobs.get(&copy.job) else {
+                continue; // its request failed already
+            };
+            let due = copy.not_before.is_none_or(|t| t <= now);
+            let user = &job.to[copy.idx];
+            if due && picked.len() < self.settings.max_copies && !users.contains(user) {
+                users.insert(user.clone());
+                picked.push((copy, user.clone()));
+            } else {
+                rest.push_back(copy);
+            }
+        }
+        self.queue = rest;
+        tracing::debug!(
+            copies = picked.len(),
+            waiting = self.queue.len(),
+            requests = self.jobs.len(),
+            "append round"
+        );
+
+        let bases = self.bases(users, now).await;
+        let mut claims: Vec<Claim> = Vec::with_capacity(picked.len());
+        for (copy, user) in picked {
+            let seq = match bases.get(&user) {
+                Some(Ok(base)) => base.saturating_add(1),
+                Some(Err(e)) => {
+                    self.fail(copy.job, copy_error(e));
+                    continue;
+                }
+                None => {
+                    self.fail(
+                        copy.job,
+                        StoreError::Backend(format!("no base seq for {user}")),
+                    );
+                    continue;
+                }
+            };
+            let Some(bson_seq) = seq_to_bson(seq) else {
+                self.fail(
+                    copy.job,
+                    StoreError::Backend(format!("seq of {user} overflowed")),
+                );
+                continue;
+            };
+            let Some(job) = self.jobs.get(&copy.job) else {
+                continue;
+            };
+            let template = job.template(copy.idx);
+            claims.push(Claim {
+                doc: template.to_doc(bson_seq),
+                message: template.stored(seq),
+                copy,
+                user,
+            });
+        }
+
+        let mut pending: Vec<Pending> = Vec::with_capacity(claims.len());
+        let mut refused: Vec<(Queued, UserId)> = Vec::new();
+        if !claims.is_empty() {
+            self.insert(claims, &mut pending, &mut refused).await;
+        }
+        refused.retain(|(copy, _)| self.jobs.contains_key(&copy.job));
+        if !refused.is_empty() {
+            self.look_up(refused, &mut pending).await;
+        }
+
+        if let Some(previous) = finishing.take() {
+            self.finish(previous).await;
+        }
+        if pending.is_empty() {
+            return;
+        }
+        // One statement per user: the highest seq of the round (a user has
+        // one inserted copy per round, but may also have found copies).
+        let mut targets: HashMap<UserId, Seq> = HashMap::new();
+        for p in &pending {
+            let t = targets.entry(p.message.user_id.clone()).or_insert(0);
+            *t = (*t).max(p.message.seq);
+        }
+        let targets: Vec<(UserId, Seq)> = targets.into_iter().collect();
+        let log = Arc::clone(&self.log);
+        *finishing = Some(tokio::spawn(async move {
+            let outcomes = bump_counters(&log.db, &log.counters, &targets).await;
+            let results = targets.into_iter().map(|(u, _)| u).zip(outcomes).collect();
+            (pending, results)
+        }));
+    }
+
+    /// The base seq of each user: a fresh known seq, else the counter (and
+    /// the highest stored seq, for users whose counter lags).
+    async fn bases(
+        &mut self,
+        users: HashSet<UserId>,
+        now: Instant,
+    ) -> HashMap<UserId, Result<Seq, StoreError>> {
+        let known_for = self.settings.known_for;
+        if now.saturating_duration_since(self.pruned) >= known_for {
+            self.known
+                .retain(|_, k| now.saturating_duration_since(k.at) < known_for);
+            self.pruned = now;
+        }
+        let mut out = HashMap::with_capacity(users.len());
+        let mut reads = Vec::new();
+        for user in users {
+            let stale = self.stale.contains(&user);
+            match self.known.get(&user) {
+                Some(k) if !stale && now.saturating_duration_since(k.at) < known_for => {
+                    out.insert(user, Ok(k.seq));
+                }
+                _ => reads.push((user, stale)),
+            }
+        }
+        let log = &self.log;
+        let read: Vec<(UserId, Result<Seq, StoreError>)> = stream::iter(reads)
+            .map(|(user, stale)| async move {
+                let base: Result<Seq, StoreError> = async {
+                    let counter = log.last_seq(user.as_str()).await?;
+                    if !stale {
+                        return Ok(counter);
+                    }
+                    Ok(counter.max(log.highest_stored_seq(user.as_str()).await?))
+                }
+                .await;
+                (user, base)
+            })
+            .buffer_unordered(self.settings.concurrency.max(1))
+            .collect()
+            .await;
+        for (user, base) in read {
+            if base.is_ok() {
+                self.stale.remove(&user);
+            }
+            out.insert(user, base);
+        }
+        out
+    }
+
+    /// Inserts the round's claims with one command; sorts each into stored
+    /// (`pending`), refused by the idempotency index or an unnamed one
+    /// (`refused`, to be looked up), taken seq (back to the queue) or
+    /// failed. A stored copy waits for its counter even when its request
+    /// failed meanwhile, so that no counter is left behind.
+    async fn insert(
+        &mut self,
+        claims: Vec<Claim>,
+        pending: &mut Vec<Pending>,
+        refused: &mut Vec<(Queued, UserId)>,
+    ) {
+        let mut docs = Vec::with_capacity(claims.len());
+        let mut rest = Vec::with_capacity(claims.len());
+        for claim in claims {
+            docs.push(claim.doc);
+            rest.push((claim.copy, claim.user, claim.message));
+        }
+        let outcomes = match self.log.insert_many(docs).await {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                for (copy, user, _) in rest {
+                    self.known.remove(&user);
+                    self.fail(copy.job, copy_error(&e));
+                }
+                return;
+            }
+        };
+        let now = Instant::now();
+        for ((copy, user, message), outcome) in rest.into_iter().zip(outcomes) {
+            match outcome {
+                Ok(Inserted::Yes) => {
+                    self.known.insert(
+                        user,
+                        Known {
+                            seq: message.seq,
+                            at: now,
+                        },
+                    );
+                    pending.push(Pending {
+                        job: copy.job,
+                        idx: copy.idx,
+                        message,
+                    });
+                }
+                Ok(Inserted::Duplicate(DuplicateOf::Seq)) => self.retry(copy, user),
+                Ok(Inserted::Duplicate(_)) => refused.push((copy, user)),
+                Err(e) => {
+                    self.known.remove(&user);
+                    self.fail(copy.job, e);
+                }
+            }
+        }
+    }
+
+    /// Copies refused by a unique index other than the seq's: their
+    /// request's copy exists (return it), else the seq was taken.
+    async fn look_up(&mut self, refused: Vec<(Queued, UserId)>, pending: &mut Vec<Pending>) {
+        let log = &self.log;
+        let jobs = &self.jobs;
+        let found: Vec<(Queued, UserId, Result<Option<Document>, StoreError>)> =
+            stream::iter(refused)
+                .map(|(copy, user)| async move {
+                    let found = match jobs.get(&copy.job) {
+                        Some(job) => {
+                            log.find_entry(&job.entry.source, &job.entry.idem, user.as_str())
+                                .await
+                        }
+                        None => Ok(None),
+                    };
+                    (copy, user, found)
+                })
+                .buffer_unordered(self.settings.concurrency.max(1))
+                .collect()
+                .await;
+        for (copy, user, found) in found {
+            match found {
+                Ok(Some(doc)) => match message_from_doc(&doc) {
+                    // Stored by an earlier try of this request or a racer,
+                    // which may have crashed before moving the counter: it
+                    // is moved with this round's.
+                    Ok(message) if message.user_id == user => {
+                        pending.push(Pending {
+                            job: copy.job,
+                            idx: copy.idx,
+                            message,
+                        });
+                    }
+                    Ok(_) => self.fail(
+                        copy.job,
+                        StoreError::Backend(format!(
+                            "the stored copy for {user} names another user"
+                        )),
+                    ),
+                    Err(e) => self.fail(copy.job, StoreError::Backend(e.to_string())),
+                },
+                Ok(None) => self.retry(copy, user),
+                Err(e) => self.fail(copy.job, e),
+            }
+        }
+    }
+
+    /// `copy` met a taken seq: back to the queue after a pause that grows
+    /// with its refusals, its user's base read again; or its request fails
+    /// once it has tried often enough.
+    fn retry(&mut self, copy: Queued, user: UserId) {
+        self.known.remove(&user);
+        self.stale.insert(user.clone());
+        let attempts = copy.attempts + 1;
+        if attempts >= self.settings.max_attempts.max(1) {
+            self.fail(
+                copy.job,
+                StoreError::Contention(format!(
+                    "gave up claiming a seq for {user} after {attempts} attempts"
+                )),
+            );
+            return;
+        }
+        let not_before = (attempts > 1).then(|| {
+            let cap = (1u64 << attempts.min(6)).min(MAX_BACKOFF_MS);
+            Instant::now() + Duration::from_millis(rand::random_range(0..=cap))
+        });
+        self.queue.push_front(Queued {
+            attempts,
+            not_before,
+            ..copy
+        });
+    }
+
+    /// Waits for a round's counter update and answers what it completes.
+    async fn finish(&mut self, handle: Finishing) {
+        let (pending, results) = match handle.await {
+            Ok(done) => done,
+            Err(e) => {
+                // The update task panicked or was cancelled: what waited
+                // on it is not known to be complete.
+                tracing::error!(error = %e, "the seq counter update task failed");
+                let ids: Vec<u64> = self.jobs.keys().copied().collect();
+                for id in ids {
+                    self.fail(
+                        id,
+                        StoreError::Backend(format!("counter update failed: {e}")),
+                    );
+                }
+                return;
+            }
+        };
+        let results: HashMap<UserId, Result<(), StoreError>> = results.into_iter().collect();
+        for p in pending {
+            match results.get(&p.message.user_id) {
+                Some(Ok(())) => self.complete(p),
+                Some(Err(e)) => {
+                    tracing::warn!(user = %p.message.user_id, seq = p.message.seq, error = %e, "stored a message but could not advance the seq counter; the append fails so that it is retried");
+                    self.fail(p.job, copy_error(e));
+                }
+                None => self.fail(p.job, StoreError::Backend("counter not updated".into())),
+            }
+        }
+    }
+
+    /// A copy is stored and its counter moved.
+    fn complete(&mut self, p: Pending) {
+        let Some(job) = self.jobs.get_mut(&p.job) else {
+            return; // the request failed already
+        };
+        if job.done[p.idx].is_none() {
+            job.done[p.idx] = Some(p.message);
+            job.left -= 1;
+        }
+        if job.left == 0
+            && let Some(job) = self.jobs.remove(&p.job)
+            && let Some(reply) = job.reply
+        {
+            let copies = job.done.into_iter().flatten().collect();
+            let _ = reply.send(Ok(copies));
+        }
+    }
+
+    /// Answers `error` to request `job` (if it is still waiting); its
+    /// other copies are dropped from the queue as they come up.
+    fn fail(&mut self, job: u64, error: StoreError) {
+        if let Some(job) = self.jobs.remove(&job)
+            && let Some(reply) = job.reply
+        {
+            let _ = reply.send(Err(error));
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
