@@ -245,13 +245,13 @@ pub(crate) async fn admit(
 }
 
 /// The server-side subscriptions of a connection (the rules are shared
-/// with the managed edge: [`edgepush_core::topic::server_side`]).
+/// with the managed edge: [`edgepush_core::subscriptions::server_side`]).
 fn server_side(
     state: &NodeState,
     identity: &Identity,
     resume: Vec<(TopicName, Seq)>,
 ) -> ServerSide {
-    edgepush_core::topic::server_side(
+    edgepush_core::subscriptions::server_side(
         &identity.topics,
         &identity.subscribe,
         resume,

@@ -171,7 +171,7 @@ enum JobKind {
     Publish,
 }
 
-pub(crate) use edgepush_core::topic::ServerSide;
+pub(crate) use edgepush_core::subscriptions::ServerSide;
 
 /// One client's session; see the module docs.
 pub(crate) struct Session {

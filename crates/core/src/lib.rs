@@ -16,6 +16,8 @@
 //!   ([`StoredMessage`]) MongoDB has them.
 //! - [`topic`]: topic names ([`TopicName`]), namespaces and their options,
 //!   subscribe patterns, the `resume` list.
+//! - [`subscriptions`]: the server-side subscriptions a connection starts
+//!   with (token topics, `$broadcast`, `resume`), for both edges.
 //! - [`protocol`]: WebSocket frames, the collect API body, the push batch
 //!   bodies (user messages and topic messages).
 //! - [`managed`]: the frames only clients of the managed edge (API Gateway)
@@ -39,6 +41,7 @@ pub mod presence;
 pub mod protocol;
 pub mod publish;
 pub mod submit;
+pub mod subscriptions;
 pub mod topic;
 pub mod upgrade;
 

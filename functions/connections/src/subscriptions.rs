@@ -20,7 +20,7 @@
 //! `{"type":"subscribed","topic":...,"seq":<latest>}`.
 //!
 //! The server-side subscriptions are decided by the edge nodes' own rules
-//! ([`edgepush_core::topic::server_side`]) at the first `resume`:
+//! ([`edgepush_core::subscriptions::server_side`]) at the first `resume`:
 //! `"op":"connect"` error frames first, then `$broadcast` and the token's
 //! topics, each after its `?resume=` position.
 //!
@@ -43,7 +43,8 @@ use edgepush_core::protocol::{
     encode_error, encode_published, encode_subscribed, encode_topic_msg, encode_unsubscribed,
 };
 use edgepush_core::submit::Limits;
-use edgepush_core::topic::{ClientPublish, TopicPattern, server_side};
+use edgepush_core::subscriptions::server_side;
+use edgepush_core::topic::{ClientPublish, TopicPattern};
 use edgepush_core::{AuthError, ConnId, NewTopicMessage, RouteError, Seq, TopicMessage, TopicName};
 use serde_json::value::RawValue;
 
