@@ -154,7 +154,10 @@ async fn upgrade(
 ///
 /// Not an `async fn`: an async fn's arguments and the bindings its body
 /// uses are separate places in its future (measured: 2,744 B against 2,016
-/// B for this async block, which holds each part once).
+/// B for this async block, which holds each part once). The parts come as
+/// separate arguments for the same reason: passing the whole [`Upgraded`]
+/// and taking it apart before the block made the task 2,528 B instead of
+/// 2,104 B (`alloc-count`, the task's `size_of_val`).
 #[allow(clippy::manual_async_fn)]
 fn live(
     state: Arc<NodeState>,
