@@ -12,11 +12,12 @@
 -- stand-in scales like the real thing. An event trigger adds them to the
 -- tables FerretDB creates for edgepush's collections (FerretDB names a
 -- table `<collection>_<hash>`): `_id` of the counter collections (`users`,
--- `topics`), `user` of `messages`, `topic` of `topic_messages`; every
--- other table gets `_id`. The large append-only collections get no `_id`
--- index of this kind: nothing looks their documents up by `_id`, and a GIN
--- index costs every insert. FerretDB does not know of these indexes
--- (listIndexes is unchanged) and they go with the table.
+-- `topics`), `user` and `_id` of `messages` (where a user's counter lags,
+-- the end of the log is found by `_id`: crates/mongo/src/batcher.rs),
+-- `topic` of `topic_messages`; every other table gets `_id`. Topic
+-- messages get no `_id` index of this kind: nothing looks them up by
+-- `_id`, and a GIN index costs every insert. FerretDB does not know of
+-- these indexes (listIndexes is unchanged) and they go with the table.
 CREATE OR REPLACE FUNCTION edgepush_ferretdb_gin() RETURNS event_trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -37,6 +38,10 @@ BEGIN
         END;
         EXECUTE format('CREATE INDEX ON %s USING gin ((_jsonb->%L))',
             obj.object_identity, field);
+        IF field = 'user' THEN
+            EXECUTE format('CREATE INDEX ON %s USING gin ((_jsonb->%L))',
+                obj.object_identity, '_id');
+        END IF;
     END LOOP;
 END;
 $$;

@@ -14,19 +14,26 @@
 //!    its backend and would scan the whole collection for an `$in`);
 //! 2. **one** unordered `insert` of every copy of the round, each at its
 //!    user's base + 1;
-//! 3. unordered `update` commands with one `$max` statement per user moving
-//!    the counters up to what the insert stored (one command per 16 users:
-//!    FerretDB v1 holds a connection per statement until its command ends,
-//!    see [`crate::counters`]); they run while the next round's reads and
-//!    insert go on (two rounds in flight at most), and a request is
-//!    answered once the counters of all its copies moved.
+//! 3. the counters, moved with `$max` by unordered `update` commands of
+//!    one statement per user (one command per 16 users: FerretDB v1 holds
+//!    a connection per statement until its command ends, see
+//!    [`crate::counters`]). When depends on the server ([`Counters`]):
+//!    - **before answering** ([`Counters::BeforeAnswer`], MongoDB): they
+//!      run while the next round's reads and insert go on (two rounds in
+//!      flight at most), and a request is answered once the counters of all
+//!      its copies moved;
+//!    - **in the background** ([`Counters::Lagging`], FerretDB): a request
+//!      is answered once its copies are stored; a user's counter is moved
+//!      once the log is `max_lag` copies past it, without anyone waiting.
+//!      See *The counter off the hot path*.
 //!
-//! With 32 single-recipient requests in flight that is a wave of
-//! concurrent reads, one insert and two update commands for 32 copies,
-//! instead of 64–96 round trips. On a server where each operation costs
-//! far more CPU than a round trip (FerretDB v1: ~0.6 ms per read, ~0.8 ms
-//! per counter statement, ~0.1 ms per batched insert) the reads and the
-//! counter statements remain the cost: see *Why the counter write stays*.
+//! With 32 single-recipient requests in flight to users this batcher
+//! stored for recently, a round is one insert for 32 copies (plus, on
+//! MongoDB, two update commands), instead of 64–96 round trips. On a server
+//! where each operation costs far more CPU than a round trip (FerretDB v1:
+//! ~0.6 ms per read, ~0.8 ms per counter statement, ~0.1 ms per batched
+//! insert) what is left is the insert, and the reads for users the batcher
+//! has no fresh seq for.
 //!
 //! # Why seqs stay gap-free
 //!
@@ -47,8 +54,9 @@
 //! moving the counter) took it: the copy goes back to the queue and its
 //! user's next base is read as the highest of the counter and the highest
 //! stored seq. A duplicate on the idempotency index means this request's
-//! copy exists: it is read and returned, and the counter is moved up to it
-//! (its writer may have crashed before doing so). After
+//! copy exists: it is read and returned, and (with
+//! [`Counters::BeforeAnswer`]) the counter is moved up to it (its writer
+//! may have crashed before doing so). After
 //! [`max_seq_attempts`](crate::MongoConfig::max_seq_attempts) refusals the
 //! request fails with [`StoreError::Contention`].
 //!
@@ -59,16 +67,19 @@
 //! move yet (the insert landed, the `update` did not). The next writer of
 //! such a user meets the stored copy on the seq and continues after it;
 //! an idempotent retry of the request finds its copies and moves the
-//! counters; the retention sweep moves the counter before deleting. No
-//! request was answered for a copy whose counter had not moved, so nothing
-//! acknowledged to a caller depends on the repair. A round that fails as a
+//! counters; the retention sweep moves the counter before deleting. With
+//! [`Counters::BeforeAnswer`] no request was answered for a copy whose
+//! counter had not moved, so nothing acknowledged to a caller depends on
+//! the repair; with [`Counters::Lagging`] readers never trust the counter
+//! as the end of the log, so a lagging one is the normal case. A round that fails as a
 //! whole (the server unreachable, a write concern error) fails every
 //! request in it: some of its copies may be stored, and the caller's retry
 //! with the same idempotency key finds them.
 //!
 //! A request whose caller gave up (a dropped future, a timed-out Lambda)
-//! is still completed by the batcher, counters included, so dropping an
-//! append never leaves a lagging counter behind.
+//! is still completed by the batcher, counters included (with
+//! [`Counters::BeforeAnswer`]), so dropping an append never leaves a
+//! counter behind that readers trust.
 //!
 //! # Known seqs
 //!
@@ -81,22 +92,30 @@
 //! stored less than a quarter of the retention ago, so is not expired; and
 //! this store forgets all it remembers whenever its own sweep runs.
 //!
-//! # Why the counter write stays on the hot path
+//! # The counter off the hot path
 //!
-//! The counter could be dropped from the append (the last seq being the
-//! highest `(user, seq)` in `messages`, the counter kept only for when
-//! retention deletes a user's every message). It is kept because readers
-//! rely on it being exact once an append returned (`position` answers the
-//! end of the log in one `_id` read; an edge node's replay stops there),
-//! and because without it a writer would need the highest stored seq as
-//! well as the counter for every user it has no fresh seq for: a sorted
-//! query per user, which FerretDB answers far slower than an `_id` read.
-//! Batched, the counter costs one round trip per 16 users of a round; on
-//! FerretDB it stays the largest cost per copy (a statement, ~0.8 ms of
-//! server CPU), and dropping it (the sweep keeping the counter for
-//! retention; `position` and `ack` reading the highest stored seq as well)
-//! is the next step there. On MongoDB with a TTL index the counter must
-//! stay: the TTL monitor deletes without moving it.
+//! Readers need the end of a user's log: `position` (an edge node's replay
+//! stops there) and this batcher's base for a user it has no fresh seq
+//! for. With [`Counters::BeforeAnswer`] the counter is that end once an
+//! append returned, one `_id` read. With [`Counters::Lagging`] the counter
+//! is a lower bound and the end is found from it by reads of `_id`
+//! ([`SeqLog::stored_end`]: the counter's next seq, then doubling steps and
+//! a bisection; one read when the counter is exact, about eleven at the
+//! largest lag). That search is sound only if every seq between the
+//! counter and the end is stored: seqs are handed out without gaps, so it
+//! holds as long as nothing above the counter was ever deleted. This
+//! crate's retention sweep moves the counter up to each seq before
+//! deleting it, so it holds wherever the sweep is the only deleter
+//! (FerretDB). A TTL monitor (MongoDB) deletes without moving counters: a
+//! lagging counter could then point below a deleted run, and the next seq
+//! would be handed out again; there the counter moves before answering.
+//! On MongoDB the statement is cheap; on FerretDB it was the largest cost
+//! per copy (a statement of ~0.8 ms of server CPU per user per round).
+//!
+//! A counter moved in the background can fail or be lost in a crash: the
+//! log is then further past it, which costs the next reader a few more
+//! reads and nothing else; an ack (which reads the end anyway) and the
+//! sweep move it too.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -121,6 +140,8 @@ pub(crate) const KNOWN_FOR: Duration = Duration::from_secs(5);
 const QUEUE: usize = 4096;
 /// Longest pause before a copy refused on its seq tries again.
 const MAX_BACKOFF_MS: u64 = 50;
+/// How often an idle batcher looks whether lagging counters can move.
+const MOVE_RECHECK: Duration = Duration::from_millis(20);
 
 /// How the batcher works, from the store's configuration.
 #[derive(Debug, Clone, Copy)]
@@ -133,6 +154,26 @@ pub(crate) struct BatchSettings {
     pub(crate) max_attempts: u32,
     /// How long a stored seq stands in for the counter.
     pub(crate) known_for: Duration,
+    /// When the users' counters move: see [`Counters`].
+    pub(crate) counters: Counters,
+}
+
+/// When a round moves the counters of its users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Counters {
+    /// Before its requests are answered: the counter is the end of the log
+    /// for every reader. Needed where a TTL monitor deletes expired copies
+    /// without moving the counter (MongoDB).
+    BeforeAnswer,
+    /// In the background, once a user's log is `max_lag` past the counter
+    /// this batcher last wrote or read: the counter is a lower bound, and
+    /// readers find the end with [`SeqLog::stored_end`]. Sound where
+    /// retention is this crate's sweep (FerretDB), which moves a counter
+    /// before deleting below it; see *The counter off the hot path*.
+    Lagging {
+        /// Stored copies past the counter before it is moved.
+        max_lag: u64,
+    },
 }
 
 /// The handle appends go through; the task stops when the last handle
@@ -164,7 +205,9 @@ impl AppendBatcher {
             queue: VecDeque::new(),
             known: HashMap::new(),
             pruned: Instant::now(),
-            stale: HashSet::new(),
+            stale: HashMap::new(),
+            moving: None,
+            to_move: HashMap::new(),
         };
         tokio::spawn(task.run());
         Self { jobs: tx }
@@ -263,6 +306,8 @@ struct Queued {
 struct Claim {
     copy: Queued,
     user: UserId,
+    /// The user's counter as last seen.
+    counter: Seq,
     /// The document to insert.
     doc: Document,
     /// The copy as answered once stored.
@@ -284,6 +329,16 @@ type Finishing = JoinHandle<(Vec<Pending>, Vec<(UserId, Result<(), StoreError>)>
 struct Known {
     seq: Seq,
     at: Instant,
+    /// The user's counter as this batcher last read or wrote it (with
+    /// [`Counters::Lagging`]: how far the counter lags behind `seq`).
+    counter: Seq,
+}
+
+/// A user's base seq for a round, and its counter as last seen.
+#[derive(Debug, Clone, Copy)]
+struct Base {
+    seq: Seq,
+    counter: Seq,
 }
 
 struct Task {
@@ -299,9 +354,14 @@ struct Task {
     known: HashMap<UserId, Known>,
     /// When `known` was last pruned of old entries.
     pruned: Instant,
-    /// Users whose counter is known to lag: their base is the highest of
-    /// the counter and the highest stored seq.
-    stale: HashSet<UserId>,
+    /// Users whose counter is known to lag, with a seq found taken: their
+    /// base is the highest of the counter and the highest stored seq (with
+    /// [`Counters::Lagging`]: the end of the log found from that seq).
+    stale: HashMap<UserId, Option<Seq>>,
+    /// With [`Counters::Lagging`]: the counter update in flight, if any.
+    moving: Option<JoinHandle<()>>,
+    /// With [`Counters::Lagging`]: counters to move once `moving` is done.
+    to_move: HashMap<UserId, Seq>,
 }
 
 impl Task {
@@ -319,10 +379,27 @@ impl Task {
                     self.finish(handle).await;
                     continue;
                 }
+                // Counters waiting for an update in flight: look again soon.
+                self.move_counters();
+                let recheck = (!self.to_move.is_empty()).then(|| now + MOVE_RECHECK);
                 if !self.open && self.queue.is_empty() {
+                    if let Some(moving) = self.moving.take() {
+                        let _ = moving.await;
+                    }
+                    if !self.to_move.is_empty() {
+                        self.move_counters();
+                        if let Some(moving) = self.moving.take() {
+                            let _ = moving.await;
+                        }
+                    }
                     return;
                 }
-                let wake = self.queue.iter().filter_map(|c| c.not_before).min();
+                let wake = self
+                    .queue
+                    .iter()
+                    .filter_map(|c| c.not_before)
+                    .chain(recheck)
+                    .min();
                 tokio::select! {
                     command = self.rx.recv(), if self.open => match command {
                         Some(command) => self.accept(command),
@@ -401,8 +478,8 @@ impl Task {
         let bases = self.bases(users, now).await;
         let mut claims: Vec<Claim> = Vec::with_capacity(picked.len());
         for (copy, user) in picked {
-            let seq = match bases.get(&user) {
-                Some(Ok(base)) => base.saturating_add(1),
+            let (seq, counter) = match bases.get(&user) {
+                Some(Ok(base)) => (base.seq.saturating_add(1), base.counter),
                 Some(Err(e)) => {
                     self.fail(copy.job, copy_error(e));
                     continue;
@@ -431,6 +508,7 @@ impl Task {
                 message: template.stored(seq),
                 copy,
                 user,
+                counter,
             });
         }
 
@@ -444,6 +522,15 @@ impl Task {
             self.look_up(refused, &mut pending).await;
         }
 
+        if let Counters::Lagging { .. } = self.settings.counters {
+            // The copies are stored: that is the answer. Counters that lag
+            // too far move in the background.
+            for p in pending {
+                self.complete(p);
+            }
+            self.move_counters();
+            return;
+        }
         if let Some(previous) = finishing.take() {
             self.finish(previous).await;
         }
@@ -467,12 +554,14 @@ impl Task {
     }
 
     /// The base seq of each user: a fresh known seq, else the counter (and
-    /// the highest stored seq, for users whose counter lags).
+    /// the highest stored seq, for users whose counter lags; with
+    /// [`Counters::Lagging`] always the end of the log found from the
+    /// counter).
     async fn bases(
         &mut self,
         users: HashSet<UserId>,
         now: Instant,
-    ) -> HashMap<UserId, Result<Seq, StoreError>> {
+    ) -> HashMap<UserId, Result<Base, StoreError>> {
         let known_for = self.settings.known_for;
         if now.saturating_duration_since(self.pruned) >= known_for {
             self.known
@@ -482,23 +571,54 @@ impl Task {
         let mut out = HashMap::with_capacity(users.len());
         let mut reads = Vec::new();
         for user in users {
-            let stale = self.stale.contains(&user);
+            let stale = self.stale.get(&user).copied();
             match self.known.get(&user) {
-                Some(k) if !stale && now.saturating_duration_since(k.at) < known_for => {
-                    out.insert(user, Ok(k.seq));
+                Some(k) if stale.is_none() && now.saturating_duration_since(k.at) < known_for => {
+                    let base = Base {
+                        seq: k.seq,
+                        counter: k.counter,
+                    };
+                    out.insert(user, Ok(base));
                 }
                 _ => reads.push((user, stale)),
             }
         }
         let log = &self.log;
-        let read: Vec<(UserId, Result<Seq, StoreError>)> = stream::iter(reads)
+        let lagging = matches!(self.settings.counters, Counters::Lagging { .. });
+        let read: Vec<(UserId, Result<Base, StoreError>)> = stream::iter(reads)
             .map(|(user, stale)| async move {
-                let base: Result<Seq, StoreError> = async {
-                    let counter = log.last_seq(user.as_str()).await?;
-                    if !stale {
-                        return Ok(counter);
+                let base: Result<Base, StoreError> = async {
+                    match (lagging, stale) {
+                        // The end of the log, found from a seq known to be
+                        // stored (the counter lags: moved with the copy).
+                        (true, Some(Some(taken))) => Ok(Base {
+                            seq: log.stored_end(user.as_str(), taken).await?,
+                            counter: 0,
+                        }),
+                        (true, Some(None)) => {
+                            let counter = log.last_seq(user.as_str()).await?;
+                            Ok(Base {
+                                seq: log.stored_end(user.as_str(), counter).await?,
+                                counter,
+                            })
+                        }
+                        // Optimistic: the counter, which is the end of the
+                        // log for a user that is new or whose counter moved
+                        // with its last copy; if it lags, the insert meets
+                        // the seq taken and the user comes back stale.
+                        (true, None) | (false, None) => {
+                            let counter = log.last_seq(user.as_str()).await?;
+                            Ok(Base {
+                                seq: counter,
+                                counter,
+                            })
+                        }
+                        (false, Some(_)) => {
+                            let counter = log.last_seq(user.as_str()).await?;
+                            let seq = counter.max(log.highest_stored_seq(user.as_str()).await?);
+                            Ok(Base { seq, counter })
+                        }
                     }
-                    Ok(counter.max(log.highest_stored_seq(user.as_str()).await?))
                 }
                 .await;
                 (user, base)
@@ -530,12 +650,12 @@ impl Task {
         let mut rest = Vec::with_capacity(claims.len());
         for claim in claims {
             docs.push(claim.doc);
-            rest.push((claim.copy, claim.user, claim.message));
+            rest.push((claim.copy, claim.user, claim.message, claim.counter));
         }
         let outcomes = match self.log.insert_many(docs).await {
             Ok(outcomes) => outcomes,
             Err(e) => {
-                for (copy, user, _) in rest {
+                for (copy, user, _, _) in rest {
                     self.known.remove(&user);
                     self.fail(copy.job, copy_error(&e));
                 }
@@ -543,14 +663,26 @@ impl Task {
             }
         };
         let now = Instant::now();
-        for ((copy, user, message), outcome) in rest.into_iter().zip(outcomes) {
+        for ((copy, user, message, counter), outcome) in rest.into_iter().zip(outcomes) {
             match outcome {
                 Ok(Inserted::Yes) => {
+                    let counter = match self.settings.counters {
+                        Counters::Lagging { max_lag }
+                            if message.seq.saturating_sub(counter) >= max_lag =>
+                        {
+                            self.to_move.insert(user.clone(), message.seq);
+                            message.seq
+                        }
+                        Counters::Lagging { .. } => counter,
+                        // Moved with the round's counters.
+                        Counters::BeforeAnswer => message.seq,
+                    };
                     self.known.insert(
                         user,
                         Known {
                             seq: message.seq,
                             at: now,
+                            counter,
                         },
                     );
                     pending.push(Pending {
@@ -559,7 +691,9 @@ impl Task {
                         message,
                     });
                 }
-                Ok(Inserted::Duplicate(DuplicateOf::Seq)) => self.retry(copy, user),
+                Ok(Inserted::Duplicate(DuplicateOf::Seq)) => {
+                    self.retry(copy, user, Some(message.seq));
+                }
                 Ok(Inserted::Duplicate(_)) => refused.push((copy, user)),
                 Err(e) => {
                     self.known.remove(&user);
@@ -610,18 +744,21 @@ impl Task {
                     ),
                     Err(e) => self.fail(copy.job, StoreError::Backend(e.to_string())),
                 },
-                Ok(None) => self.retry(copy, user),
+                // Not known to be the seq's index: no seq known stored.
+                Ok(None) => self.retry(copy, user, None),
                 Err(e) => self.fail(copy.job, e),
             }
         }
     }
 
-    /// `copy` met a taken seq: back to the queue after a pause that grows
-    /// with its refusals, its user's base read again; or its request fails
-    /// once it has tried often enough.
-    fn retry(&mut self, copy: Queued, user: UserId) {
+    /// `copy` met a taken seq (`taken`, when the server said it was the
+    /// seq's index): back to the queue after a pause that grows with its
+    /// refusals, its user's base read again; or its request fails once it
+    /// has tried often enough.
+    fn retry(&mut self, copy: Queued, user: UserId, taken: Option<Seq>) {
         self.known.remove(&user);
-        self.stale.insert(user.clone());
+        let entry = self.stale.entry(user.clone()).or_insert(taken);
+        *entry = (*entry).max(taken);
         let attempts = copy.attempts + 1;
         if attempts >= self.settings.max_attempts.max(1) {
             self.fail(
@@ -641,6 +778,25 @@ impl Task {
             not_before,
             ..copy
         });
+    }
+
+    /// With [`Counters::Lagging`]: starts moving the counters waiting in
+    /// `to_move`, unless an update is still in flight (they go with the
+    /// next). Nothing waits on it: a counter that does not move only makes
+    /// the next reader's [`SeqLog::stored_end`] read a little more.
+    fn move_counters(&mut self) {
+        if self.to_move.is_empty() || self.moving.as_ref().is_some_and(|m| !m.is_finished()) {
+            return;
+        }
+        let targets: Vec<(UserId, Seq)> = self.to_move.drain().collect();
+        let log = Arc::clone(&self.log);
+        self.moving = Some(tokio::spawn(async move {
+            let outcomes = bump_counters(&log.db, &log.counters, &targets).await;
+            let failed = outcomes.iter().filter(|o| o.is_err()).count();
+            if let Some(Err(e)) = outcomes.into_iter().find(Result::is_err) {
+                tracing::debug!(failed, error = %e, "could not move lagging seq counters; readers find the end of the log further away");
+            }
+        }));
     }
 
     /// Waits for a round's counter update and answers what it completes.

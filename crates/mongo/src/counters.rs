@@ -18,12 +18,38 @@ pub(crate) async fn bump_counter(
     field: &str,
     seq: Seq,
 ) -> Result<(), StoreError> {
-    let value = seq_to_bson(seq)
-        .ok_or_else(|| StoreError::Backend(format!("seq {seq} does not fit a BSON int64")))?;
+    let value = bson_seq(seq)?;
+    bump(counters, key, doc! { field: value }).await
+}
+
+/// `$max`es a user's `last_seq` to `last` and `acked_seq` to `acked` in one
+/// write (an ack that also moves a lagging counter), creating the document
+/// if needed.
+pub(crate) async fn bump_counters_to(
+    counters: &Collection<Document>,
+    key: &str,
+    last: Seq,
+    acked: Seq,
+) -> Result<(), StoreError> {
+    let fields = doc! { "last_seq": bson_seq(last)?, "acked_seq": bson_seq(acked)? };
+    bump(counters, key, fields).await
+}
+
+fn bson_seq(seq: Seq) -> Result<i64, StoreError> {
+    seq_to_bson(seq)
+        .ok_or_else(|| StoreError::Backend(format!("seq {seq} does not fit a BSON int64")))
+}
+
+/// `$max`es `fields` of `key`'s document, creating it if needed.
+async fn bump(
+    counters: &Collection<Document>,
+    key: &str,
+    fields: Document,
+) -> Result<(), StoreError> {
     let mut tries = 0;
     loop {
         match counters
-            .update_one(doc! { "_id": key }, doc! { "$max": { field: value } })
+            .update_one(doc! { "_id": key }, doc! { "$max": fields.clone() })
             .upsert(true)
             .await
         {

@@ -22,15 +22,19 @@
 //! | `created_at` | date | acceptance time; retention counts from it |
 //!
 //! `users`, one document per user: `{_id: <user>, last_seq, acked_seq}`.
-//! `last_seq` is the highest seq known to be stored and only moves forward,
-//! also when retention deletes old messages, so a user's seq never restarts.
+//! `last_seq` is a seq known to be stored (on MongoDB the highest; on
+//! FerretDB a lower bound, moved every 32 copies and by acks and the sweep,
+//! so a user with fewer copies may have no document yet: see `batcher`)
+//! and only moves forward, also when retention deletes old messages, so a
+//! user's seq never restarts.
 //!
 //! Topic messages: see [`topics`].
 //!
 //! See [`log`] for how seqs stay gap-free and appends idempotent under
 //! concurrent writers and crashes, and `batcher` (the group commit of user
 //! message appends: the copies of concurrent requests stored with one
-//! `insert` and a few counter `update`s per round) for how that holds when
+//! `insert` per round, and counter `update`s before answering or in the
+//! background) for how that holds when
 //! appends are batched.
 //!
 //! # Tests

@@ -175,6 +175,55 @@ impl SeqLog {
         Ok(doc.and_then(|d| get_seq(&d, "seq")).unwrap_or(0))
     }
 
+    /// Whether the log's entry `seq` is stored: one read by `_id`, the only
+    /// filter FerretDB v1 answers from an index.
+    async fn entry_exists(&self, key: &str, seq: Seq) -> Result<bool, StoreError> {
+        let Some(seq) = seq_to_bson(seq) else {
+            return Ok(false);
+        };
+        let found = self
+            .entries
+            .find_one(doc! { "_id": format!("{key}:{seq:020}") })
+            .projection(doc! { "_id": 1 })
+            .await
+            .map_err(|e| store_error("reading a stored seq", e))?;
+        Ok(found.is_some())
+    }
+
+    /// The highest seq stored in the log, found from `from` by reads of
+    /// `_id`: `from`, then `from + 1, + 2, + 4, …` until one is missing,
+    /// then a bisection between the last found and the first missing.
+    /// About `2 log2(lag) + 1` reads for a log `lag` entries past `from`.
+    ///
+    /// Correct only when every seq from `from + 1` up to the highest stored
+    /// one is stored, i.e. when nothing above `from` was ever deleted: true
+    /// of a counter on a server whose retention is this crate's sweep
+    /// (the sweep moves the counter up to every seq it deletes, and seqs are
+    /// handed out without gaps), not where a TTL monitor deletes (see
+    /// [`RetentionMode`](crate::RetentionMode)).
+    pub(crate) async fn stored_end(&self, key: &str, from: Seq) -> Result<Seq, StoreError> {
+        // `found` is stored (or is `from`); `missing` is not.
+        let mut found = from;
+        let mut step: u64 = 1;
+        let mut missing = loop {
+            let probe = found.saturating_add(step);
+            if probe == found || !self.entry_exists(key, probe).await? {
+                break probe;
+            }
+            found = probe;
+            step = step.saturating_mul(2);
+        };
+        while missing - found > 1 {
+            let mid = found + (missing - found) / 2;
+            if self.entry_exists(key, mid).await? {
+                found = mid;
+            } else {
+                missing = mid;
+            }
+        }
+        Ok(found)
+    }
+
     /// The entry stored in the log under `(source, idem)`, if any.
     pub(crate) async fn find_entry(
         &self,

@@ -20,9 +20,9 @@ use mongodb::bson::doc;
 use mongodb::options::ClientOptions;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::batcher::{AppendBatcher, BatchSettings, KNOWN_FOR};
+use crate::batcher::{AppendBatcher, BatchSettings, Counters, KNOWN_FOR};
 use crate::config::{MongoConfig, redact_uri};
-use crate::counters::bump_counter;
+use crate::counters::{bump_counter, bump_counters_to};
 use crate::error::store_error;
 use crate::log::SeqLog;
 use crate::retention::{self, Expiry, RetentionMode};
@@ -117,6 +117,7 @@ impl MongoMessageStore {
                 // Shorter than a quarter of the retention, so that nothing
                 // stored after a remembered seq can have expired.
                 known_for: KNOWN_FOR.min(config.retention / 4),
+                counters: counters_for(retention_mode),
             },
         );
         Ok(Self {
@@ -160,6 +161,25 @@ impl MongoMessageStore {
             Expiry::messages(self.inner.config.retention),
         )
         .await
+    }
+}
+
+/// How far a user's counter may lag behind the end of the log before an
+/// append moves it (with [`Counters::Lagging`]): a reader then finds the
+/// end in at most about `2 log2(32) + 1 = 11` reads by `_id`, and the
+/// append path writes a counter once per 32 copies of a user.
+const MAX_COUNTER_LAG: u64 = 32;
+
+/// When appends move the counters, given how retention deletes: the
+/// counter can lag where this crate's sweep is the only deleter (it moves
+/// the counter before deleting below it); where a TTL monitor deletes, the
+/// counter must be the end of the log (see [`crate::batcher`]).
+fn counters_for(mode: RetentionMode) -> Counters {
+    match mode {
+        RetentionMode::TtlIndex => Counters::BeforeAnswer,
+        RetentionMode::Sweeper => Counters::Lagging {
+            max_lag: MAX_COUNTER_LAG,
+        },
     }
 }
 
@@ -254,17 +274,33 @@ impl MessageStore for MongoMessageStore {
         }
         // Beyond the last stored seq (or nothing stored): clip to it. A
         // user without a document has nothing stored, so nothing to ack.
+        // With a lagging counter (see `counters_for`) this is also the
+        // common case: the counter moves to the end of the log with it.
         let position = self.position(user).await?;
+        let acked = position.last_seq.min(seq).max(position.acked_seq);
         if position.last_seq > 0 {
-            bump_counter(users, user.as_str(), "acked_seq", position.last_seq).await?;
+            match self.inner.retention_mode {
+                RetentionMode::TtlIndex => {
+                    bump_counter(users, user.as_str(), "acked_seq", position.last_seq).await?;
+                }
+                RetentionMode::Sweeper => {
+                    bump_counters_to(users, user.as_str(), position.last_seq, acked).await?;
+                }
+            }
         }
-        Ok(position.last_seq.min(seq).max(position.acked_seq))
+        Ok(acked)
     }
 
     async fn position(&self, user: &UserId) -> Result<StreamPosition, StoreError> {
-        let doc = self.inner.log.counter(user.as_str()).await?;
+        let log = &self.inner.log;
+        let doc = log.counter(user.as_str()).await?;
         let field = |name| doc.as_ref().and_then(|d| get_seq(d, name)).unwrap_or(0);
-        let last_seq = field("last_seq");
+        let counter = field("last_seq");
+        let last_seq = match self.inner.retention_mode {
+            RetentionMode::TtlIndex => counter,
+            // The counter may lag behind the log (see `counters_for`).
+            RetentionMode::Sweeper => log.stored_end(user.as_str(), counter).await?,
+        };
         Ok(StreamPosition {
             last_seq,
             // An acked seq written before acks were clipped may exceed it.

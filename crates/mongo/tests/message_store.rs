@@ -140,11 +140,89 @@ async fn concurrent_appends_of_one_store_are_stored_together_without_gaps() -> a
         store.position(&user("hot")).await?.last_seq,
         REQUESTS as Seq
     );
-    // One counter document per user.
+    match store.retention_mode() {
+        // One counter document per user, each moved before answering.
+        RetentionMode::TtlIndex => assert_eq!(
+            t.users().count_documents(doc! {}).await?,
+            REQUESTS as u64 + 1
+        ),
+        // Counters lag (up to 32 copies): no user of one copy has one.
+        RetentionMode::Sweeper => assert_eq!(
+            t.users()
+                .count_documents(doc! { "_id": { "$ne": "hot" } })
+                .await?,
+            0
+        ),
+    }
+    t.drop_db().await
+}
+
+/// Where the sweep is the only deleter (FerretDB), appends do not wait for
+/// the counter: it lags behind the log by up to 32 copies and moves in the
+/// background, and every reader (another handle's append, `position`, an
+/// ack) finds the end of the log from it, however far behind it is.
+#[tokio::test]
+async fn a_lagging_counter_is_read_past_and_moved_in_the_background() -> anyhow::Result<()> {
+    let t = TestDb::new().await?;
+    let store = t.store().await?;
+    if store.retention_mode() != RetentionMode::Sweeper {
+        // MongoDB's TTL monitor deletes without moving counters: there
+        // the counter moves before answering (see the test above).
+        return t.drop_db().await;
+    }
+    let u = user("lag");
+    let counter = || async {
+        let doc = t.users().find_one(doc! { "_id": "lag" }).await?;
+        anyhow::Ok(doc.and_then(|d| d.get_i64("last_seq").ok()))
+    };
+    for k in 1..=40 {
+        let stored = store
+            .append(&message(&["lag"], &k.to_string(), None))
+            .await?;
+        assert_eq!(seqs(&stored), [k]);
+    }
+    // Moved once the log was 32 past it (0), not after each copy.
+    until("the counter moved in the background", stall(), || async {
+        Ok(match counter().await? {
+            Some(32) => Check::Done(()),
+            other => Check::Waiting(other),
+        })
+    })
+    .await?;
+    assert_eq!(store.position(&u).await?.last_seq, 40, "8 past the counter");
+
+    // Another handle (another process: nothing remembered) continues after
+    // the end, not after the counter.
+    let other = t.store().await?;
     assert_eq!(
-        t.users().count_documents(doc! {}).await?,
-        REQUESTS as u64 + 1
+        seqs(&other.append(&message(&["lag"], "41", None)).await?),
+        [41]
     );
+    // With the counter gone altogether (never written: 41 copies past it).
+    t.users().delete_one(doc! { "_id": "lag" }).await?;
+    assert_eq!(other.position(&u).await?.last_seq, 41);
+    let third = t.store().await?;
+    assert_eq!(
+        seqs(&third.append(&message(&["lag"], "42", None)).await?),
+        [42]
+    );
+    assert_eq!(
+        seqs(&store.read_after(&u, 0, 100).await?),
+        (1..=42).collect::<Vec<Seq>>()
+    );
+    // 42 past no counter: moved in the background.
+    until("the counter moved again", stall(), || async {
+        Ok(match counter().await? {
+            Some(42) => Check::Done(()),
+            other => Check::Waiting(other),
+        })
+    })
+    .await?;
+    // An ack reads the end anyway, and moves the counter there.
+    t.users().delete_one(doc! { "_id": "lag" }).await?;
+    assert_eq!(third.ack(&u, 10).await?, 10);
+    assert_eq!(counter().await?, Some(42));
+    assert_eq!(third.position(&u).await?.acked_seq, 10);
     t.drop_db().await
 }
 
@@ -196,8 +274,9 @@ async fn a_large_fan_out_is_stored_once_per_recipient_in_rounds() -> anyhow::Res
 }
 
 /// An append whose caller stops waiting (a dropped future: a client that
-/// hung up, a Lambda that timed out) is still completed, counter included:
-/// no lagging counter is left behind for the next writer to repair.
+/// hung up, a Lambda that timed out) is still completed: its copy stored
+/// and, where the counter is the end of the log (MongoDB), its counter
+/// moved, so no counter that readers trust is left behind.
 #[tokio::test]
 async fn an_abandoned_append_is_completed_counter_included() -> anyhow::Result<()> {
     let t = TestDb::new().await?;
@@ -335,11 +414,13 @@ async fn a_malformed_document_fails_the_read_instead_of_ending_it_early() -> any
     t.messages()
         .insert_one(doc! { "_id": "odd:junk", "user": "odd", "seq": 2_i64, "data": 42 })
         .await?;
+    // Its counter says 2 is stored (a lagging counter may not exist yet).
     t.users()
         .update_one(
             doc! { "_id": "odd" },
             doc! { "$set": { "last_seq": 2_i64 } },
         )
+        .upsert(true)
         .await?;
     store.append(&message(&["odd"], "3", None)).await?;
     // Skipping seq 2 would hand a replay a short page, which means "the
