@@ -18,6 +18,11 @@
 -- messages get no `_id` index of this kind: nothing looks them up by
 -- `_id`, and a GIN index costs every insert. FerretDB does not know of
 -- these indexes (listIndexes is unchanged) and they go with the table.
+-- `fastupdate = off`: with PostgreSQL's default, new entries wait in a
+-- pending list that every lookup reads through until a vacuum merges it;
+-- under a stream of inserts a lookup of a recent message by `_id` took
+-- 3-12 ms (measured with log_min_duration_statement), against well under
+-- a millisecond with the entries in the index itself.
 CREATE OR REPLACE FUNCTION edgepush_ferretdb_gin() RETURNS event_trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -36,10 +41,10 @@ BEGIN
             WHEN obj.object_identity ~ '\.messages_[0-9a-f]+$' THEN 'user'
             ELSE '_id'
         END;
-        EXECUTE format('CREATE INDEX ON %s USING gin ((_jsonb->%L))',
+        EXECUTE format('CREATE INDEX ON %s USING gin ((_jsonb->%L)) WITH (fastupdate = off)',
             obj.object_identity, field);
         IF field = 'user' THEN
-            EXECUTE format('CREATE INDEX ON %s USING gin ((_jsonb->%L))',
+            EXECUTE format('CREATE INDEX ON %s USING gin ((_jsonb->%L)) WITH (fastupdate = off)',
                 obj.object_identity, '_id');
         END IF;
     END LOOP;

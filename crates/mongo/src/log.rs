@@ -177,7 +177,7 @@ impl SeqLog {
 
     /// Whether the log's entry `seq` is stored: one read by `_id`, the only
     /// filter FerretDB v1 answers from an index.
-    async fn entry_exists(&self, key: &str, seq: Seq) -> Result<bool, StoreError> {
+    pub(crate) async fn entry_exists(&self, key: &str, seq: Seq) -> Result<bool, StoreError> {
         let Some(seq) = seq_to_bson(seq) else {
             return Ok(false);
         };

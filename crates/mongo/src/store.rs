@@ -17,7 +17,7 @@ use edgepush_core::{
 };
 use mongodb::Database;
 use mongodb::bson::doc;
-use mongodb::options::ClientOptions;
+use mongodb::options::{ClientOptions, ReturnDocument};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::batcher::{AppendBatcher, BatchSettings, Counters, KNOWN_FOR};
@@ -183,6 +183,42 @@ fn counters_for(mode: RetentionMode) -> Counters {
     }
 }
 
+impl MongoMessageStore {
+    /// An ack where the counter may lag (see `counters_for`), when `seq` is
+    /// stored: then it is within the log whatever the counter says, and
+    /// one write moves both the acked seq and the counter up to it (so the
+    /// counter of a user whose clients ack keeps up with the log). Two
+    /// operations: a read of the copy by `_id`, and the write. `None` when
+    /// `seq` is not stored (beyond the log, or deleted): the caller clips.
+    async fn ack_stored(&self, user: &UserId, seq: Seq) -> Result<Option<Seq>, StoreError> {
+        let log = &self.inner.log;
+        let Some(wanted) = seq_to_bson(seq).filter(|s| *s > 0) else {
+            return Ok(None);
+        };
+        if !log.entry_exists(user.as_str(), seq).await? {
+            return Ok(None);
+        }
+        let after = log
+            .counters
+            .find_one_and_update(
+                doc! { "_id": user.as_str() },
+                doc! { "$max": { "acked_seq": wanted, "last_seq": wanted } },
+            )
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(|e| store_error("recording an ack", e))?;
+        let field = |name| after.as_ref().and_then(|d| get_seq(d, name)).unwrap_or(0);
+        let (acked, counter) = (field("acked_seq"), field("last_seq"));
+        if acked <= counter {
+            return Ok(Some(acked));
+        }
+        // An acked seq past the counter (written before acks were
+        // clipped): answer it clipped to the log, as `position` does.
+        Ok(Some(self.position(user).await?.acked_seq))
+    }
+}
+
 /// Connects to the server `config` names and checks that it answers.
 ///
 /// Fails with [`StoreError::Unavailable`] within about
@@ -255,6 +291,11 @@ impl MessageStore for MongoMessageStore {
         // Nothing above i64::MAX is ever stored: clip before converting.
         let wanted = seq_to_bson(seq).unwrap_or(i64::MAX);
         let users = &self.inner.log.counters;
+        if self.inner.retention_mode == RetentionMode::Sweeper
+            && let Some(acked) = self.ack_stored(user, seq).await?
+        {
+            return Ok(acked);
+        }
         // The common case in one round trip: the ack is within what is
         // stored (the filter), so `$max` may take it as it is.
         let moved = users
@@ -274,8 +315,8 @@ impl MessageStore for MongoMessageStore {
         }
         // Beyond the last stored seq (or nothing stored): clip to it. A
         // user without a document has nothing stored, so nothing to ack.
-        // With a lagging counter (see `counters_for`) this is also the
-        // common case: the counter moves to the end of the log with it.
+        // With a lagging counter (see `counters_for`) the counter moves to
+        // the end of the log with it.
         let position = self.position(user).await?;
         let acked = position.last_seq.min(seq).max(position.acked_seq);
         if position.last_seq > 0 {

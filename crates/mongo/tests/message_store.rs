@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::{TestDb, message, user};
 use edgepush_core::message::now_ms;
-use edgepush_core::{MessageStore, Seq, StoreError, StoredMessage};
+use edgepush_core::{MessageStore, Seq, StoreError, StoredMessage, StreamPosition};
 use edgepush_mongo::{MongoConfig, MongoMessageStore, RetentionMode};
 use edgepush_testkit::wait::{Check, stall, until};
 use futures_util::FutureExt as _;
@@ -218,11 +218,31 @@ async fn a_lagging_counter_is_read_past_and_moved_in_the_background() -> anyhow:
         })
     })
     .await?;
-    // An ack reads the end anyway, and moves the counter there.
+    // An ack of a stored seq moves the counter up to it (it is stored)...
     t.users().delete_one(doc! { "_id": "lag" }).await?;
     assert_eq!(third.ack(&u, 10).await?, 10);
+    assert_eq!(counter().await?, Some(10));
+    assert_eq!(
+        third.position(&u).await?,
+        StreamPosition {
+            last_seq: 42,
+            acked_seq: 10
+        }
+    );
+    // ...an older one moves nothing back...
+    assert_eq!(store.ack(&u, 4).await?, 10);
+    assert_eq!(counter().await?, Some(10));
+    // ...and one past the log is clipped to the end, found from the
+    // counter, which moves there.
+    assert_eq!(other.ack(&u, 1000).await?, 42);
     assert_eq!(counter().await?, Some(42));
-    assert_eq!(third.position(&u).await?.acked_seq, 10);
+    assert_eq!(
+        store.position(&u).await?,
+        StreamPosition {
+            last_seq: 42,
+            acked_seq: 42
+        }
+    );
     t.drop_db().await
 }
 
