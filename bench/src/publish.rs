@@ -188,6 +188,10 @@ pub struct Publisher {
     pusher: Option<HttpPusher>,
     /// Pre-validated ids for the batch targets.
     batch: Option<BatchIds>,
+    /// Messages issued by earlier runs: a run continues the numbering
+    /// (seqs of the batch targets, users of the rotating ones), so a
+    /// warm-up run can precede the measured one.
+    issued: AtomicU64,
 }
 
 struct BatchIds {
@@ -259,6 +263,7 @@ impl Publisher {
             http,
             pusher,
             batch,
+            issued: AtomicU64::new(0),
         })
     }
 
@@ -277,19 +282,22 @@ impl Publisher {
         let first_error = std::sync::Mutex::new(None::<String>);
         let rate = cfg.rate;
         let cap = (cfg.max_secs > 0.0).then(|| started + Duration::from_secs_f64(cfg.max_secs));
+        let base = self.issued.load(Ordering::Relaxed);
+        let issued = AtomicU64::new(0);
         futures_util::stream::iter(0..cfg.count)
             .take_while(|_| std::future::ready(cap.is_none_or(|cap| Instant::now() < cap)))
             .map(|k| {
-                let (sent, errors, delivered, latency, first_error) =
-                    (&sent, &errors, &delivered, &latency, &first_error);
+                let (sent, errors, delivered, latency, first_error, issued) =
+                    (&sent, &errors, &delivered, &latency, &first_error, &issued);
                 async move {
+                    issued.fetch_add(1, Ordering::Relaxed);
                     if rate > 0.0 {
                         let due = started + Duration::from_secs_f64(k as f64 / rate);
                         tokio::time::sleep_until(due).await;
                     }
                     let t = crate::unix_nanos();
                     let data = crate::frames::payload(t, cfg.payload_bytes);
-                    match self.send(k, data).await {
+                    match self.send(base + k, data).await {
                         Ok(n) => {
                             sent.fetch_add(1, Ordering::Relaxed);
                             delivered.fetch_add(n, Ordering::Relaxed);
@@ -309,6 +317,8 @@ impl Publisher {
             .for_each(|()| async {})
             .await;
         let elapsed = started.elapsed().as_secs_f64();
+        self.issued
+            .fetch_add(issued.load(Ordering::Relaxed), Ordering::Relaxed);
         let sent = sent.load(Ordering::Relaxed);
         PublishReport {
             sent,

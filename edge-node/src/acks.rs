@@ -40,7 +40,9 @@ impl AckWriter {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Notes that `user` holds everything up to `seq`.
+    /// Notes that `user` holds everything up to `seq`, a seq this node sent
+    /// to one of the user's connections (so stored): the flush records it
+    /// with [`MessageStore::ack_delivered`].
     pub(crate) fn record(&self, user: &UserId, seq: Seq) {
         if seq == 0 {
             return;
@@ -69,7 +71,8 @@ impl AckWriter {
         }
         let results: Vec<_> = stream::iter(batch)
             .map(|(user, seq)| async move {
-                let result = store.ack(&user, seq).await;
+                // Sessions record only seqs they sent (see `record`).
+                let result = store.ack_delivered(&user, seq).await;
                 (user, seq, result)
             })
             .buffer_unordered(WRITE_CONCURRENCY)

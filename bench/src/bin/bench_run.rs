@@ -854,19 +854,29 @@ impl Runner {
         LatencySummary,
         Vec<(String, f64)>,
     ) {
+        let config = |count| PublishConfig {
+            count,
+            rate,
+            concurrency: 16,
+            payload_bytes: self.args.payload_bytes,
+            max_secs: 0.0,
+        };
+        // Warm-up, not measured: one second of the same load, so that the
+        // figures are the steady state's and not the first message's
+        // (HTTP connections opened, buffers grown, code paged in).
+        let before_warm = swarm.received();
+        let warm = publisher.run(&config(rate.round().max(1.0) as u64)).await;
+        swarm
+            .wait_received(
+                before_warm + warm.sent * per_message,
+                Duration::from_secs(60),
+            )
+            .await;
         let count = (rate * self.args.latency_secs).round().max(1.0) as u64;
         swarm.latency().reset();
         let before = swarm.received();
         let cpu0 = CpuClock::start(self, pids);
-        let published = publisher
-            .run(&PublishConfig {
-                count,
-                rate,
-                concurrency: 16,
-                payload_bytes: self.args.payload_bytes,
-                max_secs: 0.0,
-            })
-            .await;
+        let published = publisher.run(&config(count)).await;
         let want = before + published.sent * per_message;
         swarm.wait_received(want, Duration::from_secs(60)).await;
         let cpu = cpu0.stop(self);

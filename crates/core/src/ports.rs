@@ -88,6 +88,9 @@ pub struct StreamPosition {
 /// - *Acks only move forward* (`acks_only_move_forward`): [`ack`](Self::ack)
 ///   never moves the acked seq backwards and answers the acked seq after
 ///   the call.
+/// - *Delivered acks too* (`acks_of_delivered_seqs_only_move_forward`):
+///   [`ack_delivered`](Self::ack_delivered) of seqs that were stored
+///   keeps the same rules as `ack`.
 /// - *Acks are clipped to the log* (`acks_are_clipped_to_the_last_stored_seq`):
 ///   an ack never moves the acked seq past [`StreamPosition::last_seq`], and
 ///   an ack with nothing stored records nothing: no client can acknowledge
@@ -117,6 +120,16 @@ pub trait MessageStore: Send + Sync + 'static {
     /// user's last stored seq; only moves forward. Returns the acked seq
     /// after the call.
     async fn ack(&self, user: &UserId, seq: Seq) -> Result<Seq, StoreError>;
+
+    /// [`ack`](Self::ack) of a seq the caller knows was stored: one it
+    /// delivered to a client of `user` (an edge node clips each client's
+    /// acks to what it sent that connection). The backend may skip
+    /// checking it against the log; a store whose end of the log costs
+    /// reads to find (`edgepush-mongo` on FerretDB) records it in one
+    /// write. Never call it with a seq a client merely claimed.
+    async fn ack_delivered(&self, user: &UserId, seq: Seq) -> Result<Seq, StoreError> {
+        self.ack(user, seq).await
+    }
 
     /// The user's last stored and acked seqs, in one read.
     async fn position(&self, user: &UserId) -> Result<StreamPosition, StoreError>;

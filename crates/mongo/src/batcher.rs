@@ -134,8 +134,10 @@ use crate::error::DuplicateOf;
 use crate::log::{Inserted, SeqLog};
 use crate::schema::{CopyTemplate, message_from_doc, seq_to_bson};
 
-/// How long a seq this batcher stored stands in for the user's counter.
-pub(crate) const KNOWN_FOR: Duration = Duration::from_secs(5);
+/// How long a seq this batcher stored stands in for the user's counter
+/// (and, with [`Counters::Lagging`], how long a user's counter may lag
+/// after its last append here before it is moved).
+pub(crate) const KNOWN_FOR: Duration = Duration::from_secs(30);
 /// Requests waiting to enter the batcher, at most; appends wait beyond.
 const QUEUE: usize = 4096;
 /// Longest pause before a copy refused on its seq tries again.
@@ -379,13 +381,21 @@ impl Task {
                     self.finish(handle).await;
                     continue;
                 }
+                self.prune(now);
                 // Counters waiting for an update in flight: look again soon.
                 self.move_counters();
                 let recheck = (!self.to_move.is_empty()).then(|| now + MOVE_RECHECK);
+                // Users to forget (their counters left exact) while idle.
+                let lagging = matches!(self.settings.counters, Counters::Lagging { .. });
+                let prune = (lagging && !self.known.is_empty())
+                    .then(|| self.pruned + self.settings.known_for);
                 if !self.open && self.queue.is_empty() {
+                    // Stopping: leave the counters of every user exact.
                     if let Some(moving) = self.moving.take() {
                         let _ = moving.await;
                     }
+                    let all = std::mem::take(&mut self.known);
+                    self.leave_exact(all);
                     if !self.to_move.is_empty() {
                         self.move_counters();
                         if let Some(moving) = self.moving.take() {
@@ -399,6 +409,7 @@ impl Task {
                     .iter()
                     .filter_map(|c| c.not_before)
                     .chain(recheck)
+                    .chain(prune)
                     .min();
                 tokio::select! {
                     command = self.rx.recv(), if self.open => match command {
@@ -440,7 +451,8 @@ impl Task {
                 self.jobs.insert(id, job);
             }
             Command::Forget(done) => {
-                self.known.clear();
+                let all = std::mem::take(&mut self.known);
+                self.leave_exact(all);
                 let _ = done.send(());
             }
         }
@@ -563,11 +575,7 @@ impl Task {
         now: Instant,
     ) -> HashMap<UserId, Result<Base, StoreError>> {
         let known_for = self.settings.known_for;
-        if now.saturating_duration_since(self.pruned) >= known_for {
-            self.known
-                .retain(|_, k| now.saturating_duration_since(k.at) < known_for);
-            self.pruned = now;
-        }
+        self.prune(now);
         let mut out = HashMap::with_capacity(users.len());
         let mut reads = Vec::new();
         for user in users {
@@ -778,6 +786,38 @@ impl Task {
             not_before,
             ..copy
         });
+    }
+
+    /// Forgets the seqs remembered for longer than `known_for` (looked at
+    /// once per `known_for`).
+    fn prune(&mut self, now: Instant) {
+        let known_for = self.settings.known_for;
+        if now.saturating_duration_since(self.pruned) < known_for {
+            return;
+        }
+        self.pruned = now;
+        let (keep, gone): (HashMap<_, _>, HashMap<_, _>) = std::mem::take(&mut self.known)
+            .into_iter()
+            .partition(|(_, k)| now.saturating_duration_since(k.at) < known_for);
+        self.known = keep;
+        self.leave_exact(gone);
+    }
+
+    /// With [`Counters::Lagging`]: the counters of users this batcher
+    /// forgets are moved up to the last seq it stored for them, so that a
+    /// user at rest has an exact counter, and the next append for them
+    /// (here or in another process) can trust it without looking past it.
+    fn leave_exact(&mut self, forgotten: HashMap<UserId, Known>) {
+        if !matches!(self.settings.counters, Counters::Lagging { .. }) {
+            return;
+        }
+        for (user, k) in forgotten {
+            if k.seq > k.counter {
+                let target = self.to_move.entry(user).or_insert(0);
+                *target = (*target).max(k.seq);
+            }
+        }
+        self.move_counters();
     }
 
     /// With [`Counters::Lagging`]: starts moving the counters waiting in

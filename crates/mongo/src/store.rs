@@ -198,6 +198,13 @@ impl MongoMessageStore {
         if !log.entry_exists(user.as_str(), seq).await? {
             return Ok(None);
         }
+        self.record_ack(user, wanted).await.map(Some)
+    }
+
+    /// `$max`es the acked seq and the counter of `user` to `wanted`, a seq
+    /// known to be stored, in one write; answers the acked seq after it.
+    async fn record_ack(&self, user: &UserId, wanted: i64) -> Result<Seq, StoreError> {
+        let log = &self.inner.log;
         let after = log
             .counters
             .find_one_and_update(
@@ -211,11 +218,11 @@ impl MongoMessageStore {
         let field = |name| after.as_ref().and_then(|d| get_seq(d, name)).unwrap_or(0);
         let (acked, counter) = (field("acked_seq"), field("last_seq"));
         if acked <= counter {
-            return Ok(Some(acked));
+            return Ok(acked);
         }
         // An acked seq past the counter (written before acks were
         // clipped): answer it clipped to the log, as `position` does.
-        Ok(Some(self.position(user).await?.acked_seq))
+        Ok(self.position(user).await?.acked_seq)
     }
 }
 
@@ -330,6 +337,18 @@ impl MessageStore for MongoMessageStore {
             }
         }
         Ok(acked)
+    }
+
+    async fn ack_delivered(&self, user: &UserId, seq: Seq) -> Result<Seq, StoreError> {
+        match self.inner.retention_mode {
+            // The counter is the end of the log: `ack`'s one write.
+            RetentionMode::TtlIndex => self.ack(user, seq).await,
+            // `seq` is stored: no need to look (see `ack_stored`).
+            RetentionMode::Sweeper => match seq_to_bson(seq).filter(|s| *s > 0) {
+                Some(wanted) => self.record_ack(user, wanted).await,
+                None => self.ack(user, seq).await,
+            },
+        }
     }
 
     async fn position(&self, user: &UserId) -> Result<StreamPosition, StoreError> {

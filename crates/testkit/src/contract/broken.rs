@@ -46,6 +46,10 @@ impl MessageStore for EndsPagesEarly {
         self.0.ack(user, seq).await
     }
 
+    async fn ack_delivered(&self, user: &UserId, seq: Seq) -> Result<Seq, StoreError> {
+        self.0.ack_delivered(user, seq).await
+    }
+
     async fn position(&self, user: &UserId) -> Result<StreamPosition, StoreError> {
         self.0.position(user).await
     }
@@ -145,7 +149,7 @@ async fn a_store_that_ends_pages_early_breaks_the_short_page_rule() {
     assert_eq!(report.failed(), ["a_short_page_means_the_end_of_the_log"]);
     let err = report.into_result().unwrap_err().to_string();
     assert!(
-        err.contains("MessageStore contract: 1 of 11 rules broken"),
+        err.contains("MessageStore contract: 1 of 12 rules broken"),
         "{err}"
     );
     assert!(

@@ -23,6 +23,7 @@ pub const RULES: &[Rule<dyn MessageStore>] = crate::rules![dyn MessageStore:
     a_short_page_means_the_end_of_the_log,
     read_after_outside_the_log_is_empty,
     acks_only_move_forward,
+    acks_of_delivered_seqs_only_move_forward,
     acks_are_clipped_to_the_last_stored_seq,
     position_follows_appends_and_acks,
     ping_answers,
@@ -332,6 +333,34 @@ async fn read_after_outside_the_log_is_empty(
 
 /// `ack` never moves the acked seq backwards, and answers the acked seq
 /// after the call.
+async fn acks_of_delivered_seqs_only_move_forward(
+    backend: &Backend<dyn MessageStore>,
+) -> anyhow::Result<()> {
+    let store = backend.handle().await?;
+    let other = backend.handle().await?;
+    let u = user("delivered")?;
+    for k in 0..8 {
+        store.append(&message(&[&u], &k.to_string(), None)?).await?;
+    }
+    assert_eq!(store.ack_delivered(&u, 5).await?, 5);
+    assert_eq!(other.acked(&u).await?, 5, "seen on another handle");
+    assert_eq!(
+        other.ack_delivered(&u, 3).await?,
+        5,
+        "an older ack does not move it back"
+    );
+    assert_eq!(store.ack(&u, 4).await?, 5);
+    assert_eq!(other.ack_delivered(&u, 8).await?, 8);
+    assert_eq!(
+        store.position(&u).await?,
+        StreamPosition {
+            last_seq: 8,
+            acked_seq: 8
+        }
+    );
+    Ok(())
+}
+
 async fn acks_only_move_forward(backend: &Backend<dyn MessageStore>) -> anyhow::Result<()> {
     let store = backend.handle().await?;
     let u = user("acker")?;
