@@ -4,7 +4,7 @@
 //! device and topic (the same [`Tally`] as the user-message fault tests).
 
 use anyhow::{Context as _, bail};
-use edgepush_client::{ClientConfig, TokenSource, TopicName, TopicSubscription};
+use edgepush_client::{ClientConfig, TokenSource, TopicEvent, TopicName, TopicSubscription};
 use futures_util::{StreamExt as _, TryStreamExt as _, stream};
 use serde_json::{Value, json};
 
@@ -81,8 +81,48 @@ pub fn topic_config(
 
 /// Starts one device per user, `concurrency` at a time, whose tokens
 /// subscribe them to `topics`; user `i` lists `nodes[i % nodes.len()]`
-/// first (and must start there when `place`).
+/// first (and must start there when `place`). Returns once every device
+/// is subscribed to every topic: a token's subscription starts at the
+/// topic's latest seq when the node sets it up, after the connection is
+/// up, so a message published before that is rightly not delivered.
 pub async fn start_topic_devices(
+    users: &[String],
+    nodes: &[String],
+    topics: &[&str],
+    place: bool,
+    concurrency: usize,
+) -> anyhow::Result<Vec<Device>> {
+    let devices =
+        start_topic_devices_unsubscribed(users, nodes, topics, place, concurrency).await?;
+    let names = topics
+        .iter()
+        .map(|t| TopicName::parse_internal(t).map_err(|e| anyhow::anyhow!("{e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    until("every device subscribed to its topics", stall(), || async {
+        let waiting = devices
+            .iter()
+            .filter(|d| {
+                let received = lock(&d.received);
+                !names.iter().all(|name| {
+                    received
+                        .topic_events
+                        .iter()
+                        .any(|e| matches!(e, TopicEvent::Subscribed { topic, .. } if topic == name))
+                })
+            })
+            .count();
+        Ok(if waiting == 0 {
+            Check::Done(())
+        } else {
+            Check::Waiting(waiting)
+        })
+    })
+    .await?;
+    Ok(devices)
+}
+
+/// [`start_topic_devices`] without waiting for the subscriptions.
+async fn start_topic_devices_unsubscribed(
     users: &[String],
     nodes: &[String],
     topics: &[&str],
