@@ -171,10 +171,7 @@ async fn a_lagging_counter_is_read_past_and_moved_in_the_background() -> anyhow:
         return t.drop_db().await;
     }
     let u = user("lag");
-    let counter = || async {
-        let doc = t.users().find_one(doc! { "_id": "lag" }).await?;
-        anyhow::Ok(doc.and_then(|d| d.get_i64("last_seq").ok()))
-    };
+    let counter = || t.counter_of("lag");
     for k in 1..=40 {
         let stored = store
             .append(&message(&["lag"], &k.to_string(), None))
@@ -234,10 +231,7 @@ async fn acks_move_a_lagging_counter() -> anyhow::Result<()> {
         return t.drop_db().await;
     }
     let u = user("acks");
-    let counter = || async {
-        let doc = t.users().find_one(doc! { "_id": "acks" }).await?;
-        anyhow::Ok(doc.and_then(|d| d.get_i64("last_seq").ok()))
-    };
+    let counter = || t.counter_of("acks");
     for k in 1..=9 {
         let stored = writer
             .append(&message(&["acks"], &k.to_string(), None))

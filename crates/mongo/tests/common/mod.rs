@@ -59,6 +59,12 @@ impl TestDb {
         self.db().collection(USERS)
     }
 
+    /// `user`'s counter document's `last_seq`, if the document exists.
+    pub(crate) async fn counter_of(&self, user: &str) -> anyhow::Result<Option<i64>> {
+        let doc = self.users().find_one(doc! { "_id": user }).await?;
+        Ok(doc.and_then(|d| d.get_i64("last_seq").ok()))
+    }
+
     /// How many copies are stored for `user`.
     pub(crate) async fn copies_of(&self, user: &UserId) -> anyhow::Result<u64> {
         Ok(self
