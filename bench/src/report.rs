@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::latency::LatencySummary;
+use crate::latency::{LatencySummary, MessageSpread};
 
 /// Everything one run measured.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -132,8 +132,24 @@ pub struct LatencyRow {
     pub errors: u64,
     /// Publish-to-receive latency.
     pub latency: LatencySummary,
+    /// Where a message's time went (absent in results of older runs).
+    #[serde(default)]
+    pub stages: Stages,
     /// CPU seconds per process meanwhile (name, seconds).
     pub cpu_s: Vec<(String, f64)>,
+}
+
+/// Where the time of a steady-rate row's messages went, one sample per
+/// message, measured from outside the server: its publish request
+/// answered (the server parsed, checked and queued or stored it), its first
+/// connection reading it, its last one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stages {
+    /// Publish request sent to answer received.
+    pub answered: LatencySummary,
+    /// Sent to first and to last delivery.
+    #[serde(flatten)]
+    pub spread: MessageSpread,
 }
 
 /// Messages accepted per second through one system's write path, as fast as
@@ -394,6 +410,36 @@ impl Results {
                 ms(r.latency.max_us),
                 cpu.join(", ")
             );
+        }
+
+        if self.latency.iter().any(|r| r.stages.spread.first.count > 0) {
+            let _ = writeln!(
+                s,
+                "\n## Where a message's time goes at a steady rate (one sample per message: publish request answered, first and last connection read it; p50 / p99 ms)\n"
+            );
+            let _ = writeln!(
+                s,
+                "| system | path | N | msgs/s | answered | first delivery | last delivery |"
+            );
+            let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|");
+            for r in self
+                .latency
+                .iter()
+                .filter(|r| r.stages.spread.first.count > 0)
+            {
+                let pair = |l: &LatencySummary| format!("{} / {}", ms(l.p50_us), ms(l.p99_us));
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {:.0} | {} | {} | {} |",
+                    r.system,
+                    r.path,
+                    r.connections,
+                    r.rate,
+                    pair(&r.stages.answered),
+                    pair(&r.stages.spread.first),
+                    pair(&r.stages.spread.last)
+                );
+            }
         }
 
         if !self.collect.is_empty() {
@@ -708,6 +754,19 @@ pub fn summary(runs: &[Results]) -> String {
                 ("p999 ms", l.latency.p999_us),
             ] {
                 add("latency", row.clone(), unit, us as f64 / 1000.0);
+            }
+            if l.stages.spread.first.count > 0 {
+                let st = &l.stages;
+                for (unit, us) in [
+                    ("answered p50 ms", st.answered.p50_us),
+                    ("answered p99 ms", st.answered.p99_us),
+                    ("first delivery p50 ms", st.spread.first.p50_us),
+                    ("first delivery p99 ms", st.spread.first.p99_us),
+                    ("last delivery p50 ms", st.spread.last.p50_us),
+                    ("last delivery p99 ms", st.spread.last.p99_us),
+                ] {
+                    add("latency stages", row.clone(), unit, us as f64 / 1000.0);
+                }
             }
         }
         for c in &r.collect {
@@ -1103,6 +1162,50 @@ mod tests {
         assert!(md.contains("| 1.00 | 1.10 | 1.00 |"), "{md}");
         assert_eq!(median(&[3.0, 1.0, 2.0, 10.0]), 2.5);
         assert_eq!(median(&[]), 0.0);
+    }
+
+    #[test]
+    fn stages_are_shown_per_row_and_summarised_across_runs() {
+        let at = |p50_us, p99_us| LatencySummary {
+            count: 200,
+            p50_us,
+            p99_us,
+            ..Default::default()
+        };
+        let runs: Vec<Results> = [1000u64, 3000, 2000]
+            .into_iter()
+            .map(|answered| {
+                let mut r = sample();
+                let mut rows = steady_rows(9000, 12000, 15000);
+                rows[0].stages = Stages {
+                    answered: at(answered, 2 * answered),
+                    spread: MessageSpread {
+                        first: at(2500, 4000),
+                        last: at(8000, 12500),
+                    },
+                };
+                r.latency.extend(rows);
+                r
+            })
+            .collect();
+        let md = runs[0].markdown();
+        assert!(
+            md.contains("| edgepush | node batch push API -> N connections of 1 user | 1000 | 20 | 1.00 / 2.00 | 2.50 / 4.00 | 8.00 / 12.50 |"),
+            "{md}"
+        );
+        // Centrifugo's row had no stages: not in the table.
+        let table = md
+            .split("## Where a message's time goes")
+            .nth(1)
+            .unwrap_or_default();
+        let table = table.split("\n## ").next().unwrap_or_default();
+        assert!(table.contains("| edgepush |"), "{table}");
+        assert!(!table.contains("| centrifugo |"), "{table}");
+        let md = summary(&runs);
+        assert!(
+            md.contains("| latency stages | edgepush: node batch push API -> N connections of 1 user, N = 1000, 20 msg/s | answered p50 ms | 2.00 | 1.00 – 3.00 |"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -46,7 +46,7 @@ use edgepush_bench::loadgen::{Protocol, Sources, Swarm, SwarmConfig, Users};
 use edgepush_bench::procfs;
 use edgepush_bench::publish::{PublishConfig, Publisher, Target};
 use edgepush_bench::report::{
-    BigRun, CollectRow, FanoutRow, LatencyRow, Machine, MemoryRow, Results, SUSTAINED,
+    BigRun, CollectRow, FanoutRow, LatencyRow, Machine, MemoryRow, Results, SUSTAINED, Stages,
 };
 use edgepush_delivery::sigv4::PushCredential;
 
@@ -807,7 +807,7 @@ impl Runner {
         if protocol == Protocol::Centrifugo {
             pids.extend(self.store_pids().into_iter().filter(|(n, _)| n == "redis"));
         }
-        let (published, deliveries, latency, cpu) = self
+        let (published, deliveries, latency, stages, cpu) = self
             .steady(
                 &swarm,
                 &publisher,
@@ -829,6 +829,7 @@ impl Runner {
             deliveries,
             errors: published.errors,
             latency,
+            stages,
             cpu_s: cpu,
         });
         swarm.close(Duration::from_secs(20)).await;
@@ -852,6 +853,7 @@ impl Runner {
         edgepush_bench::publish::PublishReport,
         u64,
         LatencySummary,
+        Stages,
         Vec<(String, f64)>,
     ) {
         let config = |count| PublishConfig {
@@ -880,10 +882,15 @@ impl Runner {
         let want = before + published.sent * per_message;
         swarm.wait_received(want, Duration::from_secs(60)).await;
         let cpu = cpu0.stop(self);
+        let stages = Stages {
+            answered: published.request_latency,
+            spread: swarm.latency().spread(),
+        };
         (
             published,
             swarm.received() - before,
             swarm.latency().summary(),
+            stages,
             cpu,
         )
     }
@@ -940,7 +947,7 @@ impl Runner {
             if protocol == Protocol::Centrifugo {
                 pids.extend(self.store_pids().into_iter().filter(|(n, _)| n == "redis"));
             }
-            let (published, deliveries, latency, cpu) = self
+            let (published, deliveries, latency, stages, cpu) = self
                 .steady(
                     &swarm,
                     &publisher,
@@ -962,6 +969,7 @@ impl Runner {
                 deliveries,
                 errors: published.errors,
                 latency,
+                stages,
                 cpu_s: cpu,
             });
             swarm.close(Duration::from_secs(20)).await;
@@ -1041,7 +1049,7 @@ impl Runner {
             },
             None,
         )?;
-        let (published, deliveries, latency, cpu) = self
+        let (published, deliveries, latency, stages, cpu) = self
             .steady(
                 &swarm,
                 &publisher,
@@ -1064,6 +1072,7 @@ impl Runner {
             deliveries,
             errors: published.errors,
             latency,
+            stages,
             cpu_s: cpu,
         });
         swarm.close(Duration::from_secs(20)).await;
@@ -1091,7 +1100,7 @@ impl Runner {
         // End to end at a steady rate, each message to one user of many
         // (the unicast a business system sends).
         let rate = self.args.e2e_rate;
-        let (published, deliveries, latency, cpu) =
+        let (published, deliveries, latency, stages, cpu) =
             self.steady(&swarm, &publisher, &pids, rate, 1).await;
         eprintln!(
             "   unicast end to end at {rate} msg/s: p50 {} us, p99 {} us, p999 {} us ({deliveries} deliveries, {} errors {:?})",
@@ -1112,9 +1121,13 @@ impl Runner {
             deliveries,
             errors: published.errors,
             latency,
+            stages,
             cpu_s: cpu,
         });
 
+        // Measured alone: the steady row's deliveries are not in it.
+        swarm.latency().reset();
+        let before = swarm.received();
         let cpu0 = CpuClock::start(self, &pids);
         let published = publisher
             .run(&PublishConfig {
@@ -1125,12 +1138,15 @@ impl Runner {
                 max_secs: 0.0,
             })
             .await;
-        let before = swarm.received();
         swarm
             .wait_received(before + published.sent, Duration::from_secs(60))
             .await;
         let cpu = cpu0.stop(self);
         let latency = swarm.latency().summary();
+        let stages = Stages {
+            answered: published.request_latency,
+            spread: swarm.latency().spread(),
+        };
         eprintln!(
             "   sustained: {:.0} msgs/s accepted by collect ({} errors), request p50 {} us, delivery p50 {} us p99 {} us",
             published.rate,
@@ -1147,9 +1163,10 @@ impl Runner {
             connections: swarm.connected(),
             rate: published.rate,
             messages: published.sent,
-            deliveries: swarm.received(),
+            deliveries: swarm.received() - before,
             errors: published.errors,
             latency,
+            stages,
             cpu_s: cpu,
         });
         swarm.close(Duration::from_secs(20)).await;
