@@ -341,7 +341,7 @@ pub async fn start(cfg: DevConfig) -> anyhow::Result<DevSystem> {
     });
     let collector = Arc::new(Collector {
         store: messages,
-        handoff: Arc::new(DirectHandoff(dispatcher)),
+        handoff: Arc::new(DirectHandoff::new(dispatcher)),
         api_keys: ApiKeys::single("dev", &cfg.api_key),
         limits: Limits::default(),
         topics: Some(Topics {

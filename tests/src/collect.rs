@@ -69,7 +69,10 @@ pub struct Collect {
 impl Collect {
     /// Starts one whose hand-off is a [`DirectHandoff`].
     pub async fn start(options: impl Into<CollectOptions>) -> anyhow::Result<Self> {
-        Self::start_with(options, |dispatcher| Arc::new(DirectHandoff(dispatcher))).await
+        Self::start_with(options, |dispatcher| {
+            Arc::new(DirectHandoff::new(dispatcher))
+        })
+        .await
     }
 
     /// Starts one whose hand-off is what `handoff` makes of the dispatcher
@@ -259,7 +262,7 @@ impl ReportingHandoff {
     /// Reports on dispatching with `dispatcher`.
     pub fn new(dispatcher: Arc<Dispatcher>) -> Self {
         Self {
-            direct: DirectHandoff(dispatcher),
+            direct: DirectHandoff::new(dispatcher),
             reports: Mutex::new(Vec::new()),
             topic_reports: Mutex::new(Vec::new()),
         }
@@ -289,7 +292,7 @@ impl Handoff for ReportingHandoff {
     async fn hand_off(&self, messages: &[StoredMessage]) -> Result<(), HandoffError> {
         let report = self
             .direct
-            .0
+            .dispatcher()
             .dispatch(messages)
             .await
             .map_err(|e| HandoffError::Unavailable(e.to_string()))?;
@@ -310,7 +313,7 @@ impl Handoff for ReportingHandoff {
     async fn hand_off_topics(&self, messages: &[TopicMessage]) -> Result<(), HandoffError> {
         let report = self
             .direct
-            .0
+            .dispatcher()
             .dispatch_topics(messages)
             .await
             .map_err(|e| HandoffError::Unavailable(e.to_string()))?;

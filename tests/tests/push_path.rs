@@ -39,7 +39,7 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> anyhow::Result<Self> {
-        Self::start_with(|d| Arc::new(DirectHandoff(d))).await
+        Self::start_with(|d| Arc::new(DirectHandoff::new(d))).await
     }
 
     async fn start_with(
@@ -305,7 +305,7 @@ async fn messages_are_in_mongodb_before_collect_answers() -> anyhow::Result<()> 
     let mut spy: Option<Arc<SeenInStore>> = None;
     let collect = Collect::start_with(&env, |dispatcher| {
         let handoff = Arc::new(SeenInStore {
-            inner: DirectHandoff(dispatcher),
+            inner: DirectHandoff::new(dispatcher),
             reader: reader.clone(),
             seen: Mutex::new(Vec::new()),
         });

@@ -49,7 +49,7 @@ pub async fn connect(
         HandoffChoice::Sqs(sqs) => Arc::new(SqsHandoff::from_sdk_config(aws, sqs.clone())),
         HandoffChoice::Direct => {
             let dispatcher = edgepush_dispatch::connect(&config.dispatch, aws).await?;
-            Arc::new(DirectHandoff(Arc::new(dispatcher)))
+            Arc::new(DirectHandoff::new(Arc::new(dispatcher)))
         }
     };
     Ok(Collector::new(Arc::new(store), handoff, config.api_keys.clone()).with_topics(topics))

@@ -1,6 +1,7 @@
 //! Hand-off by direct call: collect runs dispatch in-process.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use edgepush_core::{Handoff, HandoffError, StoredMessage, TopicMessage};
@@ -17,17 +18,49 @@ use crate::Dispatcher;
 /// retries with the same idempotency key, which dispatches them again
 /// without storing anything twice. Nodes that died are not waited for:
 /// their clients resume elsewhere from the store.
-#[derive(Clone)]
-pub struct DirectHandoff(pub Arc<Dispatcher>);
+///
+/// `ready` reads the route store (a `PING` to Redis) and trusts a success
+/// for [`READY_FOR`], so that a busy collect does not add a round trip to
+/// every request; a failed hand-off forgets it.
+pub struct DirectHandoff {
+    dispatcher: Arc<Dispatcher>,
+    /// When `ready` last succeeded.
+    ready_at: Mutex<Option<Instant>>,
+}
+
+/// How long a successful [`Handoff::ready`] check of [`DirectHandoff`] is
+/// trusted.
+pub const READY_FOR: Duration = Duration::from_secs(1);
+
+impl DirectHandoff {
+    /// Dispatches with `dispatcher`.
+    pub fn new(dispatcher: Arc<Dispatcher>) -> Self {
+        Self {
+            dispatcher,
+            ready_at: Mutex::new(None),
+        }
+    }
+
+    /// The dispatcher it calls.
+    pub fn dispatcher(&self) -> &Arc<Dispatcher> {
+        &self.dispatcher
+    }
+
+    /// Makes the next `ready` read the route store again.
+    fn distrust(&self) {
+        if let Ok(mut at) = self.ready_at.lock() {
+            *at = None;
+        }
+    }
+}
 
 #[async_trait]
 impl Handoff for DirectHandoff {
     async fn hand_off(&self, messages: &[StoredMessage]) -> Result<(), HandoffError> {
-        let report = self
-            .0
-            .dispatch(messages)
-            .await
-            .map_err(|e| HandoffError::Unavailable(e.to_string()))?;
+        let report = self.dispatcher.dispatch(messages).await.map_err(|e| {
+            self.distrust();
+            HandoffError::Unavailable(e.to_string())
+        })?;
         tracing::debug!(
             messages = report.messages,
             delivered = report.delivered,
@@ -51,10 +84,13 @@ impl Handoff for DirectHandoff {
 
     async fn hand_off_topics(&self, messages: &[TopicMessage]) -> Result<(), HandoffError> {
         let report = self
-            .0
+            .dispatcher
             .dispatch_topics(messages)
             .await
-            .map_err(|e| HandoffError::Unavailable(e.to_string()))?;
+            .map_err(|e| {
+                self.distrust();
+                HandoffError::Unavailable(e.to_string())
+            })?;
         tracing::debug!(
             items = report.items,
             node_items = report.node_items,
@@ -77,10 +113,19 @@ impl Handoff for DirectHandoff {
     }
 
     async fn ready(&self) -> Result<(), HandoffError> {
-        self.0
+        if let Ok(at) = self.ready_at.lock()
+            && at.is_some_and(|at| at.elapsed() < READY_FOR)
+        {
+            return Ok(());
+        }
+        self.dispatcher
             .routes
             .ping()
             .await
-            .map_err(|e| HandoffError::Unavailable(e.to_string()))
+            .map_err(|e| HandoffError::Unavailable(e.to_string()))?;
+        if let Ok(mut at) = self.ready_at.lock() {
+            *at = Some(Instant::now());
+        }
+        Ok(())
     }
 }
