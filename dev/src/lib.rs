@@ -131,6 +131,9 @@ pub struct DevSystem {
     pub node_pids: Vec<u32>,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    /// The message store, settled at stop (what its appends left to the
+    /// background is written before the process exits).
+    messages: Arc<dyn MessageStore>,
 }
 
 impl DevSystem {
@@ -186,6 +189,7 @@ impl DevSystem {
         for task in self.tasks {
             task.await.context("dev task panicked")?;
         }
+        self.messages.settle().await;
         Ok(())
     }
 }
@@ -340,7 +344,7 @@ pub async fn start(cfg: DevConfig) -> anyhow::Result<DevSystem> {
         topic_routes: routes.topic_routes,
     });
     let collector = Arc::new(Collector {
-        store: messages,
+        store: messages.clone(),
         handoff: Arc::new(DirectHandoff::new(dispatcher)),
         api_keys: ApiKeys::single("dev", &cfg.api_key),
         limits: Limits::default(),
@@ -382,5 +386,6 @@ pub async fn start(cfg: DevConfig) -> anyhow::Result<DevSystem> {
         node_pids,
         stop,
         tasks,
+        messages,
     })
 }

@@ -141,6 +141,13 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// Succeeds when the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Finishes what the store does in the background after its appends
+    /// answered (`edgepush-mongo` on FerretDB: seq counters left lagging),
+    /// for a process about to exit; returns once that is written or has
+    /// failed. Appends after it work as before. A store with nothing in
+    /// the background has nothing to do (the default).
+    async fn settle(&self) {}
 }
 
 /// The route store could not do what was asked.

@@ -191,6 +191,9 @@ enum Command {
     Append(Job),
     /// Forget every remembered seq (this store's sweep is about to delete).
     Forget(oneshot::Sender<()>),
+    /// Once the appends in hand are done, leave every counter exact and
+    /// answer when that is written (the process is about to exit).
+    Settle(oneshot::Sender<()>),
 }
 
 impl AppendBatcher {
@@ -210,6 +213,7 @@ impl AppendBatcher {
             stale: HashMap::new(),
             moving: None,
             to_move: HashMap::new(),
+            settling: Vec::new(),
         };
         tokio::spawn(task.run());
         Self { jobs: tx }
@@ -249,6 +253,15 @@ impl AppendBatcher {
     pub(crate) async fn forget(&self) {
         let (done, wait) = oneshot::channel();
         if self.jobs.send(Command::Forget(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    /// Returns once the appends in hand are done and every counter the
+    /// task left lagging is moved (see [`Command::Settle`]).
+    pub(crate) async fn settle(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.jobs.send(Command::Settle(done)).await.is_ok() {
             let _ = wait.await;
         }
     }
@@ -364,6 +377,9 @@ struct Task {
     moving: Option<JoinHandle<()>>,
     /// With [`Counters::Lagging`]: counters to move once `moving` is done.
     to_move: HashMap<UserId, Seq>,
+    /// Callers of [`AppendBatcher::settle`], answered once the queue is
+    /// empty and every counter moved.
+    settling: Vec<oneshot::Sender<()>>,
 }
 
 impl Task {
@@ -384,6 +400,9 @@ impl Task {
                 self.prune(now);
                 // Counters waiting for an update in flight: look again soon.
                 self.move_counters();
+                if !self.settling.is_empty() && self.queue.is_empty() {
+                    self.settle().await;
+                }
                 let recheck = (!self.to_move.is_empty()).then(|| now + MOVE_RECHECK);
                 // Users to forget (their counters left exact) while idle.
                 let lagging = matches!(self.settings.counters, Counters::Lagging { .. });
@@ -455,6 +474,32 @@ impl Task {
                 self.leave_exact(all);
                 let _ = done.send(());
             }
+            Command::Settle(done) => self.settling.push(done),
+        }
+    }
+
+    /// With nothing left to store: leaves every counter exact, waits for
+    /// the updates, and answers the callers of [`AppendBatcher::settle`].
+    /// The users stay known (their counters are now their last seqs).
+    async fn settle(&mut self) {
+        if matches!(self.settings.counters, Counters::Lagging { .. }) {
+            for (user, k) in self.known.iter_mut() {
+                if k.seq > k.counter {
+                    let target = self.to_move.entry(user.clone()).or_insert(0);
+                    *target = (*target).max(k.seq);
+                    k.counter = k.seq;
+                }
+            }
+        }
+        if let Some(moving) = self.moving.take() {
+            let _ = moving.await;
+        }
+        self.move_counters();
+        if let Some(moving) = self.moving.take() {
+            let _ = moving.await;
+        }
+        for done in self.settling.drain(..) {
+            let _ = done.send(());
         }
     }
 

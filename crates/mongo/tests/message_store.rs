@@ -219,6 +219,37 @@ async fn a_lagging_counter_is_read_past_and_moved_in_the_background() -> anyhow:
     t.drop_db().await
 }
 
+/// Where the counter lags (FerretDB), `settle` (a process about to exit)
+/// returns once every counter its appends left lagging is written, and
+/// the store keeps working after it.
+#[tokio::test]
+async fn settle_leaves_every_counter_exact_before_it_returns() -> anyhow::Result<()> {
+    let t = TestDb::new().await?;
+    let store = t.store().await?;
+    if store.retention_mode() != RetentionMode::Sweeper {
+        return t.drop_db().await;
+    }
+    // Three users, each fewer copies than the lag allowed: no counter
+    // moved yet (the batcher forgets a user only 30 s after its last copy).
+    for k in 1..=5 {
+        for name in ["st-a", "st-b", "st-c"] {
+            store
+                .append(&message(&[name], &k.to_string(), None))
+                .await?;
+        }
+    }
+    store.settle().await;
+    for name in ["st-a", "st-b", "st-c"] {
+        assert_eq!(t.counter_of(name).await?, Some(5), "{name}");
+    }
+    // Appends go on after it, at the next seq.
+    let stored = store.append(&message(&["st-a"], "6", None)).await?;
+    assert_eq!(seqs(&stored), [6]);
+    store.settle().await;
+    assert_eq!(t.counter_of("st-a").await?, Some(6));
+    t.drop_db().await
+}
+
 /// Where the counter lags (FerretDB), a stopped batcher leaves the
 /// counters of its users exact, and acks move a counter up to what they
 /// acknowledge: an ack of a stored seq, of a delivered one, and one past

@@ -78,15 +78,18 @@ async fn readyz(State(collector): State<Arc<Collector>>) -> Response {
 }
 
 /// Serves [`router`] on `listener` until `shutdown` resolves, then lets the
-/// requests in flight finish.
+/// requests in flight finish and settles the message store (what its
+/// appends left to the background is written before the process exits).
 pub async fn run(
     listener: TcpListener,
     collector: Arc<Collector>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(collector))
+    let served = axum::serve(listener, router(Arc::clone(&collector)))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    collector.store.settle().await;
+    served
 }
 
 /// `collect serve`: binds [`env::ADDR`] (read through `lookup`) and serves
