@@ -115,7 +115,11 @@
 //! A counter moved in the background can fail or be lost in a crash: the
 //! log is then further past it, which costs the next reader a few more
 //! reads and nothing else; an ack (which reads the end anyway) and the
-//! sweep move it too.
+//! sweep move it too. A process about to exit calls
+//! [`MessageStore::settle`](edgepush_core::MessageStore::settle), which
+//! moves every counter this batcher left lagging and returns once that is
+//! written: a runtime that stops with `main` would not let the task do it
+//! when the store's last handle is dropped.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
