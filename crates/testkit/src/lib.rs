@@ -19,6 +19,8 @@
 //!   [`unique`] names, free ports, [`program`]s to run, [`rss_kib`].
 //! - [`wait`]: waits that follow progress ([`wait::until`], [`wait::stall`]),
 //!   never a budget a slower machine could miss.
+//! - [`switched`]: [`SwitchedRoutes`], a route store a test can take
+//!   down, counting its calls.
 //! - [`servers`]: private [`RedisServer`] and (feature `mongodb`)
 //!   [`MongoServer`](servers::MongoServer) instances tests may kill and
 //!   restart, [`TempDir`](servers::TempDir).
@@ -39,6 +41,7 @@ pub mod contract;
 pub mod env;
 pub mod ids;
 pub mod servers;
+pub mod switched;
 pub mod wait;
 
 #[cfg(feature = "redis")]
@@ -64,5 +67,6 @@ pub use servers::MongoServer;
 pub use servers::RedisServer;
 #[cfg(feature = "http")]
 pub use stand_in::{ManagementApiStandIn, SeenRequest};
+pub use switched::SwitchedRoutes;
 #[cfg(feature = "mongodb")]
 pub use testdb::{TestDatabase, drop_database};

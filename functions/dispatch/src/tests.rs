@@ -13,6 +13,7 @@ use edgepush_core::{
     ConnId, Handoff, MessageId, NodeDirectory, NodeId, PushError, PushReport, Pusher, RouteError,
     RouteStore, StoredMessage, UserId,
 };
+use edgepush_testkit::SwitchedRoutes;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::value::RawValue;
 
@@ -353,56 +354,11 @@ async fn direct_handoff_dispatches_and_reports_readiness() {
     assert_eq!(pusher.calls().len(), 1, "nothing pushed without routes");
 }
 
-/// A route store that can go down, counting its pings.
-struct SwitchedRoutes {
-    inner: Arc<MemoryRouteStore>,
-    down: std::sync::atomic::AtomicBool,
-    pings: std::sync::atomic::AtomicUsize,
-}
-
-impl SwitchedRoutes {
-    fn check(&self) -> Result<(), RouteError> {
-        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(RouteError::Unavailable("down".into()));
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl RouteStore for SwitchedRoutes {
-    async fn add_route(&self, u: &UserId, c: &ConnId, n: &NodeId) -> Result<(), RouteError> {
-        self.check()?;
-        self.inner.add_route(u, c, n).await
-    }
-    async fn add_routes(&self, r: &[(UserId, ConnId)], n: &NodeId) -> Result<(), RouteError> {
-        self.check()?;
-        self.inner.add_routes(r, n).await
-    }
-    async fn remove_routes(&self, r: &[(UserId, ConnId)]) -> Result<(), RouteError> {
-        self.check()?;
-        self.inner.remove_routes(r).await
-    }
-    async fn routes_of(&self, u: &[UserId]) -> Result<Vec<Vec<(ConnId, NodeId)>>, RouteError> {
-        self.check()?;
-        self.inner.routes_of(u).await
-    }
-    async fn ping(&self) -> Result<(), RouteError> {
-        self.pings.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.check()
-    }
-}
-
 #[tokio::test]
 async fn direct_handoff_trusts_a_ready_route_store_for_a_while_and_rechecks_after_a_failure() {
-    use std::sync::atomic::Ordering::SeqCst;
     let topology = topology().await;
     let pusher = Arc::new(RecordingPusher::default());
-    let routes = Arc::new(SwitchedRoutes {
-        inner: topology.clone(),
-        down: false.into(),
-        pings: 0.into(),
-    });
+    let routes = Arc::new(SwitchedRoutes::new(topology.clone()));
     let handoff = DirectHandoff::new(Arc::new(Dispatcher {
         routes: routes.clone(),
         nodes: topology,
@@ -412,21 +368,17 @@ async fn direct_handoff_trusts_a_ready_route_store_for_a_while_and_rechecks_afte
     }));
     handoff.ready().await.unwrap();
     handoff.ready().await.unwrap();
-    assert_eq!(
-        routes.pings.load(SeqCst),
-        1,
-        "the second check is the first's"
-    );
+    assert_eq!(routes.pings(), 1, "the second check is the first's");
 
     // Down: a request inside the trusted while gets past `ready`, its
     // hand-off fails, and the next check asks the store again, every time.
-    routes.down.store(true, SeqCst);
+    routes.set_down(true);
     assert!(handoff.hand_off(&[stored("bob", 1, "m1")]).await.is_err());
     assert!(handoff.ready().await.is_err());
     assert!(handoff.ready().await.is_err());
-    assert_eq!(routes.pings.load(SeqCst), 3, "failures are not trusted");
+    assert_eq!(routes.pings(), 3, "failures are not trusted");
 
-    routes.down.store(false, SeqCst);
+    routes.set_down(false);
     handoff.ready().await.unwrap();
     handoff.hand_off(&[stored("bob", 2, "m2")]).await.unwrap();
     assert_eq!(pusher.calls().len(), 1);

@@ -3,7 +3,6 @@
 //! emulator (`EDGEPUSH_TEST_AWS_ENDPOINT`, from `scripts/start-localstack`).
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,12 +13,12 @@ use edgepush_aws::{AwsSettings, SqsHandoff, SqsHandoffConfig};
 use edgepush_core::memory::MemoryRouteStore;
 use edgepush_core::protocol::{PushItem, TopicPushItem, TopicPushResult};
 use edgepush_core::{
-    ConnId, Handoff, MessageId, NodeDirectory, NodeId, PushError, PushReport, Pusher, RouteError,
-    RouteStore, StoredMessage, TopicMessage, TopicName, TopicRoutes, UserId,
+    ConnId, Handoff, MessageId, NodeDirectory, NodeId, PushError, PushReport, Pusher, RouteStore,
+    StoredMessage, TopicMessage, TopicName, TopicRoutes,
 };
 use edgepush_dispatch::{Dispatcher, sqs_handler};
 use edgepush_testkit::wait::{Progress, stall};
-use edgepush_testkit::{aws_endpoint, unique, user};
+use edgepush_testkit::{SwitchedRoutes, aws_endpoint, unique, user};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::value::RawValue;
 
@@ -93,49 +92,10 @@ impl Pusher for RecordingPusher {
     }
 }
 
-/// A route store that counts `routes_of` calls, or is down.
-struct Routes {
-    inner: Arc<MemoryRouteStore>,
-    routes_of_calls: AtomicUsize,
-    down: bool,
-}
-
-impl Routes {
-    fn check(&self) -> Result<(), RouteError> {
-        if self.down {
-            Err(RouteError::Unavailable("connection refused".into()))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-#[async_trait]
-impl RouteStore for Routes {
-    async fn add_route(&self, u: &UserId, c: &ConnId, n: &NodeId) -> Result<(), RouteError> {
-        self.check()?;
-        self.inner.add_route(u, c, n).await
-    }
-    async fn add_routes(&self, r: &[(UserId, ConnId)], n: &NodeId) -> Result<(), RouteError> {
-        self.check()?;
-        self.inner.add_routes(r, n).await
-    }
-    async fn remove_routes(&self, r: &[(UserId, ConnId)]) -> Result<(), RouteError> {
-        self.check()?;
-        self.inner.remove_routes(r).await
-    }
-    async fn routes_of(&self, users: &[UserId]) -> Result<Vec<Vec<(ConnId, NodeId)>>, RouteError> {
-        self.routes_of_calls.fetch_add(1, Ordering::SeqCst);
-        self.check()?;
-        self.inner.routes_of(users).await
-    }
-    async fn ping(&self) -> Result<(), RouteError> {
-        self.check()
-    }
-}
-
 /// alice on n1 (a1), bob on n2 (b1); both nodes live.
-async fn world(down: bool) -> anyhow::Result<(Dispatcher, Arc<Routes>, Arc<RecordingPusher>)> {
+async fn world(
+    down: bool,
+) -> anyhow::Result<(Dispatcher, Arc<SwitchedRoutes>, Arc<RecordingPusher>)> {
     let memory = Arc::new(MemoryRouteStore::new());
     let ttl = Duration::from_secs(600);
     memory
@@ -150,11 +110,8 @@ async fn world(down: bool) -> anyhow::Result<(Dispatcher, Arc<Routes>, Arc<Recor
     memory
         .add_route(&user("bob"), &ConnId::new("b1")?, &NodeId::new("n2")?)
         .await?;
-    let routes = Arc::new(Routes {
-        inner: memory.clone(),
-        routes_of_calls: AtomicUsize::new(0),
-        down,
-    });
+    let routes = Arc::new(SwitchedRoutes::new(memory.clone()));
+    routes.set_down(down);
     let pusher = Arc::new(RecordingPusher::default());
     let dispatcher = Dispatcher {
         routes: routes.clone(),
@@ -200,7 +157,7 @@ async fn a_malformed_record_fails_alone_and_the_rest_is_dispatched() -> anyhow::
         "both valid records (an array body and a single-object body) were dispatched"
     );
     assert_eq!(
-        routes.routes_of_calls.load(Ordering::SeqCst),
+        routes.routes_of_calls(),
         1,
         "one routes_of for the whole batch"
     );
@@ -351,7 +308,7 @@ async fn collect_to_sqs_to_dispatch_end_to_end() -> anyhow::Result<()> {
         .map(|m| (m.user_id.to_string(), m.seq))
         .collect();
     assert_eq!(pushed, want, "every handed-off message reached the pusher");
-    assert_eq!(routes.routes_of_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(routes.routes_of_calls(), 1);
 
     sqs.delete_queue().queue_url(&queue_url).send().await?;
     Ok(())
