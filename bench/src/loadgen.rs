@@ -7,7 +7,7 @@
 //! ephemeral ports of one address pair can be used), each with its own
 //! HS256 token. It then counts the messages every connection receives and
 //! records their publish-to-receive latency from the send time embedded in
-//! the data (see [`frames`](crate::frames)).
+//! the data (see [`frames`]).
 //!
 //! Memory per generator connection is kept small (a 1 KiB read buffer, no
 //! write buffer, one small slot of counters), so one process can hold about

@@ -21,8 +21,8 @@
 //! One noun per module; a module uses only those above it in this list
 //! (`scripts/module-cycles` checks that no two depend on each other):
 //!
-//! - [`config`]: [`NodeConfig`](config::NodeConfig) and
-//!   [`ServeConfig`](config::ServeConfig), parsed once from a lookup.
+//! - [`config`]: [`NodeConfig`] and
+//!   [`ServeConfig`], parsed once from a lookup.
 //! - [`metrics`]: counters rendered for Prometheus.
 //! - `handshake`: the HTTP upgrade request, read by hand so the token is
 //!   verified (asynchronously) before the upgrade, and the raw answers.

@@ -35,7 +35,7 @@
 //!
 //! # Layout
 //!
-//! - [`env`]: [`TestEnv`], the servers and database of one test.
+//! - [`env`](mod@env): [`TestEnv`], the servers and database of one test.
 //! - [`tokens`]: client tokens, good and bad.
 //! - [`node`]: [`NodeProcess`], one `edge-node serve` process.
 //! - [`collect`]: [`Collect`], the collect API in process, and

@@ -59,7 +59,7 @@ impl fmt::Debug for AwsSettings {
 }
 
 impl AwsSettings {
-    /// Reads the variables of [`env`] through `lookup`; empty values count
+    /// Reads the variables of [`env`](mod@env) through `lookup`; empty values count
     /// as unset. Credentials are taken only when both the key id and the
     /// secret are there.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::topics::TopicBook;
 
-/// Counters of a client's life, read with [`ClientHandle::stats`].
+/// Counters of a client's life, read with [`crate::ClientHandle::stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     /// New messages passed to the application.

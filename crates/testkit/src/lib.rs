@@ -15,14 +15,14 @@
 //!   [`contract::presence_store`]), how to run one and how to add one for a
 //!   new port.
 //! - [`ids`]: ids from literals, routes as plain names.
-//! - [`env`]: `EDGEPUSH_TEST_REDIS_URL` / `_MONGODB_URI` / `_AWS_ENDPOINT`,
+//! - [`env`](mod@env): `EDGEPUSH_TEST_REDIS_URL` / `_MONGODB_URI` / `_AWS_ENDPOINT`,
 //!   [`unique`] names, free ports, [`program`]s to run, [`rss_kib`].
 //! - [`wait`]: waits that follow progress ([`wait::until`], [`wait::stall`]),
 //!   never a budget a slower machine could miss.
 //! - [`switched`]: [`SwitchedRoutes`], a route store a test can take
 //!   down, counting its calls.
 //! - [`servers`]: private [`RedisServer`] and (feature `mongodb`)
-//!   [`MongoServer`](servers::MongoServer) instances tests may kill and
+//!   [`MongoServer`] instances tests may kill and
 //!   restart, [`TempDir`](servers::TempDir).
 //! - `cluster` (feature `redis`): a private three-primary `RedisCluster`.
 //! - `testdb` (feature `mongodb`): `TestDatabase`, a database of one test's

@@ -1,6 +1,6 @@
 //! The Lambda face of collect: API Gateway HTTP API events (payload format
 //! 2.0), which Lambda function URLs send too, served by `lambda_http` with
-//! the same axum router as dev mode ([`crate::router`]).
+//! the same axum router as dev mode ([`crate::router()`]).
 //!
 //! Two things happen before the router sees a request:
 //!
@@ -24,7 +24,7 @@ use tracing::Instrument as _;
 
 use crate::{CollectError, CollectResponse, Collector};
 
-/// The router of the Lambda function: [`crate::router`] with the stage
+/// The router of the Lambda function: [`crate::router()`] with the stage
 /// prefix removed from every path.
 pub fn app(collector: Arc<Collector>) -> Router {
     crate::router(collector).layer(axum::middleware::map_request(strip_stage_prefix))

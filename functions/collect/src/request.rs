@@ -23,7 +23,7 @@ pub struct CollectRequest {
     /// The `Authorization` header, if any.
     pub authorization: Option<String>,
     /// The raw body. Callers may cut it one byte past
-    /// [`Limits::max_body_bytes`]: anything longer is refused anyway.
+    /// [`crate::Limits::max_body_bytes`]: anything longer is refused anyway.
     pub body: Bytes,
 }
 

@@ -6,7 +6,7 @@
 //! connection's events, so `$default` checks the expiry on every client
 //! frame, and this sweep, run on a schedule (an EventBridge rule every
 //! minute, `infra/`), finds the rest: every connection is indexed by the
-//! time it is due ([`ConnectionRecord::due_ms`]): its token's `exp`, or the
+//! time it is due ([`crate::records::ConnectionRecord::due_ms`]): its token's `exp`, or the
 //! end of API Gateway's 2-hour lifetime. For each due connection:
 //!
 //! - token expired: post `{"type":"close","code":4001,...}`, close it

@@ -13,7 +13,7 @@
 //! endpoint ([`is_management_endpoint`]): a batch for an edge node goes to
 //! the node's batch endpoint unchanged; a batch for a management endpoint is
 //! sent one connection at a time with `PostToConnection`, through a
-//! [`ConnectionPoster`] ([`SdkConnectionPoster`] in production: the real
+//! [`ConnectionPoster`] ([`crate::SdkConnectionPoster`] in production: the real
 //! `aws-sdk-apigatewaymanagement` client, signing with the function's own
 //! AWS credentials). The frame is the same JSON `msg` frame edge nodes send
 //! ([`encode_msg`]). A `GoneException` (410) is reported as a gone

@@ -68,7 +68,7 @@ impl SdkConnectionPoster {
 
     /// A poster with the credentials and region of `sdk` (the function's
     /// own, from [`aws_config`]), the SDK's standard retries (which absorb
-    /// throttling), and [`DEFAULT_POST_TIMEOUT`]. An endpoint URL in `sdk`
+    /// throttling), and a bound of 5 s per post. An endpoint URL in `sdk`
     /// (`AWS_ENDPOINT_URL`: an emulator, or a test's stand-in) becomes the
     /// [endpoint override](Self::with_endpoint_override).
     pub fn from_sdk_config(sdk: &aws_config::SdkConfig) -> Self {

@@ -63,7 +63,7 @@ impl PushConfig {
         HttpPusher::new(PushClientConfig::new(self.credential()))
     }
 
-    /// Reads the push credential from `lookup` (see [`env`]).
+    /// Reads the push credential from `lookup` (see [`env`](mod@env)).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let vars = Vars::new(lookup);
         Ok(Self {

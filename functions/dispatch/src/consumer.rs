@@ -79,7 +79,7 @@ impl ConsumerConfig {
         }
     }
 
-    /// Reads [`env`] through `lookup`; empty values count as unset.
+    /// Reads [`env`](mod@env) through `lookup`; empty values count as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let vars = Vars::new(lookup);
         let queue_url = vars.required(env::QUEUE_URL)?;
