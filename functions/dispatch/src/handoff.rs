@@ -1,7 +1,6 @@
 //! Hand-off by direct call: collect runs dispatch in-process.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use edgepush_core::{Handoff, HandoffError, StoredMessage, TopicMessage};
@@ -19,48 +18,36 @@ use crate::Dispatcher;
 /// without storing anything twice. Nodes that died are not waited for:
 /// their clients resume elsewhere from the store.
 ///
-/// `ready` reads the route store (a `PING` to Redis) and trusts a success
-/// for [`READY_FOR`], so that a busy collect does not add a round trip to
-/// every request; a failed hand-off forgets it.
+/// `ready` reads the route store (a `PING` to Redis) on every call: with
+/// the store down, collect answers 503 before storing anything. (Trusting
+/// a success for a second, as the SQS hand-off does for its check, saved
+/// one Redis round trip per request but let the requests of that second
+/// be stored with Redis down; `tests/tests/push_path.rs`
+/// `redis_down_means_503_and_nothing_stored` holds the rule.)
 pub struct DirectHandoff {
     dispatcher: Arc<Dispatcher>,
-    /// When `ready` last succeeded.
-    ready_at: Mutex<Option<Instant>>,
 }
-
-/// How long a successful [`Handoff::ready`] check of [`DirectHandoff`] is
-/// trusted.
-pub const READY_FOR: Duration = Duration::from_secs(1);
 
 impl DirectHandoff {
     /// Dispatches with `dispatcher`.
     pub fn new(dispatcher: Arc<Dispatcher>) -> Self {
-        Self {
-            dispatcher,
-            ready_at: Mutex::new(None),
-        }
+        Self { dispatcher }
     }
 
     /// The dispatcher it calls.
     pub fn dispatcher(&self) -> &Arc<Dispatcher> {
         &self.dispatcher
     }
-
-    /// Makes the next `ready` read the route store again.
-    fn distrust(&self) {
-        if let Ok(mut at) = self.ready_at.lock() {
-            *at = None;
-        }
-    }
 }
 
 #[async_trait]
 impl Handoff for DirectHandoff {
     async fn hand_off(&self, messages: &[StoredMessage]) -> Result<(), HandoffError> {
-        let report = self.dispatcher.dispatch(messages).await.map_err(|e| {
-            self.distrust();
-            HandoffError::Unavailable(e.to_string())
-        })?;
+        let report = self
+            .dispatcher
+            .dispatch(messages)
+            .await
+            .map_err(|e| HandoffError::Unavailable(e.to_string()))?;
         tracing::debug!(
             messages = report.messages,
             delivered = report.delivered,
@@ -87,10 +74,7 @@ impl Handoff for DirectHandoff {
             .dispatcher
             .dispatch_topics(messages)
             .await
-            .map_err(|e| {
-                self.distrust();
-                HandoffError::Unavailable(e.to_string())
-            })?;
+            .map_err(|e| HandoffError::Unavailable(e.to_string()))?;
         tracing::debug!(
             items = report.items,
             node_items = report.node_items,
@@ -113,19 +97,10 @@ impl Handoff for DirectHandoff {
     }
 
     async fn ready(&self) -> Result<(), HandoffError> {
-        if let Ok(at) = self.ready_at.lock()
-            && at.is_some_and(|at| at.elapsed() < READY_FOR)
-        {
-            return Ok(());
-        }
         self.dispatcher
             .routes
             .ping()
             .await
-            .map_err(|e| HandoffError::Unavailable(e.to_string()))?;
-        if let Ok(mut at) = self.ready_at.lock() {
-            *at = Some(Instant::now());
-        }
-        Ok(())
+            .map_err(|e| HandoffError::Unavailable(e.to_string()))
     }
 }

@@ -60,7 +60,7 @@ pub use dispatcher::{
     DispatchReport, Dispatcher, NodeBatch, Plan, RetryPolicy, TopicDispatchReport, is_retryable,
     nodes_of, plan, recipients,
 };
-pub use handoff::{DirectHandoff, READY_FOR};
+pub use handoff::DirectHandoff;
 pub use lambda::{DispatchEvent, handler};
 #[cfg(feature = "aws")]
 pub use sqs::{EventSource, sqs_handler};
