@@ -331,8 +331,9 @@ async fn read_after_outside_the_log_is_empty(
     Ok(())
 }
 
-/// `ack` never moves the acked seq backwards, and answers the acked seq
-/// after the call.
+/// `ack_delivered` of stored seqs keeps `ack`'s rules: it never moves the
+/// acked seq backwards, answers the acked seq after the call, and mixes
+/// with `ack` on any handle.
 async fn acks_of_delivered_seqs_only_move_forward(
     backend: &Backend<dyn MessageStore>,
 ) -> anyhow::Result<()> {
@@ -361,6 +362,8 @@ async fn acks_of_delivered_seqs_only_move_forward(
     Ok(())
 }
 
+/// `ack` never moves the acked seq backwards, and answers the acked seq
+/// after the call.
 async fn acks_only_move_forward(backend: &Backend<dyn MessageStore>) -> anyhow::Result<()> {
     let store = backend.handle().await?;
     let u = user("acker")?;
