@@ -414,17 +414,7 @@ impl Task {
                     .then(|| self.pruned + self.settings.known_for);
                 if !self.open && self.queue.is_empty() {
                     // Stopping: leave the counters of every user exact.
-                    if let Some(moving) = self.moving.take() {
-                        let _ = moving.await;
-                    }
-                    let all = std::mem::take(&mut self.known);
-                    self.leave_exact(all);
-                    if !self.to_move.is_empty() {
-                        self.move_counters();
-                        if let Some(moving) = self.moving.take() {
-                            let _ = moving.await;
-                        }
-                    }
+                    self.leave_all_exact().await;
                     return;
                 }
                 let wake = self
@@ -482,28 +472,29 @@ impl Task {
         }
     }
 
-    /// With nothing left to store: leaves every counter exact, waits for
-    /// the updates, and answers the callers of [`AppendBatcher::settle`].
-    /// The users stay known (their counters are now their last seqs).
+    /// With nothing left to store: leaves every counter exact and answers
+    /// the callers of [`AppendBatcher::settle`].
     async fn settle(&mut self) {
-        if matches!(self.settings.counters, Counters::Lagging { .. }) {
-            for (user, k) in self.known.iter_mut() {
-                if k.seq > k.counter {
-                    let target = self.to_move.entry(user.clone()).or_insert(0);
-                    *target = (*target).max(k.seq);
-                    k.counter = k.seq;
-                }
-            }
+        self.leave_all_exact().await;
+        for done in self.settling.drain(..) {
+            let _ = done.send(());
         }
+    }
+
+    /// Forgets every user, moving each lagging counter up to the last seq
+    /// stored for it, and waits until those updates are done (a user's
+    /// next append reads its counter, exact now).
+    async fn leave_all_exact(&mut self) {
+        let all = std::mem::take(&mut self.known);
+        self.leave_exact(all);
+        // An update in flight holds the rest back: wait for it, then send
+        // them and wait for those.
         if let Some(moving) = self.moving.take() {
             let _ = moving.await;
         }
         self.move_counters();
         if let Some(moving) = self.moving.take() {
             let _ = moving.await;
-        }
-        for done in self.settling.drain(..) {
-            let _ = done.send(());
         }
     }
 
