@@ -807,7 +807,7 @@ impl Runner {
         if protocol == Protocol::Centrifugo {
             pids.extend(self.store_pids().into_iter().filter(|(n, _)| n == "redis"));
         }
-        let (published, deliveries, latency, stages, cpu) = self
+        let steady = self
             .steady(
                 &swarm,
                 &publisher,
@@ -816,22 +816,17 @@ impl Runner {
                 swarm.connected() as u64,
             )
             .await;
+        let latency = &steady.latency;
         eprintln!(
-            "   steady {} msg/s: p50 {} us, p99 {} us, p999 {} us ({deliveries} deliveries)",
-            self.args.latency_rate, latency.p50_us, latency.p99_us, latency.p999_us
+            "   steady {} msg/s: p50 {} us, p99 {} us, p999 {} us ({} deliveries)",
+            self.args.latency_rate,
+            latency.p50_us,
+            latency.p99_us,
+            latency.p999_us,
+            steady.deliveries
         );
-        self.results.latency.push(LatencyRow {
-            system: system.into(),
-            path: steady_path.into(),
-            connections: held,
-            rate: self.args.latency_rate,
-            messages: published.sent,
-            deliveries,
-            errors: published.errors,
-            latency,
-            stages,
-            cpu_s: cpu,
-        });
+        let row = steady.row(system, steady_path, held, self.args.latency_rate);
+        self.results.latency.push(row);
         swarm.close(Duration::from_secs(20)).await;
         server.stop();
         Ok(())
@@ -849,13 +844,7 @@ impl Runner {
         pids: &[(String, u32)],
         rate: f64,
         per_message: u64,
-    ) -> (
-        edgepush_bench::publish::PublishReport,
-        u64,
-        LatencySummary,
-        Stages,
-        Vec<(String, f64)>,
-    ) {
+    ) -> Steady {
         let config = |count| PublishConfig {
             count,
             rate,
@@ -886,13 +875,13 @@ impl Runner {
             answered: published.request_latency,
             spread: swarm.latency().spread(),
         };
-        (
+        Steady {
+            deliveries: swarm.received() - before,
+            latency: swarm.latency().summary(),
             published,
-            swarm.received() - before,
-            swarm.latency().summary(),
             stages,
             cpu,
-        )
+        }
     }
 
     fn store_pids(&self) -> Vec<(String, u32)> {
@@ -947,7 +936,7 @@ impl Runner {
             if protocol == Protocol::Centrifugo {
                 pids.extend(self.store_pids().into_iter().filter(|(n, _)| n == "redis"));
             }
-            let (published, deliveries, latency, stages, cpu) = self
+            let steady = self
                 .steady(
                     &swarm,
                     &publisher,
@@ -956,22 +945,13 @@ impl Runner {
                     swarm.connected() as u64,
                 )
                 .await;
+            let latency = &steady.latency;
             eprintln!(
-                "   p50 {} us, p99 {} us, p999 {} us ({deliveries} deliveries)",
-                latency.p50_us, latency.p99_us, latency.p999_us
+                "   p50 {} us, p99 {} us, p999 {} us ({} deliveries)",
+                latency.p50_us, latency.p99_us, latency.p999_us, steady.deliveries
             );
-            self.results.latency.push(LatencyRow {
-                system: system.into(),
-                path: path.into(),
-                connections: swarm.connected(),
-                rate: self.args.latency_rate,
-                messages: published.sent,
-                deliveries,
-                errors: published.errors,
-                latency,
-                stages,
-                cpu_s: cpu,
-            });
+            let row = steady.row(system, path, swarm.connected(), self.args.latency_rate);
+            self.results.latency.push(row);
             swarm.close(Duration::from_secs(20)).await;
             server.stop();
         }
@@ -1049,7 +1029,7 @@ impl Runner {
             },
             None,
         )?;
-        let (published, deliveries, latency, stages, cpu) = self
+        let steady = self
             .steady(
                 &swarm,
                 &publisher,
@@ -1058,23 +1038,22 @@ impl Runner {
                 swarm.connected() as u64,
             )
             .await;
+        let (latency, published) = (&steady.latency, &steady.published);
         eprintln!(
-            "   p50 {} us, p99 {} us ({deliveries} deliveries, {} errors {:?})",
-            latency.p50_us, latency.p99_us, published.errors, published.first_error
+            "   p50 {} us, p99 {} us ({} deliveries, {} errors {:?})",
+            latency.p50_us,
+            latency.p99_us,
+            steady.deliveries,
+            published.errors,
+            published.first_error
         );
-        self.results.latency.push(LatencyRow {
-            system: "edgepush".into(),
-            path: "collect -> MongoDB -> dispatch -> Redis -> node -> N connections of 1 user"
-                .into(),
-            connections: swarm.connected(),
-            rate: self.args.latency_rate,
-            messages: published.sent,
-            deliveries,
-            errors: published.errors,
-            latency,
-            stages,
-            cpu_s: cpu,
-        });
+        let row = steady.row(
+            "edgepush",
+            "collect -> MongoDB -> dispatch -> Redis -> node -> N connections of 1 user",
+            swarm.connected(),
+            self.args.latency_rate,
+        );
+        self.results.latency.push(row);
         swarm.close(Duration::from_secs(20)).await;
 
         // Sustained rate: unicast to many users, as fast as collect takes them.
@@ -1100,30 +1079,24 @@ impl Runner {
         // End to end at a steady rate, each message to one user of many
         // (the unicast a business system sends).
         let rate = self.args.e2e_rate;
-        let (published, deliveries, latency, stages, cpu) =
-            self.steady(&swarm, &publisher, &pids, rate, 1).await;
+        let steady = self.steady(&swarm, &publisher, &pids, rate, 1).await;
+        let (latency, published) = (&steady.latency, &steady.published);
         eprintln!(
-            "   unicast end to end at {rate} msg/s: p50 {} us, p99 {} us, p999 {} us ({deliveries} deliveries, {} errors {:?})",
+            "   unicast end to end at {rate} msg/s: p50 {} us, p99 {} us, p999 {} us ({} deliveries, {} errors {:?})",
             latency.p50_us,
             latency.p99_us,
             latency.p999_us,
+            steady.deliveries,
             published.errors,
             published.first_error
         );
-        self.results.latency.push(LatencyRow {
-            system: "edgepush".into(),
-            path:
-                "collect -> MongoDB -> dispatch -> Redis -> node -> client, 1 user of N per message"
-                    .into(),
-            connections: swarm.connected(),
+        let row = steady.row(
+            "edgepush",
+            "collect -> MongoDB -> dispatch -> Redis -> node -> client, 1 user of N per message",
+            swarm.connected(),
             rate,
-            messages: published.sent,
-            deliveries,
-            errors: published.errors,
-            latency,
-            stages,
-            cpu_s: cpu,
-        });
+        );
+        self.results.latency.push(row);
 
         // Measured alone: the steady row's deliveries are not in it.
         swarm.latency().reset();
@@ -1438,6 +1411,35 @@ impl Runner {
             "Many-process probe latency: p50 is the median of the generators' medians, p99/p999/max the worst generator's.".into(),
         );
         Ok(())
+    }
+}
+
+/// What one steady-rate measurement ([`Runner::steady`]) gave.
+struct Steady {
+    published: edgepush_bench::publish::PublishReport,
+    /// Messages received by the swarm while it ran.
+    deliveries: u64,
+    latency: LatencySummary,
+    stages: Stages,
+    /// CPU seconds per process (see [`CpuClock::stop`]).
+    cpu: Vec<(String, f64)>,
+}
+
+impl Steady {
+    /// The results row of this measurement.
+    fn row(self, system: &str, path: &str, connections: usize, rate: f64) -> LatencyRow {
+        LatencyRow {
+            system: system.into(),
+            path: path.into(),
+            connections,
+            rate,
+            messages: self.published.sent,
+            deliveries: self.deliveries,
+            errors: self.published.errors,
+            latency: self.latency,
+            stages: self.stages,
+            cpu_s: self.cpu,
+        }
     }
 }
 
