@@ -453,10 +453,11 @@ impl Results {
             );
             let _ = writeln!(s, "|---|---|---|---:|---:|---:|---:|---|---|---:|---|---:|");
             for r in &self.collect {
-                let other = self
-                    .collect
-                    .iter()
-                    .find(|o| o.system == "centrifugo" && o.recipients == r.recipients);
+                let other = self.collect.iter().find(|o| {
+                    o.system == "centrifugo"
+                        && o.recipients == r.recipients
+                        && o.concurrency == r.concurrency
+                });
                 let rat = match (r.system.as_str(), other) {
                     ("edgepush", Some(o)) => ratio(r.messages_per_s, o.messages_per_s, false),
                     _ => String::new(),
@@ -644,23 +645,25 @@ impl Results {
         bars(&mut s, 60.0, 440.0, 380.0, 300.0, &title, &groups);
 
         let mut groups = Vec::new();
-        let mut recipients: Vec<usize> = self.collect.iter().map(|r| r.recipients).collect();
-        recipients.sort_unstable();
-        recipients.dedup();
-        for n in recipients {
+        let mut runs: Vec<(usize, usize)> = self
+            .collect
+            .iter()
+            .map(|r| (r.recipients, r.concurrency))
+            .collect();
+        runs.sort_unstable();
+        runs.dedup();
+        for (n, c) in runs {
             let bars: Vec<(&str, &str, f64)> = SYSTEMS
                 .iter()
                 .filter_map(|(name, color)| {
                     self.collect
                         .iter()
-                        .find(|r| r.system == *name && r.recipients == n)
+                        .find(|r| r.system == *name && r.recipients == n && r.concurrency == c)
                         .map(|r| (*name, *color, r.messages_per_s))
                 })
                 .collect();
-            groups.push((
-                format!("{n} recipient{}", if n == 1 { "" } else { "s" }),
-                bars,
-            ));
+            let to = format!("{n} recipient{}", if n == 1 { "" } else { "s" });
+            groups.push((format!("{to}\n{c} in flight"), bars));
         }
         bars(
             &mut s,
@@ -954,12 +957,15 @@ fn bars(s: &mut String, x0: f64, y0: f64, w: f64, h: f64, title: &str, groups: &
                 short(*v)
             );
         }
-        let _ = writeln!(
-            s,
-            r##"<text x="{:.1}" y="{}" text-anchor="middle">{label}</text>"##,
-            gx + slot / 2.0,
-            y0 + h + 16.0
-        );
+        // A label may take several lines (`\n`).
+        for (i, line) in label.lines().enumerate() {
+            let _ = writeln!(
+                s,
+                r##"<text x="{:.1}" y="{}" text-anchor="middle">{line}</text>"##,
+                gx + slot / 2.0,
+                y0 + h + 16.0 + 14.0 * i as f64
+            );
+        }
     }
 }
 
@@ -1243,25 +1249,39 @@ mod tests {
     fn latency_and_collect_are_plotted_beside_centrifugo() {
         let mut r = sample();
         r.latency.extend(steady_rows(9000, 12000, 15000));
-        for (system, recipients, rate) in [
-            ("edgepush", 1, 5200.0),
-            ("centrifugo", 1, 9000.0),
-            ("edgepush", 100, 300.0),
+        for (system, recipients, concurrency, rate) in [
+            ("edgepush", 1, 32, 5200.0),
+            ("centrifugo", 1, 32, 9000.0),
+            ("edgepush", 1, 64, 7000.0),
+            ("centrifugo", 1, 64, 17500.0),
+            ("edgepush", 100, 32, 300.0),
         ] {
             r.collect.push(CollectRow {
                 system: system.into(),
                 recipients,
+                concurrency,
                 messages_per_s: rate,
                 ..Default::default()
             });
         }
         let svg = r.svg();
         assert_eq!(svg.matches("not measured in this run").count(), 0);
-        // 3 percentiles x 2 systems + 3 collect bars.
-        assert_eq!(svg.matches("<rect x=").count() - 6, 9, "{svg}");
+        // 3 percentiles x 2 systems + 5 collect bars.
+        assert_eq!(svg.matches("<rect x=").count() - 6, 11, "{svg}");
         assert!(svg.contains(">5,200<") && svg.contains(">12.0<"), "{svg}");
+        // One group per recipients and in-flight count, labelled on two lines.
+        for label in [
+            ">1 recipient<",
+            ">100 recipients<",
+            ">32 in flight<",
+            ">64 in flight<",
+        ] {
+            assert!(svg.contains(label), "{label}: {svg}");
+        }
         let md = r.markdown();
-        assert!(md.contains("| 1 | 0 | 5200 |"), "{md}");
+        assert!(md.contains("| 1 | 32 | 5200 |"), "{md}");
+        // Each edgepush row against Centrifugo's with as many in flight.
         assert!(md.contains("0.58 (Centrifugo ahead)"), "{md}");
+        assert!(md.contains("0.40 (Centrifugo ahead)"), "{md}");
     }
 }

@@ -129,9 +129,11 @@ struct Args {
     /// Seconds of each collect run.
     #[arg(long, default_value_t = 10.0)]
     collect_secs: f64,
-    /// Requests in flight in the collect scenario.
-    #[arg(long, default_value_t = 32)]
-    collect_concurrency: usize,
+    /// Requests in flight in the collect scenario's runs: each number is a
+    /// run per recipients count (group commit stores more copies per round
+    /// when more requests wait, so this moves the figure).
+    #[arg(long, value_delimiter = ',', default_values_t = [32, 64])]
+    collect_concurrency: Vec<usize>,
     /// What the MongoDB wire server is, shown beside the collect figures.
     #[arg(long, default_value = "MongoDB wire server")]
     store_label: String,
@@ -1150,8 +1152,9 @@ impl Runner {
     // ---------------------------------------------------------------
     // Collect throughput: accepted messages per second.
 
-    /// Each of `collect_recipients` runs: `collect_secs` of messages as fast
-    /// as the server answers, `collect_concurrency` requests in flight, each
+    /// Each of `collect_recipients` × `collect_concurrency` runs:
+    /// `collect_secs` of messages as fast as the server answers, that many
+    /// requests in flight, each
     /// to the next `recipients` of `collect_users` users in rotation (no
     /// client connected: this is the write path). edgepush through collect
     /// in dev mode (MongoDB, then dispatch's route lookup); Centrifugo
@@ -1182,8 +1185,18 @@ impl Runner {
         let users: Vec<String> = (0..self.args.collect_users.max(1))
             .map(|i| format!("k{}x{i}", self.run_id))
             .collect();
-        for recipients in self.args.collect_recipients.clone() {
-            let recipients = recipients.max(1);
+        let runs: Vec<(usize, usize)> = self
+            .args
+            .collect_recipients
+            .iter()
+            .flat_map(|&r| {
+                self.args
+                    .collect_concurrency
+                    .iter()
+                    .map(move |&c| (r.max(1), c.max(1)))
+            })
+            .collect();
+        for (recipients, concurrency) in runs {
             let target = match protocol {
                 Protocol::Edgepush => Target::Collect {
                     base: server.http_url.clone(),
@@ -1202,12 +1215,12 @@ impl Runner {
             let run = |count, max_secs| PublishConfig {
                 count,
                 rate: 0.0,
-                concurrency: self.args.collect_concurrency.max(1),
+                concurrency,
                 payload_bytes: self.args.payload_bytes,
                 max_secs,
             };
             // Warm-up: connections, indexes, the first counters.
-            let warm = 2 * self.args.collect_concurrency.max(1) as u64;
+            let warm = 2 * concurrency as u64;
             publisher.run(&run(warm, 0.0)).await;
             let loadavg = loadavg_1m();
             let cpu0 = CpuClock::start(self, &pids);
@@ -1215,7 +1228,7 @@ impl Runner {
             let cpu = cpu0.stop(self);
             let r = &published.request_latency;
             eprintln!(
-                "   {recipients} recipient(s) per message: {:.0} msgs/s ({:.0} copies/s) accepted, request p50 {} us p99 {} us p999 {} us, {} errors {:?}",
+                "   {recipients} recipient(s) per message, {concurrency} in flight: {:.0} msgs/s ({:.0} copies/s) accepted, request p50 {} us p99 {} us p999 {} us, {} errors {:?}",
                 published.rate,
                 published.rate * recipients as f64,
                 r.p50_us,
@@ -1230,7 +1243,7 @@ impl Runner {
                 store: store.clone(),
                 recipients,
                 users: users.len(),
-                concurrency: self.args.collect_concurrency.max(1),
+                concurrency,
                 messages: published.sent,
                 errors: published.errors,
                 elapsed_s: published.elapsed_s,
