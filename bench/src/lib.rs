@@ -17,12 +17,15 @@
 //!   edgepush collect, an edge node's batch push API, or Centrifugo's HTTP API.
 //! - [`procfs`]: RSS and CPU time of a process.
 //! - [`latency`]: the shared HDR histogram and its summary.
+//! - [`ceiling`]: the store's ceiling: message-shaped documents inserted
+//!   by plain `insert` commands, no edgepush in the loop.
 //! - [`report`]: results of a `bench-run`, rendered as JSON, markdown and SVG.
 //!
 //! The binaries: `loadgen` and `publish` (the instruments on the command
 //! line), `alloc-count` (allocations per delivered message, edge node in
 //! process) and `bench-run` (every scenario, driven by `scripts/bench`).
 
+pub mod ceiling;
 pub mod frames;
 pub mod latency;
 pub mod loadgen;

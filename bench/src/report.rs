@@ -28,6 +28,10 @@ pub struct Results {
     /// Accepted messages per second through the write path.
     #[serde(default)]
     pub collect: Vec<CollectRow>,
+    /// Raw inserts into the MongoDB wire server, no edgepush in the loop:
+    /// the most copies per second the store takes.
+    #[serde(default)]
+    pub store: Vec<StoreRow>,
     /// Allocations per delivered message (edge node in process).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allocations: Option<serde_json::Value>,
@@ -181,6 +185,33 @@ pub struct CollectRow {
     pub copies_per_s: f64,
     /// From sending a request to its answer.
     pub request_latency: LatencySummary,
+    /// CPU seconds of each process (and its children) during the run.
+    pub cpu_s: Vec<(String, f64)>,
+    /// The 1-minute load average when the run started.
+    pub loadavg_1m: f64,
+}
+
+/// Message-shaped documents inserted per second into the MongoDB wire
+/// server by plain `insert` commands, with no edgepush in the loop: the
+/// ceiling collect's copies per second are set against.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StoreRow {
+    /// What the MongoDB wire server is (and its backend).
+    pub store: String,
+    /// The collection written to.
+    pub collection: String,
+    /// The collection's indexes, by name, as the server lists them.
+    pub indexes: Vec<String>,
+    /// Documents per `insert` command (unordered).
+    pub docs_per_insert: usize,
+    /// Commands in flight.
+    pub concurrency: usize,
+    /// Documents inserted.
+    pub docs: u64,
+    /// Seconds from the first command to the last answer.
+    pub elapsed_s: f64,
+    /// Documents inserted per second.
+    pub docs_per_s: f64,
     /// CPU seconds of each process (and its children) during the run.
     pub cpu_s: Vec<(String, f64)>,
     /// The 1-minute load average when the run started.
@@ -485,6 +516,33 @@ impl Results {
             }
         }
 
+        if !self.store.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n## Store ceiling: message-shaped documents inserted per second by plain `insert` commands, no edgepush in the loop\n"
+            );
+            let _ = writeln!(
+                s,
+                "| store | collection | indexes | docs per insert | in flight | docs/s | CPU s per process | load avg |"
+            );
+            let _ = writeln!(s, "|---|---|---|---:|---:|---:|---|---:|");
+            for r in &self.store {
+                let cpu: Vec<String> = r.cpu_s.iter().map(|(n, c)| format!("{n} {c:.2}")).collect();
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {:.0} | {} | {:.2} |",
+                    r.store,
+                    r.collection,
+                    r.indexes.join(", "),
+                    r.docs_per_insert,
+                    r.concurrency,
+                    r.docs_per_s,
+                    cpu.join(", "),
+                    r.loadavg_1m
+                );
+            }
+        }
+
         if let Some(a) = &self.allocations {
             let _ = writeln!(
                 s,
@@ -783,6 +841,17 @@ pub fn summary(runs: &[Results]) -> String {
                 row,
                 "request p99 ms",
                 c.request_latency.p99_us as f64 / 1000.0,
+            );
+        }
+        for t in &r.store {
+            add(
+                "store ceiling",
+                format!(
+                    "{} ({}), {} docs per insert, {} in flight",
+                    t.collection, t.store, t.docs_per_insert, t.concurrency
+                ),
+                "docs/s",
+                t.docs_per_s,
             );
         }
         if let Some(a) = &r.allocations {
@@ -1212,6 +1281,41 @@ mod tests {
             md.contains("| latency stages | edgepush: node batch push API -> N connections of 1 user, N = 1000, 20 msg/s | answered p50 ms | 2.00 | 1.00 – 3.00 |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn store_ceiling_rows_are_shown_and_summarised() {
+        let runs: Vec<Results> = [21_000.0, 19_000.0, 25_000.0]
+            .into_iter()
+            .map(|docs_per_s| {
+                let mut r = sample();
+                r.store.push(StoreRow {
+                    store: "ferretdb on pg".into(),
+                    collection: "messages".into(),
+                    indexes: vec!["_id_".into(), "user_seq".into()],
+                    docs_per_insert: 1000,
+                    concurrency: 2,
+                    docs: 100_000,
+                    elapsed_s: 5.0,
+                    docs_per_s,
+                    cpu_s: vec![("ferretdb".into(), 3.5)],
+                    loadavg_1m: 1.5,
+                });
+                r
+            })
+            .collect();
+        let md = runs[0].markdown();
+        assert!(
+            md.contains("| ferretdb on pg | messages | _id_, user_seq | 1000 | 2 | 21000 | ferretdb 3.50 | 1.50 |"),
+            "{md}"
+        );
+        let md = summary(&runs);
+        assert!(
+            md.contains("| store ceiling | messages (ferretdb on pg), 1000 docs per insert, 2 in flight | docs/s | 21,000 | 19,000 – 25,000 |"),
+            "{md}"
+        );
+        // A run without the scenario has no section.
+        assert!(!sample().markdown().contains("Store ceiling"));
     }
 
     #[test]

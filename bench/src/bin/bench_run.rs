@@ -18,18 +18,24 @@
 //!    dispatch, Redis), Centrifugo through `/api/publish`; plus the end to
 //!    end sustained rate through collect;
 //! 4. collect: accepted messages per second through collect (dev mode:
-//!    collect -> MongoDB -> dispatch) as fast as it answers, 32 requests in
-//!    flight, each message to 1 user (and, separately, to 100 users) of
+//!    collect -> MongoDB -> dispatch) as fast as it answers, at each
+//!    `--collect-concurrency` (32 and 64 requests in flight), each message
+//!    to 1 user (and, separately, to 100 users) of
 //!    many in rotation, with the request latency; beside Centrifugo's
 //!    publish API with history kept in Redis (`/api/publish`, and
 //!    `/api/broadcast` to 100 channels);
-//! 5. topic: one topic (edgepush) / channel (Centrifugo) with N
+//! 5. store: the store's ceiling, message-shaped documents inserted by
+//!    plain `insert` commands (1,000 per command, 1 and 2 in flight) into
+//!    `messages` as the real store sets it up and into a collection with
+//!    only `_id`, no edgepush in the loop: what collect's copies per second
+//!    are bounded by;
+//! 6. topic: one topic (edgepush) / channel (Centrifugo) with N
 //!    subscribers on one node, N distinct users: deliveries per server CPU
 //!    second at full speed, then publish-to-receive latency at a steady
 //!    rate; edgepush through the node's topic push API (`/@topics`, what
 //!    dispatch sends), Centrifugo through `/api/publish`;
-//! 6. allocations: `alloc-count`;
-//! 7. many processes: `--big` connections over several node and generator
+//! 7. allocations: `alloc-count`;
+//! 8. many processes: `--big` connections over several node and generator
 //!    processes.
 
 use std::io::{BufRead, BufReader, Write as _};
@@ -41,14 +47,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
+use edgepush_bench::ceiling::{self, CeilingConfig};
 use edgepush_bench::latency::LatencySummary;
 use edgepush_bench::loadgen::{Protocol, Sources, Swarm, SwarmConfig, Users};
 use edgepush_bench::procfs;
 use edgepush_bench::publish::{PublishConfig, Publisher, Target};
 use edgepush_bench::report::{
     BigRun, CollectRow, FanoutRow, LatencyRow, Machine, MemoryRow, Results, SUSTAINED, Stages,
+    StoreRow,
 };
 use edgepush_delivery::sigv4::PushCredential;
+use edgepush_mongo::{MongoConfig, MongoMessageStore};
+use mongodb::bson::Document;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -137,6 +147,15 @@ struct Args {
     /// What the MongoDB wire server is, shown beside the collect figures.
     #[arg(long, default_value = "MongoDB wire server")]
     store_label: String,
+    /// Documents per `insert` command of the store-ceiling scenario.
+    #[arg(long, default_value_t = 1000)]
+    ceiling_docs: usize,
+    /// Commands in flight in the store-ceiling scenario: a run at each.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2])]
+    ceiling_concurrency: Vec<usize>,
+    /// Seconds of each store-ceiling run.
+    #[arg(long, default_value_t = 5.0)]
+    ceiling_secs: f64,
     /// Total connections of the many-process run (0: skip).
     #[arg(long, default_value_t = 0)]
     big: usize,
@@ -149,7 +168,7 @@ struct Args {
     /// New connections per second.
     #[arg(long, default_value_t = 2000)]
     rate: u32,
-    /// Only these scenarios (memory, fanout, latency, collect, topic, alloc, big); all when empty.
+    /// Only these scenarios (memory, fanout, latency, collect, store, topic, alloc, big); all when empty.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -341,6 +360,10 @@ impl Runner {
             if has_cf {
                 self.collect(Protocol::Centrifugo).await?;
             }
+            self.write()?;
+        }
+        if self.wants("store") {
+            self.store_ceiling().await?;
             self.write()?;
         }
         if self.wants("topic") {
@@ -1256,6 +1279,77 @@ impl Runner {
             self.write()?;
         }
         server.stop();
+        Ok(())
+    }
+
+    /// The store's ceiling: message-shaped documents by plain `insert`
+    /// commands into the MongoDB wire server, no edgepush in the loop
+    /// ([`edgepush_bench::ceiling`]): into `messages` as the real store
+    /// sets it up (its indexes), and into a collection with only `_id`.
+    async fn store_ceiling(&mut self) -> anyhow::Result<()> {
+        eprintln!("== store ceiling: {}", self.args.store_label);
+        let mut config = MongoConfig::new(self.args.mongodb_uri.clone());
+        config.database = format!("bench_{}_ceiling", self.run_id);
+        let store = MongoMessageStore::connect(config)
+            .await
+            .context("the store for the ceiling runs")?;
+        let db = store.database();
+        let pids = self.store_pids();
+        let collections = [
+            db.collection::<Document>("messages"),
+            db.collection("plain"),
+        ];
+        for collection in &collections {
+            for (k, &concurrency) in self.args.ceiling_concurrency.iter().enumerate() {
+                let config = CeilingConfig {
+                    docs_per_insert: self.args.ceiling_docs.max(1),
+                    concurrency: concurrency.max(1),
+                    secs: self.args.ceiling_secs,
+                    payload_bytes: self.args.payload_bytes,
+                    users: self.args.collect_users.max(1),
+                };
+                // Warm-up, not measured: the collection exists, the
+                // connections are open.
+                ceiling::measure(
+                    collection,
+                    &format!("warm{k}"),
+                    CeilingConfig {
+                        secs: 0.5,
+                        ..config
+                    },
+                )
+                .await?;
+                let loadavg = loadavg_1m();
+                let cpu0 = CpuClock::start(self, &pids);
+                let run = ceiling::measure(collection, &format!("r{k}"), config).await?;
+                let cpu = cpu0.stop(self);
+                let indexes = collection
+                    .list_index_names()
+                    .await
+                    .context("listing the indexes")?;
+                eprintln!(
+                    "   {} ({}), {} docs per insert, {} in flight: {:.0} docs/s",
+                    collection.name(),
+                    indexes.join(", "),
+                    config.docs_per_insert,
+                    config.concurrency,
+                    run.docs_per_s
+                );
+                self.results.store.push(StoreRow {
+                    store: self.args.store_label.clone(),
+                    collection: collection.name().to_owned(),
+                    indexes,
+                    docs_per_insert: config.docs_per_insert,
+                    concurrency: config.concurrency,
+                    docs: run.docs,
+                    elapsed_s: run.elapsed_s,
+                    docs_per_s: run.docs_per_s,
+                    cpu_s: cpu,
+                    loadavg_1m: loadavg,
+                });
+            }
+        }
+        db.drop().await.context("dropping the ceiling database")?;
         Ok(())
     }
 
