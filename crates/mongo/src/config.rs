@@ -26,6 +26,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_APPEND_CONCURRENCY: usize = 32;
 /// Default bound on the copies stored by one round of the append batcher.
 pub const DEFAULT_APPEND_BATCH: usize = 1000;
+/// Default number of append rounds in flight at once.
+pub const DEFAULT_APPEND_ROUNDS: usize = 2;
 /// Default number of attempts to claim a seq before giving up with
 /// [`StoreError::Contention`](edgepush_core::StoreError::Contention).
 pub const DEFAULT_MAX_SEQ_ATTEMPTS: u32 = 100;
@@ -59,6 +61,11 @@ pub struct MongoConfig {
     /// (one `insert` and one counter `update` each): bounds the size of a
     /// command; copies beyond wait for the next round.
     pub append_batch: usize,
+    /// How many rounds of the append batcher run at once, each on users
+    /// the others do not hold: while one round waits for the server,
+    /// another stores the copies that arrived meanwhile (a server with
+    /// spare cores stores two inserts in about the time of one).
+    pub append_rounds: usize,
     /// How many times one recipient's append tries to claim the next seq
     /// before answering `Contention`; only hot users with many concurrent
     /// writers ever need more than a few.
@@ -76,6 +83,7 @@ impl MongoConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             append_concurrency: DEFAULT_APPEND_CONCURRENCY,
             append_batch: DEFAULT_APPEND_BATCH,
+            append_rounds: DEFAULT_APPEND_ROUNDS,
             max_seq_attempts: DEFAULT_MAX_SEQ_ATTEMPTS,
         }
     }
@@ -127,6 +135,7 @@ impl fmt::Debug for MongoConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("append_concurrency", &self.append_concurrency)
             .field("append_batch", &self.append_batch)
+            .field("append_rounds", &self.append_rounds)
             .field("max_seq_attempts", &self.max_seq_attempts)
             .finish()
     }
@@ -158,6 +167,7 @@ mod tests {
         assert_eq!(c.server_selection_timeout, Duration::from_secs(2));
         assert_eq!(c.connect_timeout, Duration::from_secs(2));
         assert_eq!(c.append_concurrency, 32);
+        assert_eq!(c.append_rounds, 2);
     }
 
     #[test]

@@ -112,6 +112,7 @@ impl MongoMessageStore {
             Arc::clone(&log),
             BatchSettings {
                 max_copies: config.append_batch.max(1),
+                rounds: config.append_rounds.max(1),
                 concurrency: config.append_concurrency.max(1),
                 max_attempts: config.max_seq_attempts.max(1),
                 // Shorter than a quarter of the retention, so that nothing

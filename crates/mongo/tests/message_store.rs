@@ -157,6 +157,60 @@ async fn concurrent_appends_of_one_store_are_stored_together_without_gaps() -> a
     t.drop_db().await
 }
 
+/// Two rounds in flight (rounds of 7 copies, so that a full second round
+/// starts beside the first): requests to overlapping sets of users, each
+/// user in one round at a time. Every user's copies are stored once, at
+/// seqs 1..n without a gap, and every request's answer is what is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rounds_in_flight_together_keep_every_users_seqs_gap_free() -> anyhow::Result<()> {
+    const REQUESTS: usize = 50;
+    const USERS: usize = 40;
+    const PER_REQUEST: usize = 10;
+    let t = TestDb::new().await?;
+    let mut config = t.config();
+    config.append_batch = 7;
+    config.append_rounds = 2;
+    let store = MongoMessageStore::connect(config).await?;
+    // Request k names users 3k .. 3k + 9 (mod 40): neighbours overlap.
+    let names = |k: usize| -> Vec<String> {
+        (0..PER_REQUEST)
+            .map(|j| format!("ring-{}", (3 * k + j) % USERS))
+            .collect()
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for k in 0..REQUESTS {
+        let store = store.clone();
+        let to = names(k);
+        tasks.spawn(async move {
+            let to: Vec<&str> = to.iter().map(String::as_str).collect();
+            let stored = store.append(&message(&to, &k.to_string(), None)).await;
+            (k, stored)
+        });
+    }
+    let mut answered: std::collections::HashMap<String, Vec<Seq>> = Default::default();
+    while let Some(joined) = tasks.join_next().await {
+        let (k, stored) = joined?;
+        let stored = stored?;
+        assert_eq!(stored.len(), PER_REQUEST, "request {k}");
+        for (copy, name) in stored.iter().zip(names(k)) {
+            assert_eq!(copy.user_id, user(&name), "request {k}");
+            assert_eq!(copy.id, stored[0].id, "request {k}");
+            assert_eq!(copy.data.get(), k.to_string(), "request {k}");
+            answered.entry(name).or_default().push(copy.seq);
+        }
+    }
+    assert_eq!(answered.len(), USERS);
+    for (name, mut seqs_answered) in answered {
+        seqs_answered.sort_unstable();
+        let n = seqs_answered.len() as Seq;
+        assert_eq!(seqs_answered, (1..=n).collect::<Vec<_>>(), "{name}");
+        let stored = store.read_after(&user(&name), 0, 1000).await?;
+        assert_eq!(seqs(&stored), seqs_answered, "{name}: stored as answered");
+        assert_eq!(t.copies_of(&user(&name)).await?, n, "{name}: no extra copy");
+    }
+    t.drop_db().await
+}
+
 /// Where the sweep is the only deleter (FerretDB), appends do not wait for
 /// the counter: it lags behind the log by up to 32 copies and moves in the
 /// background, and every reader (another handle's append, `position`, an
