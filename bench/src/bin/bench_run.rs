@@ -191,6 +191,7 @@ fn main() -> anyhow::Result<()> {
         args.e2e_messages = 100;
         args.e2e_rate = 50.0;
         args.collect_secs = 3.0;
+        args.ceiling_secs = 1.0;
         args.collect_users = 1000;
         args.topic_connections = 500;
         if args.big > 0 {
