@@ -6,7 +6,9 @@
 use anyhow::Context as _;
 use edgepush_bench::ceiling::{self, CeilingConfig, CeilingError};
 use edgepush_core::{MessageStore, UserId};
+use edgepush_mongo::MongoMessageStore;
 use edgepush_tests::TestEnv;
+use mongodb::Collection;
 use mongodb::bson::{Document, doc};
 
 const CONFIG: CeilingConfig = CeilingConfig {
@@ -17,11 +19,17 @@ const CONFIG: CeilingConfig = CeilingConfig {
     users: 7,
 };
 
+/// The test's store (which creates the indexes) and its `messages`.
+async fn messages(env: &TestEnv) -> anyhow::Result<(MongoMessageStore, Collection<Document>)> {
+    let store = edgepush_tests::message_store(&env.mongodb_uri, &env.database).await?;
+    let messages = store.database().collection::<Document>("messages");
+    Ok((store, messages))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_document_counted_is_stored_and_reads_as_a_copy() -> anyhow::Result<()> {
     TestEnv::run(async |env| {
-        let store = edgepush_tests::message_store(&env.mongodb_uri, &env.database).await?;
-        let messages = store.database().collection::<Document>("messages");
+        let (store, messages) = messages(env).await?;
 
         let run = ceiling::measure(&messages, "c", CONFIG).await?;
         assert!(run.docs > 0, "at least one command each: {run:?}");
@@ -54,8 +62,9 @@ async fn every_document_counted_is_stored_and_reads_as_a_copy() -> anyhow::Resul
             .count_documents(doc! { "user": { "$regex": "^cw0u" } })
             .await?;
         let first = copies.len() as u64;
-        assert!(
-            per_worker.div_ceil(CONFIG.users as u64) == first,
+        assert_eq!(
+            per_worker.div_ceil(CONFIG.users as u64),
+            first,
             "{per_worker} documents over {} users, user 0 has {first}",
             CONFIG.users
         );
@@ -67,8 +76,7 @@ async fn every_document_counted_is_stored_and_reads_as_a_copy() -> anyhow::Resul
 #[tokio::test]
 async fn a_config_that_asks_for_nothing_is_refused() -> anyhow::Result<()> {
     TestEnv::run(async |env| {
-        let store = edgepush_tests::message_store(&env.mongodb_uri, &env.database).await?;
-        let messages = store.database().collection::<Document>("messages");
+        let (_store, messages) = messages(env).await?;
         for config in [
             CeilingConfig {
                 docs_per_insert: 0,
@@ -96,8 +104,7 @@ async fn a_config_that_asks_for_nothing_is_refused() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_refused_document_fails_the_measurement() -> anyhow::Result<()> {
     TestEnv::run(async |env| {
-        let store = edgepush_tests::message_store(&env.mongodb_uri, &env.database).await?;
-        let messages = store.database().collection::<Document>("messages");
+        let (_store, messages) = messages(env).await?;
         // Two runs with one prefix write the same (user, seq) in their first
         // command (each sends at least one): the unique indexes refuse the
         // second, and the measurement says so instead of counting documents
