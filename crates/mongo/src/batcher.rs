@@ -722,12 +722,10 @@ impl Task {
             let Some(job) = self.jobs.get(&copy.job) else {
                 continue; // its request failed already
             };
-            let due = copy.not_before.is_none_or(|t| t <= now);
             let user = &job.to[copy.idx];
-            if due
-                && picked.len() < self.settings.max_copies
+            if picked.len() < self.settings.max_copies
+                && self.may_go(&copy, user, now)
                 && !users.contains(user)
-                && !self.busy.contains(user)
             {
                 users.insert(user.clone());
                 picked.push((copy, user.clone(), Arc::clone(&job.entry)));
@@ -788,11 +786,17 @@ impl Task {
                 continue;
             };
             let user = &job.to[copy.idx];
-            if copy.not_before.is_none_or(|t| t <= now) && !self.busy.contains(user) {
+            if self.may_go(copy, user, now) {
                 users.insert(user);
             }
         }
         users.len()
+    }
+
+    /// Whether `copy` (of `user`) may go into a round started now: its
+    /// back-off is over and no round in flight holds its user.
+    fn may_go(&self, copy: &Queued, user: &UserId, now: Instant) -> bool {
+        copy.not_before.is_none_or(|t| t <= now) && !self.busy.contains(user)
     }
 
     /// Applies what a round did: frees its users, fails what could not be
