@@ -243,6 +243,12 @@ pub struct BigRun {
     pub probe_latency: LatencySummary,
 }
 
+/// CPU seconds per process as a table cell: `name 1.23, other 0.45`.
+fn cpu_list(cpu_s: &[(String, f64)]) -> String {
+    let cells: Vec<String> = cpu_s.iter().map(|(n, c)| format!("{n} {c:.2}")).collect();
+    cells.join(", ")
+}
+
 fn ms(us: u64) -> String {
     format!("{:.2}", us as f64 / 1000.0)
 }
@@ -425,7 +431,6 @@ impl Results {
         );
         let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
         for r in &self.latency {
-            let cpu: Vec<String> = r.cpu_s.iter().map(|(n, c)| format!("{n} {c:.2}")).collect();
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
@@ -439,7 +444,7 @@ impl Results {
                 ms(r.latency.p99_us),
                 ms(r.latency.p999_us),
                 ms(r.latency.max_us),
-                cpu.join(", ")
+                cpu_list(&r.cpu_s)
             );
         }
 
@@ -494,7 +499,6 @@ impl Results {
                     _ => String::new(),
                 };
                 let l = &r.request_latency;
-                let cpu: Vec<String> = r.cpu_s.iter().map(|(n, c)| format!("{n} {c:.2}")).collect();
                 let _ = writeln!(
                     s,
                     "| {} | {} | {} | {} | {} | {:.0} | {:.0} | {} | {} / {} / {} | {} | {} | {:.2} |",
@@ -510,7 +514,7 @@ impl Results {
                     ms(l.p99_us),
                     ms(l.p999_us),
                     r.errors,
-                    cpu.join(", "),
+                    cpu_list(&r.cpu_s),
                     r.loadavg_1m
                 );
             }
@@ -527,7 +531,6 @@ impl Results {
             );
             let _ = writeln!(s, "|---|---|---|---:|---:|---:|---|---:|");
             for r in &self.store {
-                let cpu: Vec<String> = r.cpu_s.iter().map(|(n, c)| format!("{n} {c:.2}")).collect();
                 let _ = writeln!(
                     s,
                     "| {} | {} | {} | {} | {} | {:.0} | {} | {:.2} |",
@@ -537,7 +540,7 @@ impl Results {
                     r.docs_per_insert,
                     r.concurrency,
                     r.docs_per_s,
-                    cpu.join(", "),
+                    cpu_list(&r.cpu_s),
                     r.loadavg_1m
                 );
             }
