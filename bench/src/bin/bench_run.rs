@@ -1243,8 +1243,13 @@ impl Runner {
                 payload_bytes: self.args.payload_bytes,
                 max_secs,
             };
-            // Warm-up: connections, indexes, the first counters.
-            let warm = 2 * concurrency as u64;
+            // Warm-up, unmeasured: connections, and one message to each
+            // user (channel), so that every row measures the steady state
+            // of a sustained stream, where each user was written to
+            // moments ago. Without it the first row alone paid one read
+            // of the counter per user (edgepush's batcher remembers a
+            // user's last seq for 30 s) and the rows after it did not.
+            let warm = (2 * concurrency).max(users.len().div_ceil(recipients)) as u64;
             publisher.run(&run(warm, 0.0)).await;
             let loadavg = loadavg_1m();
             let cpu0 = CpuClock::start(self, &pids);
