@@ -15,7 +15,7 @@
 //! | field | type | meaning |
 //! |---|---|---|
 //! | `_id` | string | `"<user>:<seq, 20 digits>"`: one document per (user, seq) |
-//! | `user`, `seq` | string, int64 | the recipient and its seq (unique index `user_seq`) |
+//! | `user`, `seq` | string, int64 | the recipient and its seq (unique index `user_seq` where the server answers ranges from indexes, see [`server`]; the `_id` keeps a seq unique everywhere) |
 //! | `id` | string | the message id, shared by all copies of one request |
 //! | `data` | string | the payload as JSON text (never BSON: FerretDB refuses keys with `.`/`$` and nested arrays) |
 //! | `source`, `idem` | string | the submitter and `"key:<idempotency key>"` or `"auto:<message id>"` (unique index `source_idem_user` with `user`) |
@@ -58,10 +58,12 @@ mod locks;
 pub mod log;
 pub mod retention;
 pub mod schema;
+pub mod server;
 pub mod store;
 pub mod topics;
 
 pub use config::MongoConfig;
 pub use retention::RetentionMode;
+pub use server::ServerKind;
 pub use store::MongoMessageStore;
 pub use topics::MongoTopicStore;

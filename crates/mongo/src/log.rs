@@ -49,6 +49,7 @@ use crate::counters::bump_counter;
 use crate::error::{DuplicateOf, duplicate_of, is_transient_code, store_error};
 use crate::locks::KeyLocks;
 use crate::schema::{EntryTemplate, get_seq, seq_to_bson};
+use crate::server::ServerKind;
 
 /// Longest pause between two attempts to claim a seq under contention.
 const MAX_BACKOFF_MS: u64 = 50;
@@ -112,13 +113,16 @@ impl SeqLog {
         }
     }
 
-    /// Creates the unique `(<key>, seq)` and `(source, idem, <key>)`
-    /// indexes, one command each (FerretDB v1 panics, and drops the
-    /// connection, when one `createIndexes` names two existing indexes).
+    /// Creates the unique `(source, idem, <key>)` index and, where the
+    /// server answers ranges from indexes ([`ServerKind`]), the unique
+    /// `(<key>, seq)` one; one command each (FerretDB v1 panics, and drops
+    /// the connection, when one `createIndexes` names two existing
+    /// indexes).
     pub(crate) async fn create_indexes(
         &self,
         seq_index: &str,
         idempotency_index: &str,
+        server: ServerKind,
     ) -> Result<(), StoreError> {
         let unique = |name: &str| {
             IndexOptions::builder()
@@ -126,13 +130,15 @@ impl SeqLog {
                 .unique(true)
                 .build()
         };
-        let indexes = [
-            (doc! { self.key_field: 1, "seq": 1 }, seq_index),
-            (
-                doc! { "source": 1, "idem": 1, self.key_field: 1 },
-                idempotency_index,
-            ),
-        ];
+        let seq = (doc! { self.key_field: 1, "seq": 1 }, seq_index);
+        let idempotency = (
+            doc! { "source": 1, "idem": 1, self.key_field: 1 },
+            idempotency_index,
+        );
+        let indexes = match server.serves_ranges_from_indexes() {
+            true => vec![seq, idempotency],
+            false => vec![idempotency],
+        };
         for (keys, name) in indexes {
             let model = IndexModel::builder()
                 .keys(keys)

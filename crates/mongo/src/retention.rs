@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::counters::bump_counter;
 use crate::error::{code, is_transient, store_error};
 use crate::schema::{INDEX_CREATED_AT, INDEX_EXPIRE_AT, INDEX_EXPIRE_TTL, INDEX_TTL, get_seq};
+use crate::server::ServerKind;
 
 /// How many expired documents one sweep round reads and deletes.
 const SWEEP_BATCH: i64 = 1000;
@@ -80,10 +81,13 @@ impl Expiry {
     }
 }
 
-/// Creates the index that enforces `expiry` and says which mode applies.
+/// Creates the index that enforces `expiry` and says which mode applies:
+/// a TTL index, else a plain index on the field for the sweep's filter
+/// (only where the server answers ranges from indexes, [`ServerKind`]).
 pub(crate) async fn setup(
     messages: &Collection<Document>,
     expiry: Expiry,
+    server: ServerKind,
 ) -> Result<RetentionMode, StoreError> {
     let retention = expiry.after;
     let ttl = IndexModel::builder()
@@ -130,6 +134,9 @@ pub(crate) async fn setup(
         retention_secs = retention.as_secs(),
         "the server refused a TTL index (FerretDB has none): expired messages are deleted by a periodic sweep instead"
     );
+    if !server.serves_ranges_from_indexes() {
+        return Ok(RetentionMode::Sweeper);
+    }
     let plain = IndexModel::builder()
         .keys(doc! { expiry.field: 1 })
         .options(

@@ -21,16 +21,19 @@ pub const TOPIC_MESSAGES: &str = "topic_messages";
 pub const TOPICS: &str = "topics";
 
 /// Unique index on `(user, seq)`; serves `read_after` and the highest-seq
-/// lookup (uniqueness is also guaranteed by `_id`).
+/// lookup (uniqueness is also guaranteed by `_id`). Not created where the
+/// server cannot answer from it ([`crate::server`]).
 pub const INDEX_USER_SEQ: &str = "user_seq";
 /// Unique index on `(source, idem, user)`: one copy per recipient of one
 /// idempotent request.
 pub const INDEX_IDEMPOTENCY: &str = "source_idem_user";
 /// TTL index on `created_at` (servers that have TTL indexes).
 pub const INDEX_TTL: &str = "created_at_ttl";
-/// Plain index on `created_at` for the sweep (servers without TTL indexes).
+/// Plain index on `created_at` for the sweep (servers without TTL indexes
+/// that answer ranges from indexes, [`crate::server`]).
 pub const INDEX_CREATED_AT: &str = "created_at_1";
-/// Unique index on `(topic, seq)` of topic messages.
+/// Unique index on `(topic, seq)` of topic messages (where the server
+/// answers ranges from indexes, [`crate::server`]).
 pub const INDEX_TOPIC_SEQ: &str = "topic_seq";
 /// Unique index on `(source, idem, topic)`: one copy per topic of one
 /// idempotent publication.
@@ -38,7 +41,7 @@ pub const INDEX_TOPIC_IDEMPOTENCY: &str = "source_idem_topic";
 /// TTL index on `expire_at` of topic messages (each carries its namespace's
 /// retention).
 pub const INDEX_EXPIRE_TTL: &str = "expire_at_ttl";
-/// Plain index on `expire_at` for the sweep.
+/// Plain index on `expire_at` for the sweep (as [`INDEX_CREATED_AT`]).
 pub const INDEX_EXPIRE_AT: &str = "expire_at_1";
 
 /// `_id` of a user's message `seq`: `"<user>:<seq, 20 digits>"`, so the

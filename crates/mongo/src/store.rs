@@ -29,6 +29,7 @@ use crate::retention::{self, Expiry, RetentionMode};
 use crate::schema::{
     INDEX_IDEMPOTENCY, INDEX_USER_SEQ, MESSAGES, USERS, get_seq, message_from_doc, seq_to_bson,
 };
+use crate::server::ServerKind;
 
 /// The message log on MongoDB. Cheap to clone: clones share one driver client
 /// (and its connection pool). The retention sweeper, when one runs, stops
@@ -48,6 +49,8 @@ struct Inner {
     config: MongoConfig,
     /// How the server enforces retention.
     retention_mode: RetentionMode,
+    /// Which server it is: the indexes it got.
+    server: ServerKind,
     /// Stops the retention sweeper when the last clone of the store goes.
     _sweeper: Option<DropGuard>,
 }
@@ -84,10 +87,11 @@ impl MongoMessageStore {
             "user",
             config.max_seq_attempts,
         ));
-        log.create_indexes(INDEX_USER_SEQ, INDEX_IDEMPOTENCY)
+        let server = ServerKind::detect(&log.db).await?;
+        log.create_indexes(INDEX_USER_SEQ, INDEX_IDEMPOTENCY, server)
             .await?;
         let expiry = Expiry::messages(config.retention);
-        let retention_mode = retention::setup(&log.entries, expiry).await?;
+        let retention_mode = retention::setup(&log.entries, expiry, server).await?;
         let sweeper = match retention_mode {
             RetentionMode::TtlIndex => None,
             RetentionMode::Sweeper => {
@@ -106,6 +110,7 @@ impl MongoMessageStore {
             uri = %redact_uri(&config.uri),
             database = %config.database,
             retention_mode = ?retention_mode,
+            server = ?server,
             "message store connected"
         );
         let batcher = AppendBatcher::spawn(
@@ -127,6 +132,7 @@ impl MongoMessageStore {
                 batcher,
                 config,
                 retention_mode,
+                server,
                 _sweeper: sweeper,
             }),
         })
@@ -146,6 +152,11 @@ impl MongoMessageStore {
     /// How the connected server enforces retention.
     pub fn retention_mode(&self) -> RetentionMode {
         self.inner.retention_mode
+    }
+
+    /// Which server it is on, as far as the indexes it created go.
+    pub fn server_kind(&self) -> ServerKind {
+        self.inner.server
     }
 
     /// Deletes the messages older than the retention now (what the

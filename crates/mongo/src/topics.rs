@@ -35,6 +35,7 @@ use crate::schema::{
     EntryTemplate, INDEX_TOPIC_IDEMPOTENCY, INDEX_TOPIC_SEQ, TOPIC_MESSAGES, TOPICS, idem_value,
     topic_message_from_doc,
 };
+use crate::server::ServerKind;
 use crate::store::connect_db;
 
 /// The topic log on MongoDB. Cheap to clone: clones share one driver
@@ -51,6 +52,8 @@ struct Inner {
     config: MongoConfig,
     /// How the server enforces retention.
     retention_mode: RetentionMode,
+    /// Which server it is: the indexes it got.
+    server: ServerKind,
     /// Stops the retention sweeper when the last clone goes.
     _sweeper: Option<DropGuard>,
 }
@@ -77,10 +80,11 @@ impl MongoTopicStore {
     /// creates the indexes.
     pub async fn on(db: Database, config: MongoConfig) -> Result<Self, StoreError> {
         let log = SeqLog::new(db, TOPIC_MESSAGES, TOPICS, "topic", config.max_seq_attempts);
-        log.create_indexes(INDEX_TOPIC_SEQ, INDEX_TOPIC_IDEMPOTENCY)
+        let server = ServerKind::detect(&log.db).await?;
+        log.create_indexes(INDEX_TOPIC_SEQ, INDEX_TOPIC_IDEMPOTENCY, server)
             .await?;
         let expiry = Expiry::topic_messages();
-        let retention_mode = retention::setup(&log.entries, expiry).await?;
+        let retention_mode = retention::setup(&log.entries, expiry, server).await?;
         let sweeper = match retention_mode {
             RetentionMode::TtlIndex => None,
             RetentionMode::Sweeper => {
@@ -99,6 +103,7 @@ impl MongoTopicStore {
             uri = %redact_uri(&config.uri),
             database = %config.database,
             retention_mode = ?retention_mode,
+            server = ?server,
             "topic store connected"
         );
         Ok(Self {
@@ -106,6 +111,7 @@ impl MongoTopicStore {
                 log,
                 config,
                 retention_mode,
+                server,
                 _sweeper: sweeper,
             }),
         })
@@ -114,6 +120,11 @@ impl MongoTopicStore {
     /// How the connected server enforces retention.
     pub fn retention_mode(&self) -> RetentionMode {
         self.inner.retention_mode
+    }
+
+    /// Which server it is on, as far as the indexes it created go.
+    pub fn server_kind(&self) -> ServerKind {
+        self.inner.server
     }
 
     /// Deletes the topic messages past their `expire_at` now (what the

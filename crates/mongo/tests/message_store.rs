@@ -14,7 +14,8 @@ use std::time::Duration;
 use common::{TestDb, message, user};
 use edgepush_core::message::now_ms;
 use edgepush_core::{MessageStore, Seq, StoreError, StoredMessage, StreamPosition};
-use edgepush_mongo::{MongoConfig, MongoMessageStore, RetentionMode};
+use edgepush_mongo::schema::message_doc_id;
+use edgepush_mongo::{MongoConfig, MongoMessageStore, RetentionMode, ServerKind};
 use edgepush_testkit::wait::{Check, stall, until};
 use futures_util::FutureExt as _;
 use mongodb::bson::{DateTime, doc};
@@ -544,8 +545,11 @@ async fn a_malformed_document_fails_the_read_instead_of_ending_it_early() -> any
     let t = TestDb::new().await?;
     let store = t.store().await?;
     store.append(&message(&["odd"], "1", None)).await?;
+    // Seq 2 under its proper `_id` (what takes a seq on every server), with
+    // `data` not JSON text and the other fields missing.
+    let id = message_doc_id(&user("odd"), 2);
     t.messages()
-        .insert_one(doc! { "_id": "odd:junk", "user": "odd", "seq": 2_i64, "data": 42 })
+        .insert_one(doc! { "_id": id, "user": "odd", "seq": 2_i64, "data": 42 })
         .await?;
     // Its counter says 2 is stored (a lagging counter may not exist yet).
     t.users()
@@ -583,6 +587,45 @@ async fn connect_to_a_closed_port_is_unavailable() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The store tells FerretDB v1 apart from MongoDB by what the server says
+/// of itself, and creates only the indexes the server answers from: on
+/// FerretDB v1 `_id` (which also keeps a seq unique) and the idempotency
+/// index; on MongoDB also `(user, seq)` and the TTL index.
+#[tokio::test]
+async fn messages_get_the_indexes_the_server_answers_from() -> anyhow::Result<()> {
+    let t = TestDb::new().await?;
+    let store = t.store().await?;
+    let info = t.db().run_command(doc! { "buildInfo": 1 }).await?;
+    let ferretdb_v1 = info
+        .get_str("ferretdbVersion")
+        .is_ok_and(|v| v.starts_with("v1.") || v.starts_with("1."));
+    let kind = store.server_kind();
+    assert_eq!(kind == ServerKind::FerretDbV1, ferretdb_v1, "{info:?}");
+    let mut names = t.messages().list_index_names().await?;
+    names.sort();
+    match kind {
+        ServerKind::FerretDbV1 => assert_eq!(names, ["_id_", "source_idem_user"]),
+        ServerKind::MongoDb => {
+            for name in ["_id_", "source_idem_user", "user_seq"] {
+                assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
+            }
+        }
+    }
+    // Without the `(user, seq)` index a seq is still taken once (by
+    // `_id`): a second message at (solo, 1) is refused, and the next
+    // append takes 2.
+    let (m, other) = (message(&["solo"], "0", None), message(&["solo"], "9", None));
+    t.insert_copy_by_hand(&m, &m.message_id(), &user("solo"), 1, now_ms())
+        .await?;
+    let dup = t
+        .insert_copy_by_hand(&other, &other.message_id(), &user("solo"), 1, now_ms())
+        .await;
+    assert!(dup.is_err(), "a second document at (solo, 1) was stored");
+    let next = store.append(&message(&["solo"], "1", None)).await?;
+    assert_eq!(seqs(&next), [2]);
+    Ok(())
+}
+
 #[tokio::test]
 async fn retention_is_enforced_without_calling_the_sweep() -> anyhow::Result<()> {
     let t = TestDb::new().await?;
@@ -595,7 +638,13 @@ async fn retention_is_enforced_without_calling_the_sweep() -> anyhow::Result<()>
             assert!(names.iter().any(|n| n == "created_at_ttl"), "{names:?}");
         }
         RetentionMode::Sweeper => {
-            assert!(names.iter().any(|n| n == "created_at_1"), "{names:?}");
+            // The sweep's plain index only where the server can use it.
+            let plain = names.iter().any(|n| n == "created_at_1");
+            assert_eq!(
+                plain,
+                store.server_kind().serves_ranges_from_indexes(),
+                "{names:?}"
+            );
             let old = message(&["gone"], "0", None);
             let aged = now_ms() - 60_000;
             t.insert_copy_by_hand(&old, &old.message_id(), &user("gone"), 1, aged)

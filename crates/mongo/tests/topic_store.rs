@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::TestDb;
 use edgepush_core::{MessageId, NewTopicMessage, Seq, TopicMessage, TopicName, TopicStore};
 use edgepush_mongo::schema::{EntryTemplate, TOPIC_MESSAGES, TOPICS, idem_value};
-use edgepush_mongo::{MongoConfig, MongoTopicStore, RetentionMode};
+use edgepush_mongo::{MongoConfig, MongoTopicStore, RetentionMode, ServerKind};
 use mongodb::bson::{DateTime, doc};
 use serde_json::value::RawValue;
 
@@ -36,6 +36,38 @@ fn seqs(messages: &[TopicMessage]) -> Vec<Seq> {
 
 async fn store(t: &TestDb) -> anyhow::Result<MongoTopicStore> {
     Ok(MongoTopicStore::connect(t.config()).await?)
+}
+
+/// Topic messages get the indexes the server answers from, like user
+/// messages: on FerretDB v1 no `(topic, seq)` and no plain `expire_at`.
+#[tokio::test]
+async fn topic_messages_get_the_indexes_the_server_answers_from() -> anyhow::Result<()> {
+    let t = TestDb::new().await?;
+    let store = store(&t).await?;
+    let mut names = t
+        .db()
+        .collection::<mongodb::bson::Document>(TOPIC_MESSAGES)
+        .list_index_names()
+        .await?;
+    names.sort();
+    match (store.server_kind(), store.retention_mode()) {
+        (ServerKind::FerretDbV1, _) => assert_eq!(names, ["_id_", "source_idem_topic"]),
+        (ServerKind::MongoDb, mode) => {
+            let expiry = match mode {
+                RetentionMode::TtlIndex => "expire_at_ttl",
+                RetentionMode::Sweeper => "expire_at_1",
+            };
+            for name in ["_id_", "source_idem_topic", "topic_seq", expiry] {
+                assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
+            }
+        }
+    }
+    let first = store.publish(&publication(&["news"], "1", None)).await?;
+    let second = store.publish(&publication(&["news"], "2", None)).await?;
+    assert_eq!((seqs(&first), seqs(&second)), (vec![1], vec![2]));
+    let read = store.read_after(&topic("news"), 0, 10).await?;
+    assert_eq!(seqs(&read), [1, 2], "read in seq order without the index");
+    Ok(())
 }
 
 #[tokio::test]
