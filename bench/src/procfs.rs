@@ -1,4 +1,5 @@
-//! What `/proc` says about a process: resident memory and CPU time.
+//! What `/proc` says about a process (resident memory and CPU time) and
+//! about the machine (TCP socket memory, how busy its cores are).
 //!
 //! CPU times in `/proc/<pid>/stat` are in clock ticks of `USER_HZ`, which
 //! the kernel fixes at 100 per second for user space on every architecture
@@ -177,9 +178,83 @@ pub fn sockstat() -> Result<SockStat, ProcError> {
     })
 }
 
+/// The whole machine's CPU time since boot, from the `cpu` line of
+/// `/proc/stat`: what was busy and what was idle (idle and iowait), in
+/// clock ticks of all cores together. Two readings give how busy the
+/// machine was between them ([`MachineCpu::busy_since`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MachineCpu {
+    /// Ticks spent on anything (user, nice, system, irq, softirq, steal).
+    pub busy: u64,
+    /// Ticks spent idle or waiting for I/O.
+    pub idle: u64,
+}
+
+impl MachineCpu {
+    /// Reads `/proc/stat`.
+    pub fn now() -> Result<Self, ProcError> {
+        let (path, text) = read("/proc/stat".to_owned())?;
+        Self::parse(&text).ok_or(ProcError::Format {
+            path,
+            what: "cpu line",
+        })
+    }
+
+    /// The `cpu` line of a `/proc/stat` text.
+    pub fn parse(text: &str) -> Option<Self> {
+        let line = text.lines().find(|l| l.starts_with("cpu "))?;
+        let ticks: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().ok())
+            .collect::<Option<_>>()?;
+        // user nice system idle iowait irq softirq steal [guest guest_nice,
+        // already counted in user and nice].
+        let at = |i: usize| ticks.get(i).copied().unwrap_or(0);
+        if ticks.len() < 4 {
+            return None;
+        }
+        Some(Self {
+            busy: at(0) + at(1) + at(2) + at(5) + at(6) + at(7),
+            idle: at(3) + at(4),
+        })
+    }
+
+    /// How busy the machine was from `earlier` to `self`, in cores (0 to
+    /// the number of cores); `None` when no tick passed.
+    pub fn busy_since(&self, earlier: &Self, cores: usize) -> Option<f64> {
+        let busy = self.busy.saturating_sub(earlier.busy);
+        let total = busy + self.idle.saturating_sub(earlier.idle);
+        (total > 0).then(|| busy as f64 / total as f64 * cores as f64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn machine_cpu_is_read_from_the_cpu_line() {
+        let text = "cpu  100 5 50 1000 20 3 2 10 7 0\ncpu0 50 2 25 500 10 1 1 5 0 0\nintr 1\n";
+        let a = MachineCpu::parse(text).unwrap();
+        assert_eq!(
+            a,
+            MachineCpu {
+                busy: 170,
+                idle: 1020
+            }
+        );
+        let b = MachineCpu {
+            busy: 170 + 50,
+            idle: 1020 + 150,
+        };
+        // 50 of 200 ticks busy on 2 cores: half a core.
+        assert_eq!(b.busy_since(&a, 2), Some(0.5));
+        assert_eq!(a.busy_since(&a, 2), None);
+        assert_eq!(MachineCpu::parse("intr 1\n"), None);
+        assert_eq!(MachineCpu::parse("cpu  1 x 3 4\n"), None);
+        assert!(MachineCpu::now().is_ok());
+    }
 
     #[test]
     fn reads_this_process() {

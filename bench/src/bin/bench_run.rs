@@ -50,7 +50,7 @@ use clap::Parser;
 use edgepush_bench::ceiling::{self, CeilingConfig};
 use edgepush_bench::latency::LatencySummary;
 use edgepush_bench::loadgen::{Protocol, Sources, Swarm, SwarmConfig, Users};
-use edgepush_bench::procfs;
+use edgepush_bench::procfs::{self, MachineCpu};
 use edgepush_bench::publish::{PublishConfig, Publisher, Target};
 use edgepush_bench::report::{
     BigRun, CollectRow, FanoutRow, LatencyRow, Machine, MemoryRow, Results, SUSTAINED, Stages,
@@ -878,6 +878,17 @@ impl Runner {
             payload_bytes: self.args.payload_bytes,
             max_secs: 0.0,
         };
+        // The machine quiet first, for every system alike: the scenario
+        // before (19,000 connections of a fan-out row closing, a server
+        // exiting) must not land in this row's tail.
+        let (waited, busy) = settle().await;
+        eprintln!(
+            "   machine quiet after {:.1} s ({})",
+            waited.as_secs_f64(),
+            busy.map_or("busy cores unknown".to_owned(), |b| format!(
+                "{b:.2} cores busy"
+            ))
+        );
         // Warm-up, not measured: one second of the same load, so that the
         // figures are the steady state's and not the first message's
         // (HTTP connections opened, buffers grown, code paged in).
@@ -1593,6 +1604,37 @@ fn tree_cpu(pid: u32) -> f64 {
 }
 
 /// The 1-minute load average now.
+/// Most cores busy, on the whole machine, for it to count as quiet.
+const QUIET_CORES: f64 = 0.25;
+/// How long the machine is watched at a time.
+const QUIET_WINDOW: Duration = Duration::from_millis(500);
+/// Longest wait for quiet: on a machine others use it may never come, and
+/// the row runs anyway (the progress line says how busy it was).
+const QUIET_MAX: Duration = Duration::from_secs(20);
+
+/// Waits until the whole machine used at most [`QUIET_CORES`] over a
+/// [`QUIET_WINDOW`], or [`QUIET_MAX`] passed; returns the wait and the
+/// cores busy in the last window (`None` when `/proc/stat` cannot be read).
+async fn settle() -> (Duration, Option<f64>) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let start = Instant::now();
+    let mut busy = None;
+    while start.elapsed() < QUIET_MAX {
+        let Ok(a) = MachineCpu::now() else {
+            break;
+        };
+        tokio::time::sleep(QUIET_WINDOW).await;
+        let Ok(b) = MachineCpu::now() else {
+            break;
+        };
+        busy = b.busy_since(&a, cores);
+        if busy.is_some_and(|b| b <= QUIET_CORES) {
+            break;
+        }
+    }
+    (start.elapsed(), busy)
+}
+
 fn loadavg_1m() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
