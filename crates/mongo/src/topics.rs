@@ -9,7 +9,7 @@
 //! | field | type | meaning |
 //! |---|---|---|
 //! | `_id` | string | `"<topic>:<seq, 20 digits>"` |
-//! | `topic`, `seq` | string, int64 | unique index `topic_seq` |
+//! | `topic`, `seq` | string, int64 | unique index `topic_seq` where the server answers ranges from indexes ([`crate::server`]); the `_id` keeps a seq unique everywhere |
 //! | `id` | string | the message id, shared by the copies of one publication |
 //! | `data` | string | the payload as JSON text |
 //! | `source`, `idem` | string | the publisher and `key:<idempotency key>` / `auto:<id>`; unique index `source_idem_topic` with `topic` |
