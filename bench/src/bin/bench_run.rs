@@ -1603,7 +1603,6 @@ fn tree_cpu(pid: u32) -> f64 {
     procfs::tree_cpu_time(pid).map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// The 1-minute load average now.
 /// Most cores busy, on the whole machine, for it to count as quiet.
 const QUIET_CORES: f64 = 0.25;
 /// How long the machine is watched at a time.
@@ -1635,6 +1634,7 @@ async fn settle() -> (Duration, Option<f64>) {
     (start.elapsed(), busy)
 }
 
+/// The 1-minute load average now.
 fn loadavg_1m() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
         .ok()

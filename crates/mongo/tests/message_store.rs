@@ -623,7 +623,7 @@ async fn messages_get_the_indexes_the_server_answers_from() -> anyhow::Result<()
     assert!(dup.is_err(), "a second document at (solo, 1) was stored");
     let next = store.append(&message(&["solo"], "1", None)).await?;
     assert_eq!(seqs(&next), [2]);
-    Ok(())
+    t.drop_db().await
 }
 
 #[tokio::test]

@@ -67,7 +67,7 @@ async fn topic_messages_get_the_indexes_the_server_answers_from() -> anyhow::Res
     assert_eq!((seqs(&first), seqs(&second)), (vec![1], vec![2]));
     let read = store.read_after(&topic("news"), 0, 10).await?;
     assert_eq!(seqs(&read), [1, 2], "read in seq order without the index");
-    Ok(())
+    t.drop_db().await
 }
 
 #[tokio::test]
