@@ -92,24 +92,20 @@ mod tests {
     #[test]
     fn ferretdb_before_v2_is_told_apart_from_mongodb() {
         let ferret = |v: &str| doc! { "version": "7.0.42", "ferretdbVersion": v, "ok": 1.0 };
-        assert_eq!(
-            ServerKind::from_build_info(&ferret("v1.24.2")),
-            ServerKind::FerretDbV1
-        );
-        assert_eq!(
-            ServerKind::from_build_info(&ferret("0.9.1")),
-            ServerKind::FerretDbV1
-        );
-        // v2 runs on DocumentDB, whose indexes serve ranges.
-        assert_eq!(
-            ServerKind::from_build_info(&ferret("v2.0.0-rc.1")),
-            ServerKind::MongoDb
-        );
-        // A version it cannot read gets every index: the safe side.
-        assert_eq!(
-            ServerKind::from_build_info(&ferret("unknown")),
-            ServerKind::MongoDb
-        );
+        for (version, kind) in [
+            ("v1.24.2", ServerKind::FerretDbV1),
+            ("0.9.1", ServerKind::FerretDbV1),
+            // v2 runs on DocumentDB, whose indexes serve ranges.
+            ("v2.0.0-rc.1", ServerKind::MongoDb),
+            // A version it cannot read gets every index: the safe side.
+            ("unknown", ServerKind::MongoDb),
+        ] {
+            assert_eq!(
+                ServerKind::from_build_info(&ferret(version)),
+                kind,
+                "{version}"
+            );
+        }
         let mongod = doc! { "version": "7.0.12", "gitVersion": "abc", "ok": 1.0 };
         assert_eq!(ServerKind::from_build_info(&mongod), ServerKind::MongoDb);
         assert!(ServerKind::MongoDb.serves_ranges_from_indexes());
