@@ -24,6 +24,7 @@ use crate::handshake::{self, HandshakeError};
 use crate::hub::Conn;
 use crate::metrics::Metrics;
 use crate::session::{End, Session, WRITE_TIMED_OUT, Ws};
+use crate::socket::Socket;
 use crate::state::NodeState;
 
 /// How long the closing handshake may take.
@@ -130,8 +131,15 @@ async fn upgrade(
         .opened(&conn_id, &conn.user_id, edgepush_core::message::now_ms());
     tracing::debug!(%peer, conn = %conn_id, user = %conn.user_id, ?after, "connected");
 
+    if conn.attach(stream).is_err() {
+        // Cannot happen: a connection is upgraded once.
+        Metrics::inc(&state.metrics.errors);
+        finish(state, &conn_id, &conn).await;
+        return None;
+    }
+    let socket = Socket::new(conn.clone());
     let ws =
-        WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(state.ws_config))
+        WebSocketStream::from_partially_read(socket, rest, Role::Server, Some(state.ws_config))
             .await;
     let session = Session::new(
         state.clone(),

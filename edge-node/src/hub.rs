@@ -12,20 +12,26 @@
 //!
 //! A push never waits for a client: [`Hub::deliver`] appends to the queue
 //! without blocking, and a full queue marks the connection too slow (it is
-//! closed with 4008 and catches up from MongoDB on reconnect).
+//! closed with 4008 and catches up from MongoDB on reconnect). While the
+//! connection's session has handed its socket over ([`Conn::go_direct`]),
+//! a push of the user's next seq is written to the socket right there,
+//! without blocking either (a full socket queues it as above).
 //!
 //! The hub also enforces the connection caps: [`Hub::insert`] refuses a
 //! connection past the node's cap or the user's (per-user counts live in
 //! their own sharded map, so a cap check never walks the connections).
 
 use std::collections::{HashMap, VecDeque};
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll, ready};
 use std::time::SystemTime;
 
 use edgepush_core::protocol::CLOSE_TOO_SLOW;
 use edgepush_core::{ConnId, Seq, TopicName, UserId};
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -62,6 +68,18 @@ struct ConnState {
     /// restarted): pushes may have missed this connection, so it must catch
     /// up from the message store.
     resync: bool,
+    /// The session waits with nothing held, read or unwritten, its user
+    /// stream started: the push path may write the user's next seq to the
+    /// socket itself ([`Hub::deliver_to`]) instead of waking the session.
+    /// Cleared by the session when it wakes and by every write of its own.
+    direct: bool,
+    /// The user stream's last seq written: set by the session before it
+    /// sets `direct`, advanced by direct writes, read back by the session
+    /// when it wakes (its duplicate and gap checks go on from there).
+    direct_last: Seq,
+    /// What a direct write left unwritten (the socket's buffer was full):
+    /// written before anything else ([`Conn::poll_unsent`]).
+    unsent: Vec<u8>,
 }
 
 /// Why a connection's task was woken.
@@ -69,6 +87,8 @@ struct ConnState {
 pub(crate) enum Wake {
     /// Frames were moved into the burst.
     Frames,
+    /// A direct write left bytes unwritten: flush them.
+    Unsent,
     /// Catch up from the message store (and then go on).
     Resync,
     /// Close with this code; queued frames are dropped (the client resumes
@@ -94,6 +114,12 @@ pub(crate) struct Conn {
     state: Mutex<ConnState>,
     /// Wakes the connection's task when frames or a close are waiting.
     wake: Notify,
+    /// The client's socket, once upgraded: read and written by the session
+    /// (through the `socket` module's `Socket`), and written directly by the
+    /// push path while the session is idle. Here rather than in the
+    /// session's task so that the push path reaches it without another
+    /// allocation per connection.
+    socket: OnceLock<TcpStream>,
 }
 
 impl Conn {
@@ -119,10 +145,11 @@ impl Conn {
         self.wake.notify_one();
     }
 
-    /// Waits until frames, a resync or a close are waiting; moves up to
-    /// `max` queued frames into `into`. With `frames` false only a resync or
-    /// a close ends the wait (the session is reading the store and leaves
-    /// queued frames where they are).
+    /// Waits until frames, a resync, a close or the rest of a direct write
+    /// are waiting; moves up to `max` queued frames into `into`. With
+    /// `frames` false only a resync or a close ends the wait (the session
+    /// is reading the store and leaves queued frames where they are; its
+    /// next write sends the rest of a direct write first).
     pub(crate) async fn next(&self, into: &mut Vec<Outbound>, max: usize, frames: bool) -> Wake {
         loop {
             {
@@ -134,6 +161,9 @@ impl Conn {
                 if state.resync {
                     state.resync = false;
                     return Wake::Resync;
+                }
+                if frames && !state.unsent.is_empty() {
+                    return Wake::Unsent;
                 }
                 if frames && !state.queue.is_empty() {
                     let n = state.queue.len().min(max);
@@ -147,6 +177,77 @@ impl Conn {
             }
             self.wake.notified().await;
         }
+    }
+
+    /// Hands the upgraded socket over (once; a second socket is refused).
+    pub(crate) fn attach(&self, socket: TcpStream) -> Result<(), TcpStream> {
+        self.socket.set(socket)
+    }
+
+    /// The upgraded socket, if attached.
+    pub(crate) fn socket(&self) -> Option<&TcpStream> {
+        self.socket.get()
+    }
+
+    /// Lets the push path write the user's frames after `last` directly,
+    /// unless something waits for the session already (then it is woken
+    /// for that, as before). The session calls this right before it waits,
+    /// with everything it wrote flushed.
+    pub(crate) fn go_direct(&self, last: Seq) {
+        let mut state = self.state();
+        if state.queue.is_empty()
+            && state.close.is_none()
+            && !state.resync
+            && state.unsent.is_empty()
+            && self.socket.get().is_some()
+        {
+            state.direct = true;
+            state.direct_last = last;
+        }
+    }
+
+    /// Ends direct writes (the session woke); returns the user stream's
+    /// last seq written, for the session to go on from.
+    pub(crate) fn take_back(&self) -> Seq {
+        let mut state = self.state();
+        state.direct = false;
+        state.direct_last
+    }
+
+    /// Before the session writes: ends direct writes and writes what a
+    /// direct write left unwritten. Ready once nothing is left.
+    pub(crate) fn poll_unsent(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(tcp) = self.socket.get() else {
+            return Poll::Ready(Ok(()));
+        };
+        loop {
+            {
+                let mut state = self.state();
+                state.direct = false;
+                if state.unsent.is_empty() {
+                    if state.unsent.capacity() > 0 {
+                        state.unsent = Vec::new();
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                match tcp.try_write(&state.unsent) {
+                    Ok(n) => {
+                        state.unsent.drain(..n);
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+            ready!(tcp.poll_write_ready(cx))?;
+        }
+    }
+
+    /// Frames queued, and bytes a direct write left unwritten.
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> (usize, usize) {
+        let state = self.state();
+        (state.queue.len(), state.unsent.len())
     }
 
     /// The close code asked for, if any.
@@ -278,6 +379,7 @@ impl Hub {
             capacity: caps.queue.max(1),
             state: Mutex::new(ConnState::default()),
             wake: Notify::new(),
+            socket: OnceLock::new(),
         });
         self.shard(conn_id.as_str()).insert(conn_id, conn.clone());
         Ok(conn)
@@ -302,6 +404,12 @@ impl Hub {
     /// The connection `conn_id`, if it is on this node.
     pub(crate) fn get(&self, conn_id: &ConnId) -> Option<Arc<Conn>> {
         self.shard(conn_id.as_str()).get(conn_id).cloned()
+    }
+
+    /// The connection `conn_id` if it is on this node and `user`'s.
+    pub(crate) fn get_of(&self, conn_id: &str, user: &str) -> Option<Arc<Conn>> {
+        let conn = self.shard(conn_id).get(conn_id).cloned()?;
+        (conn.user_id.as_str() == user).then_some(conn)
     }
 
     /// Queues `out` for `conn_id` without waiting (and, once the
@@ -332,6 +440,25 @@ impl Hub {
             conn.wake.notify_one();
             self.metrics.slow_clients.fetch_add(1, Ordering::Relaxed);
             return Delivery::TooSlow;
+        }
+        if state.direct {
+            match write_direct(&mut state, conn.socket.get(), &out) {
+                Direct::Written => {
+                    drop(state);
+                    self.metrics.frames_written.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.direct_writes.fetch_add(1, Ordering::Relaxed);
+                    return Delivery::Queued;
+                }
+                Direct::Duplicate => return Delivery::Queued,
+                Direct::Partly => {
+                    drop(state);
+                    self.metrics.frames_written.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.direct_writes.fetch_add(1, Ordering::Relaxed);
+                    conn.wake.notify_one();
+                    return Delivery::Queued;
+                }
+                Direct::Queue => state.direct = false,
+            }
         }
         state.queue.push_back(out);
         drop(state);
@@ -430,6 +557,84 @@ impl Hub {
     }
 }
 
+/// What a direct write came to.
+enum Direct {
+    /// The whole frame is in the socket.
+    Written,
+    /// The seq was written already: nothing to do.
+    Duplicate,
+    /// Part of the frame is in the socket, the rest in `unsent`.
+    Partly,
+    /// Not for the direct path (another stream, a gap, a frame without
+    /// seq, a full socket): queue it for the session.
+    Queue,
+}
+
+/// Writes `out` to `socket` if it is the user stream's next seq and the
+/// socket takes at least part of it. The frame's header is built on the
+/// stack and written with its shared payload in one `writev`: nothing is
+/// allocated unless the socket takes only part of the frame.
+fn write_direct(state: &mut ConnState, socket: Option<&TcpStream>, out: &Outbound) -> Direct {
+    let Some(socket) = socket else {
+        return Direct::Queue;
+    };
+    if out.topic.is_some() || out.seq == 0 || !state.queue.is_empty() {
+        return Direct::Queue;
+    }
+    if out.seq <= state.direct_last {
+        return Direct::Duplicate;
+    }
+    if out.seq != state.direct_last + 1 {
+        return Direct::Queue;
+    }
+    let (opcode, payload): (u8, &[u8]) = match &out.frame {
+        Message::Text(text) => (0x1, text.as_bytes()),
+        Message::Binary(bytes) => (0x2, bytes),
+        _ => return Direct::Queue,
+    };
+    let mut header = [0u8; 10];
+    let header = frame_header(&mut header, opcode, payload.len());
+    let total = header.len() + payload.len();
+    match socket.try_write_vectored(&[IoSlice::new(header), IoSlice::new(payload)]) {
+        Ok(0) | Err(_) => Direct::Queue,
+        Ok(n) => {
+            state.direct_last = out.seq;
+            if n < total {
+                state.direct = false;
+                let (h, p) = (header.len(), payload.len());
+                state.unsent.reserve(total - n);
+                if n < h {
+                    state.unsent.extend_from_slice(&header[n..]);
+                    state.unsent.extend_from_slice(payload);
+                } else {
+                    state.unsent.extend_from_slice(&payload[n - h..p]);
+                }
+                Direct::Partly
+            } else {
+                Direct::Written
+            }
+        }
+    }
+}
+
+/// A server frame's header (final, unmasked) for a payload of `len`
+/// bytes, in `buf`.
+fn frame_header(buf: &mut [u8; 10], opcode: u8, len: usize) -> &[u8] {
+    buf[0] = 0x80 | opcode;
+    if len < 126 {
+        buf[1] = len as u8;
+        &buf[..2]
+    } else if let Ok(len) = u16::try_from(len) {
+        buf[1] = 126;
+        buf[2..4].copy_from_slice(&len.to_be_bytes());
+        &buf[..4]
+    } else {
+        buf[1] = 127;
+        buf[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        &buf[..10]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use edgepush_core::protocol::{CLOSE_DRAINING, CLOSE_NORMAL};
@@ -458,6 +663,18 @@ mod tests {
             topic: None,
             frame: Message::Text("{}".into()),
         }
+    }
+
+    #[test]
+    fn frame_headers_take_the_length_form_the_payload_needs() {
+        let mut buf = [0u8; 10];
+        assert_eq!(frame_header(&mut buf, 0x1, 125), [0x81, 125]);
+        assert_eq!(frame_header(&mut buf, 0x1, 126), [0x81, 126, 0, 126]);
+        assert_eq!(frame_header(&mut buf, 0x2, 65_535), [0x82, 126, 0xff, 0xff]);
+        assert_eq!(
+            frame_header(&mut buf, 0x1, 65_536),
+            [0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]
+        );
     }
 
     #[test]

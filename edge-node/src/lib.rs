@@ -27,7 +27,10 @@
 //! - `handshake`: the HTTP upgrade request, read by hand so the token is
 //!   verified (asynchronously) before the upgrade, and the raw answers.
 //! - `hub`: the node's map of live connections, with bounded queues and the
-//!   connection caps.
+//!   connection caps; the direct write of a push to an idle session's
+//!   socket.
+//! - `socket`: the client's socket as tungstenite sees it, shared with the
+//!   hub's direct writes.
 //! - `topics`: the topic index (local subscribers per topic) and the topic
 //!   fan-out.
 //! - `acks`: client acks coalesced into one store write per user per
@@ -74,6 +77,7 @@ mod registrar;
 mod registration;
 mod replay;
 mod session;
+mod socket;
 mod state;
 mod topics;
 

@@ -23,6 +23,9 @@ pub struct Metrics {
     pub deliveries: AtomicU64,
     /// Frames written to sockets (after duplicate suppression).
     pub frames_written: AtomicU64,
+    /// Of those, frames the push path wrote itself while the session was
+    /// idle (see the `socket` module).
+    pub direct_writes: AtomicU64,
     /// Pushes that named a connection not on this node.
     pub push_gone: AtomicU64,
     /// Push API requests refused (signature, size, malformed).
@@ -84,7 +87,7 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
             let _ = writeln!(out, "{name}{{node=\"{node}\"}} {value}");
         }
-        let counters: [(&str, &str, &AtomicU64); 24] = [
+        let counters: [(&str, &str, &AtomicU64); 25] = [
             (
                 "edgepush_connections_total",
                 "Client connections accepted.",
@@ -109,6 +112,11 @@ impl Metrics {
                 "edgepush_frames_written_total",
                 "Message frames written to sockets.",
                 &self.frames_written,
+            ),
+            (
+                "edgepush_direct_writes_total",
+                "Message frames the push path wrote to idle sessions' sockets itself.",
+                &self.direct_writes,
             ),
             (
                 "edgepush_push_gone_total",

@@ -50,7 +50,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::hub::{Delivery, Outbound};
+use crate::hub::{Conn, Delivery, Outbound};
 use crate::metrics::Metrics;
 use crate::session::{text_frame, text_frame_from_string};
 use crate::state::NodeState;
@@ -282,7 +282,7 @@ async fn dispatch(api: &Api, req: Request) -> Result<Response, ApiError> {
     .map_err(ApiError::Forbidden)?;
 
     match (target, &parts.method) {
-        (Target::Batch, &Method::POST) => batch(state, &body),
+        (Target::Batch, &Method::POST) => batch(&api.state, &body).await,
         (Target::Topics, &Method::POST) => topics(state, &body),
         (Target::Batch | Target::Topics, _) => Err(ApiError::MethodNotAllowed),
         (Target::Connection(raw), method) => {
@@ -353,7 +353,7 @@ fn delete(state: &NodeState, conn: &ConnId) -> Result<Response, ApiError> {
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn batch(state: &NodeState, body: &[u8]) -> Result<Response, ApiError> {
+async fn batch(state: &Arc<NodeState>, body: &[u8]) -> Result<Response, ApiError> {
     // Borrowed from the body: no allocation per connection id.
     let batch: PushBatchRef<'_> = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("batch body: {e}")))?;
@@ -365,13 +365,24 @@ fn batch(state: &NodeState, body: &[u8]) -> Result<Response, ApiError> {
         // Serialise once per message, into the batch's shared buffer;
         // every connection shares the bytes.
         let frame = frames.frame(m.seq, m.id, m.data);
+        let out = Outbound {
+            seq: m.seq,
+            topic: None,
+            frame,
+        };
+        if item.connection_ids.len() > SPREAD_CHUNK {
+            result.delivered += spread(
+                state,
+                item.connection_ids.iter(),
+                m.user_id,
+                &out,
+                &mut result.gone,
+            )
+            .await;
+            continue;
+        }
         for conn in item.connection_ids.iter() {
-            let out = Outbound {
-                seq: m.seq,
-                topic: None,
-                frame: frame.clone(),
-            };
-            match state.hub.deliver(conn, Some(m.user_id), out) {
+            match state.hub.deliver(conn, Some(m.user_id), out.clone()) {
                 Delivery::Queued => result.delivered += 1,
                 // A malformed id cannot name a connection here, nor can a
                 // connection of another user: gone too.
@@ -391,6 +402,60 @@ fn batch(state: &NodeState, body: &[u8]) -> Result<Response, ApiError> {
         .push_gone
         .fetch_add(result.gone.len() as u64, Ordering::Relaxed);
     Ok((StatusCode::OK, axum::Json(result)).into_response())
+}
+
+/// Connections of one batch item beyond which its deliveries are shared
+/// out. A delivery to an idle session is a socket write on the thread that
+/// makes it (see [`crate::socket`]), so one message to 1,000 connections
+/// would be 1,000 writes on the handler's thread: the item is cut in
+/// pieces of this many, and the runtime's other workers take all but the
+/// last.
+const SPREAD_CHUNK: usize = 256;
+
+/// Delivers `out` to the connections `ids` of `user` in pieces of
+/// [`SPREAD_CHUNK`] on the runtime's workers; waits for every piece (so
+/// that the batch's next item does not overtake this one on a
+/// connection). Returns how many were delivered; gone ids go to `gone`.
+async fn spread<'a>(
+    state: &Arc<NodeState>,
+    ids: impl Iterator<Item = &'a str>,
+    user: &str,
+    out: &Outbound,
+    gone: &mut Vec<ConnId>,
+) -> u64 {
+    let mut pieces = Vec::new();
+    let mut piece = Vec::with_capacity(SPREAD_CHUNK);
+    for id in ids {
+        match state.hub.get_of(id, user) {
+            Some(conn) => piece.push(conn),
+            None => gone.extend(ConnId::new(id).ok()),
+        }
+        if piece.len() == SPREAD_CHUNK {
+            let piece = std::mem::replace(&mut piece, Vec::with_capacity(SPREAD_CHUNK));
+            let (state, out) = (state.clone(), out.clone());
+            pieces.push(tokio::spawn(
+                async move { deliver_all(&state, &piece, &out) },
+            ));
+        }
+    }
+    let mut delivered = deliver_all(state, &piece, out);
+    for handle in pieces {
+        // A piece cannot panic short of a bug in the hub; its connections
+        // are then counted as not delivered (they catch up on reconnect).
+        delivered += handle.await.unwrap_or(0);
+    }
+    delivered
+}
+
+/// Delivers `out` to each of `conns`; returns how many took it.
+fn deliver_all(state: &NodeState, conns: &[Arc<Conn>], out: &Outbound) -> u64 {
+    let mut delivered = 0;
+    for conn in conns {
+        if state.hub.deliver_to(conn, out.clone()) == Delivery::Queued {
+            delivered += 1;
+        }
+    }
+    delivered
 }
 
 /// Frames of one push batch, written one after the other into shared

@@ -31,6 +31,14 @@
 //! `last + 1` waits while the gap is read from the store. So the client sees
 //! every seq of every stream once, in order, however pushes race.
 //!
+//! Hand-over: at the end of each round, when nothing is held, read or
+//! unwritten and the user stream has started, the session flushes and
+//! hands its socket to the push path ([`Conn::go_direct`]): the user's
+//! next seqs are then written by whoever pushes them (see
+//! [`crate::socket`]) and the session sleeps on. Whatever wakes it takes
+//! the socket back first ([`Conn::take_back`]) and goes on from the last
+//! seq written.
+//!
 //! Topic requests never close the connection: a refused subscription or
 //! publish gets an `error` frame naming why, and the session goes on.
 
@@ -45,7 +53,6 @@ use edgepush_core::topic::{ClientPublish, TopicPattern};
 use edgepush_core::{ConnId, Identity, Seq, TopicName};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::value::RawValue;
-use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
@@ -53,10 +60,11 @@ use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use crate::hub::{Conn, Outbound, Wake};
 use crate::metrics::Metrics;
 use crate::replay::{Read, Start, StoreRead, Target};
+use crate::socket::Socket;
 use crate::state::NodeState;
 
 /// The client's WebSocket.
-pub(crate) type Ws = WebSocketStream<TcpStream>;
+pub(crate) type Ws = WebSocketStream<Socket>;
 
 /// Frames taken from the queue per round, at most: bounds the time one
 /// connection holds its task before the next `select!` round.
@@ -158,6 +166,18 @@ struct Stream {
     started: bool,
     /// A resync came before the start: catch up again once started.
     resync_after_start: bool,
+}
+
+/// What woke the session's loop.
+enum Event {
+    /// The connection's queue in the hub.
+    Wake(Wake),
+    /// The store job in flight.
+    Read(Read),
+    /// The client's socket.
+    Incoming(Option<Result<Message, tungstenite::Error>>),
+    /// The ping timer.
+    Ping,
 }
 
 /// What the job in flight is.
@@ -277,40 +297,51 @@ impl Session {
             // Queued frames are taken only when nothing is held back and no
             // job is in flight; closes and resyncs are always heard.
             let take_frames = !reading && self.held.is_empty();
-            tokio::select! {
-                wake = conn.next(&mut burst, BURST, take_frames) => {
-                    match wake {
-                        Wake::Close(code) => {
-                            let reason = match code {
-                                protocol::CLOSE_TOO_SLOW => "too slow",
-                                protocol::CLOSE_DRAINING => "node draining",
-                                _ => "closed by server",
-                            };
-                            return End::Close(code, reason);
-                        }
-                        Wake::Resync => self.resync(),
-                        Wake::Frames => {
-                            self.held.extend(burst.drain(..));
-                            if burst.capacity() > BURST {
-                                burst = Vec::new();
-                            }
-                        }
+            let event = tokio::select! {
+                wake = conn.next(&mut burst, BURST, take_frames) => Event::Wake(wake),
+                done = async { self.read.as_mut().expect("guarded by `reading`").0.next().await }, if reading => Event::Read(done),
+                incoming = ws.next() => Event::Incoming(incoming),
+                _ = ping.tick() => Event::Ping,
+            };
+            // The push path may have written the user's frames meanwhile:
+            // go on from the last of them.
+            let direct_last = conn.take_back();
+            if self.user.started && direct_last > self.user.last {
+                self.user.last = direct_last;
+            }
+            match event {
+                Event::Wake(Wake::Close(code)) => {
+                    let reason = match code {
+                        protocol::CLOSE_TOO_SLOW => "too slow",
+                        protocol::CLOSE_DRAINING => "node draining",
+                        _ => "closed by server",
+                    };
+                    return End::Close(code, reason);
+                }
+                Event::Wake(Wake::Resync) => self.resync(),
+                Event::Wake(Wake::Frames) => {
+                    self.held.extend(burst.drain(..));
+                    if burst.capacity() > BURST {
+                        burst = Vec::new();
                     }
                 }
-                done = async { self.read.as_mut().expect("guarded by `reading`").0.next().await }, if reading => {
+                // Flushed below, before anything else is written.
+                Event::Wake(Wake::Unsent) => {}
+                Event::Read(done) => {
                     Metrics::inc(&self.state.metrics.store_reads);
                     if let Err(end) = self.on_read(ws, done).await {
                         return end;
                     }
                 }
-                incoming = ws.next() => {
+                Event::Incoming(incoming) => {
                     last_heard = Instant::now();
-                    conn.last_active_ms.store(edgepush_core::message::now_ms() as u64, Ordering::Relaxed);
+                    conn.last_active_ms
+                        .store(edgepush_core::message::now_ms() as u64, Ordering::Relaxed);
                     if let Err(end) = self.on_incoming(ws, incoming).await {
                         return end;
                     }
                 }
-                _ = ping.tick() => {
+                Event::Ping => {
                     if last_heard.elapsed() >= idle_timeout {
                         return End::Close(protocol::CLOSE_GOING_AWAY, "idle timeout");
                     }
@@ -318,7 +349,9 @@ impl Session {
                     if self.expires_at.is_some_and(|exp| exp <= now_secs) {
                         return End::Close(protocol::CLOSE_BAD_TOKEN, "token expired");
                     }
-                    if let Err(end) = timed(write_timeout, ws.send(Message::Ping(bytes::Bytes::new()))).await {
+                    if let Err(end) =
+                        timed(write_timeout, ws.send(Message::Ping(bytes::Bytes::new()))).await
+                    {
                         return end;
                     }
                 }
@@ -328,6 +361,16 @@ impl Session {
                 && let Err(end) = self.write_held(ws).await
             {
                 return end;
+            }
+            // Idle, with everything written: the push path may write the
+            // user's next frames itself until something wakes the session.
+            if self.read.is_none() && self.jobs.is_empty() && self.held.is_empty() {
+                if let Err(end) = timed(write_timeout, ws.flush()).await {
+                    return end;
+                }
+                if self.user.started {
+                    conn.go_direct(self.user.last);
+                }
             }
         }
     }

@@ -1,6 +1,7 @@
 //! One connection's life on a real edge node process: resume after a seq,
-//! resume after the acked seq, gap fill from MongoDB, protocol violations,
-//! and the graceful drain (SIGTERM).
+//! resume after the acked seq, gap fill from MongoDB, pushes written by the
+//! push path beside the session's own writes, protocol violations, and the
+//! graceful drain (SIGTERM).
 //!
 //! Run with `scripts/test`, or set `EDGEPUSH_TEST_REDIS_URL` and
 //! `EDGEPUSH_TEST_MONGODB_URI` and run `cargo test -p edgepush-tests --test connection`.
@@ -8,7 +9,7 @@
 use std::time::Duration;
 
 use anyhow::ensure;
-use edgepush_core::protocol::PushItem;
+use edgepush_core::protocol::{PushItem, ServerFrame};
 use edgepush_core::{ConnId, MessageStore, NewMessage, Pusher, UserId};
 use edgepush_delivery::{HttpPusher, PushClientConfig};
 use edgepush_tests::tokens::push_credential;
@@ -155,6 +156,101 @@ async fn a_gap_in_live_pushes_is_filled_from_the_store() -> anyhow::Result<()> {
         )
         .await?;
     client.expect_silence(GRACE).await?;
+    env.cleanup().await;
+    Ok(())
+}
+
+/// While a session waits, the node writes a push of the user's next seq to
+/// the socket from the push path itself (`edge-node/src/socket.rs`). Mixed
+/// with everything the session still writes or reads on its own (pongs to
+/// the client's pings, acks, duplicates it drops, a gap it fills from the
+/// store), the client still gets every seq once, in order, in well-formed
+/// frames; both paths were taken; and an ack of the last seq counts in
+/// full, so the session went on from what the push path wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_written_by_the_push_path_and_by_the_session_interleave_cleanly()
+-> anyhow::Result<()> {
+    let env = TestEnv::shared()?;
+    let node = NodeProcess::start_in(&env).await?;
+    let collect = Collect::start(&env).await?;
+    let user = unique("direct");
+    let mut client = connect_after(&node, &user, None).await?;
+    // The user's stream has its start (nothing stored yet) once the
+    // broadcast topic's `subscribed` frame comes: its start job runs next.
+    match client.frame(stall()).await? {
+        Some(ServerFrame::Subscribed { .. }) => {}
+        other => anyhow::bail!("expected the broadcast subscription, got {other:?}"),
+    }
+    let mut stored = Vec::new();
+    for i in 1..=60 {
+        let msg = NewMessage {
+            to: vec![UserId::new(&user)?],
+            data: serde_json::value::RawValue::from_string(json!({ "n": i }).to_string())?.into(),
+            source: "test".into(),
+            idempotency_key: None,
+        };
+        stored.extend(collect.store.append(&msg).await?);
+    }
+    let pusher = HttpPusher::new(PushClientConfig::new(push_credential()))?;
+    let conn = ConnId::new(&client.conn_id)?;
+    let item = |m: &edgepush_core::StoredMessage| PushItem {
+        connection_ids: vec![conn.clone()],
+        message: m.clone(),
+    };
+    for (i, m) in stored.iter().enumerate() {
+        // Seq 41 is never pushed: the session reads it when 42 comes.
+        if m.seq == 41 {
+            continue;
+        }
+        let mut items = vec![item(m)];
+        if i % 10 == 5 {
+            // The previous seq again, right behind it: a duplicate.
+            items.push(item(&stored[i - 1]));
+        }
+        let report = pusher.push(&node.push_url(), &items).await?;
+        ensure!(report.gone.is_empty(), "report {report:?}");
+        if i % 7 == 0 {
+            client
+                .send_raw(Message::Ping(b"ping".to_vec().into()))
+                .await?;
+        }
+        if i % 9 == 0 {
+            client.ack(m.seq).await?;
+        }
+    }
+    let got = client.collect_msgs(60, stall()).await?;
+    ensure!(
+        seqs(&got) == (1..=60).collect::<Vec<_>>(),
+        "got {:?}",
+        seqs(&got)
+    );
+    ensure!(
+        got[59].data == json!({ "n": 60 }),
+        "data {:?}",
+        got[59].data
+    );
+    client.expect_silence(GRACE).await?;
+
+    let direct = node.metric("edgepush_direct_writes_total").await?;
+    let written = node.metric("edgepush_frames_written_total").await?;
+    ensure!(
+        written == Some(60.0),
+        "frames written {written:?}: each seq once"
+    );
+    ensure!(
+        direct.is_some_and(|d| (1.0..60.0).contains(&d)),
+        "direct writes {direct:?}: some seqs by the push path, the gap by the session"
+    );
+
+    client.ack(60).await?;
+    let store = collect.store.clone();
+    let uid = UserId::new(&user)?;
+    eventually("the ack of seq 60 to reach MongoDB", stall(), || {
+        let store = store.clone();
+        let uid = uid.clone();
+        async move { Ok((store.acked(&uid).await? == 60).then_some(())) }
+    })
+    .await?;
     env.cleanup().await;
     Ok(())
 }
