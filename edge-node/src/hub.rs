@@ -55,6 +55,11 @@ pub(crate) struct Outbound {
     pub topic: Option<TopicName>,
     /// The frame.
     pub frame: Message,
+    /// Whether the push path may write it to an idle session's socket
+    /// itself ([`Hub::deliver_to`]): a user frame of a small batch item.
+    /// Large fan-outs are queued, so that the frames that pile up behind
+    /// them go out several to a write.
+    pub direct: bool,
 }
 
 /// The mutable part of a connection, under one lock.
@@ -578,7 +583,7 @@ fn write_direct(state: &mut ConnState, socket: Option<&TcpStream>, out: &Outboun
     let Some(socket) = socket else {
         return Direct::Queue;
     };
-    if out.topic.is_some() || out.seq == 0 || !state.queue.is_empty() {
+    if !out.direct || out.topic.is_some() || out.seq == 0 || !state.queue.is_empty() {
         return Direct::Queue;
     }
     if out.seq <= state.direct_last {
@@ -662,6 +667,7 @@ mod tests {
             seq,
             topic: None,
             frame: Message::Text("{}".into()),
+            direct: true,
         }
     }
 

@@ -141,6 +141,7 @@ mod tests {
             seq,
             topic: None,
             frame: Message::Text(text.into()),
+            direct: true,
         }
     }
 
@@ -215,19 +216,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn other_streams_and_unnumbered_frames_wait_for_the_session() {
+    async fn large_fan_outs_other_streams_and_unnumbered_frames_wait_for_the_session() {
         let (node, _client) = socket_pair().await;
         let metrics = Arc::new(Metrics::default());
         let (hub, conn) = hub_with(node, metrics.clone());
+        conn.go_direct(0);
+        // A frame of a large fan-out is queued (its session writes the
+        // frames that pile up several to a write).
+        let mut large = msg(1, "large".into());
+        large.direct = false;
+        assert_eq!(hub.deliver("c", None, large), Delivery::Queued);
+        assert_eq!(conn.waiting(), (1, 0));
+        let mut burst = Vec::new();
+        conn.next(&mut burst, 8, true).await;
         conn.go_direct(0);
         let topic = Outbound {
             seq: 1,
             topic: Some(edgepush_core::TopicName::new("news").unwrap()),
             frame: Message::Text("t".into()),
+            direct: true,
         };
         assert_eq!(hub.deliver_to(&conn, topic), Delivery::Queued);
         assert_eq!(conn.waiting(), (1, 0));
-        let mut burst = Vec::new();
+        burst.clear();
         conn.next(&mut burst, 8, true).await;
         // A frame outside the seq (a raw post, a presence event) too.
         conn.go_direct(0);

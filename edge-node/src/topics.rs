@@ -422,6 +422,7 @@ mod tests {
             seq,
             topic: Some(topic.clone()),
             frame: Message::Text("{}".into()),
+            direct: false,
         }
     }
 
