@@ -38,6 +38,27 @@ async fn connect_after(
     }
 }
 
+/// Stores `n` messages `{"n": 1..=n}` for `user` straight into MongoDB, with
+/// no hand-off to dispatch (as when the pushes to a node were lost): the
+/// test pushes what it wants itself.
+async fn store_without_handoff(
+    collect: &Collect,
+    user: &str,
+    n: u64,
+) -> anyhow::Result<Vec<edgepush_core::StoredMessage>> {
+    let mut stored = Vec::new();
+    for i in 1..=n {
+        let msg = NewMessage {
+            to: vec![UserId::new(user)?],
+            data: serde_json::value::RawValue::from_string(json!({ "n": i }).to_string())?.into(),
+            source: "test".into(),
+            idempotency_key: None,
+        };
+        stored.extend(collect.store.append(&msg).await?);
+    }
+    Ok(stored)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_resumes_after_the_seq_it_names_then_goes_live() -> anyhow::Result<()> {
     let env = TestEnv::shared()?;
@@ -115,16 +136,7 @@ async fn a_gap_in_live_pushes_is_filled_from_the_store() -> anyhow::Result<()> {
     let mut client = connect_after(&node, &user, None).await?;
     // Two messages stored without a hand-off, as when a push to this node
     // was lost; then only the second one is pushed.
-    let mut stored = Vec::new();
-    for i in 1..=2 {
-        let msg = NewMessage {
-            to: vec![UserId::new(&user)?],
-            data: serde_json::value::RawValue::from_string(json!({ "n": i }).to_string())?.into(),
-            source: "test".into(),
-            idempotency_key: None,
-        };
-        stored.extend(collect.store.append(&msg).await?);
-    }
+    let stored = store_without_handoff(&collect, &user, 2).await?;
     let pusher = HttpPusher::new(PushClientConfig::new(push_credential()))?;
     let report = pusher
         .push(
@@ -181,16 +193,7 @@ async fn pushes_written_by_the_push_path_and_by_the_session_interleave_cleanly()
         Some(ServerFrame::Subscribed { .. }) => {}
         other => anyhow::bail!("expected the broadcast subscription, got {other:?}"),
     }
-    let mut stored = Vec::new();
-    for i in 1..=60 {
-        let msg = NewMessage {
-            to: vec![UserId::new(&user)?],
-            data: serde_json::value::RawValue::from_string(json!({ "n": i }).to_string())?.into(),
-            source: "test".into(),
-            idempotency_key: None,
-        };
-        stored.extend(collect.store.append(&msg).await?);
-    }
+    let stored = store_without_handoff(&collect, &user, 60).await?;
     let pusher = HttpPusher::new(PushClientConfig::new(push_credential()))?;
     let conn = ConnId::new(&client.conn_id)?;
     let item = |m: &edgepush_core::StoredMessage| PushItem {
