@@ -411,10 +411,12 @@ impl Hub {
         self.shard(conn_id.as_str()).get(conn_id).cloned()
     }
 
-    /// The connection `conn_id` if it is on this node and `user`'s.
-    pub(crate) fn get_of(&self, conn_id: &str, user: &str) -> Option<Arc<Conn>> {
+    /// The connection `conn_id` if it is on this node and, with `user`,
+    /// that user's.
+    pub(crate) fn get_of(&self, conn_id: &str, user: Option<&str>) -> Option<Arc<Conn>> {
         let conn = self.shard(conn_id).get(conn_id).cloned()?;
-        (conn.user_id.as_str() == user).then_some(conn)
+        user.is_none_or(|u| u == conn.user_id.as_str())
+            .then_some(conn)
     }
 
     /// Queues `out` for `conn_id` without waiting (and, once the
@@ -422,13 +424,10 @@ impl Hub {
     /// a connection of another user counts as gone: a push batch delivers a
     /// message only to connections of the message's user.
     pub(crate) fn deliver(&self, conn_id: &str, user: Option<&str>, out: Outbound) -> Delivery {
-        let Some(conn) = self.shard(conn_id).get(conn_id).cloned() else {
-            return Delivery::Gone;
-        };
-        if user.is_some_and(|u| u != conn.user_id.as_str()) {
-            return Delivery::Gone;
+        match self.get_of(conn_id, user) {
+            Some(conn) => self.deliver_to(&conn, out),
+            None => Delivery::Gone,
         }
-        self.deliver_to(&conn, out)
     }
 
     /// Queues `out` for `conn` without waiting (a topic fan-out holds the
@@ -448,21 +447,18 @@ impl Hub {
         }
         if state.direct {
             match write_direct(&mut state, conn.socket.get(), &out) {
-                Direct::Written => {
-                    drop(state);
-                    self.metrics.frames_written.fetch_add(1, Ordering::Relaxed);
-                    self.metrics.direct_writes.fetch_add(1, Ordering::Relaxed);
-                    return Delivery::Queued;
-                }
                 Direct::Duplicate => return Delivery::Queued,
-                Direct::Partly => {
+                Direct::Queue => state.direct = false,
+                written @ (Direct::Written | Direct::Partly) => {
                     drop(state);
                     self.metrics.frames_written.fetch_add(1, Ordering::Relaxed);
                     self.metrics.direct_writes.fetch_add(1, Ordering::Relaxed);
-                    conn.wake.notify_one();
+                    if matches!(written, Direct::Partly) {
+                        // The session writes the rest.
+                        conn.wake.notify_one();
+                    }
                     return Delivery::Queued;
                 }
-                Direct::Queue => state.direct = false,
             }
         }
         state.queue.push_back(out);

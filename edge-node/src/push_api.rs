@@ -439,7 +439,7 @@ async fn spread<'a>(
     let mut pieces = Vec::new();
     let mut piece = Vec::with_capacity(SPREAD_CHUNK);
     for id in ids {
-        match state.hub.get_of(id, user) {
+        match state.hub.get_of(id, Some(user)) {
             Some(conn) => piece.push(conn),
             None => gone.extend(ConnId::new(id).ok()),
         }

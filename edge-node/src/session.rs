@@ -364,13 +364,17 @@ impl Session {
             }
             // Idle, with everything written: the push path may write the
             // user's next frames itself until something wakes the session.
-            if self.read.is_none() && self.jobs.is_empty() && self.held.is_empty() {
+            // (Only a hand-over leaves bytes unwritten, so a session whose
+            // user stream has not started has nothing to flush here.)
+            if self.user.started
+                && self.read.is_none()
+                && self.jobs.is_empty()
+                && self.held.is_empty()
+            {
                 if let Err(end) = timed(write_timeout, ws.flush()).await {
                     return end;
                 }
-                if self.user.started {
-                    conn.go_direct(self.user.last);
-                }
+                conn.go_direct(self.user.last);
             }
         }
     }
